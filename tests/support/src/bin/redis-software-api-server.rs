@@ -1,0 +1,67 @@
+//! The Redis Software REST API test server as a process (`make demo`).
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use rotator_test_support::api_server::{ApiServer, ApiServerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    about = "Redis Software REST API test server applying password changes to a redis-server"
+)]
+struct Args {
+    /// ApiServerConfig as JSON.
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Where to write the PEM of the CA that signed the server certificate.
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
+    /// Where to write the server's URL.
+    #[arg(long)]
+    url_out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let args = Args::parse();
+    let config: ApiServerConfig = serde_json::from_slice(
+        &std::fs::read(&args.config)
+            .with_context(|| format!("reading {}", args.config.display()))?,
+    )
+    .with_context(|| format!("parsing {}", args.config.display()))?;
+    let server = ApiServer::start_on(config, args.listen).await?;
+    if let Some(path) = &args.ca_out {
+        std::fs::write(path, server.ca_pem())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.url_out {
+        std::fs::write(path, server.url())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {}", server.url())?;
+    stdout.flush()?;
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
