@@ -1,0 +1,318 @@
+//! The `PasswordRotation` custom resource (group `rotator.dev`, version `v1alpha1`).
+
+// Each printer column repeats `type_ = ...`, which this lint takes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::GoDuration;
+use crate::redis_software::PasswordBodyShape;
+
+/// Annotation that requests one rotation: any token not seen before starts one.
+pub const ROTATE_REQUESTED_ANNOTATION: &str = "rotator.dev/rotate-requested";
+/// Pod-template annotation that restarts a workload onto a newly published password.
+pub const ROTATION_ANNOTATION: &str = "rotator.dev/rotation";
+pub const FINALIZER: &str = "rotator.dev/cleanup";
+
+/// Rotates the password of a Redis Software user or database and keeps a Secret in step.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rotator.dev",
+    version = "v1alpha1",
+    kind = "PasswordRotation",
+    plural = "passwordrotations",
+    shortname = "pwrot",
+    namespaced,
+    status = "PasswordRotationStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
+    printcolumn(
+        name = "Last Rotation",
+        type_ = "date",
+        json_path = ".status.lastRotationTime"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "date",
+        json_path = ".status.nextRotationTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordRotationSpec {
+    pub target: Target,
+    pub secret: WorkloadSecret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub password: PasswordSpec,
+    #[serde(default)]
+    pub rollout: Rollout,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+    /// Pauses the resource: no rotation starts and a rotation in flight holds at its step.
+    #[serde(default)]
+    pub suspend: bool,
+    /// A token not seen before starts one rotation (for GitOps; kubectl users can set the
+    /// `rotator.dev/rotate-requested` annotation instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
+}
+
+/// What holds the password. Exactly one member is set.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.redisSoftware)").message("exactly one target must be set"))]
+pub struct Target {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_software: Option<RedisSoftwareTarget>,
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.user) != has(self.databaseUid)").message("exactly one of user or databaseUid must be set"))]
+#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.insecureHttp) && self.insecureHttp)").message("url must start with https:// (http:// only with insecureHttp: true)"))]
+pub struct RedisSoftwareTarget {
+    /// REST API base URL, e.g. https://cluster.example.internal:9443
+    pub url: String,
+    /// Secret in this namespace with keys `username` and `password` of an admin.
+    pub credentials_secret: String,
+    /// CA certificate that signs the cluster's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    /// Allow a plain http:// URL. For tests only.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Rotate this user's passwords.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Or rotate the default user's passwords of this database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_uid: Option<u64>,
+    /// Body shape of /v1/users/password requests: Legacy {username, old_password, new_password}
+    /// or Caller {new_password, username}, for newer clusters.
+    #[serde(default)]
+    pub password_body: PasswordBodyShape,
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// The Secret the workloads read, in the resource's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSecret {
+    pub name: String,
+    #[serde(default = "default_password_key")]
+    pub password_key: String,
+    /// Key that receives the user name (user targets only).
+    #[serde(default = "default_username_key")]
+    pub username_key: String,
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.every) && has(self.cron))").message("set at most one of every or cron"))]
+pub struct Schedule {
+    /// Rotate this long after the last rotation, e.g. 720h. At least 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("every must be at least 1h"))]
+    pub every: Option<GoDuration>,
+    /// Standard 5-field cron expression, in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSpec {
+    /// Length of generated passwords, 16..128.
+    #[serde(default = "default_length")]
+    #[x_kube(validation = Rule::new("self >= 16 && self <= 128").message("length must be between 16 and 128"))]
+    pub length: u32,
+}
+
+impl Default for PasswordSpec {
+    fn default() -> Self {
+        Self {
+            length: default_length(),
+        }
+    }
+}
+
+fn default_length() -> u32 {
+    32
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.overlap) <= duration(self.timeout)").message("overlap must not exceed timeout"))]
+pub struct Rollout {
+    /// Restarted after publishing; the old password is kept until each has rolled out.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadRef>,
+    /// Both passwords stay valid at least this long after publishing.
+    #[serde(default = "default_overlap")]
+    pub overlap: GoDuration,
+    /// Past this, the resource is Degraded; the old password is still kept.
+    #[serde(default = "default_timeout")]
+    pub timeout: GoDuration,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            workloads: Vec::new(),
+            overlap: default_overlap(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn default_overlap() -> GoDuration {
+    GoDuration::from_secs(300)
+}
+
+fn default_timeout() -> GoDuration {
+    GoDuration::from_secs(1800)
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    pub name: String,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Add the new password beside the old one; delete the old one after the rollout.
+    #[default]
+    AddThenDelete,
+    /// One PUT: every old password dies at once. For compromised credentials; causes a
+    /// short outage until the workloads restart.
+    Replace,
+}
+
+/// Authenticate with the new password before publishing it.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    /// host:port of a Redis endpoint of the database; the new password must pass `AUTH` there.
+    pub endpoint: String,
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordRotationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_id: Option<String>,
+    /// Why the rotation in flight started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// Last `spec.rotationRequest` token acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_rotation_request: Option<String>,
+    /// Last `rotator.dev/rotate-requested` annotation token acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_rotate_annotation: Option<String>,
+    /// When the resource became Blocked, and the credentials Secret's resourceVersion then:
+    /// it is retried when that Secret changes or after a wait longer than a lockout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_credentials_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Rotating,
+    Blocked,
+}
+
+/// Steps of a rotation, in order. Each is recorded when its effect is done, except
+/// `Retired`, which is recorded before the DELETE is sent so that a replay knows it as one.
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum Step {
+    Staged,
+    Added,
+    Verified,
+    Published,
+    RolledOut,
+    Retired,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Staged => "Staged",
+            Step::Added => "Added",
+            Step::Verified => "Verified",
+            Step::Published => "Published",
+            Step::RolledOut => "RolledOut",
+            Step::Retired => "Retired",
+        }
+    }
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "Idle",
+            Phase::Rotating => "Rotating",
+            Phase::Blocked => "Blocked",
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Checks of the spec that admission (CEL) cannot make, and the parsed form the engine uses.
+
+use std::time::Duration;
+
+use crate::resource::PasswordRotationSpec;
+use crate::schedule::ScheduleRule;
+
+/// What is rotated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    User(String),
+    Database(u64),
+}
+
+/// The spec, checked and parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    pub target: TargetKind,
+    pub schedule: Option<ScheduleRule>,
+    pub overlap: Duration,
+    pub timeout: Duration,
+    pub password_length: usize,
+}
+
+/// A spec field that is wrong, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        message: message.into(),
+    }
+}
+
+pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> {
+    let rs = spec
+        .target
+        .redis_software
+        .as_ref()
+        .ok_or_else(|| invalid("spec.target", "exactly one target must be set"))?;
+    let target = match (&rs.user, rs.database_uid) {
+        (Some(user), None) if !user.is_empty() => TargetKind::User(user.clone()),
+        (None, Some(uid)) => TargetKind::Database(uid),
+        _ => {
+            return Err(invalid(
+                "spec.target.redisSoftware",
+                "exactly one of user or databaseUid must be set",
+            ));
+        }
+    };
+    let url = url::Url::parse(&rs.url)
+        .map_err(|e| invalid("spec.target.redisSoftware.url", format!("not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if rs.insecure_http => {}
+        _ => {
+            return Err(invalid(
+                "spec.target.redisSoftware.url",
+                "must start with https:// (http:// only with insecureHttp: true)",
+            ));
+        }
+    }
+    if spec.secret.name.is_empty() {
+        return Err(invalid("spec.secret.name", "must not be empty"));
+    }
+    let schedule = match &spec.schedule {
+        None => None,
+        Some(s) => match (&s.every, &s.cron) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("spec.schedule", "set at most one of every or cron"));
+            }
+            (Some(every), None) => {
+                let every = every
+                    .parse()
+                    .map_err(|e| invalid("spec.schedule.every", e))?;
+                if every < Duration::from_secs(3600) {
+                    return Err(invalid("spec.schedule.every", "must be at least 1h"));
+                }
+                Some(ScheduleRule::Every(every))
+            }
+            (None, Some(cron)) => {
+                Some(ScheduleRule::cron(cron).map_err(|e| invalid("spec.schedule.cron", e))?)
+            }
+            (None, None) => None,
+        },
+    };
+    let overlap = spec
+        .rollout
+        .overlap
+        .parse()
+        .map_err(|e| invalid("spec.rollout.overlap", e))?;
+    let timeout = spec
+        .rollout
+        .timeout
+        .parse()
+        .map_err(|e| invalid("spec.rollout.timeout", e))?;
+    if overlap > timeout {
+        return Err(invalid(
+            "spec.rollout.overlap",
+            "must not exceed spec.rollout.timeout",
+        ));
+    }
+    let length = spec.password.length;
+    if !(16..=128).contains(&length) {
+        return Err(invalid(
+            "spec.password.length",
+            "must be between 16 and 128",
+        ));
+    }
+    Ok(ValidSpec {
+        target,
+        schedule,
+        overlap,
+        timeout,
+        password_length: length as usize,
+    })
+}
