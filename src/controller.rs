@@ -1,0 +1,974 @@
+//! The kube-runtime Controller: observes, asks `rotation::decide`, and acts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use secrecy::SecretString;
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::password::{PasswordPolicy, generate_os};
+use crate::redis_software::{ClientConfig, RedisSoftwareClient};
+use crate::resource::{
+    FINALIZER, Mode, PasswordRotation, PasswordRotationStatus, Phase, ROTATE_REQUESTED_ANNOTATION,
+    Step,
+};
+use crate::rollout::Workloads;
+use crate::rotation::{
+    CallFailure, CallOutcome, Decision, Observation, StateSummary, decide, on_add, on_delete,
+    on_rollback, step_after,
+};
+use crate::schedule::Trigger;
+use crate::secrets::{self, MANAGER, RotationState};
+use crate::target::{PasswordTarget, RedisSoftware};
+use crate::validation::{InvalidField, TargetKind, ValidSpec, validate};
+use crate::{Error, Result, verify};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace, or every namespace when `None`.
+    pub namespace: Option<String>,
+    /// Resources reconciled at once.
+    pub concurrency: u16,
+    /// Timeout of one Redis Software API request.
+    pub request_timeout: Duration,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    store: Store<PasswordRotation>,
+    settings: Settings,
+    failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
+}
+
+/// Runs the controller until a termination signal.
+pub async fn run(client: Client, settings: Settings) {
+    let (rotations, secrets) = match &settings.namespace {
+        Some(ns) => (
+            Api::<PasswordRotation>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        ),
+    };
+    let controller = Controller::new(rotations, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        store: store.clone(),
+        settings: settings.clone(),
+        failures: Mutex::default(),
+    });
+    // Secrets are watched as metadata only, so no Secret data is ever cached.
+    controller
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let (namespace, name) = (secret.namespace(), secret.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|r| secrets::references(r, namespace.as_deref(), &name))
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(%object, "reconciled"),
+                Err(error) => warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+async fn reconcile(rotation: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = rotation.namespace().unwrap_or_default();
+    let name = rotation.name_any();
+    let key = ObjectRef::from_obj(&*rotation);
+    let api: Api<PasswordRotation> = Api::namespaced(ctx.client.clone(), &namespace);
+    let span = info_span!("reconcile", %namespace, %name);
+    let action = finalizer(&api, FINALIZER, rotation, |event| async {
+        match event {
+            FinalizerEvent::Apply(rotation) => Rotator::new(&ctx, rotation).apply().await,
+            FinalizerEvent::Cleanup(rotation) => Rotator::new(&ctx, rotation).cleanup().await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    })?;
+    ctx.failures.lock().expect("not poisoned").remove(&key);
+    Ok(action)
+}
+
+/// Per-resource exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
+fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().expect("not poisoned");
+    let count = failures.entry(ObjectRef::from_obj(&*rotation)).or_insert(0);
+    *count = count.saturating_add(1);
+    let delay = Duration::from_secs(1 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    warn!(
+        namespace = rotation.namespace().unwrap_or_default(),
+        name = rotation.name_any(),
+        kind = error.kind(),
+        %error,
+        retry_in_s = delay.as_secs_f32(),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// One reconcile of one resource.
+struct Rotator<'a> {
+    ctx: &'a Context,
+    rotation: Arc<PasswordRotation>,
+    status: PasswordRotationStatus,
+    secrets: Api<Secret>,
+    namespace: String,
+}
+
+/// Steps taken in one reconcile at most; a rotation with no workloads and no overlap
+/// completes in one.
+const MAX_STEPS: usize = 12;
+
+impl<'a> Rotator<'a> {
+    fn new(ctx: &'a Context, rotation: Arc<PasswordRotation>) -> Self {
+        let namespace = rotation.namespace().unwrap_or_default();
+        Self {
+            ctx,
+            status: rotation.status.clone().unwrap_or_default(),
+            secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            namespace,
+            rotation,
+        }
+    }
+
+    async fn apply(mut self) -> Result<Action> {
+        let valid = match validate(&self.rotation.spec) {
+            Ok(valid) => valid,
+            Err(invalid) => return self.report_invalid(invalid).await,
+        };
+        let state_name = secrets::state_secret_name(&self.rotation);
+        let mut state = secrets::read_state(&self.secrets, &state_name).await?;
+        let workload_password = self.workload_password().await?;
+        let mut target: Option<RedisSoftware> = None;
+        for _ in 0..MAX_STEPS {
+            let now = Timestamp::now();
+            let rollout = match (&state, self.status.step) {
+                (Some(state), Some(Step::Published)) if self.in_flight() => Some(
+                    Workloads::new(self.ctx.client.clone(), &self.namespace)
+                        .advance(&self.rotation.spec.rollout.workloads, &state.rotation_id)
+                        .await?,
+                ),
+                _ => None,
+            };
+            let credentials_changed_since_block = if self.status.phase == Some(Phase::Blocked) {
+                self.credentials_version().await? != self.status.blocked_credentials_version
+            } else {
+                false
+            };
+            let summary = state.as_ref().map(|s| StateSummary {
+                rotation_id: s.rotation_id.clone(),
+                has_previous: s.previous.is_some(),
+            });
+            let observation = Observation {
+                now,
+                generation: self.rotation.metadata.generation,
+                spec: &self.rotation.spec,
+                status: &self.status,
+                rotate_annotation: self.rotate_annotation(),
+                state: summary.as_ref(),
+                workload_has_password: workload_password.is_some(),
+                rollout,
+                conflict_with: self.conflict(),
+                credentials_changed_since_block,
+            };
+            let decision = decide(&observation, &valid);
+            debug!(?decision, "decided");
+            match decision {
+                Decision::Invalid { field, message } => {
+                    return self.report_invalid(InvalidField { field, message }).await;
+                }
+                Decision::Conflict { with } => return self.report_conflict(&valid, with).await,
+                Decision::Suspended => {
+                    let mut status = self.status.clone();
+                    status.observed_generation = self.rotation.metadata.generation;
+                    set_condition(
+                        &mut status,
+                        "Ready",
+                        true,
+                        "Suspended",
+                        "spec.suspend is true; nothing is done",
+                        now,
+                    );
+                    self.write_status_if_changed(status).await?;
+                    return Ok(Action::await_change());
+                }
+                Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
+                Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
+                Decision::Stage { trigger } => {
+                    let previous = workload_password.clone().ok_or_else(|| Error::Secret {
+                        name: self.rotation.spec.secret.name.clone(),
+                        problem: "has no password to rotate from".into(),
+                    })?;
+                    let new_state = self.stage(&valid, previous, now).await?;
+                    let rotation_id = new_state.rotation_id.clone();
+                    state = Some(new_state);
+                    self.begin(rotation_id, trigger, now).await?;
+                }
+                Decision::Adopt { rotation_id } => {
+                    self.begin(rotation_id, Trigger::Resumed, now).await?;
+                }
+                Decision::Add | Decision::Replace | Decision::Retire { .. } => {
+                    let state = state
+                        .as_ref()
+                        .expect("decide asks for a call only with a state");
+                    if target.is_none() {
+                        target = Some(self.target(&valid).await?);
+                    }
+                    let target = target.as_ref().expect("just set");
+                    let outcome = self.call(target, &decision, state).await?;
+                    match outcome {
+                        CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
+                            self.event(
+                                EventType::Normal,
+                                "Retired",
+                                "Rotate",
+                                "the old password is deleted",
+                            )
+                            .await;
+                            self.finish(&valid, &state_name, now).await?;
+                            return self.idle_after_finish(&valid, now);
+                        }
+                        CallOutcome::Done => {
+                            self.advance(&decision, now).await?;
+                        }
+                        CallOutcome::Block { reason, message } => {
+                            return self.block(reason, message, now).await;
+                        }
+                        CallOutcome::Retry { reason, detail } => {
+                            self.event(EventType::Warning, reason, "Retry", &detail)
+                                .await;
+                            return Err(Error::Target { reason, detail });
+                        }
+                    }
+                }
+                Decision::Verify => {
+                    let state = state.as_ref().expect("verify runs with a state");
+                    let endpoint = &self
+                        .rotation
+                        .spec
+                        .verify
+                        .as_ref()
+                        .expect("decided on it")
+                        .endpoint;
+                    let user = match &valid.target {
+                        TargetKind::User(user) => Some(user.as_str()),
+                        TargetKind::Database(_) => None,
+                    };
+                    if let Err(e) = verify::redis_auth(endpoint, user, &state.pending).await {
+                        self.event(EventType::Warning, "VerifyFailed", "Verify", &e.to_string())
+                            .await;
+                        return Err(e);
+                    }
+                    self.advance(&decision, now).await?;
+                }
+                Decision::Publish => {
+                    let state = state.as_ref().expect("publish runs with a state");
+                    let spec = &self.rotation.spec.secret;
+                    let username = match &valid.target {
+                        TargetKind::User(user) => Some((spec.username_key.as_str(), user.as_str())),
+                        TargetKind::Database(_) => None,
+                    };
+                    secrets::publish(
+                        &self.secrets,
+                        &spec.name,
+                        &spec.password_key,
+                        username,
+                        &state.pending,
+                    )
+                    .await?;
+                    self.status.published_time = Some(Time(now));
+                    self.advance(&decision, now).await?;
+                }
+                Decision::AwaitRollout {
+                    pending,
+                    degraded,
+                    requeue_after,
+                } => {
+                    if degraded && !has_condition(&self.status, "Degraded", "True") {
+                        let message = format!(
+                            "rollout not finished within spec.rollout.timeout: {}; both passwords stay valid",
+                            pending.join(", ")
+                        );
+                        let mut status = self.status.clone();
+                        set_condition(
+                            &mut status,
+                            "Degraded",
+                            true,
+                            "RolloutTimeout",
+                            &message,
+                            now,
+                        );
+                        self.write_status(status).await?;
+                        self.event(EventType::Warning, "RolloutTimeout", "Rollout", &message)
+                            .await;
+                    }
+                    return Ok(Action::requeue(requeue_after));
+                }
+                Decision::MarkRolledOut => self.advance(&decision, now).await?,
+                Decision::Finish => {
+                    self.finish(&valid, &state_name, now).await?;
+                    return self.idle_after_finish(&valid, now);
+                }
+                Decision::Abandon { reason } => {
+                    self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
+                        .await;
+                    let mut status = self.status.clone();
+                    clear_rotation(&mut status);
+                    status.phase = Some(Phase::Idle);
+                    set_condition(&mut status, "Degraded", true, "StateLost", &reason, now);
+                    self.write_status(status).await?;
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+            }
+        }
+        Ok(Action::requeue(Duration::from_millis(100)))
+    }
+
+    fn in_flight(&self) -> bool {
+        matches!(
+            self.status.phase,
+            Some(Phase::Rotating) | Some(Phase::Blocked)
+        ) && self.status.step.is_some()
+    }
+
+    fn rotate_annotation(&self) -> Option<&str> {
+        self.rotation
+            .annotations()
+            .get(ROTATE_REQUESTED_ANNOTATION)
+            .map(String::as_str)
+    }
+
+    async fn workload_password(&self) -> Result<Option<SecretString>> {
+        let spec = &self.rotation.spec.secret;
+        Ok(self
+            .secrets
+            .get_opt(&spec.name)
+            .await?
+            .and_then(|s| secrets::value(&s, &spec.password_key)))
+    }
+
+    async fn credentials_version(&self) -> Result<Option<String>> {
+        let Some(rs) = &self.rotation.spec.target.redis_software else {
+            return Ok(None);
+        };
+        Ok(self
+            .secrets
+            .get_metadata_opt(&rs.credentials_secret)
+            .await?
+            .and_then(|m| m.metadata.resource_version))
+    }
+
+    /// The oldest other resource that rotates the same user or database of the same cluster.
+    fn conflict(&self) -> Option<String> {
+        let mine = target_key(&self.rotation)?;
+        let uid = self.rotation.uid();
+        self.ctx
+            .store
+            .state()
+            .into_iter()
+            .filter(|other| other.uid() != uid && target_key(other).as_ref() == Some(&mine))
+            .filter(|other| precedes(other, &self.rotation))
+            .min_by_key(|other| order_key(other))
+            .map(|other| {
+                format!(
+                    "{}/{}",
+                    other.namespace().unwrap_or_default(),
+                    other.name_any()
+                )
+            })
+    }
+
+    async fn target(&self, valid: &ValidSpec) -> Result<RedisSoftware> {
+        let rs = self
+            .rotation
+            .spec
+            .target
+            .redis_software
+            .as_ref()
+            .expect("validated");
+        let missing = |name: &str, problem: &str| Error::Secret {
+            name: name.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let credentials = self
+            .secrets
+            .get_opt(&rs.credentials_secret)
+            .await?
+            .ok_or_else(|| {
+                missing(
+                    &rs.credentials_secret,
+                    "not found (spec.target.redisSoftware.credentialsSecret)",
+                )
+            })?;
+        let username = secrets::text_value(&credentials, "username")
+            .ok_or_else(|| missing(&rs.credentials_secret, "has no key username"))?;
+        let password = secrets::value(&credentials, "password")
+            .ok_or_else(|| missing(&rs.credentials_secret, "has no key password"))?;
+        let ca_pem = match &rs.ca_secret {
+            Some(ca) => {
+                let secret = self.secrets.get_opt(&ca.name).await?.ok_or_else(|| {
+                    missing(&ca.name, "not found (spec.target.redisSoftware.caSecret)")
+                })?;
+                let pem = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&ca.key))
+                    .ok_or_else(|| missing(&ca.name, &format!("has no key {}", ca.key)))?;
+                Some(pem.0.clone())
+            }
+            None => None,
+        };
+        let url = url::Url::parse(&rs.url).map_err(|e| Error::Target {
+            reason: "InvalidSpec",
+            detail: format!("spec.target.redisSoftware.url: {e}"),
+        })?;
+        let mut config = ClientConfig::new(url, username, password);
+        config.ca_pem = ca_pem;
+        config.insecure_http = rs.insecure_http;
+        config.body_shape = rs.password_body;
+        config.request_timeout = self.ctx.settings.request_timeout;
+        Ok(RedisSoftware {
+            client: RedisSoftwareClient::new(config)?,
+            kind: valid.target.clone(),
+        })
+    }
+
+    async fn stage(
+        &self,
+        valid: &ValidSpec,
+        previous: SecretString,
+        now: Timestamp,
+    ) -> Result<RotationState> {
+        let forbidden = match &valid.target {
+            TargetKind::User(user) => vec![user.clone()],
+            TargetKind::Database(_) => Vec::new(),
+        };
+        let policy =
+            PasswordPolicy::new(valid.password_length, forbidden).map_err(|e| Error::Target {
+                reason: "InvalidSpec",
+                detail: e.to_string(),
+            })?;
+        let state = RotationState {
+            rotation_id: rotation_id(now),
+            pending: generate_os(&policy),
+            previous: Some(previous),
+        };
+        secrets::create_state(&self.secrets, &self.rotation, &state).await?;
+        Ok(state)
+    }
+
+    async fn begin(&mut self, rotation_id: String, trigger: Trigger, now: Timestamp) -> Result<()> {
+        let mut status = self.status.clone();
+        status.phase = Some(Phase::Rotating);
+        status.step = Some(Step::Staged);
+        status.rotation_id = Some(rotation_id.clone());
+        status.trigger = Some(trigger.as_str().into());
+        status.step_time = Some(Time(now));
+        status.published_time = None;
+        status.handled_rotation_request = self.rotation.spec.rotation_request.clone();
+        status.handled_rotate_annotation = self.rotate_annotation().map(str::to_owned);
+        status.observed_generation = self.rotation.metadata.generation;
+        set_condition(
+            &mut status,
+            "Progressing",
+            true,
+            "Staged",
+            "a new password is staged",
+            now,
+        );
+        set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+        self.write_status(status).await?;
+        info!(%rotation_id, trigger = trigger.as_str(), "rotation started");
+        self.event(
+            EventType::Normal,
+            "Staged",
+            "Rotate",
+            &format!(
+                "rotation {rotation_id} started ({}); new password staged",
+                trigger.as_str()
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn call(
+        &mut self,
+        target: &RedisSoftware,
+        decision: &Decision,
+        state: &RotationState,
+    ) -> Result<CallOutcome> {
+        let previous = state.previous.as_ref().ok_or_else(|| Error::Secret {
+            name: secrets::state_secret_name(&self.rotation),
+            problem: "has no previous password".into(),
+        })?;
+        Ok(match decision {
+            Decision::Add => on_add(target.add(previous, &state.pending).await),
+            Decision::Replace => {
+                let result = match target.replace(previous, &state.pending).await {
+                    // A replayed PUT finds the old password gone; with the new one as the
+                    // current password it answers that the new one is already the current.
+                    Err(CallFailure::PasswordRejected) => {
+                        target.replace(&state.pending, &state.pending).await
+                    }
+                    other => other,
+                };
+                on_add(result)
+            }
+            Decision::Retire { replay } => {
+                if !replay {
+                    let mut status = self.status.clone();
+                    status.step = Some(Step::Retired);
+                    status.step_time = Some(Time(Timestamp::now()));
+                    self.write_status(status).await?;
+                }
+                on_delete(target.delete(previous).await, *replay)
+            }
+            _ => unreachable!("only calls reach here"),
+        })
+    }
+
+    async fn advance(&mut self, decision: &Decision, now: Timestamp) -> Result<()> {
+        let step = step_after(decision).expect("a step follows every effect");
+        let mut status = self.status.clone();
+        status.phase = Some(Phase::Rotating);
+        status.step = Some(step);
+        status.step_time = Some(Time(now));
+        status.blocked_time = None;
+        status.blocked_credentials_version = None;
+        set_condition(
+            &mut status,
+            "Ready",
+            true,
+            "Rotating",
+            "rotation in progress",
+            now,
+        );
+        set_condition(
+            &mut status,
+            "Progressing",
+            true,
+            step.as_str(),
+            step_message(step),
+            now,
+        );
+        if step == Step::RolledOut {
+            set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+        }
+        self.write_status(status).await?;
+        info!(step = step.as_str(), "rotation step done");
+        self.event(
+            EventType::Normal,
+            step.as_str(),
+            "Rotate",
+            step_message(step),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn finish(&mut self, valid: &ValidSpec, state_name: &str, now: Timestamp) -> Result<()> {
+        secrets::delete_state(&self.secrets, state_name).await?;
+        let completed = self.status.step.is_some();
+        let mut status = self.status.clone();
+        clear_rotation(&mut status);
+        status.phase = Some(Phase::Idle);
+        if completed {
+            status.last_rotation_time = Some(Time(now));
+        }
+        status.next_rotation_time = valid
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now))
+            .map(Time);
+        status.observed_generation = self.rotation.metadata.generation;
+        set_condition(
+            &mut status,
+            "Ready",
+            true,
+            "Rotated",
+            "the new password is in use; the old one is deleted",
+            now,
+        );
+        set_condition(&mut status, "Progressing", false, "Idle", "", now);
+        set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+        let rotation_id = self.status.rotation_id.clone().unwrap_or_default();
+        self.write_status(status).await?;
+        if completed {
+            info!(%rotation_id, "rotation complete");
+            self.event(
+                EventType::Normal,
+                "Rotated",
+                "Rotate",
+                &format!("rotation {rotation_id} complete"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    fn idle_after_finish(&self, valid: &ValidSpec, now: Timestamp) -> Result<Action> {
+        Ok(
+            match valid.schedule.as_ref().and_then(|s| s.next_after(now)) {
+                Some(next) => requeue_at(next, now),
+                None => Action::await_change(),
+            },
+        )
+    }
+
+    async fn idle(&mut self, next_rotation: Option<Timestamp>, now: Timestamp) -> Result<Action> {
+        let mut status = self.status.clone();
+        status.phase = Some(Phase::Idle);
+        status.next_rotation_time = next_rotation.map(Time);
+        status.observed_generation = self.rotation.metadata.generation;
+        status.blocked_time = None;
+        status.blocked_credentials_version = None;
+        set_condition(
+            &mut status,
+            "Ready",
+            true,
+            "Idle",
+            "waiting for the next rotation",
+            now,
+        );
+        set_condition(&mut status, "Progressing", false, "Idle", "", now);
+        // A lost state stays reported until the next rotation.
+        let state_lost = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "StateLost");
+        if !state_lost {
+            set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+        }
+        self.write_status_if_changed(status).await?;
+        Ok(match next_rotation {
+            Some(next) => requeue_at(next, now),
+            None => Action::await_change(),
+        })
+    }
+
+    async fn block(
+        &mut self,
+        reason: &'static str,
+        message: String,
+        now: Timestamp,
+    ) -> Result<Action> {
+        let mut status = self.status.clone();
+        status.phase = Some(Phase::Blocked);
+        status.blocked_time = Some(Time(now));
+        status.blocked_credentials_version = self.credentials_version().await?;
+        status.observed_generation = self.rotation.metadata.generation;
+        set_condition(&mut status, "Ready", false, reason, &message, now);
+        self.write_status(status).await?;
+        warn!(reason, "blocked");
+        self.event(EventType::Warning, reason, "Rotate", &message)
+            .await;
+        Ok(requeue_at(now + crate::rotation::BLOCKED_RETRY, now))
+    }
+
+    async fn report_invalid(&mut self, invalid: InvalidField) -> Result<Action> {
+        let message = format!("{}: {}", invalid.field, invalid.message);
+        let mut status = self.status.clone();
+        status.observed_generation = self.rotation.metadata.generation;
+        set_condition(
+            &mut status,
+            "Ready",
+            false,
+            "InvalidSpec",
+            &message,
+            Timestamp::now(),
+        );
+        if self.write_status_if_changed(status).await? {
+            self.event(EventType::Warning, "InvalidSpec", "Validate", &message)
+                .await;
+        }
+        Ok(Action::await_change())
+    }
+
+    async fn report_conflict(&mut self, valid: &ValidSpec, with: String) -> Result<Action> {
+        let what = match &valid.target {
+            TargetKind::User(user) => format!("user {user}"),
+            TargetKind::Database(uid) => format!("database {uid}"),
+        };
+        let message = format!(
+            "{what} of this cluster is already rotated by PasswordRotation {with}; this one does nothing"
+        );
+        let mut status = self.status.clone();
+        status.observed_generation = self.rotation.metadata.generation;
+        set_condition(
+            &mut status,
+            "Ready",
+            false,
+            "Conflict",
+            &message,
+            Timestamp::now(),
+        );
+        if self.write_status_if_changed(status).await? {
+            self.event(EventType::Warning, "Conflict", "Validate", &message)
+                .await;
+        }
+        Ok(Action::requeue(Duration::from_secs(60)))
+    }
+
+    /// Deleting the resource: roll back before the new password is published; after, keep
+    /// both passwords valid and the old one in the (now orphaned) state Secret.
+    async fn cleanup(self) -> Result<Action> {
+        let state_name = secrets::state_secret_name(&self.rotation);
+        let Some(state) = secrets::read_state(&self.secrets, &state_name).await? else {
+            return Ok(Action::await_change());
+        };
+        let step = match &self.status.rotation_id {
+            Some(id) if *id == state.rotation_id => self.status.step.unwrap_or(Step::Staged),
+            _ => Step::Staged,
+        };
+        if step >= Step::Published {
+            secrets::orphan_state(&self.secrets, &state_name).await?;
+            let message = format!(
+                "deleted after the new password was published: both passwords remain valid; \
+                 the old one is kept in Secret {state_name}"
+            );
+            self.event(EventType::Warning, "LeftBothValid", "Delete", &message)
+                .await;
+            return Ok(Action::await_change());
+        }
+        let valid = validate(&self.rotation.spec).map_err(|e| Error::Target {
+            reason: "InvalidSpec",
+            detail: format!("{}: {}", e.field, e.message),
+        })?;
+        let target = self.target(&valid).await?;
+        let (outcome, message) = match self.rotation.spec.mode {
+            Mode::AddThenDelete => (
+                on_rollback(target.delete(&state.pending).await),
+                "deleted mid-rotation: the staged password was removed from the database",
+            ),
+            Mode::Replace => {
+                // Once a PUT may have landed only the new password works: finish it and
+                // publish, rather than leave the workload Secret with a dead password.
+                let previous = state.previous.as_ref().unwrap_or(&state.pending);
+                let result = match target.replace(previous, &state.pending).await {
+                    Err(CallFailure::PasswordRejected) => {
+                        target.replace(&state.pending, &state.pending).await
+                    }
+                    other => other,
+                };
+                let outcome = on_add(result);
+                if outcome == CallOutcome::Done {
+                    let spec = &self.rotation.spec.secret;
+                    let username = target.username().map(|u| (spec.username_key.as_str(), u));
+                    secrets::publish(
+                        &self.secrets,
+                        &spec.name,
+                        &spec.password_key,
+                        username,
+                        &state.pending,
+                    )
+                    .await?;
+                }
+                (
+                    outcome,
+                    "deleted mid-rotation in Replace mode: the new password was set and published",
+                )
+            }
+        };
+        match outcome {
+            CallOutcome::Done => {
+                secrets::delete_state(&self.secrets, &state_name).await?;
+                self.event(EventType::Normal, "RolledBack", "Delete", message)
+                    .await;
+                Ok(Action::await_change())
+            }
+            CallOutcome::Retry { reason, detail } => Err(Error::Target { reason, detail }),
+            CallOutcome::Block { reason, message } => {
+                secrets::orphan_state(&self.secrets, &state_name).await?;
+                let message = format!(
+                    "deleted mid-rotation but the rollback failed ({reason}: {message}); the staged \
+                     password is kept in Secret {state_name}"
+                );
+                self.event(EventType::Warning, "RollbackFailed", "Delete", &message)
+                    .await;
+                Ok(Action::await_change())
+            }
+        }
+    }
+
+    async fn write_status_if_changed(&mut self, status: PasswordRotationStatus) -> Result<bool> {
+        if status == self.status {
+            return Ok(false);
+        }
+        self.write_status(status).await?;
+        Ok(true)
+    }
+
+    async fn write_status(&mut self, status: PasswordRotationStatus) -> Result<()> {
+        let api: Api<PasswordRotation> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let patch = json!({
+            "apiVersion": "rotator.dev/v1alpha1",
+            "kind": "PasswordRotation",
+            "status": status,
+        });
+        api.patch_status(
+            &self.rotation.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        self.status = status;
+        Ok(())
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.rotation.object_ref(&()))
+            .await
+        {
+            warn!(%error, reason, "could not publish event");
+        }
+    }
+}
+
+fn step_message(step: Step) -> &'static str {
+    match step {
+        Step::Staged => "a new password is staged",
+        Step::Added => "the new password is added beside the old one; both work",
+        Step::Verified => "the new password authenticates",
+        Step::Published => "the new password is in the workload Secret; workloads are restarting",
+        Step::RolledOut => "the workloads run on the new password",
+        Step::Retired => "the old password is being deleted",
+    }
+}
+
+fn clear_rotation(status: &mut PasswordRotationStatus) {
+    status.step = None;
+    status.trigger = None;
+    status.step_time = None;
+    status.published_time = None;
+    status.blocked_time = None;
+    status.blocked_credentials_version = None;
+}
+
+fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
+    let wait = at.duration_since(now).unsigned_abs();
+    Action::requeue(wait.clamp(Duration::from_millis(100), Duration::from_secs(3600)))
+}
+
+fn rotation_id(now: Timestamp) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", now.strftime("%Y%m%d%H%M%S"), &suffix[..6])
+}
+
+fn has_condition(status: &PasswordRotationStatus, type_: &str, value: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == value)
+}
+
+/// Sets a condition, keeping its transition time when its status does not change.
+fn set_condition(
+    status: &mut PasswordRotationStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let value = if value { "True" } else { "False" };
+    let generation = status.observed_generation;
+    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
+    match existing {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = Time(now);
+            }
+            c.status = value.into();
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(now),
+            observed_generation: generation,
+        }),
+    }
+}
+
+/// What identifies a password list across resources: the cluster and the user or database.
+fn target_key(rotation: &PasswordRotation) -> Option<(String, TargetKind)> {
+    let rs = rotation.spec.target.redis_software.as_ref()?;
+    let url = url::Url::parse(&rs.url).ok()?;
+    let cluster = format!(
+        "{}:{}",
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?
+    );
+    let kind = match (&rs.user, rs.database_uid) {
+        (Some(user), None) => TargetKind::User(user.clone()),
+        (None, Some(uid)) => TargetKind::Database(uid),
+        _ => return None,
+    };
+    Some((cluster, kind))
+}
+
+fn order_key(rotation: &PasswordRotation) -> (Option<Timestamp>, String, String) {
+    (
+        rotation.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        rotation.namespace().unwrap_or_default(),
+        rotation.name_any(),
+    )
+}
+
+fn precedes(a: &PasswordRotation, b: &PasswordRotation) -> bool {
+    order_key(a) < order_key(b)
+}

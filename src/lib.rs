@@ -1,0 +1,60 @@
+//! password-rotator: rotates Redis Software passwords without downtime.
+
+pub mod controller;
+pub mod duration;
+pub mod password;
+pub mod redis_software;
+pub mod resource;
+pub mod rollout;
+pub mod rotation;
+pub mod schedule;
+pub mod secrets;
+pub mod target;
+pub mod telemetry;
+pub mod validation;
+pub mod verify;
+
+use kube::CustomResourceExt;
+
+/// The CustomResourceDefinition as YAML, as `password-rotator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&resource::PasswordRotation::crd()).expect("a CRD always serializes")
+}
+
+/// Everything a reconcile can fail with. Messages never carry a password: the Redis Software
+/// client scrubs what the server says, and Secret values are never formatted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Redis Software API: {0}")]
+    RedisSoftware(#[from] redis_software::ApiError),
+    /// A call to the target failed in a way worth retrying.
+    #[error("{reason}: {detail}")]
+    Target {
+        reason: &'static str,
+        detail: String,
+    },
+    #[error("Secret {name}: {problem}")]
+    Secret { name: String, problem: String },
+    #[error("verifying the new password on {endpoint}: {detail}")]
+    Verify { endpoint: String, detail: String },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short, bounded label for metrics and condition reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kubernetes",
+            Error::RedisSoftware(e) => e.kind(),
+            Error::Target { reason, .. } => reason,
+            Error::Secret { .. } => "secret",
+            Error::Verify { .. } => "verify",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,781 @@
+//! The rotation step machine: a pure function of what was observed and the time, returning
+//! what to do next. No IO here; `controller.rs` observes, asks, and acts.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::resource::{Mode, PasswordRotationSpec, PasswordRotationStatus, Phase, Step};
+use crate::schedule::Trigger;
+use crate::validation::ValidSpec;
+
+/// How long a Blocked resource waits before it tries again with unchanged credentials.
+/// Longer than Redis Software's 30-minute lockout, so retries can never lock an account.
+pub const BLOCKED_RETRY: Duration = Duration::from_secs(31 * 60);
+
+/// What the state Secret (`<name>-rotation`) says, without the passwords themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateSummary {
+    pub rotation_id: String,
+    /// The state Secret holds the password that was current before the rotation.
+    pub has_previous: bool,
+}
+
+/// Progress of the listed workloads onto the current rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolloutProgress {
+    /// Every workload runs pods of the current rotation (or none are listed).
+    Complete,
+    /// Not yet: the names of workloads still rolling out.
+    Pending(Vec<String>),
+}
+
+/// Everything the decision looks at.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub spec: &'a PasswordRotationSpec,
+    pub status: &'a PasswordRotationStatus,
+    pub rotate_annotation: Option<&'a str>,
+    pub state: Option<&'a StateSummary>,
+    /// Whether the workload Secret holds a password under `spec.secret.passwordKey`.
+    pub workload_has_password: bool,
+    /// Observed only while Published; `None` otherwise.
+    pub rollout: Option<RolloutProgress>,
+    /// Another resource that rotates the same user and came first.
+    pub conflict_with: Option<String>,
+    /// The credentials Secret changed since the resource was Blocked.
+    pub credentials_changed_since_block: bool,
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The spec is unusable; nothing is done until it changes.
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// Another resource owns this user; nothing is done.
+    Conflict { with: String },
+    /// Held by `suspend: true`.
+    Suspended,
+    /// Blocked on credentials; look again at `retry_at`.
+    StayBlocked { retry_at: Timestamp },
+    /// Nothing due; the next scheduled rotation, if any.
+    Idle { next_rotation: Option<Timestamp> },
+    /// Start a rotation: generate a password and write the state Secret.
+    Stage { trigger: Trigger },
+    /// The state Secret exists but status does not know it (a crash right after staging).
+    Adopt { rotation_id: String },
+    /// Add the new password beside the old one (POST).
+    Add,
+    /// Replace every password with the new one (PUT), `mode: Replace`.
+    Replace,
+    /// Authenticate with the new password on `spec.verify.endpoint`.
+    Verify,
+    /// Write the new password into the workload Secret and restart the workloads.
+    Publish,
+    /// Wait for the workloads; `degraded` once the timeout has passed.
+    AwaitRollout {
+        pending: Vec<String>,
+        degraded: bool,
+        requeue_after: Duration,
+    },
+    /// Rolled out and the overlap has passed.
+    MarkRolledOut,
+    /// Delete the old password; `replay` when a DELETE may already have been sent.
+    Retire { replay: bool },
+    /// Clear the state Secret and record the rotation.
+    Finish,
+    /// The state Secret vanished mid-rotation: give the rotation up and say why.
+    Abandon { reason: String },
+}
+
+pub fn decide(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
+    if let Some(with) = &obs.conflict_with {
+        return Decision::Conflict { with: with.clone() };
+    }
+    if obs.spec.suspend {
+        return Decision::Suspended;
+    }
+    let status = obs.status;
+    let in_flight = status.phase == Some(Phase::Rotating) && status.step.is_some();
+    if status.phase == Some(Phase::Blocked) && !unblocked(obs) {
+        return Decision::StayBlocked {
+            retry_at: status.blocked_time.as_ref().map_or(obs.now, |t| t.0) + BLOCKED_RETRY,
+        };
+    }
+    let blocked = status.phase == Some(Phase::Blocked);
+    match (status.step, obs.state) {
+        (_, Some(state)) if status.rotation_id.as_deref() != Some(&state.rotation_id) => {
+            Decision::Adopt {
+                rotation_id: state.rotation_id.clone(),
+            }
+        }
+        (Some(step), Some(state)) if in_flight || blocked => next_step(obs, valid, step, state),
+        // The state Secret is deleted before status records the end, so this is a leftover.
+        (_, Some(_)) => Decision::Finish,
+        (Some(Step::Retired), None) if in_flight || blocked => Decision::Finish,
+        (Some(step), None) if in_flight || blocked => Decision::Abandon {
+            reason: format!(
+                "the state Secret was deleted at step {}; the new password may remain valid \
+                 in the database",
+                step.as_str()
+            ),
+        },
+        (_, None) => due(obs, valid),
+    }
+}
+
+fn unblocked(obs: &Observation<'_>) -> bool {
+    let status = obs.status;
+    if obs.credentials_changed_since_block || status.observed_generation != obs.generation {
+        return true;
+    }
+    match &status.blocked_time {
+        Some(since) => obs.now >= since.0 + BLOCKED_RETRY,
+        None => true,
+    }
+}
+
+fn next_step(
+    obs: &Observation<'_>,
+    valid: &ValidSpec,
+    step: Step,
+    state: &StateSummary,
+) -> Decision {
+    let mode = obs.spec.mode;
+    match step {
+        Step::Staged => match mode {
+            Mode::AddThenDelete => Decision::Add,
+            Mode::Replace => Decision::Replace,
+        },
+        Step::Added if obs.spec.verify.is_some() => Decision::Verify,
+        Step::Added | Step::Verified => Decision::Publish,
+        Step::Published => await_rollout(obs, valid),
+        Step::RolledOut | Step::Retired if mode == Mode::Replace || !state.has_previous => {
+            Decision::Finish
+        }
+        Step::RolledOut => Decision::Retire { replay: false },
+        Step::Retired => Decision::Retire { replay: true },
+    }
+}
+
+fn await_rollout(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
+    let (overlap, timeout) = (valid.overlap, valid.timeout);
+    let published = obs
+        .status
+        .published_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(obs.now);
+    let elapsed = obs.now.duration_since(published).unsigned_abs();
+    let pending = match &obs.rollout {
+        Some(RolloutProgress::Complete) => Vec::new(),
+        Some(RolloutProgress::Pending(names)) => names.clone(),
+        None => vec!["(not observed)".to_owned()],
+    };
+    if pending.is_empty() && elapsed >= overlap {
+        return Decision::MarkRolledOut;
+    }
+    let degraded = !pending.is_empty() && elapsed >= timeout;
+    let until_overlap = overlap.saturating_sub(elapsed);
+    let requeue_after = if pending.is_empty() {
+        until_overlap
+    } else {
+        Duration::from_secs(5).min(until_overlap.max(Duration::from_secs(1)))
+    };
+    Decision::AwaitRollout {
+        pending,
+        degraded,
+        requeue_after: requeue_after.max(Duration::from_millis(100)),
+    }
+}
+
+fn due(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
+    let status = obs.status;
+    if let Some(token) = &obs.spec.rotation_request
+        && status.handled_rotation_request.as_ref() != Some(token)
+    {
+        return Decision::Stage {
+            trigger: Trigger::RotationRequest,
+        };
+    }
+    if let Some(token) = obs.rotate_annotation
+        && status.handled_rotate_annotation.as_deref() != Some(token)
+    {
+        return Decision::Stage {
+            trigger: Trigger::Annotation,
+        };
+    }
+    let next_rotation = next_rotation(obs, valid);
+    match next_rotation {
+        Some(next) if obs.now >= next => Decision::Stage {
+            trigger: Trigger::Schedule,
+        },
+        _ => Decision::Idle { next_rotation },
+    }
+}
+
+/// The next scheduled rotation. Kept from status while the spec is unchanged, so that a
+/// restart never moves it; otherwise counted from the last rotation, or from now when there
+/// was none (a new resource never rotates on its first reconcile).
+pub fn next_rotation(obs: &Observation<'_>, valid: &ValidSpec) -> Option<Timestamp> {
+    let status = obs.status;
+    let schedule = valid.schedule.as_ref()?;
+    if status.observed_generation == obs.generation
+        && let Some(next) = &status.next_rotation_time
+    {
+        return Some(next.0);
+    }
+    let base = status
+        .last_rotation_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(obs.now);
+    schedule.next_after(base)
+}
+
+/// Status step to record once `decision`'s effect is done.
+pub fn step_after(decision: &Decision) -> Option<Step> {
+    match decision {
+        Decision::Stage { .. } | Decision::Adopt { .. } => Some(Step::Staged),
+        Decision::Add | Decision::Replace => Some(Step::Added),
+        Decision::Verify => Some(Step::Verified),
+        Decision::Publish => Some(Step::Published),
+        Decision::MarkRolledOut => Some(Step::RolledOut),
+        Decision::Retire { .. } => Some(Step::Retired),
+        _ => None,
+    }
+}
+
+/// How a call to the target failed, in terms the step machine understands; each target maps
+/// its own errors onto these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The new password is already in the list (a replayed add).
+    AlreadyPresent,
+    /// The password to delete is the only one left (a replayed delete).
+    LastPassword,
+    /// The password given as the old one is not accepted, while the admin login works.
+    PasswordRejected,
+    /// The admin credentials were refused (or are locked out).
+    AdminUnauthorized { detail: String },
+    /// The admin is not allowed to do this.
+    Forbidden { detail: String },
+    /// The user or database does not exist.
+    NotFound { detail: String },
+    /// The cluster refused the generated password.
+    NotComplex,
+    /// Worth retrying: 5xx, timeouts, dropped connections.
+    Transient { detail: String },
+    /// Anything else.
+    Other { detail: String },
+}
+
+/// What a call's outcome means for the rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The step's effect is in place.
+    Done,
+    /// Stop and wait for a person: phase Blocked, with this reason and message.
+    Block {
+        reason: &'static str,
+        message: String,
+    },
+    /// Try again later with exponential backoff.
+    Retry {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// The meaning of an add (POST) or replace (PUT) result.
+pub fn on_add(result: Result<(), CallFailure>) -> CallOutcome {
+    match result {
+        Ok(()) | Err(CallFailure::AlreadyPresent) => CallOutcome::Done,
+        Err(CallFailure::PasswordRejected) => CallOutcome::Block {
+            reason: "OldPasswordRejected",
+            message: "the database does not accept the password in the workload Secret \
+                      (spec.secret); put the current password there"
+                .into(),
+        },
+        Err(failure) => common(failure),
+    }
+}
+
+/// The meaning of a delete result. `replay` is true when a DELETE may already have been
+/// sent for this rotation; then a refused old password means the earlier DELETE landed.
+pub fn on_delete(result: Result<(), CallFailure>, replay: bool) -> CallOutcome {
+    match result {
+        Ok(()) | Err(CallFailure::LastPassword) => CallOutcome::Done,
+        Err(CallFailure::PasswordRejected) if replay => CallOutcome::Done,
+        Err(CallFailure::PasswordRejected) => CallOutcome::Block {
+            reason: "OldPasswordRejected",
+            message: "the old password was already refused before it was deleted; \
+                      something else changed this user's passwords"
+                .into(),
+        },
+        Err(failure) => common(failure),
+    }
+}
+
+/// The meaning of a rollback (deleting the staged password when the resource is deleted).
+pub fn on_rollback(result: Result<(), CallFailure>) -> CallOutcome {
+    match result {
+        Err(CallFailure::PasswordRejected) => CallOutcome::Done,
+        other => on_delete(other, true),
+    }
+}
+
+fn common(failure: CallFailure) -> CallOutcome {
+    match failure {
+        CallFailure::AdminUnauthorized { detail } => CallOutcome::Block {
+            reason: "Unauthorized",
+            message: format!(
+                "the admin credentials (spec.target.redisSoftware.credentialsSecret) were \
+                 refused: {detail}; not retried until that Secret changes or {} min pass, \
+                 to avoid locking the account",
+                BLOCKED_RETRY.as_secs() / 60
+            ),
+        },
+        CallFailure::Forbidden { detail } => CallOutcome::Block {
+            reason: "Forbidden",
+            message: format!("the admin is not allowed to change this password: {detail}"),
+        },
+        CallFailure::NotFound { detail } => CallOutcome::Block {
+            reason: "TargetNotFound",
+            message: format!("the user or database does not exist: {detail}"),
+        },
+        CallFailure::NotComplex => CallOutcome::Block {
+            reason: "PasswordNotComplex",
+            message: "the cluster refused the generated password; raise spec.password.length"
+                .into(),
+        },
+        CallFailure::Transient { detail } => CallOutcome::Retry {
+            reason: "TargetUnavailable",
+            detail,
+        },
+        CallFailure::Other { detail } => CallOutcome::Retry {
+            reason: "TargetError",
+            detail,
+        },
+        CallFailure::AlreadyPresent | CallFailure::LastPassword | CallFailure::PasswordRejected => {
+            CallOutcome::Retry {
+                reason: "TargetError",
+                detail: format!("unexpected answer {failure:?}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+    use crate::validation::validate;
+
+    fn spec(extra: serde_json::Value) -> PasswordRotationSpec {
+        let mut base = json!({
+            "target": {"redisSoftware": {"url": "https://rs:9443", "credentialsSecret": "admin", "user": "app"}},
+            "secret": {"name": "app-redis"},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const NOW: &str = "2026-06-01T12:00:00Z";
+
+    struct Case {
+        spec: PasswordRotationSpec,
+        status: PasswordRotationStatus,
+        annotation: Option<&'static str>,
+        state: Option<StateSummary>,
+        rollout: Option<RolloutProgress>,
+        now: Timestamp,
+        generation: i64,
+    }
+
+    impl Case {
+        fn new(spec: PasswordRotationSpec) -> Self {
+            Case {
+                spec,
+                status: PasswordRotationStatus::default(),
+                annotation: None,
+                state: None,
+                rollout: None,
+                now: ts(NOW),
+                generation: 1,
+            }
+        }
+
+        fn observed(mut self) -> Self {
+            self.status.observed_generation = Some(self.generation);
+            self.status.phase = Some(Phase::Idle);
+            self
+        }
+
+        fn in_flight(mut self, step: Step) -> Self {
+            self.status.phase = Some(Phase::Rotating);
+            self.status.step = Some(step);
+            self.status.rotation_id = Some("r1".into());
+            self.status.observed_generation = Some(self.generation);
+            self.state = Some(StateSummary {
+                rotation_id: "r1".into(),
+                has_previous: true,
+            });
+            self
+        }
+
+        fn decide(&self) -> Decision {
+            let obs = Observation {
+                now: self.now,
+                generation: Some(self.generation),
+                spec: &self.spec,
+                status: &self.status,
+                rotate_annotation: self.annotation,
+                state: self.state.as_ref(),
+                workload_has_password: true,
+                rollout: self.rollout.clone(),
+                conflict_with: None,
+                credentials_changed_since_block: false,
+            };
+            decide(&obs, &validate(&self.spec).unwrap())
+        }
+    }
+
+    #[test]
+    fn a_new_resource_without_a_request_never_rotates() {
+        assert_eq!(
+            Case::new(spec(json!({}))).decide(),
+            Decision::Idle {
+                next_rotation: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_scheduled_resource_waits_a_full_interval() {
+        let case = Case::new(spec(json!({"schedule": {"every": "24h"}})));
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: Some(ts("2026-06-02T12:00:00Z"))
+            }
+        );
+    }
+
+    #[test]
+    fn a_restart_keeps_the_recorded_next_rotation() {
+        let mut case = Case::new(spec(json!({"schedule": {"every": "24h"}}))).observed();
+        case.status.next_rotation_time = Some(Time(ts("2026-06-01T18:00:00Z")));
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: Some(ts("2026-06-01T18:00:00Z"))
+            }
+        );
+        case.now = ts("2026-06-01T18:00:00Z");
+        assert_eq!(
+            case.decide(),
+            Decision::Stage {
+                trigger: Trigger::Schedule
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_schedule_counts_from_the_last_rotation() {
+        let mut case = Case::new(spec(json!({"schedule": {"every": "2h"}}))).observed();
+        case.status.observed_generation = Some(0);
+        case.status.next_rotation_time = Some(Time(ts("2026-06-30T00:00:00Z")));
+        case.status.last_rotation_time = Some(Time(ts("2026-06-01T11:00:00Z")));
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: Some(ts("2026-06-01T13:00:00Z"))
+            }
+        );
+    }
+
+    #[test]
+    fn cron_schedules_rotate_when_due() {
+        let mut case = Case::new(spec(json!({"schedule": {"cron": "0 3 * * *"}}))).observed();
+        case.status.next_rotation_time = Some(Time(ts("2026-06-01T03:00:00Z")));
+        assert_eq!(
+            case.decide(),
+            Decision::Stage {
+                trigger: Trigger::Schedule
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_request_token_starts_exactly_one_rotation() {
+        let mut case = Case::new(spec(json!({"rotationRequest": "t1"}))).observed();
+        assert_eq!(
+            case.decide(),
+            Decision::Stage {
+                trigger: Trigger::RotationRequest
+            }
+        );
+        case.status.handled_rotation_request = Some("t1".into());
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_annotation_token_starts_a_rotation() {
+        let mut case = Case::new(spec(json!({}))).observed();
+        case.annotation = Some("now");
+        assert_eq!(
+            case.decide(),
+            Decision::Stage {
+                trigger: Trigger::Annotation
+            }
+        );
+        case.status.handled_rotate_annotation = Some("now".into());
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: None
+            }
+        );
+    }
+
+    #[test]
+    fn suspend_holds_everything() {
+        let mut case = Case::new(spec(json!({"suspend": true, "rotationRequest": "t1"})));
+        assert_eq!(case.decide(), Decision::Suspended);
+        case = case.in_flight(Step::Added);
+        assert_eq!(case.decide(), Decision::Suspended);
+    }
+
+    #[test]
+    fn add_then_delete_walks_every_step() {
+        let mut case = Case::new(spec(json!({"rollout": {"overlap": "0s"}})));
+        let expected = [
+            (Step::Staged, Decision::Add),
+            (Step::Added, Decision::Publish),
+            (Step::Published, Decision::MarkRolledOut),
+            (Step::RolledOut, Decision::Retire { replay: false }),
+            (Step::Retired, Decision::Retire { replay: true }),
+        ];
+        for (step, decision) in expected {
+            case = case.in_flight(step);
+            case.status.published_time = Some(Time(case.now));
+            case.rollout = Some(RolloutProgress::Complete);
+            assert_eq!(case.decide(), decision, "at {step:?}");
+        }
+    }
+
+    #[test]
+    fn verify_runs_between_added_and_published() {
+        let case =
+            Case::new(spec(json!({"verify": {"endpoint": "db:6379"}}))).in_flight(Step::Added);
+        assert_eq!(case.decide(), Decision::Verify);
+        let case = case.in_flight(Step::Verified);
+        assert_eq!(case.decide(), Decision::Publish);
+    }
+
+    #[test]
+    fn replace_mode_puts_and_never_deletes() {
+        let case = Case::new(spec(json!({"mode": "Replace"}))).in_flight(Step::Staged);
+        assert_eq!(case.decide(), Decision::Replace);
+        assert_eq!(case.in_flight(Step::RolledOut).decide(), Decision::Finish);
+    }
+
+    #[test]
+    fn the_old_password_outlives_the_overlap() {
+        let mut case = Case::new(spec(
+            json!({"rollout": {"overlap": "5m", "timeout": "30m"}}),
+        ))
+        .in_flight(Step::Published);
+        case.status.published_time = Some(Time(ts("2026-06-01T11:58:00Z")));
+        case.rollout = Some(RolloutProgress::Complete);
+        assert_eq!(
+            case.decide(),
+            Decision::AwaitRollout {
+                pending: vec![],
+                degraded: false,
+                requeue_after: Duration::from_secs(180)
+            }
+        );
+        case.now = ts("2026-06-01T12:03:00Z");
+        assert_eq!(case.decide(), Decision::MarkRolledOut);
+    }
+
+    #[test]
+    fn a_rollout_past_its_timeout_is_degraded_and_keeps_waiting() {
+        let mut case = Case::new(spec(
+            json!({"rollout": {"overlap": "0s", "timeout": "10m"}}),
+        ))
+        .in_flight(Step::Published);
+        case.status.published_time = Some(Time(ts("2026-06-01T11:00:00Z")));
+        case.rollout = Some(RolloutProgress::Pending(vec!["Deployment/app".into()]));
+        match case.decide() {
+            Decision::AwaitRollout {
+                pending, degraded, ..
+            } => {
+                assert_eq!(pending, vec!["Deployment/app".to_owned()]);
+                assert!(degraded);
+            }
+            other => panic!("expected to keep waiting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unobserved_rollout_is_never_taken_as_done() {
+        let mut case =
+            Case::new(spec(json!({"rollout": {"overlap": "0s"}}))).in_flight(Step::Published);
+        case.status.published_time = Some(Time(ts("2026-06-01T11:00:00Z")));
+        assert!(matches!(case.decide(), Decision::AwaitRollout { .. }));
+    }
+
+    #[test]
+    fn a_staged_state_unknown_to_status_is_adopted() {
+        let mut case = Case::new(spec(json!({"rotationRequest": "t"}))).observed();
+        case.state = Some(StateSummary {
+            rotation_id: "r9".into(),
+            has_previous: true,
+        });
+        assert_eq!(
+            case.decide(),
+            Decision::Adopt {
+                rotation_id: "r9".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_leftover_state_of_a_finished_rotation_is_cleared() {
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::Retired);
+        case.status.phase = Some(Phase::Idle);
+        case.status.step = None;
+        assert_eq!(case.decide(), Decision::Finish);
+    }
+
+    #[test]
+    fn retired_without_state_finishes_and_earlier_steps_abandon() {
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::Retired);
+        case.state = None;
+        assert_eq!(case.decide(), Decision::Finish);
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::Added);
+        case.state = None;
+        assert!(matches!(case.decide(), Decision::Abandon { .. }));
+    }
+
+    #[test]
+    fn blocked_waits_longer_than_a_lockout_unless_credentials_change() {
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::Staged);
+        case.status.phase = Some(Phase::Blocked);
+        case.status.blocked_time = Some(Time(case.now));
+        assert_eq!(
+            case.decide(),
+            Decision::StayBlocked {
+                retry_at: case.now + BLOCKED_RETRY
+            }
+        );
+        case.now += BLOCKED_RETRY;
+        assert_eq!(case.decide(), Decision::Add);
+    }
+
+    #[test]
+    fn add_outcomes() {
+        assert_eq!(on_add(Ok(())), CallOutcome::Done);
+        assert_eq!(on_add(Err(CallFailure::AlreadyPresent)), CallOutcome::Done);
+        assert!(matches!(
+            on_add(Err(CallFailure::PasswordRejected)),
+            CallOutcome::Block {
+                reason: "OldPasswordRejected",
+                ..
+            }
+        ));
+        assert!(matches!(
+            on_add(Err(CallFailure::AdminUnauthorized {
+                detail: "401".into()
+            })),
+            CallOutcome::Block {
+                reason: "Unauthorized",
+                ..
+            }
+        ));
+        assert!(matches!(
+            on_add(Err(CallFailure::Transient {
+                detail: "503".into()
+            })),
+            CallOutcome::Retry { .. }
+        ));
+        assert!(matches!(
+            on_add(Err(CallFailure::NotFound {
+                detail: "404".into()
+            })),
+            CallOutcome::Block {
+                reason: "TargetNotFound",
+                ..
+            }
+        ));
+        assert!(matches!(
+            on_add(Err(CallFailure::NotComplex)),
+            CallOutcome::Block {
+                reason: "PasswordNotComplex",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn delete_outcomes_know_a_replay() {
+        assert_eq!(on_delete(Ok(()), false), CallOutcome::Done);
+        assert_eq!(
+            on_delete(Err(CallFailure::LastPassword), false),
+            CallOutcome::Done
+        );
+        assert_eq!(
+            on_delete(Err(CallFailure::PasswordRejected), true),
+            CallOutcome::Done
+        );
+        assert!(matches!(
+            on_delete(Err(CallFailure::PasswordRejected), false),
+            CallOutcome::Block { .. }
+        ));
+        assert!(matches!(
+            on_delete(
+                Err(CallFailure::Transient {
+                    detail: "timeout".into()
+                }),
+                true
+            ),
+            CallOutcome::Retry { .. }
+        ));
+        assert_eq!(
+            on_rollback(Err(CallFailure::PasswordRejected)),
+            CallOutcome::Done
+        );
+    }
+
+    #[test]
+    fn step_after_each_effect() {
+        assert_eq!(step_after(&Decision::Add), Some(Step::Added));
+        assert_eq!(step_after(&Decision::Replace), Some(Step::Added));
+        assert_eq!(
+            step_after(&Decision::Retire { replay: true }),
+            Some(Step::Retired)
+        );
+        assert_eq!(step_after(&Decision::Finish), None);
+    }
+}

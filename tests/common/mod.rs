@@ -1,0 +1,401 @@
+//! The end-to-end harness: the local control plane, a real redis-server, the Redis Software
+//! API test server in front of it, and the operator as a separate process.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use password_rotator::resource::PasswordRotation;
+use rotator_test_support::api_server::{
+    AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, UserConfig,
+};
+use rotator_test_support::cluster::{self, TestNamespace};
+use rotator_test_support::redis_server::RedisServer;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_EMAIL: &str = "admin@cluster.test";
+pub const ADMIN_PASSWORD: &str = "Adm1n-Pass-For-Tests-9x";
+pub const USER: &str = "orders-app";
+pub const USER_PASSWORD: &str = "Initial-User-Pass-4k7Q";
+pub const DATABASE_UID: u64 = 3;
+pub const DATABASE_PASSWORD: &str = "Initial-Db-Pass-8zW2m";
+pub const USER_SECRET: &str = "orders-redis";
+pub const DATABASE_SECRET: &str = "db3-redis";
+
+pub struct Harness {
+    pub client: Client,
+    pub namespace: TestNamespace,
+    pub redis: RedisServer,
+    pub api: ApiServer,
+    operator: Option<Child>,
+    operator_runs: u32,
+    log_dir: PathBuf,
+}
+
+impl Harness {
+    /// Everything up, Secrets in place, the operator not yet started.
+    pub async fn new(prefix: &str) -> Result<Self> {
+        let client = cluster::client().await?;
+        install_crd(&client).await?;
+        let namespace = TestNamespace::new(&client, prefix).await?;
+        let redis = RedisServer::start().await?;
+        let mut config = ApiServerConfig::new(
+            &redis,
+            AdminLogin {
+                email: ADMIN_EMAIL.into(),
+                password: ADMIN_PASSWORD.into(),
+            },
+        );
+        config.users.push(UserConfig {
+            uid: 2,
+            name: USER.into(),
+            email: "orders-app@shop.test".into(),
+            role: "db_member".into(),
+            passwords: vec![USER_PASSWORD.into()],
+        });
+        config.databases.push(DatabaseConfig {
+            uid: DATABASE_UID,
+            name: "orders".into(),
+            acl_user: "default".into(),
+            passwords: vec![DATABASE_PASSWORD.into()],
+        });
+        config.password_complexity = true;
+        let api = ApiServer::start(config).await?;
+        let log_dir = cluster::repo_root()
+            .join("target/test-logs")
+            .join(namespace.name());
+        std::fs::create_dir_all(&log_dir)?;
+        let harness = Harness {
+            client,
+            namespace,
+            redis,
+            api,
+            operator: None,
+            operator_runs: 0,
+            log_dir,
+        };
+        harness
+            .put_secret(
+                "rs-admin",
+                &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+            )
+            .await?;
+        harness
+            .put_secret("rs-ca", &[("ca.crt", &harness.api.ca_pem())])
+            .await?;
+        harness
+            .put_secret(
+                USER_SECRET,
+                &[("username", USER), ("password", USER_PASSWORD)],
+            )
+            .await?;
+        harness
+            .put_secret(DATABASE_SECRET, &[("password", DATABASE_PASSWORD)])
+            .await?;
+        Ok(harness)
+    }
+
+    pub fn ns(&self) -> &str {
+        self.namespace.name()
+    }
+
+    pub fn rotations(&self) -> Api<PasswordRotation> {
+        self.namespace.api()
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        self.namespace.api()
+    }
+
+    pub async fn put_secret(&self, name: &str, data: &[(&str, &str)]) -> Result<()> {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Secret::default()
+        };
+        self.secrets()
+            .patch(
+                name,
+                &PatchParams::apply("rotator-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn secret_value(&self, name: &str, key: &str) -> Result<Option<String>> {
+        Ok(self.secrets().get_opt(name).await?.and_then(|s| {
+            s.data?
+                .get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        }))
+    }
+
+    /// The spec of a rotation of the user, merged with `overrides`.
+    pub fn user_spec(&self, overrides: Value) -> Value {
+        let mut spec = json!({
+            "target": {"redisSoftware": {
+                "url": self.api.url(),
+                "credentialsSecret": "rs-admin",
+                "caSecret": {"name": "rs-ca", "key": "ca.crt"},
+                "user": USER,
+            }},
+            "secret": {"name": USER_SECRET},
+            "rollout": {"overlap": "0s", "timeout": "5m"},
+        });
+        merge(&mut spec, overrides);
+        spec
+    }
+
+    pub fn database_spec(&self, overrides: Value) -> Value {
+        let mut spec = json!({
+            "target": {"redisSoftware": {
+                "url": self.api.url(),
+                "credentialsSecret": "rs-admin",
+                "caSecret": {"name": "rs-ca", "key": "ca.crt"},
+                "databaseUid": DATABASE_UID,
+            }},
+            "secret": {"name": DATABASE_SECRET},
+            "rollout": {"overlap": "0s", "timeout": "5m"},
+        });
+        merge(&mut spec, overrides);
+        spec
+    }
+
+    pub async fn create_rotation(&self, name: &str, spec: Value) -> Result<PasswordRotation> {
+        let object: PasswordRotation = serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha1",
+            "kind": "PasswordRotation",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))?;
+        Ok(self
+            .rotations()
+            .create(&PostParams::default(), &object)
+            .await?)
+    }
+
+    pub async fn request_rotation(&self, name: &str, token: &str) -> Result<()> {
+        self.rotations()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"rotationRequest": token}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a Deployment that reads `secret` (kwok runs its pods on the fake node).
+    pub async fn create_deployment(&self, name: &str, replicas: i32) -> Result<()> {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/app:1",
+                        "env": [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": USER_SECRET, "key": "password"}}}],
+                    }]},
+                },
+            },
+        }))?;
+        let api: Api<Deployment> = self.namespace.api();
+        api.create(&PostParams::default(), &deployment).await?;
+        cluster::wait_rollout_complete(&api, name, Duration::from_secs(120)).await
+    }
+
+    /// Starts the operator as its own process, watching only this test's namespace.
+    pub fn start_operator(&mut self) -> Result<()> {
+        self.operator_runs += 1;
+        let log = std::fs::File::create(
+            self.log_dir
+                .join(format!("operator-{}.log", self.operator_runs)),
+        )?;
+        let child = Command::new(env!("CARGO_BIN_EXE_password-rotator"))
+            .args(["run", "--namespace", self.namespace.name()])
+            .arg("--kubeconfig")
+            .arg(cluster::kubeconfig_path())
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info",
+            )
+            .env("REQUEST_TIMEOUT_SECONDS", "3")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the operator")?;
+        self.operator = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no flushing, like a node dying.
+    pub async fn kill_operator(&mut self) -> Result<()> {
+        if let Some(mut child) = self.operator.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Every line every operator process of this test wrote.
+    pub fn operator_logs(&self) -> Result<String> {
+        let mut all = String::new();
+        for run in 1..=self.operator_runs {
+            let path = self.log_dir.join(format!("operator-{run}.log"));
+            all.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        Ok(all)
+    }
+
+    pub async fn rotation(&self, name: &str) -> Result<PasswordRotation> {
+        Ok(self.rotations().get(name).await?)
+    }
+
+    /// Polls the resource until `done` holds for it.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&PasswordRotation) -> bool,
+    ) -> Result<PasswordRotation> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rotation = self.rotation(name).await?;
+            if done(&rotation) {
+                return Ok(rotation);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what}; status: {}",
+                    serde_json::to_string_pretty(&rotation.status)?
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until a rotation has completed since `after` (a lastRotationTime) and the
+    /// resource is Idle again.
+    pub async fn wait_rotated(&self, name: &str, timeout: Duration) -> Result<PasswordRotation> {
+        self.wait_for(name, timeout, "a completed rotation", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.last_rotation_time.is_some()
+                    && s.step.is_none()
+                    && s.phase == Some(password_rotator::resource::Phase::Idle)
+            })
+        })
+        .await
+    }
+
+    pub async fn events(&self) -> Result<Vec<CoreEvent>> {
+        let api: Api<CoreEvent> = self.namespace.api();
+        Ok(api.list(&ListParams::default()).await?.items)
+    }
+
+    /// Fails if any of `passwords` appears in the operator's logs, the namespace's events,
+    /// or any PasswordRotation's status.
+    pub async fn assert_no_leak(&self, passwords: &[String]) -> Result<()> {
+        let logs = self.operator_logs()?;
+        let events = serde_json::to_string(&self.events().await?)?;
+        let statuses = serde_json::to_string(
+            &self
+                .rotations()
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(|r| (&r.metadata.annotations, &r.status))
+                .collect::<Vec<_>>(),
+        )?;
+        assert!(!logs.is_empty(), "the operator wrote no log at all");
+        for password in passwords {
+            assert!(!password.is_empty());
+            for (place, text) in [
+                ("operator logs", &logs),
+                ("events", &events),
+                ("status", &statuses),
+            ] {
+                assert!(
+                    !text.contains(password.as_str()),
+                    "a password leaked into the {place}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<()> {
+        self.kill_operator().await?;
+        let Harness { namespace, .. } = self;
+        namespace.cleanup().await
+    }
+}
+
+/// Installs the CRD from `crds/` (the file users apply), and waits until it is served.
+pub async fn install_crd(client: &Client) -> Result<()> {
+    let path = cluster::repo_root().join("crds/passwordrotations.rotator.dev.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        PasswordRotation::crd_name(),
+        &PatchParams::apply("rotator-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crd = api.get(PasswordRotation::crd_name()).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the CRD was not established in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn merge(base: &mut Value, overrides: Value) {
+    match (base, overrides) {
+        (Value::Object(base), Value::Object(overrides)) => {
+            for (key, value) in overrides {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+pub fn name_of(rotation: &PasswordRotation) -> String {
+    rotation.name_any()
+}

@@ -1,0 +1,778 @@
+//! End-to-end rotations: the operator process against the local control plane, a real
+//! redis-server, and the Redis Software API test server. Real `AUTH` proves which passwords
+//! work at each moment.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use password_rotator::resource::{PasswordRotation, Phase, ROTATION_ANNOTATION, Step};
+use rotator_test_support::api_server::FaultRule;
+use rotator_test_support::cluster;
+use rotator_test_support::redis_server::password_hash;
+use serde_json::json;
+
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn phase(r: &PasswordRotation) -> Option<Phase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+fn step(r: &PasswordRotation) -> Option<Step> {
+    r.status.as_ref().and_then(|s| s.step)
+}
+
+fn condition_reason(r: &PasswordRotation, type_: &str) -> Option<String> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
+/// Every password the user's password list accepts must be known to Kubernetes: the
+/// workload Secret or the state Secret. And the workload Secret's password must work.
+async fn check_invariants(h: &Harness, rotation: &str) -> Result<Vec<String>> {
+    let workload = h
+        .secret_value(USER_SECRET, "password")
+        .await?
+        .expect("the workload Secret keeps a password");
+    assert!(
+        h.redis.auth(USER, &workload).await?,
+        "the password in the workload Secret is refused by the database"
+    );
+    let state_name = format!("{rotation}-rotation");
+    let mut known = vec![workload];
+    for key in ["pending", "previous"] {
+        if let Some(value) = h.secret_value(&state_name, key).await? {
+            known.push(value);
+        }
+    }
+    let known_hashes: HashSet<String> = known.iter().map(|p| password_hash(p)).collect();
+    for hash in h.redis.password_hashes(USER).await? {
+        assert!(
+            known_hashes.contains(&hash),
+            "the database accepts a password that Kubernetes does not hold"
+        );
+    }
+    Ok(known)
+}
+
+/// A workload that reads the Secret and authenticates with what it holds, like a pod that
+/// restarts onto the new Secret, and one that keeps the password it started with until its
+/// Deployment has rolled out, like a pod of the old ReplicaSet.
+struct Workloads {
+    stop: Arc<AtomicBool>,
+    attempts: Arc<AtomicU32>,
+    failures: Arc<AtomicU32>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workloads {
+    fn start(h: &Harness, deployment: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let failures = Arc::new(AtomicU32::new(0));
+        let redis = h.redis.addr();
+        let secrets = h.secrets();
+        let deployments: Api<Deployment> = h.namespace.api();
+        let reader = {
+            let (stop, attempts, failures, redis) = (
+                stop.clone(),
+                attempts.clone(),
+                failures.clone(),
+                redis.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let secret = secrets.get(USER_SECRET).await.expect("read the Secret");
+                    let password =
+                        String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    if !auth(&redis, &password).await {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let old_pod = {
+            let (stop, attempts, failures) = (stop.clone(), attempts.clone(), failures.clone());
+            let deployment = deployment.to_owned();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let d = deployments
+                        .get(&deployment)
+                        .await
+                        .expect("read the Deployment");
+                    let restarted = d
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.metadata.as_ref())
+                        .and_then(|m| m.annotations.as_ref())
+                        .is_some_and(|a| a.contains_key(ROTATION_ANNOTATION));
+                    if restarted && cluster::rollout_complete(&d) {
+                        return;
+                    }
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    if !auth(&redis, USER_PASSWORD).await {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        Workloads {
+            stop,
+            attempts,
+            failures,
+            tasks: vec![reader, old_pod],
+        }
+    }
+
+    async fn stop(self) -> (u32, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("workload task");
+        }
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+async fn auth(redis: &str, password: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://{redis}")) else {
+        return false;
+    };
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("AUTH")
+        .arg(USER)
+        .arg(password)
+        .query_async::<()>(&mut con)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
+    let mut h = Harness::new("full").await?;
+    h.create_deployment("orders", 2).await?;
+    h.start_operator()?;
+    let workloads = Workloads::start(&h, "orders");
+    let spec = h.user_spec(json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "2s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let done = h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let (attempts, failures) = workloads.stop().await;
+    assert!(
+        attempts > 20,
+        "the workloads ran ({attempts} authentications)"
+    );
+    assert_eq!(failures, 0, "authentications failed during the rotation");
+
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_ne!(new, USER_PASSWORD);
+    assert!(h.redis.auth(USER, &new).await?, "the new password works");
+    assert!(
+        !h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password is deleted"
+    );
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)]
+    );
+    assert_eq!(
+        h.secrets()
+            .get_opt("orders-cache-rotation")
+            .await?
+            .map(|_| ()),
+        None
+    );
+
+    let status = done.status.unwrap();
+    let deployments: Api<Deployment> = h.namespace.api();
+    let template = deployments
+        .get("orders")
+        .await?
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap();
+    assert_eq!(
+        template.annotations.unwrap().get(ROTATION_ANNOTATION),
+        status.rotation_id.as_ref(),
+        "the Deployment was restarted onto this rotation"
+    );
+    assert_eq!(status.handled_rotation_request.as_deref(), Some("first"));
+    let reasons: HashSet<String> = h
+        .events()
+        .await?
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in [
+        "Staged",
+        "Added",
+        "Published",
+        "RolledOut",
+        "Retired",
+        "Rotated",
+    ] {
+        assert!(
+            reasons.contains(reason),
+            "an event for {reason}: {reasons:?}"
+        );
+    }
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
+    let mut h = Harness::new("crash").await?;
+    h.create_deployment("orders", 1).await?;
+    // Slow calls widen the windows between steps, so kills land on each of them.
+    h.api.inject(FaultRule::delay(700, 50));
+    let spec = h.user_spec(json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "1s", "timeout": "5m"},
+        "rotationRequest": "crash",
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let mut seen = Vec::new();
+    let mut known = HashSet::new();
+    let mut restarts = 0;
+    loop {
+        h.start_operator()?;
+        restarts += 1;
+        assert!(
+            restarts < 40,
+            "the rotation did not complete across restarts: {seen:?}"
+        );
+        let before = step(&h.rotation("orders-cache").await?);
+        let current = h
+            .wait_for("orders-cache", Duration::from_secs(30), "a new step", |r| {
+                step(r) != before
+                    || r.status
+                        .as_ref()
+                        .is_some_and(|s| s.last_rotation_time.is_some())
+            })
+            .await?;
+        h.kill_operator().await?;
+        seen.push(step(&current));
+        known.extend(check_invariants(&h, "orders-cache").await?);
+        if current
+            .status
+            .as_ref()
+            .is_some_and(|s| s.last_rotation_time.is_some())
+        {
+            break;
+        }
+        // A kill at a random moment inside the next step as well.
+        if restarts % 2 == 0 {
+            h.start_operator()?;
+            tokio::time::sleep(Duration::from_millis(rand_millis(900))).await;
+            h.kill_operator().await?;
+            known.extend(check_invariants(&h, "orders-cache").await?);
+        }
+    }
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)]
+    );
+    for step in [Step::Staged, Step::Added, Step::Published] {
+        assert!(
+            seen.contains(&Some(step)),
+            "killed right after {step:?}: {seen:?}"
+        );
+    }
+    let mut passwords: Vec<String> = known.into_iter().collect();
+    passwords.push(ADMIN_PASSWORD.into());
+    h.assert_no_leak(&passwords).await?;
+    h.finish().await
+}
+
+fn rand_millis(max: u64) -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    nanos % max
+}
+
+#[tokio::test]
+async fn api_faults_are_ridden_out() -> Result<()> {
+    let mut h = Harness::new("faults").await?;
+    h.api
+        .inject(FaultRule::status(503, 3).on("POST", "/v1/users/password"));
+    h.api
+        .inject(FaultRule::drop_after_apply(1).on("POST", "/v1/users/password"));
+    h.api
+        .inject(FaultRule::drop(1).on("DELETE", "/v1/users/password"));
+    h.api
+        .inject(FaultRule::delay(5000, 1).on("DELETE", "/v1/users/password"));
+    h.api
+        .inject(FaultRule::drop_after_apply(1).on("DELETE", "/v1/users/password"));
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"rotationRequest": "faults"})),
+    )
+    .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    let requests = h.api.requests();
+    let posts = requests.iter().filter(|r| r.method == "POST").count();
+    let deletes = requests.iter().filter(|r| r.method == "DELETE").count();
+    assert!(posts >= 5, "3 refused, 1 lost, 1 replayed: {requests:?}");
+    assert!(
+        deletes >= 4,
+        "dropped, timed out, lost and replayed: {requests:?}"
+    );
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn wrong_admin_credentials_block_without_locking_anyone_out() -> Result<()> {
+    let mut h = Harness::new("blocked").await?;
+    h.put_secret(
+        "rs-admin",
+        &[
+            ("username", ADMIN_EMAIL),
+            ("password", "Wrong-Admin-Pass-1x"),
+        ],
+    )
+    .await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"rotationRequest": "blocked"})),
+    )
+    .await?;
+    let blocked = h
+        .wait_for("orders-cache", Duration::from_secs(60), "Blocked", |r| {
+            phase(r) == Some(Phase::Blocked)
+        })
+        .await?;
+    assert_eq!(
+        condition_reason(&blocked, "Ready").as_deref(),
+        Some("Unauthorized")
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let attempts = h
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(401))
+        .count();
+    assert!(attempts <= 2, "{attempts} failed logins: retried in a loop");
+    assert!(!h.api.is_locked(ADMIN_EMAIL), "the admin is locked out");
+    assert!(!h.api.is_locked(USER), "the user is locked out");
+    assert!(
+        h.redis.auth(USER, USER_PASSWORD).await?,
+        "the workload password still works"
+    );
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+
+    // Fixing the credentials Secret resumes the rotation without waiting out the block.
+    h.put_secret(
+        "rs-admin",
+        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    )
+    .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.assert_no_leak(&[
+        new,
+        USER_PASSWORD.into(),
+        ADMIN_PASSWORD.into(),
+        "Wrong-Admin-Pass-1x".into(),
+    ])
+    .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_restart_with_nothing_due_writes_nothing() -> Result<()> {
+    let mut h = Harness::new("idle").await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({"rotationRequest": "once", "schedule": {"every": "720h"}}));
+    h.create_rotation("orders-cache", spec).await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.kill_operator().await?;
+    let before = h.rotation("orders-cache").await?;
+    let secret_before = h.secrets().get(USER_SECRET).await?;
+    let events_before = h.events().await?.len();
+    h.api.clear_requests();
+
+    h.start_operator()?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = h.rotation("orders-cache").await?;
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the restarted operator wrote to the resource"
+    );
+    assert_eq!(
+        h.secrets()
+            .get(USER_SECRET)
+            .await?
+            .metadata
+            .resource_version,
+        secret_before.metadata.resource_version
+    );
+    assert_eq!(
+        h.events().await?.len(),
+        events_before,
+        "the restarted operator emitted events"
+    );
+    assert!(
+        h.api.requests().is_empty(),
+        "the restarted operator called the API: {:?}",
+        h.api.requests()
+    );
+    assert!(
+        h.operator_logs()?.contains("reconcile"),
+        "the operator did reconcile"
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn deleting_before_publish_rolls_back() -> Result<()> {
+    let mut h = Harness::new("rollback").await?;
+    h.start_operator()?;
+    // Verification against a closed port holds the rotation at Added.
+    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
+    h.create_rotation("orders-cache", spec).await?;
+    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
+        step(r) == Some(Step::Added)
+    })
+    .await?;
+    let pending = h
+        .secret_value("orders-cache-rotation", "pending")
+        .await?
+        .unwrap();
+    assert!(
+        h.redis.auth(USER, &pending).await?,
+        "the staged password was added"
+    );
+    h.rotations()
+        .delete("orders-cache", &DeleteParams::default())
+        .await?;
+    wait_gone(&h, "orders-cache").await?;
+    assert!(
+        !h.redis.auth(USER, &pending).await?,
+        "the staged password was rolled back"
+    );
+    assert!(h.redis.auth(USER, USER_PASSWORD).await?);
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(USER_PASSWORD)]
+    );
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+    assert!(
+        h.secrets()
+            .get_opt("orders-cache-rotation")
+            .await?
+            .is_none()
+    );
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn deleting_after_publish_keeps_both_passwords() -> Result<()> {
+    let mut h = Harness::new("keepboth").await?;
+    h.start_operator()?;
+    // A workload that does not exist never rolls out: the rotation waits at Published.
+    let spec = h.user_spec(json!({
+        "rotationRequest": "r",
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "absent"}], "overlap": "0s", "timeout": "2s"},
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let degraded = h
+        .wait_for("orders-cache", Duration::from_secs(60), "Degraded", |r| {
+            condition_reason(r, "Degraded").as_deref() == Some("RolloutTimeout")
+        })
+        .await?;
+    assert_eq!(step(&degraded), Some(Step::Published));
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await? && h.redis.auth(USER, USER_PASSWORD).await?);
+    h.rotations()
+        .delete("orders-cache", &DeleteParams::default())
+        .await?;
+    wait_gone(&h, "orders-cache").await?;
+    assert!(
+        h.redis.auth(USER, &new).await?,
+        "the new password stays valid"
+    );
+    assert!(
+        h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password stays valid"
+    );
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "previous")
+            .await?
+            .as_deref(),
+        Some(USER_PASSWORD),
+        "the old password stays known to Kubernetes"
+    );
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+async fn wait_gone(h: &Harness, name: &str) -> Result<()> {
+    for _ in 0..300 {
+        if h.rotations().get_opt(name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{name} was not deleted: the finalizer did not finish")
+}
+
+#[tokio::test]
+async fn replace_mode_leaves_only_the_new_password() -> Result<()> {
+    let mut h = Harness::new("replace").await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"mode": "Replace", "rotationRequest": "r"})),
+    )
+    .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    let methods: Vec<String> = h.api.requests().into_iter().map(|r| r.method).collect();
+    assert!(
+        methods.contains(&"PUT".to_owned()) && !methods.contains(&"DELETE".to_owned()),
+        "{methods:?}"
+    );
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_database_default_user_rotates_on_the_annotation() -> Result<()> {
+    let mut h = Harness::new("database").await?;
+    h.start_operator()?;
+    h.create_rotation("orders-db", h.database_spec(json!({})))
+        .await?;
+    h.wait_for("orders-db", Duration::from_secs(30), "Idle", |r| {
+        phase(r) == Some(Phase::Idle)
+    })
+    .await?;
+    assert!(
+        h.api.requests().is_empty(),
+        "a new resource without a request rotates nothing"
+    );
+    h.rotations()
+        .patch(
+            "orders-db",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"rotator.dev/rotate-requested": "now"}}}),
+            ),
+        )
+        .await?;
+    h.wait_rotated("orders-db", ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(DATABASE_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth_default(&new).await?);
+    assert!(!h.redis.auth_default(DATABASE_PASSWORD).await?);
+    assert_eq!(h.secret_value(DATABASE_SECRET, "username").await?, None);
+    h.assert_no_leak(&[new, DATABASE_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_cron_schedule_rotates_when_due() -> Result<()> {
+    let mut h = Harness::new("cron").await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"schedule": {"cron": "* * * * *"}})),
+    )
+    .await?;
+    let idle = h
+        .wait_for(
+            "orders-cache",
+            Duration::from_secs(30),
+            "a next rotation time",
+            |r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.next_rotation_time.is_some())
+            },
+        )
+        .await?;
+    let next = idle.status.unwrap().next_rotation_time.unwrap().0;
+    assert_eq!(next.as_second() % 60, 0, "cron times fall on a minute");
+    h.wait_rotated("orders-cache", Duration::from_secs(150))
+        .await?;
+    let rotated = h.rotation("orders-cache").await?.status.unwrap();
+    assert!(rotated.last_rotation_time.unwrap().0 >= next);
+    assert!(rotated.next_rotation_time.unwrap().0 > next);
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_second_resource_for_the_same_user_is_refused() -> Result<()> {
+    let mut h = Harness::new("conflict").await?;
+    h.start_operator()?;
+    h.create_rotation("first", h.user_spec(json!({}))).await?;
+    h.wait_for("first", Duration::from_secs(30), "Idle", |r| {
+        phase(r) == Some(Phase::Idle)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.create_rotation("second", h.user_spec(json!({"rotationRequest": "go"})))
+        .await?;
+    let refused = h
+        .wait_for("second", Duration::from_secs(30), "Conflict", |r| {
+            condition_reason(r, "Ready").as_deref() == Some("Conflict")
+        })
+        .await?;
+    let message = refused
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(message.contains(&format!("{}/first", h.ns())), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.api.requests().is_empty(), "the refused resource rotated");
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
+    let mut h = Harness::new("invalid").await?;
+    let cases = [
+        (
+            json!({"target": {"redisSoftware": {"databaseUid": 3}}}),
+            "exactly one of user or databaseUid",
+        ),
+        (
+            json!({"schedule": {"every": "30m"}}),
+            "every must be at least 1h",
+        ),
+        (
+            json!({"password": {"length": 8}}),
+            "length must be between 16 and 128",
+        ),
+        (
+            json!({"rollout": {"overlap": "2h", "timeout": "1h"}}),
+            "overlap must not exceed timeout",
+        ),
+        (
+            json!({"target": {"redisSoftware": {"url": "http://127.0.0.1:9443"}}}),
+            "url must start with https://",
+        ),
+        (
+            json!({"schedule": {"every": "24h", "cron": "0 3 * * *"}}),
+            "set at most one of every or cron",
+        ),
+    ];
+    for (i, (overrides, expected)) in cases.into_iter().enumerate() {
+        let spec = h.user_spec(overrides);
+        let object: PasswordRotation = serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha1", "kind": "PasswordRotation",
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec,
+        }))?;
+        match h.rotations().create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status.message.contains(expected),
+                    "{expected:?} not in {}",
+                    status.message
+                );
+            }
+            other => panic!("case {i} was admitted: {other:?}"),
+        }
+    }
+    // What CEL cannot check gets a condition and an event naming the field.
+    h.start_operator()?;
+    h.create_rotation(
+        "bad-cron",
+        h.user_spec(json!({"schedule": {"cron": "61 * * * *"}, "rotationRequest": "x"})),
+    )
+    .await?;
+    let invalid = h
+        .wait_for("bad-cron", Duration::from_secs(30), "InvalidSpec", |r| {
+            condition_reason(r, "Ready").as_deref() == Some("InvalidSpec")
+        })
+        .await?;
+    let message = invalid
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(message.contains("spec.schedule.cron"), "{message}");
+    let events = h.events().await?;
+    assert!(events.iter().any(|e| {
+        e.reason.as_deref() == Some("InvalidSpec")
+            && e.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("spec.schedule.cron")
+    }));
+    assert!(
+        h.api.requests().is_empty(),
+        "an invalid resource called the API"
+    );
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+    h.finish().await
+}
