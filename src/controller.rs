@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use secrecy::SecretString;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::password::{PasswordPolicy, generate_os};
@@ -46,6 +47,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Timeout of one Redis Software API request.
     pub request_timeout: Duration,
+    /// Redis Software API calls in flight at once, per cluster.
+    pub calls_per_cluster: usize,
 }
 
 /// Shared by every reconcile.
@@ -55,6 +58,7 @@ pub struct Context {
     store: Store<PasswordRotation>,
     settings: Settings,
     failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
+    cluster_calls: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 /// Runs the controller until a termination signal.
@@ -81,6 +85,7 @@ pub async fn run(client: Client, settings: Settings) {
         store: store.clone(),
         settings: settings.clone(),
         failures: Mutex::default(),
+        cluster_calls: Mutex::default(),
     });
     // Secrets are watched as metadata only, so no Secret data is ever cached.
     controller
@@ -466,9 +471,18 @@ impl<'a> Rotator<'a> {
         config.insecure_http = rs.insecure_http;
         config.body_shape = rs.password_body;
         config.request_timeout = self.ctx.settings.request_timeout;
+        let calls = self
+            .ctx
+            .cluster_calls
+            .lock()
+            .expect("not poisoned")
+            .entry(cluster_key(&config.url))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.ctx.settings.calls_per_cluster)))
+            .clone();
         Ok(RedisSoftware {
             client: RedisSoftwareClient::new(config)?,
             kind: valid.target.clone(),
+            calls,
         })
     }
 
@@ -595,6 +609,12 @@ impl<'a> Rotator<'a> {
             set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
         }
         self.write_status(status).await?;
+        // Backoff counts failures in a row: progress starts it again from its shortest wait.
+        self.ctx
+            .failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&ObjectRef::from_obj(&*self.rotation));
         info!(step = step.as_str(), "rotation step done");
         self.event(
             EventType::Normal,
@@ -944,15 +964,18 @@ fn set_condition(
     }
 }
 
+fn cluster_key(url: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
 /// What identifies a password list across resources: the cluster and the user or database.
 fn target_key(rotation: &PasswordRotation) -> Option<(String, TargetKind)> {
     let rs = rotation.spec.target.redis_software.as_ref()?;
-    let url = url::Url::parse(&rs.url).ok()?;
-    let cluster = format!(
-        "{}:{}",
-        url.host_str()?.to_ascii_lowercase(),
-        url.port_or_known_default()?
-    );
+    let cluster = cluster_key(&url::Url::parse(&rs.url).ok()?);
     let kind = match (&rs.user, rs.database_uid) {
         (Some(user), None) => TargetKind::User(user.clone()),
         (None, Some(uid)) => TargetKind::Database(uid),

@@ -40,6 +40,9 @@ struct RunArgs {
     /// Timeout of one Redis Software API request, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     request_timeout_seconds: u64,
+    /// Redis Software API calls in flight at once, per cluster.
+    #[arg(long, env = "CALLS_PER_CLUSTER", default_value_t = 8)]
+    calls_per_cluster: usize,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
                 namespace: args.namespace,
                 concurrency: args.concurrency,
                 request_timeout: Duration::from_secs(args.request_timeout_seconds),
+                calls_per_cluster: args.calls_per_cluster.max(1),
             };
             controller::run(Client::try_from(config)?, settings).await;
         }

@@ -1,6 +1,9 @@
 //! Where passwords live, behind one small trait so the engine stays free of any vendor.
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
+use tokio::sync::Semaphore;
 
 use crate::redis_software::{ApiError, RedisSoftwareClient};
 use crate::rotation::CallFailure;
@@ -35,6 +38,9 @@ pub trait PasswordTarget: Send + Sync {
 pub struct RedisSoftware {
     pub client: RedisSoftwareClient,
     pub kind: TargetKind,
+    /// Shared by every resource that targets the same cluster, so that many rotations at
+    /// once do not hammer one cluster.
+    pub calls: Arc<Semaphore>,
 }
 
 impl RedisSoftware {
@@ -92,6 +98,7 @@ fn classify(error: ApiError) -> Option<CallFailure> {
 
 impl PasswordTarget for RedisSoftware {
     async fn add(&self, current: &SecretString, new: &SecretString) -> Result<(), CallFailure> {
+        let _permit = self.calls.acquire().await.expect("never closed");
         match &self.kind {
             TargetKind::User(user) => {
                 let result = self.client.add_user_password(user, current, new).await;
@@ -104,6 +111,7 @@ impl PasswordTarget for RedisSoftware {
     }
 
     async fn replace(&self, current: &SecretString, new: &SecretString) -> Result<(), CallFailure> {
+        let _permit = self.calls.acquire().await.expect("never closed");
         match &self.kind {
             TargetKind::User(user) => {
                 let result = self.client.replace_user_password(user, current, new).await;
@@ -116,6 +124,7 @@ impl PasswordTarget for RedisSoftware {
     }
 
     async fn delete(&self, old: &SecretString) -> Result<(), CallFailure> {
+        let _permit = self.calls.acquire().await.expect("never closed");
         match &self.kind {
             TargetKind::User(user) => {
                 let result = self.client.delete_user_password(user, old).await;

@@ -247,10 +247,13 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
 async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
     let mut h = Harness::new("crash").await?;
     h.create_deployment("orders", 1).await?;
-    // Slow calls widen the windows between steps, so kills land on each of them.
+    // Slow calls and a slow verification widen the windows between steps, so that kills
+    // land right after each of them.
     h.api.inject(FaultRule::delay(700, 50));
+    let verify_endpoint = slow_proxy(h.redis.addr(), Duration::from_millis(700)).await?;
     let spec = h.user_spec(json!({
         "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "1s", "timeout": "5m"},
+        "verify": {"endpoint": verify_endpoint},
         "rotationRequest": "crash",
     }));
     h.create_rotation("orders-cache", spec).await?;
@@ -298,7 +301,7 @@ async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
         h.redis.password_hashes(USER).await?,
         vec![password_hash(&new)]
     );
-    for step in [Step::Staged, Step::Added, Step::Published] {
+    for step in [Step::Staged, Step::Added, Step::Published, Step::Retired] {
         assert!(
             seen.contains(&Some(step)),
             "killed right after {step:?}: {seen:?}"
@@ -308,6 +311,25 @@ async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
     passwords.push(ADMIN_PASSWORD.into());
     h.assert_no_leak(&passwords).await?;
     h.finish().await
+}
+
+/// A TCP proxy to `target` that holds each connection for `delay` before passing it on,
+/// like a slow network.
+async fn slow_proxy(target: String, delay: Duration) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(addr)
 }
 
 fn rand_millis(max: u64) -> u64 {
@@ -343,12 +365,28 @@ async fn api_faults_are_ridden_out() -> Result<()> {
     assert!(h.redis.auth(USER, &new).await?);
     assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
     let requests = h.api.requests();
-    let posts = requests.iter().filter(|r| r.method == "POST").count();
-    let deletes = requests.iter().filter(|r| r.method == "DELETE").count();
-    assert!(posts >= 5, "3 refused, 1 lost, 1 replayed: {requests:?}");
+    let answered = |method: &str, status: u16| {
+        requests
+            .iter()
+            .any(|r| r.method == method && r.status == Some(status))
+    };
+    assert_eq!(
+        requests.iter().filter(|r| r.status == Some(503)).count(),
+        3,
+        "{requests:?}"
+    );
     assert!(
-        deletes >= 4,
-        "dropped, timed out, lost and replayed: {requests:?}"
+        answered("POST", 400),
+        "the add lost after it landed was replayed and known as added: {requests:?}"
+    );
+    assert!(
+        answered("DELETE", 401),
+        "the delete lost after it landed was replayed and known as done: {requests:?}"
+    );
+    assert!(
+        h.operator_logs()?
+            .contains("delete_user_password: timed out"),
+        "the slow answer timed out"
     );
     h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
