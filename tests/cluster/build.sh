@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Builds (once) the binaries of the local test control plane and caches them
+# outside the work tree, keyed by version:
+#
+#   $ROTATOR_CACHE/bin/k8s-v1.36.3/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
+#   $ROTATOR_CACHE/bin/etcd-v3.6.8/etcd
+#   $ROTATOR_CACHE/bin/kwok-v0.8.0/kwok          (+ stages.yaml, kwok's stock stages)
+#   $ROTATOR_CACHE/go/{mod,build}        Go module and build caches
+#
+# ROTATOR_CACHE defaults to ~/.cache/password-rotator. A binary that is already
+# there is never rebuilt, so a warm run costs nothing. Every binary is built into
+# a temporary directory next to its final place and moved there, so an
+# interrupted build never leaves a half-written binary behind.
+#
+# Prints the path of each binary directory as KEY=DIR lines on stdout when
+# called with --print-dirs (used by up.sh).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${ROTATOR_CACHE:-$HOME/.cache/password-rotator}"
+
+K8S_VERSION="v1.36.3"
+# etcd is built from the same wrapper module, at the version Kubernetes itself requires.
+ETCD_VERSION="$(awk '$1=="go.etcd.io/etcd/server/v3"{print $2; exit}' "$here/go.mod")"
+KWOK_VERSION="v0.8.0"
+
+K8S_BIN="$CACHE/bin/k8s-$K8S_VERSION"
+ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
+KWOK_BIN="$CACHE/bin/kwok-$KWOK_VERSION"
+
+if [ "${1:-}" = "--print-dirs" ]; then
+  echo "K8S_BIN=$K8S_BIN"
+  echo "ETCD_BIN=$ETCD_BIN"
+  echo "KWOK_BIN=$KWOK_BIN"
+  exit 0
+fi
+
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+missing=()
+for c in "${K8S_CMDS[@]}"; do [ -x "$K8S_BIN/$c" ] || missing+=("$c"); done
+need_etcd=1; [ -x "$ETCD_BIN/etcd" ] && need_etcd=0
+need_kwok=1; [ -x "$KWOK_BIN/kwok" ] && need_kwok=0
+need_stages=1; [ -f "$KWOK_BIN/stages.yaml" ] && need_stages=0
+if [ ${#missing[@]} -eq 0 ] && [ $need_etcd = 0 ] && [ $need_kwok = 0 ] && [ $need_stages = 0 ]; then
+  echo "build.sh: all control-plane binaries cached under $CACHE/bin" >&2
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "build.sh: go is not on PATH" >&2; exit 1; }
+mkdir -p "$CACHE/go/mod" "$CACHE/go/build" "$CACHE/bin"
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build"
+export CGO_ENABLED=0
+export GOFLAGS="-buildvcs=false -mod=readonly"
+
+# One build at a time per cache (another shell or test process may be here too).
+exec 9>"$CACHE/build.lock"
+flock 9
+
+now() { date +%s; }
+t_all=$(now)
+# Leftovers of interrupted builds (we hold the lock, so nobody else is building).
+rm -rf "$CACHE"/bin/*/.tmp-build.* "$CACHE"/bin/*/.stages.*
+
+# build_into FINAL_DIR NAME... -- GO_ARGS... : runs GO_ARGS with the word @OUT@
+# replaced by a temporary dir under FINAL_DIR, then moves NAME... into FINAL_DIR.
+build_into() {
+  local dest="$1"; shift
+  local names=()
+  while [ "$1" != "--" ]; do names+=("$1"); shift; done
+  shift
+  mkdir -p "$dest"
+  local tmp; tmp="$(mktemp -d "$dest/.tmp-build.XXXXXX")"
+  trap 'rm -rf "$tmp"' RETURN
+  local args=(); for a in "$@"; do [ "$a" = "@OUT@" ] && a="$tmp/"; args+=("$a"); done
+  "${args[@]}"
+  for n in "${names[@]}"; do
+    [ -x "$tmp/$n" ] || { echo "build.sh: $n was not produced" >&2; return 1; }
+    mv -f "$tmp/$n" "$dest/$n"
+  done
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  t=$(now)
+  echo "build.sh: building ${missing[*]} $K8S_VERSION (cold: ~5-6 min on 2 cores)..." >&2
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  pkgs=(); for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  (cd "$here" && build_into "$K8S_BIN" "${missing[@]}" -- \
+      go build -p 2 -trimpath -ldflags "$ld" -o @OUT@ "${pkgs[@]}")
+  echo "build.sh: kubernetes binaries built in $(( $(now) - t ))s" >&2
+fi
+
+if [ $need_etcd = 1 ]; then
+  t=$(now)
+  echo "build.sh: building etcd $ETCD_VERSION..." >&2
+  # go.etcd.io/etcd/server/v3 is etcd's server main package; the module builds it
+  # "server" (go drops the /v3 major suffix); rename it to etcd.
+  (cd "$here" && build_into "$ETCD_BIN" server -- \
+      go build -p 2 -trimpath -ldflags "-s -w" -o @OUT@ go.etcd.io/etcd/server/v3)
+  mv -f "$ETCD_BIN/server" "$ETCD_BIN/etcd"
+  echo "build.sh: etcd built in $(( $(now) - t ))s" >&2
+fi
+
+if [ $need_kwok = 1 ]; then
+  t=$(now)
+  echo "build.sh: building kwok $KWOK_VERSION..." >&2
+  mkdir -p "$KWOK_BIN"
+  tmp="$(mktemp -d "$KWOK_BIN/.tmp-build.XXXXXX")"
+  # kwok is a plain module without replace directives: go install pkg@version works.
+  # It runs outside the wrapper module (GOFLAGS=-mod=readonly does not apply there).
+  (cd "$tmp" && GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -p 2 -trimpath \
+      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+      "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+  mv -f "$tmp/kwok" "$KWOK_BIN/kwok"
+  rm -rf "$tmp"
+  echo "build.sh: kwok built in $(( $(now) - t ))s" >&2
+fi
+
+if [ $need_stages = 1 ]; then
+  # kwok does nothing without Stage configuration. Take the stock "fast" node and
+  # pod stages plus the node heartbeat (so the node lifecycle controller never
+  # marks the fake node NotReady) from the kwok module source of the same version.
+  src="$(cd "$KWOK_BIN" && GOFLAGS=-buildvcs=false go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$src/kustomize/stage" ] || { echo "build.sh: kwok source not found ($src)" >&2; exit 1; }
+  tmp="$(mktemp "$KWOK_BIN/.stages.XXXXXX")"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"; cat "$src/kustomize/stage/$f"
+  done > "$tmp"
+  mv -f "$tmp" "$KWOK_BIN/stages.yaml"
+fi
+
+echo "build.sh: done in $(( $(now) - t_all ))s; binaries under $CACHE/bin" >&2
