@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use password_rotator::resource::PasswordRotation;
 use rotator_test_support::api_server::{
@@ -348,7 +348,37 @@ impl Harness {
         Ok(())
     }
 
+    /// Deletes the resources while an operator runs, so their finalizers finish, then the
+    /// namespace. A finalizer that cannot finish is removed, so the namespace never hangs.
     pub async fn finish(mut self) -> Result<()> {
+        if self.operator.is_none() {
+            self.start_operator()?;
+        }
+        let rotations = self.rotations();
+        rotations
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !rotations
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty()
+        {
+            if Instant::now() > deadline {
+                for rotation in rotations.list(&ListParams::default()).await?.items {
+                    rotations
+                        .patch(
+                            &rotation.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                        )
+                        .await?;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         self.kill_operator().await?;
         let Harness { namespace, .. } = self;
         namespace.cleanup().await

@@ -1,0 +1,41 @@
+# Everything a fresh machine needs is installed by these targets themselves.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+
+.PHONY: deps build test lint crds demo bench cluster-up cluster-down clean-cluster
+
+## deps: Debian packages the tests use (redis-server, openssl) and the control-plane binaries
+deps:
+	tests/install-deps.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## cluster-up: start (or reuse) the local control plane; kubeconfig in target/cluster/kubeconfig
+cluster-up: deps
+	tests/cluster/up.sh
+
+## cluster-down: stop the local control plane and remove its data
+cluster-down:
+	tests/cluster/down.sh
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	$(CARGO) run --quiet -- crd > crds/passwordrotations.rotator.dev.yaml
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## test: every test, against the real control plane, redis-server and the API test server
+test: lint cluster-up
+	$(CARGO) test --workspace
+
+## demo: a full rotation on the local control plane, shown step by step
+demo: cluster-up
+	tests/demo/demo.sh
+
+## bench: rotation latency, throughput, memory and API calls; writes target/bench/summary.json
+bench: cluster-up
+	$(CARGO) bench --bench rotation
