@@ -814,3 +814,81 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
     );
     h.finish().await
 }
+
+#[tokio::test]
+async fn stateful_sets_and_daemon_sets_roll_out_before_the_old_password_goes() -> Result<()> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    let mut h = Harness::new("kinds").await?;
+    let template = json!({
+        "metadata": {"labels": {"app": "cache"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+    });
+    let stateful_sets: Api<StatefulSet> = h.namespace.api();
+    stateful_sets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "cache"},
+                "spec": {"replicas": 2, "serviceName": "cache", "selector": {"matchLabels": {"app": "cache"}}, "template": template},
+            }))?,
+        )
+        .await?;
+    let daemon_sets: Api<DaemonSet> = h.namespace.api();
+    daemon_sets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "agent"},
+                "spec": {"selector": {"matchLabels": {"app": "cache"}}, "template": template},
+            }))?,
+        )
+        .await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rotationRequest": "kinds",
+        "rollout": {"workloads": [{"kind": "StatefulSet", "name": "cache"}, {"kind": "DaemonSet", "name": "agent"}], "overlap": "0s", "timeout": "5m"},
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let done = h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let rotation_id = done.status.unwrap().rotation_id;
+    let sts = stateful_sets.get("cache").await?;
+    let sts_status = sts.status.clone().unwrap();
+    assert_eq!(
+        sts.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+            .get(ROTATION_ANNOTATION),
+        rotation_id.as_ref()
+    );
+    assert_eq!(
+        sts_status.current_revision, sts_status.update_revision,
+        "the StatefulSet rolled out"
+    );
+    assert_eq!(sts_status.ready_replicas, Some(2));
+    let ds = daemon_sets.get("agent").await?;
+    let ds_status = ds.status.clone().unwrap();
+    assert_eq!(
+        ds.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+            .get(ROTATION_ANNOTATION),
+        rotation_id.as_ref()
+    );
+    assert_eq!(
+        ds_status.updated_number_scheduled,
+        Some(ds_status.desired_number_scheduled)
+    );
+    assert!(ds_status.desired_number_scheduled >= 1);
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.finish().await
+}
