@@ -21,6 +21,8 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::http::Health;
+use crate::metrics::Metrics;
 use crate::password::{PasswordPolicy, generate_os};
 use crate::redis_software::{ClientConfig, RedisSoftwareClient};
 use crate::resource::{
@@ -59,10 +61,11 @@ pub struct Context {
     settings: Settings,
     failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
     cluster_calls: Mutex<HashMap<String, Arc<Semaphore>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs the controller until a termination signal.
-pub async fn run(client: Client, settings: Settings) {
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Health) {
     let (rotations, secrets) = match &settings.namespace {
         Some(ns) => (
             Api::<PasswordRotation>::namespaced(client.clone(), ns),
@@ -75,6 +78,14 @@ pub async fn run(client: Client, settings: Settings) {
     };
     let controller = Controller::new(rotations, watcher::Config::default().any_semantic());
     let store = controller.store();
+    tokio::spawn({
+        let store = store.clone();
+        async move {
+            if store.wait_until_ready().await.is_ok() {
+                health.set_ready(true);
+            }
+        }
+    });
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -86,6 +97,7 @@ pub async fn run(client: Client, settings: Settings) {
         settings: settings.clone(),
         failures: Mutex::default(),
         cluster_calls: Mutex::default(),
+        metrics,
     });
     // Secrets are watched as metadata only, so no Secret data is ever cached.
     controller
@@ -111,6 +123,7 @@ pub async fn run(client: Client, settings: Settings) {
 }
 
 async fn reconcile(rotation: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconcile();
     let namespace = rotation.namespace().unwrap_or_default();
     let name = rotation.name_any();
     let key = ObjectRef::from_obj(&*rotation);
@@ -135,6 +148,7 @@ async fn reconcile(rotation: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result
 
 /// Per-resource exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
 fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.kind());
     let mut failures = ctx.failures.lock().expect("not poisoned");
     let count = failures.entry(ObjectRef::from_obj(&*rotation)).or_insert(0);
     *count = count.saturating_add(1);
@@ -320,7 +334,7 @@ impl<'a> Rotator<'a> {
                         &state.pending,
                     )
                     .await?;
-                    self.status.published_time = Some(Time(now));
+                    self.status.published_time = Some(Time(ceil_to_second(now)));
                     self.advance(&decision, now).await?;
                 }
                 Decision::AwaitRollout {
@@ -354,6 +368,7 @@ impl<'a> Rotator<'a> {
                     return self.idle_after_finish(&valid, now);
                 }
                 Decision::Abandon { reason } => {
+                    self.ctx.metrics.rotation_finished("abandoned", None);
                     self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
                         .await;
                     let mut status = self.status.clone();
@@ -480,7 +495,7 @@ impl<'a> Rotator<'a> {
             .or_insert_with(|| Arc::new(Semaphore::new(self.ctx.settings.calls_per_cluster)))
             .clone();
         Ok(RedisSoftware {
-            client: RedisSoftwareClient::new(config)?,
+            client: RedisSoftwareClient::new(config)?.with_observer(self.ctx.metrics.clone()),
             kind: valid.target.clone(),
             calls,
         })
@@ -570,6 +585,7 @@ impl<'a> Rotator<'a> {
             }
             Decision::Retire { replay } => {
                 if !replay {
+                    self.record_step_time(Step::Retired, Timestamp::now());
                     let mut status = self.status.clone();
                     status.step = Some(Step::Retired);
                     status.step_time = Some(Time(Timestamp::now()));
@@ -583,6 +599,7 @@ impl<'a> Rotator<'a> {
 
     async fn advance(&mut self, decision: &Decision, now: Timestamp) -> Result<()> {
         let step = step_after(decision).expect("a step follows every effect");
+        self.record_step_time(step, now);
         let mut status = self.status.clone();
         status.phase = Some(Phase::Rotating);
         status.step = Some(step);
@@ -634,6 +651,17 @@ impl<'a> Rotator<'a> {
         status.phase = Some(Phase::Idle);
         if completed {
             status.last_rotation_time = Some(Time(now));
+            // Progressing keeps its transition time from Staged on: the rotation's start.
+            let started = self
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Progressing" && c.status == "True")
+                .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
+            self.ctx.metrics.rotation_finished("succeeded", started);
+            self.ctx
+                .metrics
+                .last_success(&self.namespace, &self.rotation.name_any(), now);
         }
         status.next_rotation_time = valid
             .schedule
@@ -720,6 +748,7 @@ impl<'a> Rotator<'a> {
         set_condition(&mut status, "Ready", false, reason, &message, now);
         self.write_status(status).await?;
         warn!(reason, "blocked");
+        self.ctx.metrics.rotation_finished("blocked", None);
         self.event(EventType::Warning, reason, "Rotate", &message)
             .await;
         Ok(requeue_at(now + crate::rotation::BLOCKED_RETRY, now))
@@ -772,6 +801,9 @@ impl<'a> Rotator<'a> {
     /// Deleting the resource: roll back before the new password is published; after, keep
     /// both passwords valid and the old one in the (now orphaned) state Secret.
     async fn cleanup(self) -> Result<Action> {
+        self.ctx
+            .metrics
+            .forget(&self.namespace, &self.rotation.name_any());
         let state_name = secrets::state_secret_name(&self.rotation);
         let Some(state) = secrets::read_state(&self.secrets, &state_name).await? else {
             return Ok(Action::await_change());
@@ -831,6 +863,7 @@ impl<'a> Rotator<'a> {
         };
         match outcome {
             CallOutcome::Done => {
+                self.ctx.metrics.rotation_finished("rolled_back", None);
                 secrets::delete_state(&self.secrets, &state_name).await?;
                 self.event(EventType::Normal, "RolledBack", "Delete", message)
                     .await;
@@ -875,6 +908,14 @@ impl<'a> Rotator<'a> {
         Ok(())
     }
 
+    fn record_step_time(&self, step: Step, now: Timestamp) {
+        if let Some(Time(previous)) = self.status.step_time {
+            self.ctx
+                .metrics
+                .step_reached(step.as_str(), now.duration_since(previous).unsigned_abs());
+        }
+    }
+
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
         let event = Event {
             type_,
@@ -912,6 +953,17 @@ fn clear_rotation(status: &mut PasswordRotationStatus) {
     status.published_time = None;
     status.blocked_time = None;
     status.blocked_credentials_version = None;
+}
+
+/// Status times keep whole seconds only. The overlap counts from the publish time, so it
+/// is rounded up: read back, it must never be earlier than the publish really was.
+fn ceil_to_second(t: Timestamp) -> Timestamp {
+    let floor = Timestamp::from_second(t.as_second()).expect("in range");
+    if floor == t {
+        t
+    } else {
+        floor + Duration::from_secs(1)
+    }
 }
 
 fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
@@ -994,4 +1046,21 @@ fn order_key(rotation: &PasswordRotation) -> (Option<Timestamp>, String, String)
 
 fn precedes(a: &PasswordRotation, b: &PasswordRotation) -> bool {
     order_key(a) < order_key(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_times_round_up_so_the_overlap_is_never_cut_short() {
+        let published: Timestamp = "2026-06-01T12:00:02.186Z".parse().unwrap();
+        let stored = ceil_to_second(published);
+        assert_eq!(stored, "2026-06-01T12:00:03Z".parse().unwrap());
+        let round_trip: Time =
+            serde_json::from_value(serde_json::to_value(Time(stored)).unwrap()).unwrap();
+        assert!(round_trip.0 >= published);
+        let whole: Timestamp = "2026-06-01T12:00:02Z".parse().unwrap();
+        assert_eq!(ceil_to_second(whole), whole);
+    }
 }

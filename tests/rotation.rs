@@ -150,6 +150,32 @@ impl Workloads {
     }
 }
 
+/// From the moment the Secret holds a new password to the moment the old one is refused,
+/// observed every 20 ms.
+async fn measure_overlap(
+    secrets: Api<k8s_openapi::api::core::v1::Secret>,
+    redis: String,
+) -> Duration {
+    let deadline = std::time::Instant::now() + ROTATION_TIMEOUT;
+    let mut published = None;
+    while std::time::Instant::now() < deadline {
+        let now = std::time::Instant::now();
+        if published.is_none() {
+            let secret = secrets.get(USER_SECRET).await.expect("read the Secret");
+            if secret.data.unwrap()["password"].0 != USER_PASSWORD.as_bytes() {
+                published = Some(now);
+            }
+        }
+        if let Some(published) = published
+            && !auth(&redis, USER_PASSWORD).await
+        {
+            return now.duration_since(published);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the old password was never retired");
+}
+
 async fn auth(redis: &str, password: &str) -> bool {
     let Ok(client) = redis::Client::open(format!("redis://{redis}")) else {
         return false;
@@ -171,6 +197,7 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
     h.create_deployment("orders", 2).await?;
     h.start_operator()?;
     let workloads = Workloads::start(&h, "orders");
+    let overlap = tokio::spawn(measure_overlap(h.secrets(), h.redis.addr()));
     let spec = h.user_spec(json!({
         "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "2s", "timeout": "5m"},
         "rotationRequest": "first",
@@ -178,6 +205,11 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
     h.create_rotation("orders-cache", spec).await?;
     let done = h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
     let (attempts, failures) = workloads.stop().await;
+    let overlap = overlap.await?;
+    assert!(
+        overlap >= Duration::from_millis(2000 - 60),
+        "the old password died {overlap:?} after the new one was published; overlap is 2s"
+    );
     assert!(
         attempts > 20,
         "the workloads ran ({attempts} authentications)"
