@@ -2,6 +2,9 @@
 
 pub mod controller;
 pub mod duration;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod password;
 pub mod redis_software;
 pub mod resource;

@@ -1,10 +1,15 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use password_rotator::controller::{self, Settings};
+use password_rotator::http::{self, Health};
+use password_rotator::leader::LeaderElection;
+use password_rotator::metrics::Metrics;
 use password_rotator::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -45,6 +50,21 @@ struct RunArgs {
     calls_per_cluster: usize,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Act only while holding a Lease, so that several replicas can run: one leads, the
+    /// others stand by.
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, env = "LEASE_NAME", default_value = "password-rotator")]
+    lease_name: String,
+    /// How long a Lease lasts without renewal, in seconds.
+    #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
 }
 
 #[tokio::main]
@@ -62,13 +82,59 @@ async fn main() -> anyhow::Result<()> {
                 None => Config::infer().await?,
             };
             let settings = Settings {
-                namespace: args.namespace,
+                namespace: args.namespace.clone(),
                 concurrency: args.concurrency,
                 request_timeout: Duration::from_secs(args.request_timeout_seconds),
                 calls_per_cluster: args.calls_per_cluster.max(1),
             };
-            controller::run(Client::try_from(config)?, settings).await;
+            run(Client::try_from(config)?, settings, args).await?;
         }
     }
+    Ok(())
+}
+
+async fn run(client: Client, settings: Settings, args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let server = tokio::spawn(http::serve_on(listener, metrics.clone(), health.clone()));
+    let leadership = if args.leader_election {
+        // Unique per process: a candidate with the holder's own identity would take over at once.
+        let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "password-rotator".into());
+        let identity = format!("{pod}_{}", uuid::Uuid::new_v4().simple());
+        // A standby is ready, so that a rolling update of the operator never waits on it.
+        health.set_ready(true);
+        let lease = Duration::from_secs(args.lease_seconds.max(2));
+        let election = LeaderElection::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            identity,
+        )
+        .with_timing(lease, lease / 5);
+        tracing::info!(lease = %args.lease_name, "waiting for leadership");
+        let leadership = election.acquire().await?;
+        tracing::info!("leading");
+        Some(leadership)
+    } else {
+        None
+    };
+    let controller = controller::run(client, settings, metrics, health);
+    match &leadership {
+        Some(leadership) => tokio::select! {
+            () = controller => {}
+            () = leadership.lost() => {
+                // A replica that may no longer lead must stop acting at once.
+                tracing::error!("leadership lost; exiting to restart as a standby");
+                std::process::exit(1);
+            }
+        },
+        None => controller.await,
+    }
+    if let Some(leadership) = leadership {
+        leadership.release().await?;
+    }
+    server.abort();
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! databases' default users.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -240,10 +241,50 @@ pub struct Database {
     pub status: Option<String>,
 }
 
+/// Sees every request the client sends, e.g. to count them in metrics.
+pub trait RequestObserver: Send + Sync + fmt::Debug {
+    fn started(&self, operation: Operation);
+    /// Called once per [`started`](Self::started). `status` is the HTTP status code ("200",
+    /// "401"), an [`ApiError::kind`] of a transport failure ("timeout", "connect"), or
+    /// "cancelled" when the request was dropped before it ended.
+    fn finished(&self, operation: Operation, status: &str, elapsed: Duration);
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisSoftwareClient {
     http: reqwest::Client,
     config: ClientConfig,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Reports the end of a request to the observer, also when the request future is dropped.
+struct Observed<'a> {
+    observer: Option<&'a dyn RequestObserver>,
+    operation: Operation,
+    started: Instant,
+    status: String,
+}
+
+impl<'a> Observed<'a> {
+    fn start(observer: Option<&'a dyn RequestObserver>, operation: Operation) -> Self {
+        if let Some(o) = observer {
+            o.started(operation);
+        }
+        Self {
+            observer,
+            operation,
+            started: Instant::now(),
+            status: "cancelled".into(),
+        }
+    }
+}
+
+impl Drop for Observed<'_> {
+    fn drop(&mut self) {
+        if let Some(o) = self.observer {
+            o.finished(self.operation, &self.status, self.started.elapsed());
+        }
+    }
 }
 
 impl RedisSoftwareClient {
@@ -287,7 +328,17 @@ impl RedisSoftwareClient {
         let http = builder
             .build()
             .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, config })
+        Ok(Self {
+            http,
+            config,
+            observer: None,
+        })
+    }
+
+    /// Tells `observer` about every request.
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// `POST /v1/users/password`: `new` authenticates next to the existing passwords.
@@ -472,7 +523,7 @@ impl RedisSoftwareClient {
         if let Some(body) = &body {
             request = request.json(body);
         }
-        let started = Instant::now();
+        let mut observed = Observed::start(self.observer.as_deref(), operation);
         let result = async {
             let response = request.send().await?;
             let status = response.status();
@@ -480,12 +531,13 @@ impl RedisSoftwareClient {
         }
         .instrument(span.clone())
         .await;
-        span.record("elapsed_ms", started.elapsed().as_millis() as u64);
+        span.record("elapsed_ms", observed.started.elapsed().as_millis() as u64);
         let _entered = span.enter();
         match result {
             Ok((status, bytes)) => {
                 span.record("status", status.as_u16());
                 tracing::debug!("request finished");
+                observed.status = status.as_str().to_owned();
                 if status.is_success() {
                     Ok(bytes.to_vec())
                 } else {
@@ -494,7 +546,9 @@ impl RedisSoftwareClient {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
-                Err(self.transport_error(operation, &e, secrets))
+                let error = self.transport_error(operation, &e, secrets);
+                observed.status = error.kind().to_owned();
+                Err(error)
             }
         }
     }
@@ -742,6 +796,64 @@ mod tests {
         assert_eq!(
             serde_json::to_value(PasswordBodyShape::Caller).unwrap(),
             json!("Caller")
+        );
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl RequestObserver for Recorder {
+        fn started(&self, operation: Operation) {
+            self.0.lock().unwrap().push(format!("started {operation}"));
+        }
+        fn finished(&self, operation: Operation, status: &str, _: Duration) {
+            self.0.lock().unwrap().push(format!("{operation} {status}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_sees_every_request_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let recorder = Arc::new(Recorder::default());
+        let refused = client().with_observer(recorder.clone());
+        assert!(refused.get_user(1).await.is_err());
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = ClientConfig::new(
+            format!("http://{}", listener.local_addr().unwrap())
+                .parse()
+                .unwrap(),
+            "admin@example.com",
+            secret("Adm1n-pass"),
+        );
+        config.insecure_http = true;
+        let c = RedisSoftwareClient::new(config)
+            .unwrap()
+            .with_observer(recorder.clone());
+        // The first connection is answered 401, the second never.
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let _ = first.read(&mut [0; 4096]).await;
+            let response = "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+            first.write_all(response.as_bytes()).await.unwrap();
+            let _silent = listener.accept().await;
+            std::future::pending::<()>().await;
+        });
+        assert!(c.list_users().await.unwrap_err().is_unauthorized());
+        let dropped = tokio::time::timeout(Duration::from_millis(100), c.get_database(3)).await;
+        assert!(dropped.is_err());
+
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [
+                "started get_user",
+                "get_user connect",
+                "started list_users",
+                "list_users 401",
+                "started get_database",
+                "get_database cancelled",
+            ]
         );
     }
 

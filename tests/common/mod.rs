@@ -241,6 +241,7 @@ impl Harness {
                 "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info",
             )
             .env("REQUEST_TIMEOUT_SECONDS", "3")
+            .env("HTTP_ADDR", "127.0.0.1:0")
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

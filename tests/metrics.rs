@@ -1,0 +1,61 @@
+//! The HTTP endpoints, served in-process on a free port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use password_rotator::http::{self, Health};
+use password_rotator::metrics::Metrics;
+use password_rotator::redis_software::{Operation, RequestObserver};
+
+#[tokio::test]
+async fn serves_metrics_and_health() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let server = tokio::spawn(http::serve_on(listener, metrics.clone(), health.clone()));
+
+    metrics.reconcile();
+    metrics.reconcile_error("unauthorized");
+    metrics.rotation_finished("succeeded", Some(Duration::from_secs(42)));
+    metrics.step_reached("Published", Duration::from_millis(250));
+    metrics.last_success("shop", "orders", "2030-01-01T00:00:00Z".parse()?);
+    metrics.started(Operation::AddUserPassword);
+    metrics.finished(Operation::AddUserPassword, "200", Duration::from_millis(8));
+
+    let http = reqwest::Client::new();
+    let response = http.get(format!("{base}/metrics")).send().await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await?;
+    for line in [
+        "password_rotator_reconciles_total 1",
+        "password_rotator_reconcile_errors_total{kind=\"unauthorized\"} 1",
+        "password_rotator_rotations_total{result=\"succeeded\"} 1",
+        "password_rotator_rotation_duration_seconds_sum 42.0",
+        "password_rotator_step_duration_seconds_count{step=\"Published\"} 1",
+        "password_rotator_last_successful_rotation_timestamp_seconds{namespace=\"shop\",name=\"orders\"} 1893456000.0",
+        "password_rotator_redis_software_requests_total{operation=\"add_user_password\",status=\"200\"} 1",
+        "password_rotator_redis_software_requests_in_flight 0",
+        "password_rotator_redis_software_requests_in_flight_peak 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    let status = |path: &'static str| {
+        let request = http.get(format!("{base}{path}"));
+        async move { anyhow::Ok(request.send().await?.status()) }
+    };
+    assert_eq!(status("/healthz").await?, 200);
+    assert_eq!(status("/readyz").await?, 503);
+    health.set_ready(true);
+    assert_eq!(status("/readyz").await?, 200);
+    assert_eq!(status("/nothing").await?, 404);
+
+    server.abort();
+    Ok(())
+}
