@@ -1,0 +1,524 @@
+#!/usr/bin/env bash
+# A full password rotation on the local control plane, shown step by step.
+#
+#   make demo            # = make cluster-up, then this script
+#   tests/demo/demo.sh   # when the cluster is already up
+#
+# What runs (all on 127.0.0.1, stopped again when this script exits):
+#   - a real redis-server: the database whose ACL user `orders-app` gets rotated;
+#   - redis-software-api-server: the Redis Software REST API test server, which applies every
+#     password change to that redis-server with ACL SETUSER;
+#   - password-rotator, the operator, watching only the namespace `demo`.
+# In the namespace `demo`: Secrets rs-admin, rs-ca, orders-redis, a Deployment `orders` (2
+# replicas, faked by kwok) that reads orders-redis, and a PasswordRotation `orders-cache`.
+#
+# At every step it shows whether the OLD and the NEW password authenticate right now, with a
+# real AUTH on redis-server. Passwords are never printed: only a short SHA-256 prefix.
+# Exit 0 only if, at the end, the old password is rejected and the new one accepted.
+#
+# Re-runnable: the namespace `demo` and the work dir target/demo are recreated; leftovers of
+# a previous run are stopped by their pid files. The namespace is left in place at the end
+# for inspection (the operator is stopped, so deleting it by hand hangs on the finalizer;
+# the next run strips it).
+#
+# Environment: DEMO_TIMEOUT (seconds for the rotation, default 120).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+NS=demo
+WORK="$root/target/demo"
+KCFG="${ROTATOR_CLUSTER_DIR:-$root/target/cluster}/kubeconfig"
+TIMEOUT="${DEMO_TIMEOUT:-120}"
+ROTATION=orders-cache
+STATE_SECRET="$ROTATION-rotation"
+USER_NAME=orders-app
+USER_SECRET=orders-redis
+DEPLOYMENT=orders
+
+# ---- output -------------------------------------------------------------------------------
+if [ -t 1 ]; then
+  B=$'\e[1m' DIM=$'\e[2m' RED=$'\e[31m' GREEN=$'\e[32m' YELLOW=$'\e[33m' CYAN=$'\e[36m' N=$'\e[0m'
+else
+  B='' DIM='' RED='' GREEN='' YELLOW='' CYAN='' N=''
+fi
+section() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
+info() { printf '   %s\n' "$*"; }
+ok() { printf '   %sok%s  %s\n' "$GREEN" "$N" "$*"; }
+fail() {
+  printf '\n%sdemo FAILED:%s %s\n' "$RED$B" "$N" "$*" >&2
+  for f in operator.log api-server.log; do
+    if [ -s "$WORK/$f" ]; then
+      printf '%s--- last lines of target/demo/%s ---%s\n' "$DIM" "$f" "$N" >&2
+      tail -n 25 "$WORK/$f" >&2
+    fi
+  done
+  exit 1
+}
+
+# Microseconds since the epoch, without forking (bash 5). The decimal point may be a comma.
+now_us() { local t="${EPOCHREALTIME//[.,]/}"; echo "$t"; }
+# elapsed US: "[ 12.3s]" since the PasswordRotation was applied.
+# (Negative for what the watches show before it: the state they start from.)
+elapsed() {
+  local d=$(( ($1 - T0) / 100000 )) sign=""
+  if [ "$d" -lt 0 ]; then sign=-; d=$(( -d )); fi
+  printf '[%4s.%ds]' "$sign$(( d / 10 ))" $(( d % 10 ))
+}
+
+# short_hash SECRET: the first 8 hex digits of its SHA-256, to tell passwords apart.
+short_hash() { printf '%s' "$1" | sha256sum | cut -c1-8; }
+
+# ---- tools -----------------------------------------------------------------------------------
+eval "$("$here/../cluster/build.sh" --print-dirs)"   # K8S_BIN=... (kubectl v1.36)
+KUBECTL="$K8S_BIN/kubectl"
+kubectl() { "$KUBECTL" --kubeconfig "$KCFG" "$@"; }
+for tool in redis-server redis-cli python3 sha256sum base64; do
+  command -v "$tool" >/dev/null || fail "$tool not found: run tests/install-deps.sh (make deps)"
+done
+[ -f "$KCFG" ] && kubectl --request-timeout=5s get --raw /readyz >/dev/null 2>&1 ||
+  fail "the local control plane is not running: run make cluster-up (or use make demo)"
+
+# ---- leftovers of a previous run --------------------------------------------------------
+# stop_pidfile NAME EXPECTED: stop the process recorded in target/demo/NAME.pid, but only if
+# its command line still names EXPECTED (a pid may have been reused since).
+stop_pidfile() {
+  local f="$WORK/$1.pid" pid i
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"; rm -f "$f"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 0
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2" || return 0
+  kill "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do [ -d "/proc/$pid" ] || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+stop_all() {
+  stop_pidfile watch-rotation kubectl
+  stop_pidfile watch-deployment kubectl
+  stop_pidfile watch-secrets kubectl
+  stop_pidfile operator password-rotator
+  stop_pidfile api-server redis-software-api-server
+  stop_pidfile redis-server redis-server
+}
+stop_all
+
+section "Build"
+cargo build --workspace --quiet
+ok "cargo build --workspace"
+OPERATOR="$root/target/debug/password-rotator"
+API_SERVER="$root/target/debug/redis-software-api-server"
+
+# The namespace of a previous run: the PasswordRotation in it carries the operator's
+# finalizer and no operator runs any more, so strip it, or the namespace never goes away.
+if kubectl get namespace "$NS" >/dev/null 2>&1; then
+  info "deleting namespace $NS of a previous run"
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  for rot in $(kubectl -n "$NS" get passwordrotations -o name 2>/dev/null); do
+    kubectl -n "$NS" patch "$rot" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+  done
+  kubectl wait --for=delete "namespace/$NS" --timeout=120s >/dev/null 2>&1 ||
+    fail "namespace $NS of a previous run is still there after 120 s: $(kubectl get namespace "$NS" -o jsonpath='{.status.conditions}' 2>&1)"
+fi
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+chmod 700 "$WORK"   # it holds the API server's config, with passwords
+
+# From here on every process started is stopped when the script ends, however it ends.
+cleanup() {
+  local rc=$?
+  stop_all
+  if [ $rc = 0 ]; then
+    printf '\n%s%s%s\n' "$DIM" "processes stopped; logs in target/demo/; namespace $NS kept for inspection" "$N"
+  elif [ $rc = 130 ]; then
+    printf '\ninterrupted: processes stopped (the next run starts afresh)\n' >&2
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- 1. redis-server and the Redis Software API test server -------------------------------
+section "1. redis-server and the Redis Software API test server"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# gen_password: 24 random characters from letters, digits and "-_."; upper, lower, digit and
+# special present, no character 3 times in a row, not containing the user name (or reversed):
+# Redis Software's complexity rules, which the API test server enforces.
+gen_password() {
+  python3 - "$USER_NAME" <<'EOF'
+import secrets, string, sys
+alphabet = string.ascii_letters + string.digits + "-_."
+user = sys.argv[1].lower()
+while True:
+    pw = "".join(secrets.choice(alphabet) for _ in range(24))
+    if (any(c.isupper() for c in pw) and any(c.islower() for c in pw)
+            and any(c.isdigit() for c in pw) and any(c in "-_." for c in pw)
+            and not any(pw[i] == pw[i + 1] == pw[i + 2] for i in range(len(pw) - 2))
+            and user not in pw.lower() and user[::-1] not in pw.lower()):
+        print(pw)
+        break
+EOF
+}
+
+# rcli ARGS...: redis-cli on the demo's redis-server. Commands that carry a password are fed
+# on stdin, never as arguments (which any local user could read in the process list).
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+REDIS_PORT="$(free_port)"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize no \
+  --dir "$WORK" --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
+echo $! >"$WORK/redis-server.pid"
+for _ in $(seq 50); do [ "$(rcli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+[ "$(rcli PING 2>/dev/null)" = PONG ] || fail "redis-server did not start on port $REDIS_PORT (target/demo/redis.log)"
+
+REDIS_ADMIN_PASSWORD="$(gen_password)"
+RS_ADMIN_PASSWORD="$(gen_password)"
+OLD_PASSWORD="$(gen_password)"      # the initial password of orders-app
+# The API server changes passwords through this ACL user.
+[ "$(printf 'ACL SETUSER rotator-admin reset on >%s ~* &* +@all\n' "$REDIS_ADMIN_PASSWORD" | rcli)" = OK ] ||
+  fail "could not create the ACL user rotator-admin"
+ok "redis-server on 127.0.0.1:$REDIS_PORT (ACL user rotator-admin for the API server)"
+
+# The API server creates the ACL user orders-app with exactly the initial password.
+cat >"$WORK/api-server.json" <<EOF
+{
+  "admin": {"email": "admin@demo.test", "password": "$RS_ADMIN_PASSWORD"},
+  "users": [
+    {"uid": 2, "name": "$USER_NAME", "email": "$USER_NAME@demo.test", "role": "db_member",
+     "passwords": ["$OLD_PASSWORD"]}
+  ],
+  "databases": [],
+  "redis_addr": "127.0.0.1:$REDIS_PORT",
+  "redis_admin": {"user": "rotator-admin", "password": "$REDIS_ADMIN_PASSWORD"},
+  "password_complexity": true
+}
+EOF
+chmod 600 "$WORK/api-server.json"
+"$API_SERVER" --config "$WORK/api-server.json" --listen 127.0.0.1:0 \
+  --ca-out "$WORK/ca.pem" --url-out "$WORK/url.txt" </dev/null >"$WORK/api-server.out" 2>"$WORK/api-server.log" &
+echo $! >"$WORK/api-server.pid"
+for _ in $(seq 100); do
+  [ -s "$WORK/url.txt" ] && break
+  kill -0 "$(cat "$WORK/api-server.pid")" 2>/dev/null || fail "the API server exited (target/demo/api-server.log)"
+  sleep 0.1
+done
+[ -s "$WORK/url.txt" ] || fail "the API server did not start within 10 s"
+API_URL="$(cat "$WORK/url.txt")"
+ok "Redis Software API test server at $API_URL (self-signed CA in target/demo/ca.pem)"
+
+# auth PASSWORD: a real `AUTH orders-app PASSWORD` on redis-server; prints accepted/rejected.
+auth() {
+  local reply
+  reply="$(printf 'AUTH %s %s\n' "$USER_NAME" "$1" | rcli 2>&1)" || true
+  if [ "$reply" = OK ]; then echo accepted; else echo rejected; fi
+}
+# shown WORD: accepted in green, rejected in red.
+shown() { if [ "$1" = accepted ]; then printf '%s%s%s' "$GREEN" "$1" "$N"; else printf '%s%s%s' "$RED" "$1" "$N"; fi; }
+
+OLD_HASH="$(short_hash "$OLD_PASSWORD")"
+[ "$(auth "$OLD_PASSWORD")" = accepted ] || fail "the initial password of $USER_NAME is not accepted by redis-server"
+ok "user $USER_NAME (uid 2) has its initial password, sha256 $OLD_HASH...: AUTH $(shown accepted)"
+
+# ---- 2. Kubernetes: the CRD, the namespace, the Secrets and the workload -------------------
+section "2. CRD, namespace $NS, Secrets and Deployment $DEPLOYMENT"
+"$OPERATOR" crd | kubectl apply -f - >/dev/null
+kubectl wait --for=condition=Established crd/passwordrotations.rotator.dev --timeout=60s >/dev/null
+ok "CRD passwordrotations.rotator.dev established"
+
+kubectl create namespace "$NS" >/dev/null
+# Secrets through stdin (a heredoc), so no password is ever a command-line argument.
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: rs-admin}
+stringData: {username: "admin@demo.test", password: "$RS_ADMIN_PASSWORD"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: $USER_SECRET}
+stringData: {username: "$USER_NAME", password: "$OLD_PASSWORD"}
+EOF
+kubectl -n "$NS" create secret generic rs-ca --from-file=ca.crt="$WORK/ca.pem" >/dev/null
+ok "Secrets rs-admin (API admin login), rs-ca (API server CA), $USER_SECRET (what the app reads)"
+
+# Pods run nowhere: kwok marks them Running and Ready on its fake node, so any image will do.
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $DEPLOYMENT}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: $DEPLOYMENT}}
+  template:
+    metadata: {labels: {app: $DEPLOYMENT}}
+    spec:
+      containers:
+      - name: app
+        image: orders:demo
+        env:
+        - name: REDIS_USERNAME
+          valueFrom: {secretKeyRef: {name: $USER_SECRET, key: username}}
+        - name: REDIS_PASSWORD
+          valueFrom: {secretKeyRef: {name: $USER_SECRET, key: password}}
+EOF
+kubectl -n "$NS" rollout status "deployment/$DEPLOYMENT" --timeout=120s >/dev/null ||
+  fail "Deployment $DEPLOYMENT did not become available"
+OLD_RS="$(kubectl -n "$NS" get rs -l "app=$DEPLOYMENT" -o jsonpath='{.items[0].metadata.name}')"
+ok "Deployment $DEPLOYMENT available: 2/2 replicas (ReplicaSet $OLD_RS)"
+
+# ---- 3. the operator and the PasswordRotation ------------------------------------------------
+section "3. Operator and PasswordRotation $ROTATION"
+LOG_FORMAT=text "$OPERATOR" run --kubeconfig "$KCFG" --namespace "$NS" \
+  </dev/null >"$WORK/operator.log" 2>&1 &
+echo $! >"$WORK/operator.pid"
+ok "password-rotator running (namespace $NS, log in target/demo/operator.log)"
+
+# Three watches feed one FIFO, each line stamped on arrival with its source and the time, so
+# that no change is missed (a poll could miss a step that lasts a few milliseconds) and the
+# times shown are those of the changes. The loop below makes no API call while the rotation
+# runs: a kubectl call takes longer than some steps do (Added -> Published: ~20 ms), and the
+# AUTH checks must run while the step they describe still holds.
+# The Secret watch carries the two passwords (base64) through the FIFO, in memory only; it
+# excludes rs-admin, whose password the demo does not need to see.
+mkfifo "$WORK/changes.fifo"
+exec 3<>"$WORK/changes.fifo"   # read-write: opening does not block, no EOF if a watch ends
+# (EPOCHREALTIME inline rather than $(now_us): no fork per line.)
+stamp() { local line; while IFS= read -r line; do printf '%s|%s|%s\n' "$1" "${EPOCHREALTIME//[.,]/}" "$line"; done; }
+# (kubectl itself, not the function: $! must be the kubectl process, for its pid file.)
+"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get passwordrotations --field-selector "metadata.name=$ROTATION" --watch \
+  -o jsonpath='{.status.phase}|{.status.step}|{.status.rotationId}|{.status.lastRotationTime}{"\n"}' \
+  > >(stamp rotation >&3) 2>"$WORK/watch-rotation.log" &
+echo $! >"$WORK/watch-rotation.pid"
+"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get deployments --field-selector "metadata.name=$DEPLOYMENT" --watch \
+  -o jsonpath='{.metadata.generation}|{.status.observedGeneration}|{.status.updatedReplicas}|{.status.availableReplicas}|{.status.replicas}|{.spec.template.metadata.annotations.rotator\.dev/rotation}|{.status.conditions[?(@.type=="Progressing")].message}{"\n"}' \
+  > >(stamp deployment >&3) 2>"$WORK/watch-deployment.log" &
+echo $! >"$WORK/watch-deployment.pid"
+"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get secrets --field-selector "metadata.name!=rs-admin,metadata.name!=rs-ca" \
+  --watch --output-watch-events \
+  -o jsonpath='{.type}|{.object.metadata.name}|{.object.data.pending}|{.object.data.password}{"\n"}' \
+  > >(stamp secret >&3) 2>"$WORK/watch-secrets.log" &
+echo $! >"$WORK/watch-secrets.pid"
+sleep 1   # let the watches start before anything changes
+
+REQUEST="demo-$(date -u +%Y%m%dT%H%M%SZ)"
+ROTATION_YAML="apiVersion: rotator.dev/v1alpha1
+kind: PasswordRotation
+metadata: {name: $ROTATION, namespace: $NS}
+spec:
+  target:
+    redisSoftware:
+      url: $API_URL
+      credentialsSecret: rs-admin
+      caSecret: {name: rs-ca, key: ca.crt}
+      user: $USER_NAME
+  secret: {name: $USER_SECRET, passwordKey: password, usernameKey: username}
+  rollout:
+    workloads: [{kind: Deployment, name: $DEPLOYMENT}]
+    overlap: 3s
+    timeout: 5m
+  rotationRequest: $REQUEST"
+printf '%s\n' "$ROTATION_YAML" | sed "s/^/   ${DIM}|${N} /"
+T0="$(now_us)"
+printf '%s\n' "$ROTATION_YAML" | kubectl apply -f - >/dev/null
+
+# ---- 4. the rotation, step by step -------------------------------------------------------------
+section "4. The rotation, step by step (AUTH = a real AUTH $USER_NAME <password> on redis-server)"
+printf '%s %s\n' "$(elapsed "$T0")" "PasswordRotation $ROTATION applied (rotationRequest $REQUEST)"
+
+describe() {
+  case "$1/$2" in
+    Rotating/Staged) echo "new password generated and stored in Secret $STATE_SECRET" ;;
+    Rotating/Added) echo "new password added beside the old one (POST /v1/users/password): both work" ;;
+    Rotating/Verified) echo "new password verified by a login" ;;
+    Rotating/Published) echo "new password written to Secret $USER_SECRET; Deployment $DEPLOYMENT restarting" ;;
+    Rotating/RolledOut) echo "Deployment $DEPLOYMENT rolled out and overlap (3s) passed" ;;
+    Rotating/Retired) echo "deleting the old password (DELETE /v1/users/password)" ;;
+    Idle/) if [ -n "$3" ]; then echo "rotation complete: state Secret removed, lastRotationTime $3"; else echo "waiting"; fi ;;
+    Blocked/*) echo "BLOCKED" ;;
+    *) echo "" ;;
+  esac
+}
+
+# secret_value NAME KEY: a Secret's value, decoded ("" if absent).
+secret_value() {
+  kubectl -n "$NS" get secret "$1" -o jsonpath="{.data.$2}" 2>/dev/null | base64 -d 2>/dev/null || true
+}
+decode() { printf '%s' "$1" | base64 -d 2>/dev/null || true; }
+# which_password PASSWORD: old / new / other, for the Secret the workloads read.
+which_password() {
+  if [ "$1" = "$OLD_PASSWORD" ]; then echo old
+  elif [ -n "$NEW_PASSWORD" ] && [ "$1" = "$NEW_PASSWORD" ]; then echo new
+  else echo "other (sha256 $(short_hash "$1"))"; fi
+}
+
+NEW_PASSWORD=""    # from the state Secret's `pending`, as soon as the watch shows it
+NEW_HASH=""
+PUBLISHED="$OLD_PASSWORD"   # what Secret orders-redis holds, as the watch shows it
+VIOLATIONS=0
+# auth_now PASSWORD...: one AUTH per password on one redis-cli connection (one fork: fast
+# enough to run while a step still holds); prints accepted/rejected per password.
+auth_now() {
+  local pw reply
+  { for pw in "$@"; do printf 'AUTH %s %s\n' "$USER_NAME" "${pw:-none}"; done; } | rcli 2>&1 |
+    while IFS= read -r reply; do
+      # redis-cli follows an error reply (WRONGPASS ...) with an empty line: skip it.
+      [ -n "$reply" ] || continue
+      if [ "$reply" = OK ]; then echo accepted; else echo rejected; fi
+    done
+}
+# check_now: which passwords redis-server accepts right now, and what the workloads read.
+check_now() {
+  local results old new published new_text
+  mapfile -t results < <(auth_now "$OLD_PASSWORD" "${NEW_PASSWORD:-}" "$PUBLISHED")
+  old="${results[0]:-rejected}" new="${results[1]:-rejected}" published="${results[2]:-rejected}"
+  if [ -n "$NEW_PASSWORD" ]; then new_text="new $NEW_HASH: $(shown "$new")"; else new_text="new: not generated yet"; fi
+  # Stamped with the time of the check: a step may already be over when its line is read.
+  printf '%s %s  AUTH old %s: %s%s   %s%s   Secret %s holds: %s%s\n' "$(elapsed "$(now_us)")" "$DIM" "$OLD_HASH" \
+    "$(shown "$old")" "$DIM" "$new_text" "$DIM" "$USER_SECRET" "$(which_password "$PUBLISHED")" "$N"
+  # The invariant that matters to the workloads: what they read is always accepted.
+  if [ "$published" != accepted ]; then
+    printf '           %sINVARIANT BROKEN: the password in Secret %s is rejected%s\n' "$RED" "$USER_SECRET" "$N"
+    VIOLATIONS=$((VIOLATIONS + 1))
+  fi
+}
+
+last_state="" last_deployment="" last_progress="" last_annotation="" seen_rotating=0 done=0
+deadline=$(( T0 + TIMEOUT * 1000000 ))
+while [ $done = 0 ]; do
+  if [ "$(now_us)" -gt "$deadline" ]; then
+    kubectl -n "$NS" get passwordrotation "$ROTATION" -o yaml | sed -n '/^status:/,$p' >&2 || true
+    fail "no complete rotation within ${TIMEOUT} s (set DEMO_TIMEOUT to wait longer)"
+  fi
+  kill -0 "$(cat "$WORK/operator.pid")" 2>/dev/null || fail "the operator exited"
+  IFS='|' read -r -t 1 source ts f1 f2 f3 f4 f5 f6 f7 <&3 || continue
+  case "$source" in
+    rotation)
+      phase="$f1" step="$f2" rotation_id="$f3" last_rotation="$f4"
+      [ -n "$phase" ] || continue                 # not yet seen by the operator
+      [ "$phase/$step" != "$last_state" ] || continue
+      last_state="$phase/$step"
+      [ "$phase" = Rotating ] && seen_rotating=1
+      color="$CYAN"; [ "$phase" = Idle ] && color="$GREEN"; [ "$phase" = Blocked ] && color="$RED"
+      printf '%s %s%-9s %-10s%s %s\n' "$(elapsed "$ts")" "$color$B" "$phase" "$step" "$N" \
+        "$(describe "$phase" "$step" "$last_rotation")"
+      [ "$step" = Staged ] && printf '           %srotation id %s%s\n' "$DIM" "$rotation_id" "$N"
+      if [ "$phase" = Blocked ]; then
+        kubectl -n "$NS" get passwordrotation "$ROTATION" \
+          -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2 || true
+        fail "the rotation is Blocked (see the conditions above)"
+      fi
+      check_now
+      if [ "$phase" = Idle ] && [ -n "$last_rotation" ] && { [ $seen_rotating = 1 ] || [ -n "$NEW_PASSWORD" ]; }; then
+        done=1
+      fi
+      ;;
+    secret)
+      type="$f1" name="$f2"
+      if [ "$name" = "$STATE_SECRET" ]; then
+        if [ "$type" = DELETED ]; then
+          printf '%s %s  Secret %s deleted (the rotation is over)%s\n' "$(elapsed "$ts")" "$DIM" "$STATE_SECRET" "$N"
+        elif [ -z "$NEW_PASSWORD" ] && [ -n "$f3" ]; then
+          NEW_PASSWORD="$(decode "$f3")"; NEW_HASH="$(short_hash "$NEW_PASSWORD")"
+          printf '%s %s  Secret %s created: pending = new password, sha256 %s (stored before any other effect)%s\n' \
+            "$(elapsed "$ts")" "$DIM" "$STATE_SECRET" "$NEW_HASH" "$N"
+          check_now   # the earliest moment the new password is known: not yet added
+        fi
+      elif [ "$name" = "$USER_SECRET" ] && [ "$type" != DELETED ]; then
+        value="$(decode "$f4")"
+        if [ "$value" != "$PUBLISHED" ]; then
+          PUBLISHED="$value"
+          result="$(auth_now "$PUBLISHED")"
+          printf '%s %s  Secret %s now holds the %s password: AUTH %s%s\n' "$(elapsed "$ts")" "$DIM" "$USER_SECRET" \
+            "$(which_password "$PUBLISHED")" "$(shown "$result")" "$N"
+          if [ "$result" != accepted ]; then
+            printf '           %sINVARIANT BROKEN: the password in Secret %s is rejected%s\n' "$RED" "$USER_SECRET" "$N"
+            VIOLATIONS=$((VIOLATIONS + 1))
+          fi
+        fi
+      fi
+      ;;
+    deployment)
+      # generation|observedGeneration|updated|available|replicas|rotation annotation|Progressing message
+      if [ "$f6" != "$last_annotation" ]; then
+        last_annotation="$f6"
+        printf '%s %s  deployment/%s: pod template annotated rotator.dev/rotation=%s (generation %s)%s\n' \
+          "$(elapsed "$ts")" "$DIM" "$DEPLOYMENT" "$f6" "$f1" "$N"
+      fi
+      # Counts only once the controller has seen the current generation.
+      if [ "${f2:-0}" = "$f1" ]; then
+        state="updated ${f3:-0}/2, available ${f4:-0}, pods ${f5:-0}"
+        if [ "$state" != "$last_deployment" ]; then
+          last_deployment="$state"
+          printf '%s %s  deployment/%s: %s%s\n' "$(elapsed "$ts")" "$DIM" "$DEPLOYMENT" "$state" "$N"
+        fi
+      fi
+      if [ -n "$f7" ] && [ "$f7" != "$last_progress" ]; then
+        last_progress="$f7"
+        printf '%s %s  deployment/%s: %s%s\n' "$(elapsed "$ts")" "$DIM" "$DEPLOYMENT" "$f7" "$N"
+      fi
+      ;;
+  esac
+done
+
+# ---- 5. result and proof ---------------------------------------------------------------------
+section "5. Result"
+kubectl -n "$NS" get passwordrotations
+echo
+kubectl -n "$NS" get replicasets -l "app=$DEPLOYMENT" \
+  -o custom-columns='REPLICASET:.metadata.name,DESIRED:.spec.replicas,READY:.status.readyReplicas,ROTATION:.spec.template.metadata.annotations.rotator\.dev/rotation'
+
+section "Events of PasswordRotation $ROTATION"
+# The Rotated event is sent right after the last status write: give it a moment to land.
+for _ in $(seq 50); do
+  kubectl -n "$NS" get events --field-selector "involvedObject.name=$ROTATION,reason=Rotated" -o name 2>/dev/null | grep -q . && break
+  sleep 0.1
+done
+# eventTime has microseconds (events.k8s.io/v1); creationTimestamp only seconds.
+kubectl -n "$NS" get events --field-selector "involvedObject.name=$ROTATION" --sort-by=.eventTime \
+  -o custom-columns='TIME:.eventTime,TYPE:.type,REASON:.reason,MESSAGE:.message'
+
+section "Proof (real AUTH on redis-server)"
+failures=0
+published="$(secret_value "$USER_SECRET" password)"
+if [ -z "$NEW_PASSWORD" ]; then   # the state Secret was gone before it could be read
+  NEW_PASSWORD="$published"; NEW_HASH="$(short_hash "$NEW_PASSWORD")"
+fi
+if [ "$NEW_PASSWORD" = "$OLD_PASSWORD" ]; then
+  printf '   %sFAIL%s the new password equals the old one\n' "$RED" "$N"; failures=$((failures + 1))
+fi
+if [ "$published" = "$NEW_PASSWORD" ]; then
+  ok "Secret $USER_SECRET holds the new password (sha256 $NEW_HASH...)"
+else
+  printf '   %sFAIL%s Secret %s holds %s, not the new password\n' "$RED" "$N" "$USER_SECRET" "$(which_password "$published")"
+  failures=$((failures + 1))
+fi
+result="$(auth "$OLD_PASSWORD")"
+if [ "$result" = rejected ]; then ok "old password (sha256 $OLD_HASH...) -> AUTH $(shown rejected)"
+else printf '   %sFAIL%s old password (sha256 %s...) -> AUTH %s\n' "$RED" "$N" "$OLD_HASH" "$(shown "$result")"; failures=$((failures + 1)); fi
+result="$(auth "$NEW_PASSWORD")"
+if [ "$result" = accepted ]; then ok "new password (sha256 $NEW_HASH...) -> AUTH $(shown accepted)"
+else printf '   %sFAIL%s new password (sha256 %s...) -> AUTH %s\n' "$RED" "$N" "$NEW_HASH" "$(shown "$result")"; failures=$((failures + 1)); fi
+# ACL GETUSER lists the SHA-256 of every password the user has: exactly the new one must be left.
+hashes="$(printf 'AUTH rotator-admin %s\nACL GETUSER %s\n' "$REDIS_ADMIN_PASSWORD" "$USER_NAME" | rcli | grep -E '^[0-9a-f]{64}$' || true)"
+full_new_hash="$(printf '%s' "$NEW_PASSWORD" | sha256sum | cut -d' ' -f1)"
+if [ "$hashes" = "$full_new_hash" ]; then
+  ok "redis-server holds exactly one password for $USER_NAME: sha256 $NEW_HASH..."
+else
+  printf '   %sFAIL%s redis-server holds %s password(s) for %s: %s\n' "$RED" "$N" \
+    "$(printf '%s' "$hashes" | grep -c . || true)" "$USER_NAME" "$(printf '%s' "$hashes" | cut -c1-8 | tr '\n' ' ')"
+  failures=$((failures + 1))
+fi
+if [ $VIOLATIONS -gt 0 ]; then
+  printf '   %sFAIL%s the Secret %s held a rejected password at %d step(s)\n' "$RED" "$N" "$USER_SECRET" "$VIOLATIONS"
+  failures=$((failures + 1))
+else
+  ok "at every step, the password in Secret $USER_SECRET was accepted"
+fi
+[ $failures = 0 ] || fail "$failures check(s) failed"
+
+total=$(( ($(now_us) - T0) / 100000 ))
+printf '\n%sPassword rotated in %d.%d s, and Secret %s never held a password the database rejected.%s\n' \
+  "$GREEN$B" $(( total / 10 )) $(( total % 10 )) "$USER_SECRET" "$N"
