@@ -81,8 +81,23 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     tokio::spawn({
         let store = store.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() {
-                health.set_ready(true);
+            // The store wakes only its last waiter (the controller's own), so look again
+            // now and then rather than wait for a wake-up that may never come.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        info!("watch synced; ready");
+                        health.set_ready(true);
+                        break;
+                    }
+                    Ok(Err(error)) => {
+                        warn!(%error, "the watch never synced");
+                        break;
+                    }
+                    Err(_) => continue,
+                }
             }
         }
     });

@@ -59,3 +59,63 @@ async fn serves_metrics_and_health() -> anyhow::Result<()> {
     server.abort();
     Ok(())
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// The real operator, scraped after a rotation.
+#[tokio::test]
+async fn the_operator_reports_a_rotation_in_its_metrics() -> anyhow::Result<()> {
+    let mut h = common::Harness::new("metrics").await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(serde_json::json!({"rotationRequest": "m"})),
+    )
+    .await?;
+    h.wait_rotated("orders-cache", std::time::Duration::from_secs(60))
+        .await?;
+    let log = h.operator_log(1);
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the operator logs where it serves metrics")
+        .to_owned();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await?
+        .status()
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never turned ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for expected in [
+        r#"password_rotator_rotations_total{result="succeeded"} 1"#,
+        r#"password_rotator_redis_software_requests_total{operation="add_user_password",status="200"} 1"#,
+        r#"password_rotator_redis_software_requests_total{operation="delete_user_password",status="200"} 1"#,
+        "password_rotator_last_successful_rotation_timestamp_seconds{",
+        r#"password_rotator_step_duration_seconds_count{step="Published"} 1"#,
+        "password_rotator_rotation_duration_seconds_count 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+    h.finish().await
+}
