@@ -146,3 +146,74 @@ async fn proxied_client() -> Result<(kube::Client, JoinHandle<()>)> {
     });
     Ok((kube::Client::try_from(config)?, proxy))
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// Two operator processes: only the Lease holder acts, and when it is killed mid-rotation
+/// the standby takes the Lease and finishes that rotation.
+#[tokio::test]
+async fn the_standby_finishes_a_rotation_when_the_leader_is_killed() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut h = common::Harness::new("leader").await?;
+    h.create_deployment("orders", 1).await?;
+    let ns = h.ns().to_owned();
+    let election = [
+        "--leader-election",
+        "--lease-namespace",
+        &ns,
+        "--lease-seconds",
+        "3",
+    ];
+    let mut leader = h.spawn_operator(&election)?;
+    let leader_run = h.operator_runs();
+    wait_log(&h, leader_run, "leading").await?;
+    let mut standby = h.spawn_operator(&election)?;
+    let standby_run = h.operator_runs();
+    wait_log(&h, standby_run, "waiting for leadership").await?;
+
+    // The overlap holds the rotation at Published long enough to kill the leader there.
+    let spec = h.user_spec(serde_json::json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "5s", "timeout": "5m"},
+        "rotationRequest": "failover",
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    h.wait_for("orders-cache", Duration::from_secs(60), "Published", |r| {
+        r.status.as_ref().and_then(|s| s.step) == Some(password_rotator::resource::Step::Published)
+    })
+    .await?;
+    assert!(
+        !h.operator_log(standby_run).contains("rotation step done"),
+        "the standby acted while the leader held the Lease"
+    );
+    leader.start_kill()?;
+    leader.wait().await?;
+
+    h.wait_rotated("orders-cache", Duration::from_secs(60))
+        .await?;
+    assert!(h.operator_log(standby_run).contains("leading"));
+    assert!(h.operator_log(standby_run).contains("rotation step done"));
+    let secrets: Api<Secret> = h.namespace.api();
+    let new = String::from_utf8(
+        secrets.get(common::USER_SECRET).await?.data.unwrap()["password"]
+            .0
+            .clone(),
+    )?;
+    assert!(h.redis.auth(common::USER, &new).await?);
+    assert!(!h.redis.auth(common::USER, common::USER_PASSWORD).await?);
+    standby.start_kill()?;
+    standby.wait().await?;
+    h.finish().await
+}
+
+async fn wait_log(h: &common::Harness, run: u32, needle: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !h.operator_log(run).contains(needle) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "operator {run} never logged {needle:?}"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

@@ -227,13 +227,21 @@ impl Harness {
 
     /// Starts the operator as its own process, watching only this test's namespace.
     pub fn start_operator(&mut self) -> Result<()> {
+        self.operator = Some(self.spawn_operator(&[])?);
+        Ok(())
+    }
+
+    /// Another operator process, with extra arguments, that the caller owns; its log is
+    /// part of `operator_logs`.
+    pub fn spawn_operator(&mut self, extra_args: &[&str]) -> Result<Child> {
         self.operator_runs += 1;
         let log = std::fs::File::create(
             self.log_dir
                 .join(format!("operator-{}.log", self.operator_runs)),
         )?;
-        let child = Command::new(env!("CARGO_BIN_EXE_password-rotator"))
+        Command::new(env!("CARGO_BIN_EXE_password-rotator"))
             .args(["run", "--namespace", self.namespace.name()])
+            .args(extra_args)
             .arg("--kubeconfig")
             .arg(cluster::kubeconfig_path())
             .env(
@@ -247,9 +255,17 @@ impl Harness {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting the operator")?;
-        self.operator = Some(child);
-        Ok(())
+            .context("starting the operator")
+    }
+
+    /// The log of the `run`-th operator process started by this harness (from 1).
+    pub fn operator_log(&self, run: u32) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("operator-{run}.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn operator_runs(&self) -> u32 {
+        self.operator_runs
     }
 
     /// SIGKILL: no shutdown, no flushing, like a node dying.
