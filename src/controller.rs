@@ -336,19 +336,11 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Publish => {
                     let state = state.as_ref().expect("publish runs with a state");
-                    let spec = &self.rotation.spec.secret;
                     let username = match &valid.target {
-                        TargetKind::User(user) => Some((spec.username_key.as_str(), user.as_str())),
+                        TargetKind::User(user) => Some(user.as_str()),
                         TargetKind::Database(_) => None,
                     };
-                    secrets::publish(
-                        &self.secrets,
-                        &spec.name,
-                        &spec.password_key,
-                        username,
-                        &state.pending,
-                    )
-                    .await?;
+                    self.publish(username, &state.pending).await?;
                     self.status.published_time = Some(Time(ceil_to_second(now)));
                     self.advance(&decision, now).await?;
                 }
@@ -587,17 +579,7 @@ impl<'a> Rotator<'a> {
         })?;
         Ok(match decision {
             Decision::Add => on_add(target.add(previous, &state.pending).await),
-            Decision::Replace => {
-                let result = match target.replace(previous, &state.pending).await {
-                    // A replayed PUT finds the old password gone; with the new one as the
-                    // current password it answers that the new one is already the current.
-                    Err(CallFailure::PasswordRejected) => {
-                        target.replace(&state.pending, &state.pending).await
-                    }
-                    other => other,
-                };
-                on_add(result)
-            }
+            Decision::Replace => on_add(replace(target, previous, &state.pending).await),
             Decision::Retire { replay } => {
                 if !replay {
                     self.record_step_time(Step::Retired, Timestamp::now());
@@ -771,20 +753,7 @@ impl<'a> Rotator<'a> {
 
     async fn report_invalid(&mut self, invalid: InvalidField) -> Result<Action> {
         let message = format!("{}: {}", invalid.field, invalid.message);
-        let mut status = self.status.clone();
-        status.observed_generation = self.rotation.metadata.generation;
-        set_condition(
-            &mut status,
-            "Ready",
-            false,
-            "InvalidSpec",
-            &message,
-            Timestamp::now(),
-        );
-        if self.write_status_if_changed(status).await? {
-            self.event(EventType::Warning, "InvalidSpec", "Validate", &message)
-                .await;
-        }
+        self.report_not_ready("InvalidSpec", &message).await?;
         Ok(Action::await_change())
     }
 
@@ -796,21 +765,29 @@ impl<'a> Rotator<'a> {
         let message = format!(
             "{what} of this cluster is already rotated by PasswordRotation {with}; this one does nothing"
         );
+        self.report_not_ready("Conflict", &message).await?;
+        // The other resource's deletion does not trigger this one: look again now and then.
+        Ok(Action::requeue(Duration::from_secs(60)))
+    }
+
+    /// Ready=False with a Warning event, both only when they change: nothing is written
+    /// while the reason stays the same.
+    async fn report_not_ready(&mut self, reason: &str, message: &str) -> Result<()> {
         let mut status = self.status.clone();
         status.observed_generation = self.rotation.metadata.generation;
         set_condition(
             &mut status,
             "Ready",
             false,
-            "Conflict",
-            &message,
+            reason,
+            message,
             Timestamp::now(),
         );
         if self.write_status_if_changed(status).await? {
-            self.event(EventType::Warning, "Conflict", "Validate", &message)
+            self.event(EventType::Warning, reason, "Validate", message)
                 .await;
         }
-        Ok(Action::requeue(Duration::from_secs(60)))
+        Ok(())
     }
 
     /// Deleting the resource: roll back before the new password is published; after, keep
@@ -851,24 +828,9 @@ impl<'a> Rotator<'a> {
                 // Once a PUT may have landed only the new password works: finish it and
                 // publish, rather than leave the workload Secret with a dead password.
                 let previous = state.previous.as_ref().unwrap_or(&state.pending);
-                let result = match target.replace(previous, &state.pending).await {
-                    Err(CallFailure::PasswordRejected) => {
-                        target.replace(&state.pending, &state.pending).await
-                    }
-                    other => other,
-                };
-                let outcome = on_add(result);
+                let outcome = on_add(replace(&target, previous, &state.pending).await);
                 if outcome == CallOutcome::Done {
-                    let spec = &self.rotation.spec.secret;
-                    let username = target.username().map(|u| (spec.username_key.as_str(), u));
-                    secrets::publish(
-                        &self.secrets,
-                        &spec.name,
-                        &spec.password_key,
-                        username,
-                        &state.pending,
-                    )
-                    .await?;
+                    self.publish(target.username(), &state.pending).await?;
                 }
                 (
                     outcome,
@@ -923,6 +885,19 @@ impl<'a> Rotator<'a> {
         Ok(())
     }
 
+    async fn publish(&self, username: Option<&str>, password: &SecretString) -> Result<()> {
+        let spec = &self.rotation.spec.secret;
+        let username = username.map(|user| (spec.username_key.as_str(), user));
+        secrets::publish(
+            &self.secrets,
+            &spec.name,
+            &spec.password_key,
+            username,
+            password,
+        )
+        .await
+    }
+
     fn record_step_time(&self, step: Step, now: Timestamp) {
         if let Some(Time(previous)) = self.status.step_time {
             self.ctx
@@ -947,6 +922,19 @@ impl<'a> Rotator<'a> {
         {
             warn!(%error, reason, "could not publish event");
         }
+    }
+}
+
+/// A PUT, recognising its own replay: once an earlier PUT landed the old password is gone,
+/// and with the new one as the current password the server answers that it is current.
+async fn replace(
+    target: &impl PasswordTarget,
+    current: &SecretString,
+    new: &SecretString,
+) -> Result<(), CallFailure> {
+    match target.replace(current, new).await {
+        Err(CallFailure::PasswordRejected) => target.replace(new, new).await,
+        other => other,
     }
 }
 

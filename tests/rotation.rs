@@ -29,6 +29,18 @@ fn step(r: &PasswordRotation) -> Option<Step> {
     r.status.as_ref().and_then(|s| s.step)
 }
 
+fn template_rotation(meta: Option<kube::api::ObjectMeta>) -> Option<String> {
+    meta?.annotations?.remove(ROTATION_ANNOTATION)
+}
+
+fn ready_message(r: &PasswordRotation) -> String {
+    r.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 fn condition_reason(r: &PasswordRotation, type_: &str) -> Option<String> {
     r.status
         .as_ref()?
@@ -323,6 +335,7 @@ async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
             h.start_operator()?;
             tokio::time::sleep(Duration::from_millis(rand_millis(900))).await;
             h.kill_operator().await?;
+            seen.push(step(&h.rotation("orders-cache").await?));
             known.extend(check_invariants(&h, "orders-cache").await?);
         }
     }
@@ -742,14 +755,7 @@ async fn a_second_resource_for_the_same_user_is_refused() -> Result<()> {
             condition_reason(r, "Ready").as_deref() == Some("Conflict")
         })
         .await?;
-    let message = refused
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let message = ready_message(&refused);
     assert!(message.contains(&format!("{}/first", h.ns())), "{message}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(h.api.requests().is_empty(), "the refused resource rotated");
@@ -819,14 +825,7 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
             condition_reason(r, "Ready").as_deref() == Some("InvalidSpec")
         })
         .await?;
-    let message = invalid
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let message = ready_message(&invalid);
     assert!(message.contains("spec.schedule.cron"), "{message}");
     let events = h.events().await?;
     assert!(events.iter().any(|e| {
@@ -886,15 +885,8 @@ async fn stateful_sets_and_daemon_sets_roll_out_before_the_old_password_goes() -
     let sts = stateful_sets.get("cache").await?;
     let sts_status = sts.status.clone().unwrap();
     assert_eq!(
-        sts.spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()
-            .get(ROTATION_ANNOTATION),
-        rotation_id.as_ref()
+        template_rotation(sts.spec.unwrap().template.metadata),
+        rotation_id
     );
     assert_eq!(
         sts_status.current_revision, sts_status.update_revision,
@@ -904,15 +896,8 @@ async fn stateful_sets_and_daemon_sets_roll_out_before_the_old_password_goes() -
     let ds = daemon_sets.get("agent").await?;
     let ds_status = ds.status.clone().unwrap();
     assert_eq!(
-        ds.spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()
-            .get(ROTATION_ANNOTATION),
-        rotation_id.as_ref()
+        template_rotation(ds.spec.unwrap().template.metadata),
+        rotation_id
     );
     assert_eq!(
         ds_status.updated_number_scheduled,
