@@ -268,10 +268,9 @@ impl<'a> Rotator<'a> {
                 Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
                 Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
                 Decision::Stage { trigger } => {
-                    let previous = workload_password.clone().ok_or_else(|| Error::Secret {
-                        name: self.rotation.spec.secret.name.clone(),
-                        problem: "has no password to rotate from".into(),
-                    })?;
+                    let previous = workload_password
+                        .clone()
+                        .expect("decide stages only with one");
                     let new_state = self.stage(&valid, previous, now).await?;
                     let rotation_id = new_state.rotation_id.clone();
                     state = Some(new_state);
@@ -285,7 +284,16 @@ impl<'a> Rotator<'a> {
                         .as_ref()
                         .expect("decide asks for a call only with a state");
                     if target.is_none() {
-                        target = Some(self.target(&valid).await?);
+                        target = match self.target(&valid).await {
+                            Ok(target) => Some(target),
+                            // Watched Secrets trigger a new reconcile when they appear.
+                            Err(Error::Secret { name, problem }) => {
+                                let message = format!("Secret {name} {problem}");
+                                self.report_not_ready("SecretMissing", &message).await?;
+                                return Ok(Action::await_change());
+                            }
+                            Err(e) => return Err(e),
+                        };
                     }
                     let target = target.as_ref().expect("just set");
                     let outcome = self.call(target, &decision, state).await?;
@@ -466,10 +474,18 @@ impl<'a> Rotator<'a> {
                     "not found (spec.target.redisSoftware.credentialsSecret)",
                 )
             })?;
-        let username = secrets::text_value(&credentials, "username")
-            .ok_or_else(|| missing(&rs.credentials_secret, "has no key username"))?;
-        let password = secrets::value(&credentials, "password")
-            .ok_or_else(|| missing(&rs.credentials_secret, "has no key password"))?;
+        let username = secrets::text_value(&credentials, "username").ok_or_else(|| {
+            missing(
+                &rs.credentials_secret,
+                "has no key username (spec.target.redisSoftware.credentialsSecret)",
+            )
+        })?;
+        let password = secrets::value(&credentials, "password").ok_or_else(|| {
+            missing(
+                &rs.credentials_secret,
+                "has no key password (spec.target.redisSoftware.credentialsSecret)",
+            )
+        })?;
         let ca_pem = match &rs.ca_secret {
             Some(ca) => {
                 let secret = self.secrets.get_opt(&ca.name).await?.ok_or_else(|| {
@@ -479,7 +495,12 @@ impl<'a> Rotator<'a> {
                     .data
                     .as_ref()
                     .and_then(|d| d.get(&ca.key))
-                    .ok_or_else(|| missing(&ca.name, &format!("has no key {}", ca.key)))?;
+                    .ok_or_else(|| {
+                        missing(
+                            &ca.name,
+                            &format!("has no key {} (spec.target.redisSoftware.caSecret)", ca.key),
+                        )
+                    })?;
                 Some(pem.0.clone())
             }
             None => None,

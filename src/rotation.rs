@@ -196,26 +196,37 @@ fn await_rollout(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
 
 fn due(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     let status = obs.status;
-    if let Some(token) = &obs.spec.rotation_request
-        && status.handled_rotation_request.as_ref() != Some(token)
+    let trigger = if obs
+        .spec
+        .rotation_request
+        .as_ref()
+        .is_some_and(|token| status.handled_rotation_request.as_ref() != Some(token))
     {
-        return Decision::Stage {
-            trigger: Trigger::RotationRequest,
-        };
-    }
-    if let Some(token) = obs.rotate_annotation
-        && status.handled_rotate_annotation.as_deref() != Some(token)
+        Some(Trigger::RotationRequest)
+    } else if obs
+        .rotate_annotation
+        .is_some_and(|token| status.handled_rotate_annotation.as_deref() != Some(token))
     {
-        return Decision::Stage {
-            trigger: Trigger::Annotation,
-        };
-    }
+        Some(Trigger::Annotation)
+    } else {
+        None
+    };
     let next_rotation = next_rotation(obs, valid);
-    match next_rotation {
-        Some(next) if obs.now >= next => Decision::Stage {
-            trigger: Trigger::Schedule,
+    let trigger = trigger.or(match next_rotation {
+        Some(next) if obs.now >= next => Some(Trigger::Schedule),
+        _ => None,
+    });
+    match trigger {
+        // The current password is the one to rotate from; without it nothing can start.
+        Some(_) if !obs.workload_has_password => Decision::Invalid {
+            field: "spec.secret",
+            message: format!(
+                "Secret {} has no key {}: put the current password there",
+                obs.spec.secret.name, obs.spec.secret.password_key
+            ),
         },
-        _ => Decision::Idle { next_rotation },
+        Some(trigger) => Decision::Stage { trigger },
+        None => Decision::Idle { next_rotation },
     }
 }
 
@@ -404,6 +415,7 @@ mod tests {
         rollout: Option<RolloutProgress>,
         now: Timestamp,
         generation: i64,
+        workload_has_password: bool,
     }
 
     impl Case {
@@ -416,6 +428,7 @@ mod tests {
                 rollout: None,
                 now: ts(NOW),
                 generation: 1,
+                workload_has_password: true,
             }
         }
 
@@ -445,7 +458,7 @@ mod tests {
                 status: &self.status,
                 rotate_annotation: self.annotation,
                 state: self.state.as_ref(),
-                workload_has_password: true,
+                workload_has_password: self.workload_has_password,
                 rollout: self.rollout.clone(),
                 conflict_with: None,
                 credentials_changed_since_block: false,
@@ -549,6 +562,26 @@ mod tests {
             }
         );
         case.status.handled_rotate_annotation = Some("now".into());
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_due_rotation_without_the_current_password_names_the_secret() {
+        let mut case = Case::new(spec(json!({"rotationRequest": "t1"}))).observed();
+        case.workload_has_password = false;
+        match case.decide() {
+            Decision::Invalid { field, message } => {
+                assert_eq!(field, "spec.secret");
+                assert!(message.contains("app-redis"), "{message}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        case.spec.rotation_request = None;
         assert_eq!(
             case.decide(),
             Decision::Idle {

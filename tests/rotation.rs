@@ -909,3 +909,76 @@ async fn stateful_sets_and_daemon_sets_roll_out_before_the_old_password_goes() -
     assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
     h.finish().await
 }
+
+#[tokio::test]
+async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
+    let mut h = Harness::new("missing").await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "no-workload-secret",
+        h.user_spec(json!({"secret": {"name": "absent"}, "rotationRequest": "r"})),
+    )
+    .await?;
+    let refused = h
+        .wait_for(
+            "no-workload-secret",
+            Duration::from_secs(30),
+            "InvalidSpec",
+            |r| condition_reason(r, "Ready").as_deref() == Some("InvalidSpec"),
+        )
+        .await?;
+    assert!(
+        ready_message(&refused).contains("spec.secret"),
+        "{}",
+        ready_message(&refused)
+    );
+    h.rotations()
+        .delete("no-workload-secret", &DeleteParams::default())
+        .await?;
+    wait_gone(&h, "no-workload-secret").await?;
+
+    h.create_rotation(
+        "no-credentials",
+        h.user_spec(json!({"target": {"redisSoftware": {"credentialsSecret": "absent-admin"}}, "rotationRequest": "r"})),
+    )
+    .await?;
+    let missing = h
+        .wait_for(
+            "no-credentials",
+            Duration::from_secs(30),
+            "SecretMissing",
+            |r| condition_reason(r, "Ready").as_deref() == Some("SecretMissing"),
+        )
+        .await?;
+    assert!(
+        ready_message(&missing).contains("spec.target.redisSoftware.credentialsSecret"),
+        "{}",
+        ready_message(&missing)
+    );
+    let events = h.events().await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SecretMissing"))
+    );
+    assert!(
+        h.api.requests().is_empty(),
+        "the API was called without credentials"
+    );
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+
+    // The Secret appearing resumes the rotation.
+    h.put_secret(
+        "absent-admin",
+        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    )
+    .await?;
+    h.wait_rotated("no-credentials", ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.finish().await
+}
