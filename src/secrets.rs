@@ -151,3 +151,20 @@ pub fn references(rotation: &PasswordRotation, namespace: Option<&str>, name: &s
             rs.credentials_secret == name || rs.ca_secret.as_ref().is_some_and(|c| c.name == name)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_password() {
+        let state = RotationState {
+            rotation_id: "r1".into(),
+            pending: SecretString::from("Pending-Pass-123456"),
+            previous: Some(SecretString::from("Previous-Pass-654321")),
+        };
+        let debug = format!("{state:?}");
+        assert!(debug.contains("r1"));
+        assert!(!debug.contains("Pending-Pass") && !debug.contains("Previous-Pass"), "{debug}");
+    }
+}
