@@ -28,9 +28,13 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## test: every test, against the real control plane, redis-server and the API test server
+## test: every test, against the real control plane, redis-server and the API test server,
+## after the demo (so that `make demo` is proven too)
 test: lint cluster-up
-	$(CARGO) test --workspace
+	@mkdir -p target
+	@tests/demo/demo.sh > target/demo.log 2>&1 || { tail -40 target/demo.log; echo "make demo failed"; exit 1; }
+	@echo "demo: $$(grep -m1 "Password rotated" target/demo.log)"
+	tests/run-all.sh
 
 ## demo: a full rotation on the local control plane, shown step by step
 demo: cluster-up
