@@ -144,7 +144,13 @@ async fn reconcile(rotation: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result
     let key = ObjectRef::from_obj(&*rotation);
     let api: Api<PasswordRotation> = Api::namespaced(ctx.client.clone(), &namespace);
     let span = info_span!("reconcile", %namespace, %name);
-    let action = finalizer(&api, FINALIZER, rotation, |event| async {
+    // The watch cache can lag behind this controller's own status writes, and a stale
+    // status would repeat a finished step (a second rotation for one request, a DELETE
+    // taken for a first one). Every decision starts from a fresh read.
+    let Some(rotation) = api.get_opt(&name).instrument(span.clone()).await? else {
+        return Ok(Action::await_change());
+    };
+    let action = finalizer(&api, FINALIZER, Arc::new(rotation), |event| async {
         match event {
             FinalizerEvent::Apply(rotation) => Rotator::new(&ctx, rotation).apply().await,
             FinalizerEvent::Cleanup(rotation) => Rotator::new(&ctx, rotation).cleanup().await,
@@ -728,14 +734,21 @@ impl<'a> Rotator<'a> {
         status.observed_generation = self.rotation.metadata.generation;
         status.blocked_time = None;
         status.blocked_credentials_version = None;
-        set_condition(
-            &mut status,
-            "Ready",
-            true,
-            "Idle",
-            "waiting for the next rotation",
-            now,
-        );
+        // Right after a rotation Ready says Rotated; that stays true while idle.
+        let rotated = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Rotated");
+        if !rotated {
+            set_condition(
+                &mut status,
+                "Ready",
+                true,
+                "Idle",
+                "waiting for the next rotation",
+                now,
+            );
+        }
         set_condition(&mut status, "Progressing", false, "Idle", "", now);
         // A lost state stays reported until the next rotation.
         let state_lost = status

@@ -982,3 +982,48 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
     assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
     h.finish().await
 }
+
+/// Many rotations requested at once: each request rotates exactly once, even while the
+/// operator's cache lags behind its own writes.
+#[tokio::test]
+async fn a_burst_of_requests_rotates_each_user_exactly_once() -> Result<()> {
+    const USERS: u64 = 40;
+    let mut h = Harness::with_users("burst", USERS).await?;
+    h.start_operator()?;
+    for i in 0..USERS {
+        let spec = h.user_spec(json!({
+            "target": {"redisSoftware": {"user": format!("app-{i}")}},
+            "secret": {"name": format!("app-{i}-redis")},
+        }));
+        h.create_rotation(&format!("app-{i}"), spec).await?;
+    }
+    for i in 0..USERS {
+        h.wait_for(&format!("app-{i}"), Duration::from_secs(60), "Idle", |r| {
+            phase(r) == Some(Phase::Idle)
+        })
+        .await?;
+    }
+    for i in 0..USERS {
+        h.request_rotation(&format!("app-{i}"), "burst").await?;
+    }
+    for i in 0..USERS {
+        h.wait_rotated(&format!("app-{i}"), ROTATION_TIMEOUT)
+            .await?;
+    }
+    // Late events of the burst must not start a second round.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = h.api.requests();
+    let count = |method: &str| requests.iter().filter(|r| r.method == method).count();
+    assert_eq!(count("POST"), USERS as usize, "one add per request");
+    assert_eq!(count("DELETE"), USERS as usize, "one delete per request");
+    for i in 0..USERS {
+        let user = format!("app-{i}");
+        let new = h
+            .secret_value(&format!("{user}-redis"), "password")
+            .await?
+            .unwrap();
+        assert!(h.redis.auth(&user, &new).await?);
+        assert!(!h.redis.auth(&user, &extra_password(i)).await?);
+    }
+    h.finish().await
+}

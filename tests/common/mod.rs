@@ -45,6 +45,12 @@ pub struct Harness {
 impl Harness {
     /// Everything up, Secrets in place, the operator not yet started.
     pub async fn new(prefix: &str) -> Result<Self> {
+        Self::with_users(prefix, 0).await
+    }
+
+    /// As `new`, with `extra` more users `app-<i>` (password `extra_password(i)`), each
+    /// with its workload Secret `app-<i>-redis`.
+    pub async fn with_users(prefix: &str, extra: u64) -> Result<Self> {
         let client = cluster::client().await?;
         install_crd(&client).await?;
         let namespace = TestNamespace::new(&client, prefix).await?;
@@ -69,6 +75,15 @@ impl Harness {
             acl_user: "default".into(),
             passwords: vec![DATABASE_PASSWORD.into()],
         });
+        for i in 0..extra {
+            config.users.push(UserConfig {
+                uid: 100 + i,
+                name: format!("app-{i}"),
+                email: format!("app-{i}@shop.test"),
+                role: "db_member".into(),
+                passwords: vec![extra_password(i)],
+            });
+        }
         config.password_complexity = true;
         let api = ApiServer::start(config).await?;
         let log_dir = cluster::repo_root()
@@ -102,6 +117,15 @@ impl Harness {
         harness
             .put_secret(DATABASE_SECRET, &[("password", DATABASE_PASSWORD)])
             .await?;
+        for i in 0..extra {
+            let user = format!("app-{i}");
+            harness
+                .put_secret(
+                    &format!("{user}-redis"),
+                    &[("username", &user), ("password", &extra_password(i))],
+                )
+                .await?;
+        }
         Ok(harness)
     }
 
@@ -441,6 +465,10 @@ fn merge(base: &mut Value, overrides: Value) {
         }
         (slot, value) => *slot = value,
     }
+}
+
+pub fn extra_password(i: u64) -> String {
+    format!("Extra-User-Pass-{i:04}-Qz")
 }
 
 pub fn name_of(rotation: &PasswordRotation) -> String {
