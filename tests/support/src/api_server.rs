@@ -10,7 +10,10 @@ mod routes;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use anyhow::Context;
@@ -142,6 +145,27 @@ struct Inner {
     logins: Mutex<model::Logins>,
     faults: Mutex<Vec<FaultRule>>,
     requests: Mutex<Vec<RequestRecord>>,
+    /// /v1 requests being handled now, and the most at once since start or `reset_peak`.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+}
+
+/// Counts one /v1 request as in flight from the moment its head is read until its response
+/// is handed back (or the client goes away), so the peak is what a client-side cap allows.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Self {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ApiServer {
@@ -164,6 +188,8 @@ impl ApiServer {
             logins: Mutex::default(),
             faults: Mutex::default(),
             requests: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
             config,
         });
         let task = tokio::spawn(accept_loop(
@@ -204,6 +230,24 @@ impl ApiServer {
 
     pub fn clear_requests(&self) {
         self.inner.requests.lock().unwrap().clear();
+    }
+
+    /// /v1 requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most /v1 requests handled at once since the server started or [`Self::reset_peak`].
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new peak from the requests in flight now.
+    pub fn reset_peak(&self) {
+        let inner = &self.inner;
+        inner
+            .peak_in_flight
+            .store(inner.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     pub fn inject(&self, rule: FaultRule) {
@@ -291,5 +335,47 @@ async fn serve(
     if req.uri().path().starts_with("/test/") {
         return Ok(routes::control(&inner, req).await);
     }
+    let gauge = inner.clone();
+    let _in_flight = InFlight::enter(&gauge);
     faults::serve_v1(inner, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis_server::RedisServer;
+
+    #[tokio::test]
+    async fn the_gauge_counts_v1_requests_in_flight_and_keeps_the_peak() {
+        let redis = RedisServer::start().await.expect("redis-server starts");
+        let admin = AdminLogin {
+            email: "admin@example.com".into(),
+            password: "Admin-pass-1".into(),
+        };
+        let api = ApiServer::start(ApiServerConfig::new(&redis, admin))
+            .await
+            .expect("API server starts");
+        let http = api.client().expect("client");
+        assert_eq!((api.in_flight(), api.peak_in_flight()), (0, 0));
+
+        api.inject(FaultRule::delay(300, 3));
+        let get = |path: &str| {
+            http.get(format!("{}{path}", api.url()))
+                .basic_auth("admin@example.com", Some("Admin-pass-1"))
+                .send()
+        };
+        let (a, b, c) = tokio::join!(get("/v1/users"), get("/v1/users"), get("/v1/bdbs"));
+        for response in [a, b, c] {
+            assert_eq!(response.expect("a response").status(), 200);
+        }
+        // Control calls are not counted.
+        let faults = http.get(format!("{}/test/faults", api.url())).send().await;
+        assert_eq!(faults.expect("a response").status(), 200);
+        assert_eq!((api.in_flight(), api.peak_in_flight()), (0, 3));
+
+        api.reset_peak();
+        assert_eq!(api.peak_in_flight(), 0);
+        get("/v1/users").await.expect("a response");
+        assert_eq!(api.peak_in_flight(), 1);
+    }
 }
