@@ -648,8 +648,12 @@ impl<'a> Rotator<'a> {
         );
         if step == Step::RolledOut {
             set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+            // Not written on its own: the Retired write (or the end of a Replace rotation)
+            // follows at once, and a crash before it only observes the rollout again.
+            self.status = status;
+        } else {
+            self.write_status(status).await?;
         }
-        self.write_status(status).await?;
         // Backoff counts failures in a row: progress starts it again from its shortest wait.
         self.ctx
             .failures
