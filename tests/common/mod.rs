@@ -174,31 +174,29 @@ impl Harness {
 
     /// The spec of a rotation of the user, merged with `overrides`.
     pub fn user_spec(&self, overrides: Value) -> Value {
-        let mut spec = json!({
-            "target": {"redisSoftware": {
-                "url": self.api.url(),
-                "credentialsSecret": "rs-admin",
-                "caSecret": {"name": "rs-ca", "key": "ca.crt"},
-                "user": USER,
-            }},
-            "secret": {"name": USER_SECRET},
-            "rollout": {"overlap": "0s", "timeout": "5m"},
-        });
-        merge(&mut spec, overrides);
-        spec
+        self.spec(json!({"user": USER}), USER_SECRET, overrides)
     }
 
+    /// The spec of a rotation of database 3's default user, merged with `overrides`.
     pub fn database_spec(&self, overrides: Value) -> Value {
+        self.spec(
+            json!({"databaseUid": DATABASE_UID}),
+            DATABASE_SECRET,
+            overrides,
+        )
+    }
+
+    fn spec(&self, what: Value, secret: &str, overrides: Value) -> Value {
         let mut spec = json!({
             "target": {"redisSoftware": {
                 "url": self.api.url(),
                 "credentialsSecret": "rs-admin",
                 "caSecret": {"name": "rs-ca", "key": "ca.crt"},
-                "databaseUid": DATABASE_UID,
             }},
-            "secret": {"name": DATABASE_SECRET},
+            "secret": {"name": secret},
             "rollout": {"overlap": "0s", "timeout": "5m"},
         });
+        merge(&mut spec, json!({"target": {"redisSoftware": what}}));
         merge(&mut spec, overrides);
         spec
     }
