@@ -165,6 +165,9 @@ mod tests {
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));
-        assert!(!debug.contains("Pending-Pass") && !debug.contains("Previous-Pass"), "{debug}");
+        assert!(
+            !debug.contains("Pending-Pass") && !debug.contains("Previous-Pass"),
+            "{debug}"
+        );
     }
 }
