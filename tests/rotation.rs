@@ -1027,3 +1027,36 @@ async fn a_burst_of_requests_rotates_each_user_exactly_once() -> Result<()> {
     }
     h.finish().await
 }
+
+#[tokio::test]
+async fn suspend_holds_a_requested_rotation_until_lifted() -> Result<()> {
+    let mut h = Harness::new("suspend").await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"suspend": true, "rotationRequest": "held"})),
+    )
+    .await?;
+    h.wait_for("orders-cache", Duration::from_secs(30), "Suspended", |r| {
+        condition_reason(r, "Ready").as_deref() == Some("Suspended")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.api.requests().is_empty(), "a suspended resource rotated");
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+    h.rotations()
+        .patch(
+            "orders-cache",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.finish().await
+}
