@@ -43,8 +43,8 @@ use crate::{Error, Result, verify};
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch one namespace, or every namespace when `None`.
-    pub namespace: Option<String>,
+    /// Watch these namespaces, or every namespace when empty.
+    pub namespaces: Vec<String>,
     /// Resources reconciled at once.
     pub concurrency: u16,
     /// Timeout of one Redis Software API request.
@@ -57,84 +57,101 @@ pub struct Settings {
 pub struct Context {
     client: Client,
     recorder: Recorder,
-    store: Store<PasswordRotation>,
+    /// One store per watched namespace (or one for all): conflicts are looked up in each.
+    stores: Vec<Store<PasswordRotation>>,
     settings: Settings,
     failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
     cluster_calls: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: Arc<Metrics>,
 }
 
-/// Runs the controller until a termination signal.
+/// Runs one controller per watched namespace (or one for all) until a termination signal.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Health) {
-    let (rotations, secrets) = match &settings.namespace {
-        Some(ns) => (
-            Api::<PasswordRotation>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        ),
+    let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect()
     };
-    let controller = Controller::new(rotations, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    tokio::spawn({
-        let store = store.clone();
-        async move {
-            // The store wakes only its last waiter (the controller's own), so look again
-            // now and then rather than wait for a wake-up that may never come.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
-                    .await
-                {
-                    Ok(Ok(())) => {
-                        info!("watch synced; ready");
-                        health.set_ready(true);
-                        break;
-                    }
-                    Ok(Err(error)) => {
-                        warn!(%error, "the watch never synced");
-                        break;
-                    }
-                    Err(_) => continue,
-                }
-            }
-        }
-    });
+    let controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let rotations = match scope {
+                Some(ns) => Api::<PasswordRotation>::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            Controller::new(rotations, watcher::Config::default().any_semantic())
+        })
+        .collect();
+    let stores: Vec<_> = controllers.iter().map(Controller::store).collect();
+    tokio::spawn(report_ready(stores.clone(), health));
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
-        client,
-        store: store.clone(),
+        client: client.clone(),
+        stores,
         settings: settings.clone(),
         failures: Mutex::default(),
         cluster_calls: Mutex::default(),
         metrics,
     });
-    // Secrets are watched as metadata only, so no Secret data is ever cached.
-    controller
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            let (namespace, name) = (secret.namespace(), secret.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|r| secrets::references(r, namespace.as_deref(), &name))
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(%object, "reconciled"),
-                Err(error) => warn!(%error, "reconcile failed"),
+    let runs = controllers
+        .into_iter()
+        .zip(scopes)
+        .map(|(controller, scope)| {
+            // Secrets are watched as metadata only, so no Secret data is ever cached.
+            let secrets = match scope {
+                Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let store = controller.store();
+            controller
+                .watches(secrets, watcher::Config::default(), move |secret| {
+                    let (namespace, name) = (secret.namespace(), secret.name_any());
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(|r| secrets::references(r, namespace.as_deref(), &name))
+                        .map(|r| ObjectRef::from_obj(&*r))
+                        .collect::<Vec<_>>()
+                })
+                .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+                .shutdown_on_signal()
+                .run(reconcile, error_policy, context.clone())
+                .for_each(|result| async move {
+                    match result {
+                        Ok((object, _)) => debug!(%object, "reconciled"),
+                        Err(error) => warn!(%error, "reconcile failed"),
+                    }
+                })
+        });
+    futures::future::join_all(runs).await;
+}
+
+/// Ready once every watch has synced.
+async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
+    for store in stores {
+        // A store wakes only its last waiter (its controller), so look again now and then
+        // rather than wait for a wake-up that may never come.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => {
+                    warn!(%error, "a watch never synced");
+                    return;
+                }
+                Err(_) => continue,
             }
-        })
-        .await;
+        }
+    }
+    info!("watches synced; ready");
+    health.set_ready(true);
 }
 
 async fn reconcile(rotation: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
@@ -443,9 +460,9 @@ impl<'a> Rotator<'a> {
         let mine = target_key(&self.rotation)?;
         let uid = self.rotation.uid();
         self.ctx
-            .store
-            .state()
-            .into_iter()
+            .stores
+            .iter()
+            .flat_map(Store::state)
             .filter(|other| other.uid() != uid && target_key(other).as_ref() == Some(&mine))
             .filter(|other| precedes(other, &self.rotation))
             .min_by_key(|other| order_key(other))

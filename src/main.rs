@@ -36,9 +36,9 @@ struct RunArgs {
     /// Kubeconfig file; without it, in-cluster configuration or $KUBECONFIG.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated or repeated (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Resources reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -82,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
                 None => Config::infer().await?,
             };
             let settings = Settings {
-                namespace: args.namespace.clone(),
+                namespaces: args
+                    .namespace
+                    .iter()
+                    .filter(|ns| !ns.is_empty())
+                    .cloned()
+                    .collect(),
                 concurrency: args.concurrency,
                 request_timeout: Duration::from_secs(args.request_timeout_seconds),
                 calls_per_cluster: args.calls_per_cluster.max(1),

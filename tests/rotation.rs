@@ -1060,3 +1060,98 @@ async fn suspend_holds_a_requested_rotation_until_lifted() -> Result<()> {
     assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
     h.finish().await
 }
+
+/// One operator watching two namespaces rotates in both and leaves a third alone.
+#[tokio::test]
+async fn an_operator_watches_exactly_the_namespaces_it_is_given() -> Result<()> {
+    use rotator_test_support::cluster::TestNamespace;
+    let mut h = Harness::new("watched").await?;
+    let second = TestNamespace::new(&h.client, "watched-too").await?;
+    let unwatched = TestNamespace::new(&h.client, "unwatched").await?;
+    // The database target, with its Secrets, lives in the second namespace.
+    for ns in [&second, &unwatched] {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+        for name in ["rs-admin", "rs-ca", DATABASE_SECRET] {
+            let mut secret = h.secrets().get(name).await?;
+            secret.metadata = kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            };
+            secrets.create(&PostParams::default(), &secret).await?;
+        }
+    }
+    let mut operator = h.spawn_operator(&["--namespace", second.name()])?;
+    let rotation = |ns: &str, spec| -> Result<PasswordRotation> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha1", "kind": "PasswordRotation",
+            "metadata": {"name": "orders-db", "namespace": ns}, "spec": spec,
+        }))?)
+    };
+    let spec = h.database_spec(json!({"rotationRequest": "both"}));
+    let in_unwatched: Api<PasswordRotation> = unwatched.api();
+    in_unwatched
+        .create(
+            &PostParams::default(),
+            &rotation(unwatched.name(), spec.clone())?,
+        )
+        .await?;
+    let in_second: Api<PasswordRotation> = second.api();
+    in_second
+        .create(&PostParams::default(), &rotation(second.name(), spec)?)
+        .await?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"rotationRequest": "both"})),
+    )
+    .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let deadline = std::time::Instant::now() + ROTATION_TIMEOUT;
+    while in_second
+        .get("orders-db")
+        .await?
+        .status
+        .and_then(|s| s.last_rotation_time)
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second namespace was not rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_db = String::from_utf8(
+        second
+            .api::<k8s_openapi::api::core::v1::Secret>()
+            .get(DATABASE_SECRET)
+            .await?
+            .data
+            .unwrap()["password"]
+            .0
+            .clone(),
+    )?;
+    assert!(h.redis.auth_default(&new_db).await?);
+    assert!(!h.redis.auth_default(DATABASE_PASSWORD).await?);
+    let untouched = in_unwatched.get("orders-db").await?;
+    assert!(
+        untouched.status.is_none(),
+        "the unwatched namespace was reconciled"
+    );
+    assert!(untouched.metadata.finalizers.is_none());
+
+    for api in [&in_second, &in_unwatched] {
+        api.delete("orders-db", &DeleteParams::default()).await?;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while in_second.get_opt("orders-db").await?.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finalizer did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.start_kill()?;
+    operator.wait().await?;
+    second.cleanup().await?;
+    unwatched.cleanup().await?;
+    h.finish().await
+}
