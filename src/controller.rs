@@ -62,6 +62,8 @@ pub struct Context {
     settings: Settings,
     failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
     cluster_calls: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Redis Software clients by credentials, with the Secret versions they were built from.
+    clients: Mutex<HashMap<String, (String, RedisSoftwareClient)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -99,6 +101,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         settings: settings.clone(),
         failures: Mutex::default(),
         cluster_calls: Mutex::default(),
+        clients: Mutex::default(),
         metrics,
     });
     let runs = controllers
@@ -509,11 +512,13 @@ impl<'a> Rotator<'a> {
                 "has no key password (spec.target.redisSoftware.credentialsSecret)",
             )
         })?;
+        let mut versions = vec![credentials.metadata.resource_version.clone()];
         let ca_pem = match &rs.ca_secret {
             Some(ca) => {
                 let secret = self.secrets.get_opt(&ca.name).await?.ok_or_else(|| {
                     missing(&ca.name, "not found (spec.target.redisSoftware.caSecret)")
                 })?;
+                versions.push(secret.metadata.resource_version.clone());
                 let pem = secret
                     .data
                     .as_ref()
@@ -545,8 +550,29 @@ impl<'a> Rotator<'a> {
             .entry(cluster_key(&config.url))
             .or_insert_with(|| Arc::new(Semaphore::new(self.ctx.settings.calls_per_cluster)))
             .clone();
+        // Resources that share credentials share one client, and so its connections: a
+        // burst of rotations makes no TLS handshake per rotation. A changed Secret (another
+        // resourceVersion) or setting builds a new one.
+        let key = format!(
+            "{}/{}|{}|{}",
+            self.namespace,
+            rs.credentials_secret,
+            rs.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
+            rs.url
+        );
+        let fingerprint = format!("{versions:?}|{:?}|{}", rs.password_body, rs.insecure_http);
+        let mut clients = self.ctx.clients.lock().expect("not poisoned");
+        let client = match clients.get(&key) {
+            Some((known, client)) if *known == fingerprint => client.clone(),
+            _ => {
+                let client =
+                    RedisSoftwareClient::new(config)?.with_observer(self.ctx.metrics.clone());
+                clients.insert(key, (fingerprint, client.clone()));
+                client
+            }
+        };
         Ok(RedisSoftware {
-            client: RedisSoftwareClient::new(config)?.with_observer(self.ctx.metrics.clone()),
+            client,
             kind: valid.target.clone(),
             calls,
         })
