@@ -238,6 +238,11 @@ impl<'a> Rotator<'a> {
         let state_name = secrets::state_secret_name(&self.rotation);
         let mut state = secrets::read_state(&self.secrets, &state_name).await?;
         let workload_password = self.workload_password().await?;
+        // Neither changes within one reconcile: the steps below never enter Blocked (they
+        // return instead) and the other resources are as the stores hold them.
+        let conflict_with = self.conflict();
+        let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
+            && self.credentials_version().await? != self.status.blocked_credentials_version;
         let mut target: Option<RedisSoftware> = None;
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
@@ -248,11 +253,6 @@ impl<'a> Rotator<'a> {
                         .await?,
                 ),
                 _ => None,
-            };
-            let credentials_changed_since_block = if self.status.phase == Some(Phase::Blocked) {
-                self.credentials_version().await? != self.status.blocked_credentials_version
-            } else {
-                false
             };
             let summary = state.as_ref().map(|s| StateSummary {
                 rotation_id: s.rotation_id.clone(),
@@ -267,7 +267,7 @@ impl<'a> Rotator<'a> {
                 state: summary.as_ref(),
                 workload_has_password: workload_password.is_some(),
                 rollout,
-                conflict_with: self.conflict(),
+                conflict_with: conflict_with.clone(),
                 credentials_changed_since_block,
             };
             let decision = decide(&observation, &valid);
@@ -332,8 +332,8 @@ impl<'a> Rotator<'a> {
                                 "the old password is deleted",
                             )
                             .await;
-                            self.finish(&valid, &state_name, now).await?;
-                            return self.idle_after_finish(&valid, now);
+                            let next = self.finish(&valid, &state_name, now).await?;
+                            return Ok(wait_for_next(next, now));
                         }
                         CallOutcome::Done => {
                             self.advance(&decision, now).await?;
@@ -357,10 +357,7 @@ impl<'a> Rotator<'a> {
                         .as_ref()
                         .expect("decided on it")
                         .endpoint;
-                    let user = match &valid.target {
-                        TargetKind::User(user) => Some(user.as_str()),
-                        TargetKind::Database(_) => None,
-                    };
+                    let user = valid.target.username();
                     if let Err(e) = verify::redis_auth(endpoint, user, &state.pending).await {
                         self.event(EventType::Warning, "VerifyFailed", "Verify", &e.to_string())
                             .await;
@@ -370,11 +367,8 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Publish => {
                     let state = state.as_ref().expect("publish runs with a state");
-                    let username = match &valid.target {
-                        TargetKind::User(user) => Some(user.as_str()),
-                        TargetKind::Database(_) => None,
-                    };
-                    self.publish(username, &state.pending).await?;
+                    self.publish(valid.target.username(), &state.pending)
+                        .await?;
                     self.status.published_time = Some(Time(ceil_to_second(now)));
                     self.advance(&decision, now).await?;
                 }
@@ -405,8 +399,8 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::MarkRolledOut => self.advance(&decision, now).await?,
                 Decision::Finish => {
-                    self.finish(&valid, &state_name, now).await?;
-                    return self.idle_after_finish(&valid, now);
+                    let next = self.finish(&valid, &state_name, now).await?;
+                    return Ok(wait_for_next(next, now));
                 }
                 Decision::Abandon { reason } => {
                     self.ctx.metrics.rotation_finished("abandoned", None);
@@ -714,7 +708,13 @@ impl<'a> Rotator<'a> {
         Ok(())
     }
 
-    async fn finish(&mut self, valid: &ValidSpec, state_name: &str, now: Timestamp) -> Result<()> {
+    /// Ends the rotation and returns the next scheduled one.
+    async fn finish(
+        &mut self,
+        valid: &ValidSpec,
+        state_name: &str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
         secrets::delete_state(&self.secrets, state_name).await?;
         let completed = self.status.step.is_some();
         let mut status = self.status.clone();
@@ -734,11 +734,8 @@ impl<'a> Rotator<'a> {
                 .metrics
                 .last_success(&self.namespace, &self.rotation.name_any(), now);
         }
-        status.next_rotation_time = valid
-            .schedule
-            .as_ref()
-            .and_then(|s| s.next_after(now))
-            .map(Time);
+        let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
+        status.next_rotation_time = next_rotation.map(Time);
         status.observed_generation = self.rotation.metadata.generation;
         set_condition(
             &mut status,
@@ -762,16 +759,7 @@ impl<'a> Rotator<'a> {
             )
             .await;
         }
-        Ok(())
-    }
-
-    fn idle_after_finish(&self, valid: &ValidSpec, now: Timestamp) -> Result<Action> {
-        Ok(
-            match valid.schedule.as_ref().and_then(|s| s.next_after(now)) {
-                Some(next) => requeue_at(next, now),
-                None => Action::await_change(),
-            },
-        )
+        Ok(next_rotation)
     }
 
     async fn idle(&mut self, next_rotation: Option<Timestamp>, now: Timestamp) -> Result<Action> {
@@ -806,10 +794,7 @@ impl<'a> Rotator<'a> {
             set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
         }
         self.write_status_if_changed(status).await?;
-        Ok(match next_rotation {
-            Some(next) => requeue_at(next, now),
-            None => Action::await_change(),
-        })
+        Ok(wait_for_next(next_rotation, now))
     }
 
     async fn block(
@@ -1047,6 +1032,14 @@ fn ceil_to_second(t: Timestamp) -> Timestamp {
         t
     } else {
         floor + Duration::from_secs(1)
+    }
+}
+
+/// Until the next scheduled rotation, or until something changes when none is scheduled.
+fn wait_for_next(next_rotation: Option<Timestamp>, now: Timestamp) -> Action {
+    match next_rotation {
+        Some(next) => requeue_at(next, now),
+        None => Action::await_change(),
     }
 }
 

@@ -31,9 +31,9 @@ pub fn state_secret_name(rotation: &PasswordRotation) -> String {
 }
 
 pub fn value(secret: &Secret, key: &str) -> Option<SecretString> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    let text = String::from_utf8(bytes.0.clone()).ok()?;
-    (!text.is_empty()).then(|| SecretString::from(text))
+    text_value(secret, key)
+        .filter(|text| !text.is_empty())
+        .map(SecretString::from)
 }
 
 pub fn text_value(secret: &Secret, key: &str) -> Option<String> {

@@ -137,10 +137,7 @@ impl PasswordTarget for RedisSoftware {
     }
 
     fn username(&self) -> Option<&str> {
-        match &self.kind {
-            TargetKind::User(user) => Some(user),
-            TargetKind::Database(_) => None,
-        }
+        self.kind.username()
     }
 }
 

@@ -12,6 +12,16 @@ pub enum TargetKind {
     Database(u64),
 }
 
+impl TargetKind {
+    /// The name that goes into the workload Secret's username key, if the target has one.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            TargetKind::User(user) => Some(user),
+            TargetKind::Database(_) => None,
+        }
+    }
+}
+
 /// The spec, checked and parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSpec {
