@@ -712,11 +712,7 @@ fn start_operator(
     metrics_port: Option<u16>,
 ) -> Result<Child> {
     let log = std::fs::File::create(log_dir.join("operator-rbac.log"))?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_password-rotator"));
-    command
-        .args(["run", "--namespace", ns])
-        .arg("--kubeconfig")
-        .arg(kubeconfig);
+    let mut command = common::operator_command(kubeconfig, ns, log)?;
     if flags.leader_election {
         command.args(["--leader-election", "--lease-namespace", ns]);
         // Renewed every lease/5 = 1 s, so the test sees an update soon.
@@ -729,15 +725,6 @@ fn start_operator(
         .env_remove("WATCH_NAMESPACE")
         .env("POD_NAME", POD_NAME)
         .env("POD_NAMESPACE", ns)
-        .env(
-            "RUST_LOG",
-            "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info",
-        )
-        .env("REQUEST_TIMEOUT_SECONDS", "3")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .context("starting the operator")
 }

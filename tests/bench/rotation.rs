@@ -264,20 +264,8 @@ impl Bench {
     }
 
     async fn put_secret(&self, name: &str, data: &[(&str, &str)]) -> Result<()> {
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Secret::default()
-        };
         self.secrets()
-            .create(&PostParams::default(), &secret)
+            .create(&PostParams::default(), &common::secret(name, data))
             .await
             .with_context(|| format!("creating Secret {name}"))?;
         Ok(())

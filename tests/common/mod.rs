@@ -2,7 +2,6 @@
 //! API test server in front of it, and the operator as a separate process.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -142,18 +141,7 @@ impl Harness {
     }
 
     pub async fn put_secret(&self, name: &str, data: &[(&str, &str)]) -> Result<()> {
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..Secret::default()
-        };
+        let secret = secret(name, data);
         self.secrets()
             .patch(
                 name,
@@ -261,21 +249,8 @@ impl Harness {
             self.log_dir
                 .join(format!("operator-{}.log", self.operator_runs)),
         )?;
-        Command::new(env!("CARGO_BIN_EXE_password-rotator"))
-            .args(["run", "--namespace", self.namespace.name()])
+        operator_command(&cluster::kubeconfig_path(), self.namespace.name(), log)?
             .args(extra_args)
-            .arg("--kubeconfig")
-            .arg(cluster::kubeconfig_path())
-            .env(
-                "RUST_LOG",
-                "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info",
-            )
-            .env("REQUEST_TIMEOUT_SECONDS", "3")
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .context("starting the operator")
     }
@@ -421,6 +396,47 @@ impl Harness {
         self.kill_operator().await?;
         let Harness { namespace, .. } = self;
         namespace.cleanup().await
+    }
+}
+
+/// `password-rotator run` watching `namespace` with `kubeconfig`, logging to `log` at debug
+/// level, with short API timeouts and its HTTP endpoints on a free loopback port.
+pub fn operator_command(
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    log: std::fs::File,
+) -> Result<Command> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_password-rotator"));
+    command
+        .args(["run", "--namespace", namespace])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env(
+            "RUST_LOG",
+            "debug,kube=info,hyper=info,tower=info,h2=info,rustls=info",
+        )
+        .env("REQUEST_TIMEOUT_SECONDS", "3")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// A Secret named `name` holding `data`.
+pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
     }
 }
 
