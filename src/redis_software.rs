@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use url::Url;
 
+use crate::tls;
+
 const MAX_MESSAGE_CHARS: usize = 200;
 const REDACTED: &str = "[redacted]";
 
@@ -35,6 +37,8 @@ pub struct ClientConfig {
     pub username: String,
     pub password: SecretString,
     pub ca_pem: Option<Vec<u8>>,
+    /// The name the server certificate must be valid for, instead of the URL's host.
+    pub server_name: Option<String>,
     pub insecure_http: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -48,6 +52,7 @@ impl ClientConfig {
             username: username.into(),
             password,
             ca_pem: None,
+            server_name: None,
             insecure_http: false,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -63,6 +68,7 @@ impl fmt::Debug for ClientConfig {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("ca_pem_bytes", &self.ca_pem.as_ref().map(Vec::len))
+            .field("server_name", &self.server_name)
             .field("insecure_http", &self.insecure_http)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -136,6 +142,13 @@ pub enum ApiError {
         operation: Operation,
         detail: String,
     },
+    /// The server's certificate is neither pinned in nor signed by `caSecret`, or not valid
+    /// for the name checked; `detail` says why and what the server presented.
+    #[error("{operation}: TLS certificate refused: {detail}")]
+    TlsUntrusted {
+        operation: Operation,
+        detail: String,
+    },
     #[error("invalid Redis Software client configuration: {0}")]
     InvalidConfig(String),
     #[error("{operation}: unexpected response body: {detail}")]
@@ -172,6 +185,7 @@ impl ApiError {
             Self::Status { operation, .. }
             | Self::Timeout { operation }
             | Self::Connect { operation, .. }
+            | Self::TlsUntrusted { operation, .. }
             | Self::Decode { operation, .. } => Some(*operation),
             Self::InvalidConfig(_) => None,
         }
@@ -186,7 +200,7 @@ impl ApiError {
         match self {
             Self::Status { status, .. } => *status >= 500,
             Self::Timeout { .. } | Self::Connect { .. } => true,
-            Self::InvalidConfig(_) | Self::Decode { .. } => false,
+            Self::TlsUntrusted { .. } | Self::InvalidConfig(_) | Self::Decode { .. } => false,
         }
     }
 
@@ -212,6 +226,7 @@ impl ApiError {
             },
             Self::Timeout { .. } => "timeout",
             Self::Connect { .. } => "connect",
+            Self::TlsUntrusted { .. } => "tls_untrusted",
             Self::InvalidConfig(_) => "invalid_config",
             Self::Decode { .. } => "decode",
         }
@@ -308,14 +323,10 @@ impl RedisSoftwareClient {
                             .into(),
                     )
                 })?;
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|e| invalid(format!("caSecret is not a PEM bundle: {e}")))?;
-                if certs.is_empty() {
-                    return Err(invalid("caSecret holds no PEM certificate".into()));
-                }
-                builder = certs
-                    .into_iter()
-                    .fold(builder.https_only(true), |b, c| b.add_root_certificate(c));
+                // Trusts exactly the certificates in caSecret, nothing built in.
+                let tls = tls::client_config(pem, config.server_name.as_deref())
+                    .map_err(|e| invalid(e.to_string()))?;
+                builder = builder.https_only(true).use_preconfigured_tls(tls);
             }
             "http" if config.insecure_http => {}
             "http" => {
@@ -579,6 +590,12 @@ impl RedisSoftwareClient {
         if error.is_timeout() {
             return ApiError::Timeout { operation };
         }
+        if let Some(untrusted) = tls::untrusted_certificate_in(error) {
+            return ApiError::TlsUntrusted {
+                operation,
+                detail: untrusted.detail.clone(),
+            };
+        }
         // The whole source chain: reqwest's own Display hides the cause (e.g. a TLS failure).
         let mut detail = error.to_string();
         let mut source = std::error::Error::source(error);
@@ -730,6 +747,10 @@ mod tests {
                 detail: c.scrub(&body, &[&secret(PW)]),
             },
             ApiError::InvalidConfig("caSecret is required".into()),
+            ApiError::TlsUntrusted {
+                operation: Operation::AddUserPassword,
+                detail: "expired; the server presented subject \"CN=rs\"".into(),
+            },
             ApiError::Decode {
                 operation: Operation::GetDatabase,
                 detail: c.scrub(&body, &[&secret(PW)]),
@@ -745,6 +766,7 @@ mod tests {
             assert!(!t.contains(PW) && !t.contains("Adm1n-pass"), "{t}");
         }
         assert!(errors[0].is_unauthorized());
+        assert!(!errors[4].is_retryable());
         assert_eq!(
             errors.map(|e| e.kind()),
             [
@@ -752,6 +774,7 @@ mod tests {
                 "timeout",
                 "connect",
                 "invalid_config",
+                "tls_untrusted",
                 "decode"
             ]
         );

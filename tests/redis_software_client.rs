@@ -8,8 +8,9 @@ use password_rotator::redis_software::{
     ApiError, ClientConfig, Operation, PasswordBodyShape, RedisSoftwareClient,
 };
 use rotator_test_support::api_server::{
-    AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, FaultRule, UserConfig,
+    AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, FaultRule, ServerTls, UserConfig,
 };
+use rotator_test_support::certs;
 use rotator_test_support::redis_server::RedisServer;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -27,10 +28,19 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_with(false, ServerTls::GeneratedCa).await
     }
 
-    async fn start_with(password_complexity: bool) -> Self {
+    /// A server presenting this certificate and key.
+    async fn serving(certificate: certs::CertifiedKey) -> Self {
+        let tls = ServerTls::Pem {
+            cert_pem: certificate.cert_pem,
+            key_pem: certificate.key_pem,
+        };
+        Self::start_with(false, tls).await
+    }
+
+    async fn start_with(password_complexity: bool, tls: ServerTls) -> Self {
         let redis = RedisServer::start().await.expect("redis-server starts");
         let admin = AdminLogin {
             email: ADMIN_EMAIL.into(),
@@ -38,6 +48,7 @@ impl Fixture {
         };
         let mut config = ApiServerConfig::new(&redis, admin);
         config.password_complexity = password_complexity;
+        config.tls = tls;
         config.users.push(UserConfig {
             uid: 7,
             name: USER.into(),
@@ -169,7 +180,7 @@ async fn caller_body_shape_works() {
 
 #[tokio::test]
 async fn generated_passwords_pass_the_cluster_complexity_rules() {
-    let f = Fixture::start_with(true).await;
+    let f = Fixture::start_with(true, ServerTls::GeneratedCa).await;
     let client = f.client();
     let policy = PasswordPolicy::new(16, vec![USER.into(), "orders@example.com".into()]).unwrap();
     for _ in 0..20 {
@@ -297,8 +308,12 @@ async fn tls_is_verified_and_http_needs_opt_in() {
         .await
         .unwrap_err();
     let err = clean(err, &[]);
-    assert!(matches!(err, ApiError::Connect { .. }), "{err:?}");
-    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(matches!(err, ApiError::TlsUntrusted { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("not signed by caSecret and not pinned in it"),
+        "{err}"
+    );
 
     let mut config = f.config();
     config.url = f.api.url().replace("https:", "http:").parse().unwrap();
@@ -407,4 +422,101 @@ async fn dropped_connections_are_connect_errors() {
             .iter()
             .all(|r| r.login.as_deref() == Some(ADMIN_EMAIL))
     );
+}
+
+/// A rotation (add, then delete) through `client`, proven with real `AUTH`s.
+async fn add_then_delete(f: &Fixture, client: &RedisSoftwareClient) {
+    let (old, new) = (secret(OLD), secret("Tls-New-Pa55word"));
+    client.add_user_password(USER, &old, &new).await.unwrap();
+    assert!(f.user_auth(OLD).await && f.user_auth(new.expose_secret()).await);
+    client.delete_user_password(USER, &old).await.unwrap();
+    assert!(!f.user_auth(OLD).await && f.user_auth(new.expose_secret()).await);
+}
+
+const LOOPBACK_SANS: [&str; 2] = ["DNS:localhost", "IP:127.0.0.1"];
+
+#[tokio::test]
+async fn an_openssl_self_signed_ca_certificate_in_ca_secret_is_pinned() {
+    let made = certs::self_signed("localhost", &LOOPBACK_SANS).unwrap();
+    assert!(certs::text(&made.cert_pem).unwrap().contains("CA:TRUE"));
+    let f = Fixture::serving(made.clone()).await;
+    assert_eq!(
+        f.api.ca_pem(),
+        made.cert_pem,
+        "caSecret is the certificate itself"
+    );
+    add_then_delete(&f, &f.client()).await;
+}
+
+#[tokio::test]
+async fn an_openssl_ca_signed_certificate_is_verified_against_the_ca() {
+    let (ca_pem, server) = certs::ca_signed("localhost", &LOOPBACK_SANS).unwrap();
+    let f = Fixture::serving(server).await;
+    let mut config = f.config();
+    config.ca_pem = Some(ca_pem.into_bytes());
+    add_then_delete(&f, &RedisSoftwareClient::new(config).unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_generated_ca_signed_chain_is_verified_against_the_ca() {
+    let f = Fixture::start().await;
+    add_then_delete(&f, &f.client()).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused_and_described() {
+    let presented = certs::self_signed("localhost", &LOOPBACK_SANS).unwrap();
+    let f = Fixture::serving(presented.clone()).await;
+    let mut config = f.config();
+    let other = certs::self_signed("localhost", &LOOPBACK_SANS).unwrap();
+    config.ca_pem = Some(other.cert_pem.into_bytes());
+    let client = RedisSoftwareClient::new(config).unwrap();
+    let new = "Untrusted-Pa55word";
+
+    let err = client
+        .add_user_password(USER, &secret(OLD), &secret(new))
+        .await
+        .unwrap_err();
+    let err = clean(err, &[new]);
+    let ApiError::TlsUntrusted { operation, detail } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*operation, Operation::AddUserPassword);
+    let fingerprint = certs::sha256_fingerprint(&presented.cert_pem).unwrap();
+    for part in [
+        "a CA certificate (CA:TRUE) that is not pinned in caSecret",
+        "subject \"CN=localhost\"",
+        "SANs [DNS:localhost, IP:127.0.0.1]",
+        &format!("SHA-256 {fingerprint}"),
+    ] {
+        assert!(detail.contains(part), "{part:?} not in {detail}");
+    }
+    assert!(detail.chars().count() < 600, "{detail}");
+    assert_eq!(err.kind(), "tls_untrusted");
+    assert!(!err.is_retryable());
+    assert!(f.user_auth(OLD).await && !f.user_auth(new).await);
+    assert!(f.api.requests().is_empty(), "{:?}", f.api.requests());
+}
+
+#[tokio::test]
+async fn a_pinned_certificate_must_be_valid_for_the_host_or_the_server_name() {
+    let made = certs::self_signed("rs.example.internal", &["DNS:rs.example.internal"]).unwrap();
+    let f = Fixture::serving(made).await;
+
+    let err = clean(f.client().list_users().await.unwrap_err(), &[]);
+    let ApiError::TlsUntrusted { detail, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        detail.starts_with("not valid for name 127.0.0.1; "),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("SANs [DNS:rs.example.internal]"),
+        "{detail}"
+    );
+
+    let mut config = f.config();
+    config.server_name = Some("rs.example.internal".into());
+    add_then_delete(&f, &RedisSoftwareClient::new(config).unwrap()).await;
 }

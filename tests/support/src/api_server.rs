@@ -25,7 +25,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -51,6 +51,8 @@ pub struct ApiServerConfig {
     pub password_complexity: bool,
     #[serde(default)]
     pub lockout: LockoutPolicy,
+    #[serde(default)]
+    pub tls: ServerTls,
 }
 
 impl ApiServerConfig {
@@ -64,8 +66,21 @@ impl ApiServerConfig {
             redis_admin: redis.admin(),
             password_complexity: false,
             lockout: LockoutPolicy::default(),
+            tls: ServerTls::default(),
         }
     }
+}
+
+/// The certificate the server presents.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerTls {
+    /// A fresh CA and a server certificate for 127.0.0.1 and localhost that it signs.
+    #[default]
+    GeneratedCa,
+    /// This certificate (or chain, leaf first) and private key, PEM: e.g. one made by
+    /// `openssl req -x509`, self-signed and CA:TRUE like Redis Software's default one.
+    Pem { cert_pem: String, key_pem: String },
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -178,7 +193,7 @@ impl ApiServer {
         listen: SocketAddr,
     ) -> anyhow::Result<ApiServer> {
         let model = model::Model::create(&config).await?;
-        let (tls, ca_pem) = tls_config()?;
+        let (tls, ca_pem) = tls_config(&config.tls)?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -210,12 +225,15 @@ impl ApiServer {
         self.url.clone()
     }
 
-    /// The PEM of the CA that signed the server certificate (for 127.0.0.1 and localhost).
+    /// What a user puts in caSecret: the PEM of the CA that signed the server certificate
+    /// (for 127.0.0.1 and localhost) with [`ServerTls::GeneratedCa`], the server's certificate
+    /// itself with [`ServerTls::Pem`].
     pub fn ca_pem(&self) -> String {
         self.ca_pem.clone()
     }
 
-    /// A client that trusts only this server's CA.
+    /// A client that trusts only this server's CA. WebPKI refuses a CA:TRUE certificate as a
+    /// server's, so with [`ServerTls::Pem`] this works for a CA-signed certificate only.
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
         Ok(reqwest::Client::builder()
             .use_rustls_tls()
@@ -268,7 +286,34 @@ impl ApiServer {
     }
 }
 
-fn tls_config() -> anyhow::Result<(rustls::ServerConfig, String)> {
+/// The server's TLS configuration, and what a client must trust (see [`ApiServer::ca_pem`]).
+fn tls_config(tls: &ServerTls) -> anyhow::Result<(rustls::ServerConfig, String)> {
+    let (chain, key, trusted_pem) = match tls {
+        ServerTls::GeneratedCa => generated_chain()?,
+        ServerTls::Pem { cert_pem, key_pem } => {
+            let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .context("parsing the certificate PEM")?;
+            anyhow::ensure!(!chain.is_empty(), "no certificate in the certificate PEM");
+            let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+                .context("parsing the key PEM")?
+                .context("no private key in the key PEM")?;
+            (chain, key, cert_pem.clone())
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, trusted_pem))
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost that it signs: the chain, the
+/// server key and the CA's PEM.
+fn generated_chain()
+-> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String)> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -284,17 +329,11 @@ fn tls_config() -> anyhow::Result<(rustls::ServerConfig, String)> {
         .push(DnType::CommonName, "localhost");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &ca)?;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone(), ca.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((config, ca.pem()))
+    Ok((
+        vec![cert.der().clone(), ca.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ca.pem(),
+    ))
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, inner: Arc<Inner>) {

@@ -1,5 +1,7 @@
 //! Real parts for password-rotator's tests: the local control plane, a real
-//! redis-server with ACL users, and the Redis Software REST API test server.
+//! redis-server with ACL users, the Redis Software REST API test server, and certificates
+//! made by openssl.
 pub mod api_server;
+pub mod certs;
 pub mod cluster;
 pub mod redis_server;

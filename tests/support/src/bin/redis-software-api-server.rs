@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use rotator_test_support::api_server::{ApiServer, ApiServerConfig};
+use rotator_test_support::api_server::{ApiServer, ApiServerConfig, ServerTls};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -20,7 +20,14 @@ struct Args {
     config: PathBuf,
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Where to write the PEM of the CA that signed the server certificate.
+    /// Serve this certificate (PEM, leaf first) instead of a generated CA-signed one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where to write what a client must trust: the PEM of the CA that signed the server
+    /// certificate, or the --tls-cert certificate itself.
     #[arg(long)]
     ca_out: Option<PathBuf>,
     /// Where to write the server's URL.
@@ -39,11 +46,20 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
-    let config: ApiServerConfig = serde_json::from_slice(
+    let mut config: ApiServerConfig = serde_json::from_slice(
         &std::fs::read(&args.config)
             .with_context(|| format!("reading {}", args.config.display()))?,
     )
     .with_context(|| format!("parsing {}", args.config.display()))?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        config.tls = ServerTls::Pem {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        };
+    }
     let server = ApiServer::start_on(config, args.listen).await?;
     if let Some(path) = &args.ca_out {
         std::fs::write(path, server.ca_pem())
