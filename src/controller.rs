@@ -16,23 +16,25 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::http::Health;
+use crate::login_budget::{LoginBudgets, Refusal, account_key, credentials_hash};
 use crate::metrics::Metrics;
 use crate::password::{PasswordPolicy, generate_os};
+use crate::plan::Plan;
 use crate::redis_software::{ClientConfig, RedisSoftwareClient};
 use crate::resource::{
-    FINALIZER, Mode, PasswordRotation, PasswordRotationStatus, Phase, ROTATE_REQUESTED_ANNOTATION,
-    Step,
+    FINALIZER, Mode, PasswordRotation, PasswordRotationSpec, PasswordRotationStatus, Phase,
+    ROTATE_REQUESTED_ANNOTATION, Step, restart_annotation_key,
 };
 use crate::rollout::Workloads;
 use crate::rotation::{
-    CallFailure, CallOutcome, Decision, Observation, StateSummary, decide, on_add, on_delete,
-    on_rollback, step_after,
+    CallOutcome, Decision, Observation, SecretHolds, StateSummary, UNAUTHORIZED, decide, on_add,
+    on_delete, on_replace, on_rollback, step_after,
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
@@ -51,6 +53,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Redis Software API calls in flight at once, per cluster.
     pub calls_per_cluster: usize,
+    /// For tests: abort the process at this named point (see `Rotator::fail_point`).
+    pub fail_point: Option<String>,
 }
 
 /// Shared by every reconcile.
@@ -64,6 +68,7 @@ pub struct Context {
     cluster_calls: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Redis Software clients by credentials, with the Secret versions they were built from.
     clients: Mutex<HashMap<String, (String, RedisSoftwareClient)>>,
+    logins: LoginBudgets,
     metrics: Arc<Metrics>,
 }
 
@@ -102,6 +107,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         failures: Mutex::default(),
         cluster_calls: Mutex::default(),
         clients: Mutex::default(),
+        logins: LoginBudgets::default(),
         metrics,
     });
     let runs = controllers
@@ -205,14 +211,30 @@ fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context
     Action::requeue(delay)
 }
 
+/// The admin login of a target and the CA its certificate is checked with.
+struct AdminLogin {
+    username: String,
+    password: SecretString,
+    ca_pem: Option<Vec<u8>>,
+    /// Changes when, and only when, any of the above does.
+    hash: String,
+}
+
 /// One reconcile of one resource.
 struct Rotator<'a> {
     ctx: &'a Context,
     rotation: Arc<PasswordRotation>,
+    /// What this reconcile acts on: the spec, with a rotation's pinned plan put back.
+    spec: PasswordRotationSpec,
+    /// Spec fields edited since the rotation in flight pinned its plan.
+    plan_changes: Vec<&'static str>,
     status: PasswordRotationStatus,
     secrets: Api<Secret>,
     namespace: String,
 }
+
+const SECRET_DRIFTED: &str = "SecretDrifted";
+const SPEC_CHANGE_PENDING: &str = "SpecChangePending";
 
 /// Steps taken in one reconcile at most; a rotation with no workloads and no overlap
 /// completes in one.
@@ -224,6 +246,8 @@ impl<'a> Rotator<'a> {
         Self {
             ctx,
             status: rotation.status.clone().unwrap_or_default(),
+            spec: rotation.spec.clone(),
+            plan_changes: Vec::new(),
             secrets: Api::namespaced(ctx.client.clone(), &namespace),
             namespace,
             rotation,
@@ -231,25 +255,34 @@ impl<'a> Rotator<'a> {
     }
 
     async fn apply(mut self) -> Result<Action> {
-        let valid = match validate(&self.rotation.spec) {
+        let state_name = secrets::state_secret_name(&self.rotation);
+        let mut state = secrets::read_state(&self.secrets, &state_name).await?;
+        self.pin(state.as_ref());
+        let valid = match validate(&self.spec) {
             Ok(valid) => valid,
             Err(invalid) => return self.report_invalid(invalid).await,
         };
-        let state_name = secrets::state_secret_name(&self.rotation);
-        let mut state = secrets::read_state(&self.secrets, &state_name).await?;
-        let workload_password = self.workload_password().await?;
+        let mut workload = self.workload_secret().await?;
+        // Re-read right before an effect that must not act on a stale view of it.
+        let mut workload_fresh = true;
         // Neither changes within one reconcile: the steps below never enter Blocked (they
         // return instead) and the other resources are as the stores hold them.
         let conflict_with = self.conflict();
         let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
-            && self.credentials_version().await? != self.status.blocked_credentials_version;
+            && self.credentials_hash().await? != self.status.blocked_credentials_hash;
         let mut target: Option<RedisSoftware> = None;
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
             let rollout = match (&state, self.status.step) {
                 (Some(state), Some(Step::Published)) if self.in_flight() => Some(
                     Workloads::new(self.ctx.client.clone(), &self.namespace)
-                        .advance(&self.rotation.spec.rollout.workloads, &state.rotation_id)
+                        .advance(
+                            &self.spec.rollout.workloads,
+                            (
+                                &restart_annotation_key(&self.rotation.name_any()),
+                                &restart_value(&state.rotation_id, self.status.rollout_round),
+                            ),
+                        )
                         .await?,
                 ),
                 _ => None,
@@ -258,20 +291,34 @@ impl<'a> Rotator<'a> {
                 rotation_id: s.rotation_id.clone(),
                 has_previous: s.previous.is_some(),
             });
+            let workload_password = workload
+                .as_ref()
+                .and_then(|s| secrets::value(s, &self.spec.secret.password_key));
+            let workload_secret = match &state {
+                Some(state) => state.holds(workload_password.as_ref()),
+                None if workload_password.is_some() => SecretHolds::Other,
+                None => SecretHolds::Nothing,
+            };
             let observation = Observation {
                 now,
                 generation: self.rotation.metadata.generation,
-                spec: &self.rotation.spec,
+                spec: &self.spec,
                 status: &self.status,
                 rotate_annotation: self.rotate_annotation(),
                 state: summary.as_ref(),
-                workload_has_password: workload_password.is_some(),
+                workload_secret,
                 rollout,
                 conflict_with: conflict_with.clone(),
                 credentials_changed_since_block,
             };
             let decision = decide(&observation, &valid);
             debug!(?decision, "decided");
+            if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !workload_fresh {
+                workload = self.workload_secret().await?;
+                workload_fresh = true;
+                continue;
+            }
+            workload_fresh = false;
             match decision {
                 Decision::Invalid { field, message } => {
                     return self.report_invalid(InvalidField { field, message }).await;
@@ -294,9 +341,7 @@ impl<'a> Rotator<'a> {
                 Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
                 Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
                 Decision::Stage { trigger } => {
-                    let previous = workload_password
-                        .clone()
-                        .expect("decide stages only with one");
+                    let previous = workload_password.expect("decide stages only with one");
                     let new_state = self.stage(&valid, previous, now).await?;
                     let rotation_id = new_state.rotation_id.clone();
                     state = Some(new_state);
@@ -305,7 +350,35 @@ impl<'a> Rotator<'a> {
                 Decision::Adopt { rotation_id } => {
                     self.begin(rotation_id, Trigger::Resumed, now).await?;
                 }
-                Decision::Add | Decision::Replace | Decision::Retire { .. } => {
+                Decision::Restage => {
+                    let current = workload_password.expect("decide restages only with one");
+                    secrets::restage(&self.secrets, &state_name, &current).await?;
+                    if let Some(state) = state.as_mut() {
+                        state.previous = Some(current);
+                    }
+                    let mut status = self.status.clone();
+                    status.phase = Some(Phase::Rotating);
+                    status.blocked_time = None;
+                    status.blocked_credentials_hash = None;
+                    status.blocked_account = None;
+                    set_condition(
+                        &mut status,
+                        "Ready",
+                        true,
+                        "Rotating",
+                        "rotation in progress",
+                        now,
+                    );
+                    self.write_status(status).await?;
+                    self.event(
+                        EventType::Normal,
+                        "Restaged",
+                        "Rotate",
+                        "the workload Secret holds another password now: the rotation starts again from it",
+                    )
+                    .await;
+                }
+                Decision::Add | Decision::Replace { .. } | Decision::Retire { .. } => {
                     let state = state
                         .as_ref()
                         .expect("decide asks for a call only with a state");
@@ -332,6 +405,16 @@ impl<'a> Rotator<'a> {
                                 "the old password is deleted",
                             )
                             .await;
+                            // Finishing forgets the new password: only while the workload
+                            // Secret still holds it.
+                            workload = self.workload_secret().await?;
+                            let password = workload
+                                .as_ref()
+                                .and_then(|s| secrets::value(s, &self.spec.secret.password_key));
+                            let holds = state.holds(password.as_ref());
+                            if holds != SecretHolds::Pending {
+                                return self.hold_drifted(holds, workload.as_ref(), now).await;
+                            }
                             let next = self.finish(&valid, &state_name, now).await?;
                             return Ok(wait_for_next(next, now));
                         }
@@ -339,7 +422,12 @@ impl<'a> Rotator<'a> {
                             self.advance(&decision, now).await?;
                         }
                         CallOutcome::Block { reason, message } => {
-                            return self.block(reason, message, now).await;
+                            if decision == (Decision::Replace { replay: false }) {
+                                // The PUT was refused, so nothing was replaced: a later try
+                                // is a first one, not a replay.
+                                self.status.step = Some(Step::Staged);
+                            }
+                            return self.block(reason, message, target, now).await;
                         }
                         CallOutcome::Retry { reason, detail } => {
                             self.event(EventType::Warning, reason, "Retry", &detail)
@@ -350,13 +438,7 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Verify => {
                     let state = state.as_ref().expect("verify runs with a state");
-                    let endpoint = &self
-                        .rotation
-                        .spec
-                        .verify
-                        .as_ref()
-                        .expect("decided on it")
-                        .endpoint;
+                    let endpoint = &self.spec.verify.as_ref().expect("decided on it").endpoint;
                     let user = valid.target.username();
                     if let Err(e) = verify::redis_auth(endpoint, user, &state.pending).await {
                         self.event(EventType::Warning, "VerifyFailed", "Verify", &e.to_string())
@@ -367,8 +449,18 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Publish => {
                     let state = state.as_ref().expect("publish runs with a state");
-                    self.publish(valid.target.username(), &state.pending)
-                        .await?;
+                    if self.status.step != Some(Step::Publishing) {
+                        // From here on the workload Secret may hold the new password, so a
+                        // deletion of the resource must no longer roll it back.
+                        let mut status = self.status.clone();
+                        status.step = Some(Step::Publishing);
+                        self.write_status(status).await?;
+                    }
+                    workload = Some(
+                        self.publish(valid.target.username(), &state.pending)
+                            .await?,
+                    );
+                    self.fail_point("after-publish-write");
                     self.status.published_time = Some(Time(ceil_to_second(now)));
                     self.advance(&decision, now).await?;
                 }
@@ -377,12 +469,12 @@ impl<'a> Rotator<'a> {
                     degraded,
                     requeue_after,
                 } => {
+                    let mut status = self.status.clone();
                     if degraded && !has_condition(&self.status, "Degraded", "True") {
                         let message = format!(
                             "rollout not finished within spec.rollout.timeout: {}; both passwords stay valid",
                             pending.join(", ")
                         );
-                        let mut status = self.status.clone();
                         set_condition(
                             &mut status,
                             "Degraded",
@@ -394,8 +486,31 @@ impl<'a> Rotator<'a> {
                         self.write_status(status).await?;
                         self.event(EventType::Warning, "RolloutTimeout", "Rollout", &message)
                             .await;
+                    } else {
+                        // A spec edit mid-rotation is shown as pending.
+                        self.write_status_if_changed(status).await?;
                     }
                     return Ok(Action::requeue(requeue_after));
+                }
+                Decision::HoldDrifted { holds } => {
+                    return self.hold_drifted(holds, workload.as_ref(), now).await;
+                }
+                Decision::ResumeAfterDrift => {
+                    let mut status = self.status.clone();
+                    status.drifted_time = None;
+                    status.rollout_round = Some(status.rollout_round.unwrap_or(1) + 1);
+                    status.published_time = Some(Time(ceil_to_second(now)));
+                    set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+                    self.write_status(status).await?;
+                    self.event(
+                        EventType::Normal,
+                        "SecretRestored",
+                        "Rotate",
+                        "the workload Secret holds the new password again: the workloads restart \
+                         once more and the overlap starts anew, as pods started meanwhile may hold \
+                         the old password",
+                    )
+                    .await;
                 }
                 Decision::MarkRolledOut => self.advance(&decision, now).await?,
                 Decision::Finish => {
@@ -409,6 +524,12 @@ impl<'a> Rotator<'a> {
                     let mut status = self.status.clone();
                     clear_rotation(&mut status);
                     status.phase = Some(Phase::Idle);
+                    // The abandoned rotation counts as this period's: no new one at once.
+                    status.next_rotation_time = valid
+                        .schedule
+                        .as_ref()
+                        .and_then(|s| s.next_after(now))
+                        .map(Time);
                     set_condition(&mut status, "Degraded", true, "StateLost", &reason, now);
                     self.write_status(status).await?;
                     return Ok(Action::requeue(Duration::from_secs(1)));
@@ -432,24 +553,65 @@ impl<'a> Rotator<'a> {
             .map(String::as_str)
     }
 
-    async fn workload_password(&self) -> Result<Option<SecretString>> {
-        let spec = &self.rotation.spec.secret;
-        Ok(self
-            .secrets
-            .get_opt(&spec.name)
-            .await?
-            .and_then(|s| secrets::value(&s, &spec.password_key)))
+    /// Acts on the rotation's pinned plan while one is in flight, on the spec otherwise.
+    fn pin(&mut self, state: Option<&RotationState>) {
+        if let Some(plan) = state.and_then(|s| s.plan.as_ref()) {
+            self.spec = plan.applied_to(&self.rotation.spec);
+            self.plan_changes = plan.changed_fields(&self.rotation.spec);
+        }
     }
 
-    async fn credentials_version(&self) -> Result<Option<String>> {
-        let Some(rs) = &self.rotation.spec.target.redis_software else {
-            return Ok(None);
+    async fn workload_secret(&self) -> Result<Option<Secret>> {
+        Ok(self.secrets.get_opt(&self.spec.secret.name).await?)
+    }
+
+    /// The workload Secret does not hold the new password after publishing: every password
+    /// stays as it is until it does again, and the person who reads the resource learns who
+    /// wrote it.
+    async fn hold_drifted(
+        &mut self,
+        holds: SecretHolds,
+        workload: Option<&Secret>,
+        now: Timestamp,
+    ) -> Result<Action> {
+        let spec = self.spec.secret.clone();
+        let writer = workload
+            .and_then(|s| secrets::last_writer(s, &spec.password_key))
+            .map(|(manager, time)| match time {
+                Some(time) => format!(", last written by field manager {manager} at {time}"),
+                None => format!(", last written by field manager {manager}"),
+            })
+            .unwrap_or_default();
+        let kept = if self.status.step == Some(Step::Retired) {
+            "the new password is kept in the state Secret"
+        } else {
+            "both passwords stay valid"
         };
-        Ok(self
-            .secrets
-            .get_metadata_opt(&rs.credentials_secret)
-            .await?
-            .and_then(|m| m.metadata.resource_version))
+        let message = format!(
+            "Secret {} (spec.secret) holds {} under key {} instead of the new one{writer}; \
+             {kept}; the rotation goes on when the Secret holds the new password again",
+            spec.name,
+            holds.describe(),
+            spec.password_key,
+        );
+        let mut status = self.status.clone();
+        status.drifted_time.get_or_insert(Time(now));
+        set_condition(&mut status, "Degraded", true, SECRET_DRIFTED, &message, now);
+        if self.write_status_if_changed(status).await? {
+            warn!(secret = %spec.name, "workload Secret drifted");
+            self.event(EventType::Warning, SECRET_DRIFTED, "Rotate", &message)
+                .await;
+        }
+        // The Secret watch brings the change back at once; this is only a safety net.
+        Ok(Action::requeue(Duration::from_secs(60)))
+    }
+
+    /// Stops the process at a named point, for tests that prove what a crash there leaves.
+    fn fail_point(&self, name: &str) {
+        if self.ctx.settings.fail_point.as_deref() == Some(name) {
+            tracing::error!(point = name, "fail point reached; aborting");
+            std::process::abort();
+        }
     }
 
     /// The oldest other resource that rotates the same user or database of the same cluster.
@@ -472,14 +634,9 @@ impl<'a> Rotator<'a> {
             })
     }
 
-    async fn target(&self, valid: &ValidSpec) -> Result<RedisSoftware> {
-        let rs = self
-            .rotation
-            .spec
-            .target
-            .redis_software
-            .as_ref()
-            .expect("validated");
+    /// The admin login and CA of the target, as their Secrets hold them now.
+    async fn admin_login(&self) -> Result<AdminLogin> {
+        let rs = self.spec.target.redis_software.as_ref().expect("validated");
         let missing = |name: &str, problem: &str| Error::Secret {
             name: name.to_owned(),
             problem: problem.to_owned(),
@@ -506,13 +663,11 @@ impl<'a> Rotator<'a> {
                 "has no key password (spec.target.redisSoftware.credentialsSecret)",
             )
         })?;
-        let mut versions = vec![credentials.metadata.resource_version.clone()];
         let ca_pem = match &rs.ca_secret {
             Some(ca) => {
                 let secret = self.secrets.get_opt(&ca.name).await?.ok_or_else(|| {
                     missing(&ca.name, "not found (spec.target.redisSoftware.caSecret)")
                 })?;
-                versions.push(secret.metadata.resource_version.clone());
                 let pem = secret
                     .data
                     .as_ref()
@@ -527,13 +682,41 @@ impl<'a> Rotator<'a> {
             }
             None => None,
         };
+        let hash = credentials_hash(
+            &username,
+            password.expose_secret().as_bytes(),
+            ca_pem.as_deref(),
+        );
+        Ok(AdminLogin {
+            username,
+            password,
+            ca_pem,
+            hash,
+        })
+    }
+
+    /// The hash of the admin login and CA now; `None` while a Secret is missing.
+    async fn credentials_hash(&self) -> Result<Option<String>> {
+        match self.admin_login().await {
+            Ok(login) => Ok(Some(login.hash)),
+            Err(Error::Secret { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn target(&self, valid: &ValidSpec) -> Result<RedisSoftware> {
+        let rs = self.spec.target.redis_software.as_ref().expect("validated");
+        let login = self.admin_login().await?;
         let url = url::Url::parse(&rs.url).map_err(|e| Error::Target {
             reason: "InvalidSpec",
             detail: format!("spec.target.redisSoftware.url: {e}"),
         })?;
-        let mut config = ClientConfig::new(url, username, password);
-        config.ca_pem = ca_pem;
+        let cluster = cluster_key(&url);
+        let account = account_key(&cluster, &login.username);
+        let mut config = ClientConfig::new(url, login.username, login.password);
+        config.ca_pem = login.ca_pem;
         config.insecure_http = rs.insecure_http;
+        config.server_name = rs.tls.as_ref().and_then(|t| t.server_name.clone());
         config.body_shape = rs.password_body;
         config.request_timeout = self.ctx.settings.request_timeout;
         let calls = self
@@ -541,12 +724,12 @@ impl<'a> Rotator<'a> {
             .cluster_calls
             .lock()
             .expect("not poisoned")
-            .entry(cluster_key(&config.url))
+            .entry(cluster)
             .or_insert_with(|| Arc::new(Semaphore::new(self.ctx.settings.calls_per_cluster)))
             .clone();
         // Resources that share credentials share one client, and so its connections: a
-        // burst of rotations makes no TLS handshake per rotation. A changed Secret (another
-        // resourceVersion) or setting builds a new one.
+        // burst of rotations makes no TLS handshake per rotation. Changed Secret data or
+        // settings build a new one.
         let key = format!(
             "{}/{}|{}|{}",
             self.namespace,
@@ -554,22 +737,62 @@ impl<'a> Rotator<'a> {
             rs.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
             rs.url
         );
-        let fingerprint = format!("{versions:?}|{:?}|{}", rs.password_body, rs.insecure_http);
-        let mut clients = self.ctx.clients.lock().expect("not poisoned");
-        let client = match clients.get(&key) {
-            Some((known, client)) if *known == fingerprint => client.clone(),
-            _ => {
-                let client =
-                    RedisSoftwareClient::new(config)?.with_observer(self.ctx.metrics.clone());
-                clients.insert(key, (fingerprint, client.clone()));
-                client
+        let fingerprint = format!(
+            "{}|{:?}|{}|{:?}",
+            login.hash, rs.password_body, rs.insecure_http, rs.tls
+        );
+        let client = {
+            let mut clients = self.ctx.clients.lock().expect("not poisoned");
+            match clients.get(&key) {
+                Some((known, client)) if *known == fingerprint => client.clone(),
+                _ => {
+                    let client =
+                        RedisSoftwareClient::new(config)?.with_observer(self.ctx.metrics.clone());
+                    clients.insert(key, (fingerprint, client.clone()));
+                    client
+                }
             }
         };
+        let budget = self
+            .ctx
+            .logins
+            .account(&account, || self.remembered_refusal(&account));
         Ok(RedisSoftware {
             client,
             kind: valid.target.clone(),
             calls,
+            account: budget,
+            account_key: account,
+            credentials: login.hash,
+            resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
         })
+    }
+
+    /// The latest refusal of `account` that a Blocked resource recorded, for a budget that
+    /// this process has not seen used yet (after a restart or a failover).
+    fn remembered_refusal(&self, account: &str) -> Option<Refusal> {
+        self.ctx
+            .stores
+            .iter()
+            .flat_map(Store::state)
+            .filter_map(|other| {
+                let status = other.status.as_ref()?;
+                if status.phase != Some(Phase::Blocked)
+                    || status.blocked_account.as_deref() != Some(account)
+                {
+                    return None;
+                }
+                Some(Refusal {
+                    at: status.blocked_time.as_ref()?.0,
+                    credentials: status.blocked_credentials_hash.clone()?,
+                    by: format!(
+                        "{}/{}",
+                        other.namespace().unwrap_or_default(),
+                        other.name_any()
+                    ),
+                })
+            })
+            .max_by_key(|refusal| refusal.at)
     }
 
     async fn stage(
@@ -591,6 +814,7 @@ impl<'a> Rotator<'a> {
             rotation_id: rotation_id(now),
             pending: generate_os(&policy),
             previous: Some(previous),
+            plan: Some(Plan::of(&self.rotation.spec)),
         };
         secrets::create_state(&self.secrets, &self.rotation, &state).await?;
         Ok(state)
@@ -643,7 +867,16 @@ impl<'a> Rotator<'a> {
         })?;
         Ok(match decision {
             Decision::Add => on_add(target.add(previous, &state.pending).await),
-            Decision::Replace => on_add(replace(target, previous, &state.pending).await),
+            Decision::Replace { replay } => {
+                if !replay {
+                    let mut status = self.status.clone();
+                    status.step = Some(Step::Replacing);
+                    self.write_status(status).await?;
+                }
+                let outcome = on_replace(target.replace(previous, &state.pending).await, *replay);
+                self.fail_point("after-replace");
+                outcome
+            }
             Decision::Retire { replay } => {
                 if !replay {
                     self.record_step_time(Step::Retired, Timestamp::now());
@@ -666,7 +899,8 @@ impl<'a> Rotator<'a> {
         status.step = Some(step);
         status.step_time = Some(Time(now));
         status.blocked_time = None;
-        status.blocked_credentials_version = None;
+        status.blocked_credentials_hash = None;
+        status.blocked_account = None;
         set_condition(
             &mut status,
             "Ready",
@@ -715,25 +949,26 @@ impl<'a> Rotator<'a> {
         state_name: &str,
         now: Timestamp,
     ) -> Result<Option<Timestamp>> {
-        secrets::delete_state(&self.secrets, state_name).await?;
-        let completed = self.status.step.is_some();
+        if self.status.step.is_none() {
+            // A leftover of a rotation whose end status already recorded.
+            secrets::delete_state(&self.secrets, state_name).await?;
+            return Ok(self.status.next_rotation_time.as_ref().map(|t| t.0));
+        }
         let mut status = self.status.clone();
         clear_rotation(&mut status);
         status.phase = Some(Phase::Idle);
-        if completed {
-            status.last_rotation_time = Some(Time(now));
-            // Progressing keeps its transition time from Staged on: the rotation's start.
-            let started = self
-                .status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Progressing" && c.status == "True")
-                .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
-            self.ctx.metrics.rotation_finished("succeeded", started);
-            self.ctx
-                .metrics
-                .last_success(&self.namespace, &self.rotation.name_any(), now);
-        }
+        status.last_rotation_time = Some(Time(now));
+        // Progressing keeps its transition time from Staged on: the rotation's start.
+        let started = self
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing" && c.status == "True")
+            .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
+        self.ctx.metrics.rotation_finished("succeeded", started);
+        self.ctx
+            .metrics
+            .last_success(&self.namespace, &self.rotation.name_any(), now);
         let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
         status.next_rotation_time = next_rotation.map(Time);
         status.observed_generation = self.rotation.metadata.generation;
@@ -748,17 +983,19 @@ impl<'a> Rotator<'a> {
         set_condition(&mut status, "Progressing", false, "Idle", "", now);
         set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
         let rotation_id = self.status.rotation_id.clone().unwrap_or_default();
+        // Status first: a crash before the state Secret is gone leaves a leftover that the
+        // next reconcile clears, never a rotation that looks abandoned.
         self.write_status(status).await?;
-        if completed {
-            info!(%rotation_id, "rotation complete");
-            self.event(
-                EventType::Normal,
-                "Rotated",
-                "Rotate",
-                &format!("rotation {rotation_id} complete"),
-            )
-            .await;
-        }
+        self.fail_point("after-finish-status");
+        secrets::delete_state(&self.secrets, state_name).await?;
+        info!(%rotation_id, "rotation complete");
+        self.event(
+            EventType::Normal,
+            "Rotated",
+            "Rotate",
+            &format!("rotation {rotation_id} complete"),
+        )
+        .await;
         Ok(next_rotation)
     }
 
@@ -768,7 +1005,8 @@ impl<'a> Rotator<'a> {
         status.next_rotation_time = next_rotation.map(Time);
         status.observed_generation = self.rotation.metadata.generation;
         status.blocked_time = None;
-        status.blocked_credentials_version = None;
+        status.blocked_credentials_hash = None;
+        status.blocked_account = None;
         // Right after a rotation Ready says Rotated; that stays true while idle.
         let rotated = status
             .conditions
@@ -801,12 +1039,15 @@ impl<'a> Rotator<'a> {
         &mut self,
         reason: &'static str,
         message: String,
+        target: &RedisSoftware,
         now: Timestamp,
     ) -> Result<Action> {
         let mut status = self.status.clone();
         status.phase = Some(Phase::Blocked);
         status.blocked_time = Some(Time(now));
-        status.blocked_credentials_version = self.credentials_version().await?;
+        status.blocked_credentials_hash = Some(target.credentials.clone());
+        // Other resources that log in with this account hold back too, across restarts.
+        status.blocked_account = (reason == UNAUTHORIZED).then(|| target.account_key.clone());
         status.observed_generation = self.rotation.metadata.generation;
         set_condition(&mut status, "Ready", false, reason, &message, now);
         self.write_status(status).await?;
@@ -858,7 +1099,7 @@ impl<'a> Rotator<'a> {
 
     /// Deleting the resource: roll back before the new password is published; after, keep
     /// both passwords valid and the old one in the (now orphaned) state Secret.
-    async fn cleanup(self) -> Result<Action> {
+    async fn cleanup(mut self) -> Result<Action> {
         self.ctx
             .metrics
             .forget(&self.namespace, &self.rotation.name_any());
@@ -866,11 +1107,19 @@ impl<'a> Rotator<'a> {
         let Some(state) = secrets::read_state(&self.secrets, &state_name).await? else {
             return Ok(Action::await_change());
         };
+        self.pin(Some(&state));
         let step = match &self.status.rotation_id {
             Some(id) if *id == state.rotation_id => self.status.step.unwrap_or(Step::Staged),
             _ => Step::Staged,
         };
-        if step >= Step::Published {
+        let workload = self.workload_secret().await?;
+        let holds_new = state.holds(
+            workload
+                .as_ref()
+                .and_then(|s| secrets::value(s, &self.spec.secret.password_key))
+                .as_ref(),
+        ) == SecretHolds::Pending;
+        if step >= Step::Publishing || holds_new {
             secrets::orphan_state(&self.secrets, &state_name).await?;
             let message = format!(
                 "deleted after the new password was published: both passwords remain valid; \
@@ -880,21 +1129,30 @@ impl<'a> Rotator<'a> {
                 .await;
             return Ok(Action::await_change());
         }
-        let valid = validate(&self.rotation.spec).map_err(|e| Error::Target {
+        let valid = validate(&self.spec).map_err(|e| Error::Target {
             reason: "InvalidSpec",
             detail: format!("{}: {}", e.field, e.message),
         })?;
         let target = self.target(&valid).await?;
-        let (outcome, message) = match self.rotation.spec.mode {
-            Mode::AddThenDelete => (
+        let (outcome, message) = match (self.spec.mode, step) {
+            (Mode::AddThenDelete, _) => (
                 on_rollback(target.delete(&state.pending).await),
                 "deleted mid-rotation: the staged password was removed from the database",
             ),
-            Mode::Replace => {
+            (Mode::Replace, Step::Staged) => (
+                CallOutcome::Done,
+                "deleted mid-rotation before any password was replaced",
+            ),
+            (Mode::Replace, _) => {
                 // Once a PUT may have landed only the new password works: finish it and
                 // publish, rather than leave the workload Secret with a dead password.
                 let previous = state.previous.as_ref().unwrap_or(&state.pending);
-                let outcome = on_add(replace(&target, previous, &state.pending).await);
+                let outcome = match step {
+                    Step::Replacing => {
+                        on_replace(target.replace(previous, &state.pending).await, true)
+                    }
+                    _ => CallOutcome::Done,
+                };
                 if outcome == CallOutcome::Done {
                     self.publish(target.username(), &state.pending).await?;
                 }
@@ -926,7 +1184,11 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    async fn write_status_if_changed(&mut self, status: PasswordRotationStatus) -> Result<bool> {
+    async fn write_status_if_changed(
+        &mut self,
+        mut status: PasswordRotationStatus,
+    ) -> Result<bool> {
+        self.show_pending_changes(&mut status);
         if status == self.status {
             return Ok(false);
         }
@@ -934,7 +1196,32 @@ impl<'a> Rotator<'a> {
         Ok(true)
     }
 
-    async fn write_status(&mut self, status: PasswordRotationStatus) -> Result<()> {
+    /// Says which spec edits wait for the next rotation, while one is in flight.
+    fn show_pending_changes(&self, status: &mut PasswordRotationStatus) {
+        let in_flight = status.step.is_some()
+            && matches!(status.phase, Some(Phase::Rotating) | Some(Phase::Blocked));
+        let now = Timestamp::now();
+        if in_flight && !self.plan_changes.is_empty() {
+            let message = format!(
+                "{} changed while rotation {} is in flight; the change applies to the next rotation",
+                self.plan_changes.join(", "),
+                status.rotation_id.as_deref().unwrap_or_default()
+            );
+            set_condition(
+                status,
+                SPEC_CHANGE_PENDING,
+                true,
+                "RotationInFlight",
+                &message,
+                now,
+            );
+        } else if has_condition(status, SPEC_CHANGE_PENDING, "True") {
+            set_condition(status, SPEC_CHANGE_PENDING, false, "Applied", "", now);
+        }
+    }
+
+    async fn write_status(&mut self, mut status: PasswordRotationStatus) -> Result<()> {
+        self.show_pending_changes(&mut status);
         let api: Api<PasswordRotation> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let patch = json!({
             "apiVersion": "rotator.dev/v1alpha1",
@@ -951,8 +1238,8 @@ impl<'a> Rotator<'a> {
         Ok(())
     }
 
-    async fn publish(&self, username: Option<&str>, password: &SecretString) -> Result<()> {
-        let spec = &self.rotation.spec.secret;
+    async fn publish(&self, username: Option<&str>, password: &SecretString) -> Result<Secret> {
+        let spec = &self.spec.secret;
         let username = username.map(|user| (spec.username_key.as_str(), user));
         secrets::publish(
             &self.secrets,
@@ -991,24 +1278,13 @@ impl<'a> Rotator<'a> {
     }
 }
 
-/// A PUT, recognising its own replay: once an earlier PUT landed the old password is gone,
-/// and with the new one as the current password the server answers that it is current.
-async fn replace(
-    target: &impl PasswordTarget,
-    current: &SecretString,
-    new: &SecretString,
-) -> Result<(), CallFailure> {
-    match target.replace(current, new).await {
-        Err(CallFailure::PasswordRejected) => target.replace(new, new).await,
-        other => other,
-    }
-}
-
 fn step_message(step: Step) -> &'static str {
     match step {
         Step::Staged => "a new password is staged",
+        Step::Replacing => "every password is being replaced by the new one",
         Step::Added => "the new password is added beside the old one; both work",
         Step::Verified => "the new password authenticates",
+        Step::Publishing => "the new password is being written to the workload Secret",
         Step::Published => "the new password is in the workload Secret; workloads are restarting",
         Step::RolledOut => "the workloads run on the new password",
         Step::Retired => "the old password is being deleted",
@@ -1021,7 +1297,8 @@ fn clear_rotation(status: &mut PasswordRotationStatus) {
     status.step_time = None;
     status.published_time = None;
     status.blocked_time = None;
-    status.blocked_credentials_version = None;
+    status.blocked_credentials_hash = None;
+    status.blocked_account = None;
 }
 
 /// Status times keep whole seconds only. The overlap counts from the publish time, so it
@@ -1046,6 +1323,14 @@ fn wait_for_next(next_rotation: Option<Timestamp>, now: Timestamp) -> Action {
 fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
     let wait = at.duration_since(now).unsigned_abs();
     Action::requeue(wait.clamp(Duration::from_millis(100), Duration::from_secs(3600)))
+}
+
+/// The restart annotation's value: the rotation, and the round after a healed drift.
+fn restart_value(rotation_id: &str, round: Option<u32>) -> String {
+    match round {
+        Some(round) if round > 1 => format!("{rotation_id}.{round}"),
+        _ => rotation_id.to_owned(),
+    }
 }
 
 fn rotation_id(now: Timestamp) -> String {

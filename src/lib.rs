@@ -4,8 +4,10 @@ pub mod controller;
 pub mod duration;
 pub mod http;
 pub mod leader;
+pub mod login_budget;
 pub mod metrics;
 pub mod password;
+pub mod plan;
 pub mod redis_software;
 pub mod resource;
 pub mod rollout;
@@ -14,6 +16,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod target;
 pub mod telemetry;
+pub mod tls;
 pub mod validation;
 pub mod verify;
 

@@ -65,6 +65,9 @@ struct RunArgs {
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// For tests only: abort at this named point, to prove what a crash there leaves.
+    #[arg(long, env = "ROTATOR_FAIL_POINT", hide = true)]
+    fail_point: Option<String>,
 }
 
 #[tokio::main]
@@ -91,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 request_timeout: Duration::from_secs(args.request_timeout_seconds),
                 calls_per_cluster: args.calls_per_cluster.max(1),
+                fail_point: args.fail_point.clone(),
             };
             run(Client::try_from(config)?, settings, args).await?;
         }

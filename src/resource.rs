@@ -13,8 +13,25 @@ use crate::redis_software::PasswordBodyShape;
 
 /// Annotation that requests one rotation: any token not seen before starts one.
 pub const ROTATE_REQUESTED_ANNOTATION: &str = "rotator.dev/rotate-requested";
-/// Pod-template annotation that restarts a workload onto a newly published password.
-pub const ROTATION_ANNOTATION: &str = "rotator.dev/rotation";
+/// Prefix of the pod-template annotations that restart a workload onto a newly published
+/// password: one key per resource, so that resources restarting one workload never undo each
+/// other's restarts.
+pub const RESTART_ANNOTATION_PREFIX: &str = "rotation.rotator.dev/";
+
+/// `rotation.rotator.dev/<resource name>`; a name longer than an annotation name may be is
+/// shortened and made unique with a hash of it.
+pub fn restart_annotation_key(resource_name: &str) -> String {
+    const MAX: usize = 63;
+    if resource_name.len() <= MAX {
+        return format!("{RESTART_ANNOTATION_PREFIX}{resource_name}");
+    }
+    // FNV-1a: stable across releases, which a key that workloads keep must be.
+    let hash = resource_name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let head = resource_name[..MAX - 9].trim_end_matches(['-', '.']);
+    format!("{RESTART_ANNOTATION_PREFIX}{head}-{hash:08x}")
+}
 pub const FINALIZER: &str = "rotator.dev/cleanup";
 
 /// Rotates the password of a Redis Software user or database and keeps a Secret in step.
@@ -86,9 +103,12 @@ pub struct RedisSoftwareTarget {
     pub url: String,
     /// Secret in this namespace with keys `username` and `password` of an admin.
     pub credentials_secret: String,
-    /// CA certificate that signs the cluster's certificate.
+    /// The cluster's certificate (pinned: its exact bytes, e.g. the default self-signed `api`
+    /// certificate) or a CA that signs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Allow a plain http:// URL. For tests only.
     #[serde(default)]
     pub insecure_http: bool,
@@ -102,6 +122,16 @@ pub struct RedisSoftwareTarget {
     /// or Caller {new_password, username}, for newer clusters.
     #[serde(default)]
     pub password_body: PasswordBodyShape,
+}
+
+/// How the cluster's certificate is checked.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The name the certificate must be valid for, when the URL's host is not in it (a
+    /// Service name, an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -251,6 +281,12 @@ pub struct PasswordRotationStatus {
     pub step_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_time: Option<Time>,
+    /// When the workload Secret was seen not holding the new password after publishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted_time: Option<Time>,
+    /// Workloads are restarted once per rotation, and once more after each healed drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_round: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,12 +297,16 @@ pub struct PasswordRotationStatus {
     /// Last `rotator.dev/rotate-requested` annotation token acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_rotate_annotation: Option<String>,
-    /// When the resource became Blocked, and the credentials Secret's resourceVersion then:
-    /// it is retried when that Secret changes or after a wait longer than a lockout.
+    /// When the resource became Blocked, and a hash of the credentials and CA Secrets' data
+    /// then: it is retried when that data changes or after a wait longer than a lockout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocked_credentials_version: Option<String>,
+    pub blocked_credentials_hash: Option<String>,
+    /// The admin account (a hash of cluster and login) whose refusal blocked the resource:
+    /// every resource using that account holds back, across restarts too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default)]
@@ -287,8 +327,13 @@ pub enum Phase {
 )]
 pub enum Step {
     Staged,
+    /// Replace mode: recorded before the PUT, so that a replay knows itself.
+    Replacing,
     Added,
     Verified,
+    /// Recorded before the workload Secret is written: from here on a deletion of the
+    /// resource never rolls the new password back.
+    Publishing,
     Published,
     RolledOut,
     Retired,
@@ -298,8 +343,10 @@ impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Staged => "Staged",
+            Step::Replacing => "Replacing",
             Step::Added => "Added",
             Step::Verified => "Verified",
+            Step::Publishing => "Publishing",
             Step::Published => "Published",
             Step::RolledOut => "RolledOut",
             Step::Retired => "Retired",
@@ -313,6 +360,34 @@ impl Phase {
             Phase::Idle => "Idle",
             Phase::Rotating => "Rotating",
             Phase::Blocked => "Blocked",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_annotation_keys_are_valid_and_distinct() {
+        assert_eq!(
+            restart_annotation_key("orders-cache"),
+            "rotation.rotator.dev/orders-cache"
+        );
+        let long_a = format!("{}-a", "x".repeat(80));
+        let long_b = format!("{}-b", "x".repeat(80));
+        let (a, b) = (
+            restart_annotation_key(&long_a),
+            restart_annotation_key(&long_b),
+        );
+        assert_ne!(a, b);
+        for key in [a, b] {
+            let name = key.strip_prefix(RESTART_ANNOTATION_PREFIX).unwrap();
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            );
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Restarting the listed workloads onto a new password, and telling when they run on it.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::json;
 
 use crate::Result;
-use crate::resource::{ROTATION_ANNOTATION, WorkloadKind, WorkloadRef};
+use crate::resource::{WorkloadKind, WorkloadRef};
 use crate::rotation::RolloutProgress;
 
 /// Where one workload stands.
@@ -16,72 +18,123 @@ pub enum WorkloadState {
     /// The pod template does not carry this rotation yet.
     NotRestarted,
     Rolling,
-    Complete,
+    /// The controller reports the rollout done; whether any older pod remains is still to
+    /// be seen (the selector to look with).
+    Updated {
+        selector: String,
+    },
 }
+
+/// The restart annotation, as `(key, value)`.
+pub type Restart<'a> = (&'a str, &'a str);
 
 impl WorkloadState {
-    pub fn of_deployment(d: &Deployment, rotation_id: &str) -> Self {
-        if template_rotation(d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()))
-            != Some(rotation_id)
-        {
-            return Self::NotRestarted;
-        }
-        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let Some(status) = &d.status else {
+    pub fn of_deployment(d: &Deployment, restart: Restart<'_>) -> Self {
+        let Some(spec) = &d.spec else {
             return Self::Rolling;
         };
-        let done = status.observed_generation >= d.meta().generation
-            && status.updated_replicas.unwrap_or(0) == wanted
-            && status.available_replicas.unwrap_or(0) == wanted
-            && status.replicas.unwrap_or(0) == wanted;
-        if done { Self::Complete } else { Self::Rolling }
+        if !carries(Some(&spec.template), restart) {
+            return Self::NotRestarted;
+        }
+        let wanted = spec.replicas.unwrap_or(1);
+        let done = d.status.as_ref().is_some_and(|status| {
+            status.observed_generation >= d.meta().generation
+                && status.updated_replicas.unwrap_or(0) == wanted
+                && status.available_replicas.unwrap_or(0) == wanted
+                && status.replicas.unwrap_or(0) == wanted
+                && status.terminating_replicas.unwrap_or(0) == 0
+        });
+        Self::updated_if(done, &spec.selector)
     }
 
-    pub fn of_stateful_set(s: &StatefulSet, rotation_id: &str) -> Self {
-        if template_rotation(s.spec.as_ref().and_then(|s| s.template.metadata.as_ref()))
-            != Some(rotation_id)
-        {
-            return Self::NotRestarted;
-        }
-        let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let Some(status) = &s.status else {
+    pub fn of_stateful_set(s: &StatefulSet, restart: Restart<'_>) -> Self {
+        let Some(spec) = &s.spec else {
             return Self::Rolling;
         };
-        let done = status.observed_generation >= s.meta().generation
-            && status.updated_replicas.unwrap_or(0) == wanted
-            && status.ready_replicas.unwrap_or(0) == wanted
-            && status.current_revision.is_some()
-            && status.current_revision == status.update_revision;
-        if done { Self::Complete } else { Self::Rolling }
+        if !carries(Some(&spec.template), restart) {
+            return Self::NotRestarted;
+        }
+        let wanted = spec.replicas.unwrap_or(1);
+        let done = s.status.as_ref().is_some_and(|status| {
+            status.observed_generation >= s.meta().generation
+                && status.updated_replicas.unwrap_or(0) == wanted
+                && status.ready_replicas.unwrap_or(0) == wanted
+                && status.current_revision.is_some()
+                && status.current_revision == status.update_revision
+        });
+        Self::updated_if(done, &spec.selector)
     }
 
-    pub fn of_daemon_set(d: &DaemonSet, rotation_id: &str) -> Self {
-        if template_rotation(d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()))
-            != Some(rotation_id)
-        {
-            return Self::NotRestarted;
-        }
-        let Some(status) = &d.status else {
+    pub fn of_daemon_set(d: &DaemonSet, restart: Restart<'_>) -> Self {
+        let Some(spec) = &d.spec else {
             return Self::Rolling;
         };
-        let wanted = status.desired_number_scheduled;
-        let done = status.observed_generation >= d.meta().generation
-            && status.updated_number_scheduled.unwrap_or(0) == wanted
-            && status.number_available.unwrap_or(0) == wanted;
-        if done { Self::Complete } else { Self::Rolling }
+        if !carries(Some(&spec.template), restart) {
+            return Self::NotRestarted;
+        }
+        let done = d.status.as_ref().is_some_and(|status| {
+            let wanted = status.desired_number_scheduled;
+            status.observed_generation >= d.meta().generation
+                && status.updated_number_scheduled.unwrap_or(0) == wanted
+                && status.number_available.unwrap_or(0) == wanted
+        });
+        Self::updated_if(done, &spec.selector)
+    }
+
+    fn updated_if(done: bool, selector: &LabelSelector) -> Self {
+        if done {
+            Self::Updated {
+                selector: label_selector(selector),
+            }
+        } else {
+            Self::Rolling
+        }
     }
 }
 
-fn template_rotation(meta: Option<&kube::api::ObjectMeta>) -> Option<&str> {
-    meta?
-        .annotations
-        .as_ref()?
-        .get(ROTATION_ANNOTATION)
-        .map(String::as_str)
+fn carries(template: Option<&PodTemplateSpec>, (key, value): Restart<'_>) -> bool {
+    template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| v == value)
 }
 
-fn restart_patch(rotation_id: &str) -> serde_json::Value {
-    json!({"spec": {"template": {"metadata": {"annotations": {ROTATION_ANNOTATION: rotation_id}}}}})
+/// Pods copy their template's annotations: a pod without this restart's value is of an older
+/// template, and may still hold the old password, terminating or not.
+pub fn older_pods(pods: &[Pod], (key, value): Restart<'_>) -> usize {
+    pods.iter()
+        .filter(|pod| {
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .is_none_or(|v| v != value)
+        })
+        .count()
+}
+
+/// A label selector in the form the list API takes.
+pub fn label_selector(selector: &LabelSelector) -> String {
+    let labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"));
+    let expressions = selector.match_expressions.iter().flatten().map(|e| {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        }
+    });
+    labels.chain(expressions).collect::<Vec<_>>().join(",")
+}
+
+fn restart_patch((key, value): Restart<'_>) -> serde_json::Value {
+    json!({"spec": {"template": {"metadata": {"annotations": {key: value}}}}})
 }
 
 /// Restarts and observes the workloads of one namespace.
@@ -98,31 +151,35 @@ impl Workloads {
         }
     }
 
-    pub async fn state(&self, workload: &WorkloadRef, rotation_id: &str) -> Result<WorkloadState> {
+    pub async fn state(
+        &self,
+        workload: &WorkloadRef,
+        restart: Restart<'_>,
+    ) -> Result<WorkloadState> {
         let name = &workload.name;
         Ok(match workload.kind {
             WorkloadKind::Deployment => self
                 .api::<Deployment>()
                 .get_opt(name)
                 .await?
-                .map(|d| WorkloadState::of_deployment(&d, rotation_id)),
+                .map(|d| WorkloadState::of_deployment(&d, restart)),
             WorkloadKind::StatefulSet => self
                 .api::<StatefulSet>()
                 .get_opt(name)
                 .await?
-                .map(|s| WorkloadState::of_stateful_set(&s, rotation_id)),
+                .map(|s| WorkloadState::of_stateful_set(&s, restart)),
             WorkloadKind::DaemonSet => self
                 .api::<DaemonSet>()
                 .get_opt(name)
                 .await?
-                .map(|d| WorkloadState::of_daemon_set(&d, rotation_id)),
+                .map(|d| WorkloadState::of_daemon_set(&d, restart)),
         }
         .unwrap_or(WorkloadState::Missing))
     }
 
-    /// Sets the pod-template annotation; the same value twice changes nothing.
-    pub async fn restart(&self, workload: &WorkloadRef, rotation_id: &str) -> Result<()> {
-        let patch = restart_patch(rotation_id);
+    /// Sets this resource's restart annotation; the same value twice changes nothing.
+    pub async fn restart(&self, workload: &WorkloadRef, restart: Restart<'_>) -> Result<()> {
+        let patch = restart_patch(restart);
         let params = PatchParams::default();
         let name = &workload.name;
         match workload.kind {
@@ -145,27 +202,35 @@ impl Workloads {
         Ok(())
     }
 
-    /// Restarts each workload not yet on `rotation_id` and reports which are still rolling.
+    /// Restarts each workload not yet carrying `restart` and reports which are still rolling.
     pub async fn advance(
         &self,
         workloads: &[WorkloadRef],
-        rotation_id: &str,
+        restart: Restart<'_>,
     ) -> Result<RolloutProgress> {
         let mut pending = Vec::new();
         for workload in workloads {
-            let state = match self.state(workload, rotation_id).await? {
+            let state = match self.state(workload, restart).await? {
                 WorkloadState::NotRestarted => {
-                    self.restart(workload, rotation_id).await?;
+                    self.restart(workload, restart).await?;
                     WorkloadState::Rolling
                 }
                 other => other,
             };
+            let name = format!("{:?}/{}", workload.kind, workload.name);
             match state {
-                WorkloadState::Complete => {}
-                WorkloadState::Missing => {
-                    pending.push(format!("{:?}/{} (not found)", workload.kind, workload.name))
+                WorkloadState::Updated { selector } => {
+                    let pods = self
+                        .api::<Pod>()
+                        .list(&ListParams::default().labels(&selector))
+                        .await?;
+                    let older = older_pods(&pods.items, restart);
+                    if older > 0 {
+                        pending.push(format!("{name} ({older} pods of an older template remain)"));
+                    }
                 }
-                _ => pending.push(format!("{:?}/{}", workload.kind, workload.name)),
+                WorkloadState::Missing => pending.push(format!("{name} (not found)")),
+                _ => pending.push(name),
             }
         }
         Ok(if pending.is_empty() {
@@ -188,17 +253,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deployment(
-        template_rotation: &str,
-        generation: i64,
-        status: serde_json::Value,
-    ) -> Deployment {
+    const KEY: &str = "rotation.rotator.dev/app";
+
+    fn deployment(restart: &str, generation: i64, status: serde_json::Value) -> Deployment {
         serde_json::from_value(json!({
             "metadata": {"name": "app", "generation": generation},
             "spec": {
                 "replicas": 2,
                 "selector": {"matchLabels": {"app": "a"}},
-                "template": {"metadata": {"annotations": {ROTATION_ANNOTATION: template_rotation}}},
+                "template": {"metadata": {"annotations": {KEY: restart, "rotation.rotator.dev/other": "x"}}},
             },
             "status": status,
         }))
@@ -206,24 +269,76 @@ mod tests {
     }
 
     #[test]
-    fn a_deployment_is_complete_only_when_every_replica_is_new_and_available() {
+    fn a_deployment_is_updated_only_when_every_replica_is_new_and_none_terminates() {
         let done = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
         assert_eq!(
-            WorkloadState::of_deployment(&deployment("r1", 2, done.clone()), "r1"),
-            WorkloadState::Complete
+            WorkloadState::of_deployment(&deployment("r1", 2, done.clone()), (KEY, "r1")),
+            WorkloadState::Updated {
+                selector: "app=a".into()
+            }
         );
         assert_eq!(
-            WorkloadState::of_deployment(&deployment("r0", 2, done.clone()), "r1"),
+            WorkloadState::of_deployment(&deployment("r0", 2, done.clone()), (KEY, "r1")),
             WorkloadState::NotRestarted
         );
         assert_eq!(
-            WorkloadState::of_deployment(&deployment("r1", 3, done), "r1"),
+            WorkloadState::of_deployment(
+                &deployment("r1", 2, done.clone()),
+                ("rotation.rotator.dev/b", "r1")
+            ),
+            WorkloadState::NotRestarted,
+            "another resource's key is not this one's restart"
+        );
+        assert_eq!(
+            WorkloadState::of_deployment(&deployment("r1", 3, done), (KEY, "r1")),
             WorkloadState::Rolling
         );
         let surging = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2});
         assert_eq!(
-            WorkloadState::of_deployment(&deployment("r1", 2, surging), "r1"),
+            WorkloadState::of_deployment(&deployment("r1", 2, surging), (KEY, "r1")),
             WorkloadState::Rolling
+        );
+        let terminating = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "terminatingReplicas": 1});
+        assert_eq!(
+            WorkloadState::of_deployment(&deployment("r1", 2, terminating), (KEY, "r1")),
+            WorkloadState::Rolling
+        );
+    }
+
+    #[test]
+    fn pods_without_this_restart_are_older_terminating_or_not() {
+        let pod = |value: Option<&str>, terminating: bool| -> Pod {
+            let mut meta = json!({"name": "p"});
+            if let Some(v) = value {
+                meta["annotations"] = json!({KEY: v});
+            }
+            if terminating {
+                meta["deletionTimestamp"] = json!("2026-06-01T12:00:00Z");
+            }
+            serde_json::from_value(json!({"metadata": meta})).unwrap()
+        };
+        let pods = [
+            pod(Some("r1"), false),
+            pod(Some("r0"), true),
+            pod(None, false),
+            pod(Some("r1"), true),
+        ];
+        assert_eq!(older_pods(&pods, (KEY, "r1")), 2);
+    }
+
+    #[test]
+    fn selectors_render_as_the_list_api_takes_them() {
+        let selector: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "a", "tier": "cache"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["prod", "stage"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(
+            label_selector(&selector),
+            "app=a,tier=cache,env in (prod,stage),!canary"
         );
     }
 }

@@ -21,6 +21,30 @@ pub struct StateSummary {
     pub has_previous: bool,
 }
 
+/// What the workload Secret holds under its password key, compared with the state Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretHolds {
+    /// No password (no Secret, or no such key).
+    Nothing,
+    /// The new password of the rotation in flight.
+    Pending,
+    /// The password that was current when the rotation started.
+    Previous,
+    /// Some other password (or any password, when no rotation is in flight).
+    Other,
+}
+
+impl SecretHolds {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SecretHolds::Nothing => "no password",
+            SecretHolds::Pending => "the new password",
+            SecretHolds::Previous => "the old password",
+            SecretHolds::Other => "a password this rotation does not know",
+        }
+    }
+}
+
 /// Progress of the listed workloads onto the current rotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RolloutProgress {
@@ -39,8 +63,8 @@ pub struct Observation<'a> {
     pub status: &'a PasswordRotationStatus,
     pub rotate_annotation: Option<&'a str>,
     pub state: Option<&'a StateSummary>,
-    /// Whether the workload Secret holds a password under `spec.secret.passwordKey`.
-    pub workload_has_password: bool,
+    /// What the workload Secret holds under `spec.secret.passwordKey`.
+    pub workload_secret: SecretHolds,
     /// Observed only while Published; `None` otherwise.
     pub rollout: Option<RolloutProgress>,
     /// Another resource that rotates the same user and came first.
@@ -67,12 +91,16 @@ pub enum Decision {
     Idle { next_rotation: Option<Timestamp> },
     /// Start a rotation: generate a password and write the state Secret.
     Stage { trigger: Trigger },
+    /// Blocked at Staged because the database refused the old password, and the workload
+    /// Secret now holds another one: take that as the old password and try again.
+    Restage,
     /// The state Secret exists but status does not know it (a crash right after staging).
     Adopt { rotation_id: String },
     /// Add the new password beside the old one (POST).
     Add,
-    /// Replace every password with the new one (PUT), `mode: Replace`.
-    Replace,
+    /// Replace every password with the new one (PUT), `mode: Replace`; `replay` when a PUT
+    /// may already have been sent for this rotation.
+    Replace { replay: bool },
     /// Authenticate with the new password on `spec.verify.endpoint`.
     Verify,
     /// Write the new password into the workload Secret and restart the workloads.
@@ -83,6 +111,12 @@ pub enum Decision {
         degraded: bool,
         requeue_after: Duration,
     },
+    /// The workload Secret no longer holds the new password (a GitOps sync, another
+    /// controller, a person put something back): keep every password and wait.
+    HoldDrifted { holds: SecretHolds },
+    /// The workload Secret holds the new password again after a drift: pods started meanwhile
+    /// may hold the old one, so restart the workloads again and count the overlap anew.
+    ResumeAfterDrift,
     /// Rolled out and the overlap has passed.
     MarkRolledOut,
     /// Delete the old password; `replay` when a DELETE may already have been sent.
@@ -102,6 +136,9 @@ pub fn decide(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     }
     let status = obs.status;
     let in_flight = status.phase == Some(Phase::Rotating) && status.step.is_some();
+    if restage_possible(obs) {
+        return Decision::Restage;
+    }
     if status.phase == Some(Phase::Blocked) && !unblocked(obs) {
         return Decision::StayBlocked {
             retry_at: status.blocked_time.as_ref().map_or(obs.now, |t| t.0) + BLOCKED_RETRY,
@@ -129,6 +166,21 @@ pub fn decide(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     }
 }
 
+/// Nothing was added yet and the only thing wrong was the old password: a workload Secret
+/// that now holds another password is the fix. Never for other reasons, so that editing the
+/// workload Secret cannot spend the admin's failed-login budget.
+fn restage_possible(obs: &Observation<'_>) -> bool {
+    let status = obs.status;
+    status.phase == Some(Phase::Blocked)
+        && status.step == Some(Step::Staged)
+        && obs.state.is_some()
+        && obs.workload_secret == SecretHolds::Other
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == OLD_PASSWORD_REJECTED)
+}
+
 fn unblocked(obs: &Observation<'_>) -> bool {
     let status = obs.status;
     if obs.credentials_changed_since_block || status.observed_generation != obs.generation {
@@ -147,13 +199,25 @@ fn next_step(
     state: &StateSummary,
 ) -> Decision {
     let mode = obs.spec.mode;
+    if step >= Step::Published {
+        // Never delete a password the workload Secret holds, never forget the one it should.
+        if obs.workload_secret != SecretHolds::Pending {
+            return Decision::HoldDrifted {
+                holds: obs.workload_secret,
+            };
+        }
+        if step == Step::Published && obs.status.drifted_time.is_some() {
+            return Decision::ResumeAfterDrift;
+        }
+    }
     match step {
         Step::Staged => match mode {
             Mode::AddThenDelete => Decision::Add,
-            Mode::Replace => Decision::Replace,
+            Mode::Replace => Decision::Replace { replay: false },
         },
+        Step::Replacing => Decision::Replace { replay: true },
         Step::Added if obs.spec.verify.is_some() => Decision::Verify,
-        Step::Added | Step::Verified => Decision::Publish,
+        Step::Added | Step::Verified | Step::Publishing => Decision::Publish,
         Step::Published => await_rollout(obs, valid),
         Step::RolledOut | Step::Retired if mode == Mode::Replace || !state.has_previous => {
             Decision::Finish
@@ -171,7 +235,13 @@ fn await_rollout(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
         .as_ref()
         .map(|t| t.0)
         .unwrap_or(obs.now);
-    let elapsed = obs.now.duration_since(published).unsigned_abs();
+    // A clock behind the publish time (another replica's, after a failover) counts as no time
+    // passed, never as time passed.
+    let elapsed = if obs.now > published {
+        obs.now.duration_since(published).unsigned_abs()
+    } else {
+        Duration::ZERO
+    };
     let pending = match &obs.rollout {
         Some(RolloutProgress::Complete) => Vec::new(),
         Some(RolloutProgress::Pending(names)) => names.clone(),
@@ -218,7 +288,7 @@ fn due(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     });
     match trigger {
         // The current password is the one to rotate from; without it nothing can start.
-        Some(_) if !obs.workload_has_password => Decision::Invalid {
+        Some(_) if obs.workload_secret == SecretHolds::Nothing => Decision::Invalid {
             field: "spec.secret",
             message: format!(
                 "Secret {} has no key {}: put the current password there",
@@ -253,7 +323,7 @@ pub fn next_rotation(obs: &Observation<'_>, valid: &ValidSpec) -> Option<Timesta
 pub fn step_after(decision: &Decision) -> Option<Step> {
     match decision {
         Decision::Stage { .. } | Decision::Adopt { .. } => Some(Step::Staged),
-        Decision::Add | Decision::Replace => Some(Step::Added),
+        Decision::Add | Decision::Replace { .. } => Some(Step::Added),
         Decision::Verify => Some(Step::Verified),
         Decision::Publish => Some(Step::Published),
         Decision::MarkRolledOut => Some(Step::RolledOut),
@@ -280,6 +350,9 @@ pub enum CallFailure {
     NotFound { detail: String },
     /// The cluster refused the generated password.
     NotComplex,
+    /// The server's certificate is neither pinned in nor signed by `caSecret`; `detail` says
+    /// what the server presented.
+    TlsUntrusted { detail: String },
     /// Worth retrying: 5xx, timeouts, dropped connections.
     Transient { detail: String },
     /// Anything else.
@@ -303,17 +376,32 @@ pub enum CallOutcome {
     },
 }
 
-/// The meaning of an add (POST) or replace (PUT) result.
+/// Reason of a block on the admin login, whose budget all its resources share.
+pub const UNAUTHORIZED: &str = "Unauthorized";
+
+/// Reason of a block on the old password, which a fixed workload Secret lifts.
+pub const OLD_PASSWORD_REJECTED: &str = "OldPasswordRejected";
+
+/// The meaning of an add (POST) result.
 pub fn on_add(result: Result<(), CallFailure>) -> CallOutcome {
     match result {
         Ok(()) | Err(CallFailure::AlreadyPresent) => CallOutcome::Done,
         Err(CallFailure::PasswordRejected) => CallOutcome::Block {
-            reason: "OldPasswordRejected",
+            reason: OLD_PASSWORD_REJECTED,
             message: "the database does not accept the password in the workload Secret \
                       (spec.secret); put the current password there"
                 .into(),
         },
         Err(failure) => common(failure),
+    }
+}
+
+/// The meaning of a replace (PUT) result. On a replay a refused old password means the
+/// earlier PUT landed: the new password is the only one now. The PUT is never sent again.
+pub fn on_replace(result: Result<(), CallFailure>, replay: bool) -> CallOutcome {
+    match result {
+        Err(CallFailure::PasswordRejected) if replay => CallOutcome::Done,
+        other => on_add(other),
     }
 }
 
@@ -324,7 +412,7 @@ pub fn on_delete(result: Result<(), CallFailure>, replay: bool) -> CallOutcome {
         Ok(()) | Err(CallFailure::LastPassword) => CallOutcome::Done,
         Err(CallFailure::PasswordRejected) if replay => CallOutcome::Done,
         Err(CallFailure::PasswordRejected) => CallOutcome::Block {
-            reason: "OldPasswordRejected",
+            reason: OLD_PASSWORD_REJECTED,
             message: "the old password was already refused before it was deleted; \
                       something else changed this user's passwords"
                 .into(),
@@ -344,7 +432,7 @@ pub fn on_rollback(result: Result<(), CallFailure>) -> CallOutcome {
 fn common(failure: CallFailure) -> CallOutcome {
     match failure {
         CallFailure::AdminUnauthorized { detail } => CallOutcome::Block {
-            reason: "Unauthorized",
+            reason: UNAUTHORIZED,
             message: format!(
                 "the admin credentials (spec.target.redisSoftware.credentialsSecret) were \
                  refused: {detail}; not retried until that Secret changes or {} min pass, \
@@ -364,6 +452,13 @@ fn common(failure: CallFailure) -> CallOutcome {
             reason: "PasswordNotComplex",
             message: "the cluster refused the generated password; raise spec.password.length"
                 .into(),
+        },
+        CallFailure::TlsUntrusted { detail } => CallOutcome::Block {
+            reason: "TlsUntrusted",
+            message: format!(
+                "the server's certificate is not trusted by spec.target.redisSoftware.caSecret \
+                 (nor valid for its name; see tls.serverName): {detail}"
+            ),
         },
         CallFailure::Transient { detail } => CallOutcome::Retry {
             reason: "TargetUnavailable",
@@ -415,7 +510,8 @@ mod tests {
         rollout: Option<RolloutProgress>,
         now: Timestamp,
         generation: i64,
-        workload_has_password: bool,
+        /// What the workload Secret holds; by default the new password once published.
+        workload_secret: Option<SecretHolds>,
     }
 
     impl Case {
@@ -428,7 +524,7 @@ mod tests {
                 rollout: None,
                 now: ts(NOW),
                 generation: 1,
-                workload_has_password: true,
+                workload_secret: None,
             }
         }
 
@@ -458,7 +554,13 @@ mod tests {
                 status: &self.status,
                 rotate_annotation: self.annotation,
                 state: self.state.as_ref(),
-                workload_has_password: self.workload_has_password,
+                workload_secret: self.workload_secret.unwrap_or(
+                    if self.state.is_some() && self.status.step >= Some(Step::Published) {
+                        SecretHolds::Pending
+                    } else {
+                        SecretHolds::Other
+                    },
+                ),
                 rollout: self.rollout.clone(),
                 conflict_with: None,
                 credentials_changed_since_block: false,
@@ -573,7 +675,7 @@ mod tests {
     #[test]
     fn a_due_rotation_without_the_current_password_names_the_secret() {
         let mut case = Case::new(spec(json!({"rotationRequest": "t1"}))).observed();
-        case.workload_has_password = false;
+        case.workload_secret = Some(SecretHolds::Nothing);
         match case.decide() {
             Decision::Invalid { field, message } => {
                 assert_eq!(field, "spec.secret");
@@ -628,7 +730,9 @@ mod tests {
     #[test]
     fn replace_mode_puts_and_never_deletes() {
         let case = Case::new(spec(json!({"mode": "Replace"}))).in_flight(Step::Staged);
-        assert_eq!(case.decide(), Decision::Replace);
+        assert_eq!(case.decide(), Decision::Replace { replay: false });
+        let case = case.in_flight(Step::Replacing);
+        assert_eq!(case.decide(), Decision::Replace { replay: true });
         assert_eq!(case.in_flight(Step::RolledOut).decide(), Decision::Finish);
     }
 
@@ -804,11 +908,106 @@ mod tests {
     #[test]
     fn step_after_each_effect() {
         assert_eq!(step_after(&Decision::Add), Some(Step::Added));
-        assert_eq!(step_after(&Decision::Replace), Some(Step::Added));
+        assert_eq!(
+            step_after(&Decision::Replace { replay: true }),
+            Some(Step::Added)
+        );
         assert_eq!(
             step_after(&Decision::Retire { replay: true }),
             Some(Step::Retired)
         );
         assert_eq!(step_after(&Decision::Finish), None);
+    }
+
+    #[test]
+    fn a_clock_behind_the_publish_time_never_shortens_the_overlap() {
+        let mut case = Case::new(spec(
+            json!({"rollout": {"overlap": "5m", "timeout": "30m"}}),
+        ))
+        .in_flight(Step::Published);
+        case.status.published_time = Some(Time(ts("2026-06-01T12:10:00Z")));
+        case.rollout = Some(RolloutProgress::Complete);
+        assert!(
+            matches!(case.decide(), Decision::AwaitRollout { requeue_after, .. }
+                if requeue_after == Duration::from_secs(300)),
+            "{:?}",
+            case.decide()
+        );
+    }
+
+    #[test]
+    fn a_drifted_secret_holds_every_step_from_published_on() {
+        for step in [Step::Published, Step::RolledOut, Step::Retired] {
+            for holds in [
+                SecretHolds::Previous,
+                SecretHolds::Other,
+                SecretHolds::Nothing,
+            ] {
+                let mut case =
+                    Case::new(spec(json!({"rollout": {"overlap": "0s"}}))).in_flight(step);
+                case.status.published_time = Some(Time(ts("2026-06-01T11:00:00Z")));
+                case.rollout = Some(RolloutProgress::Complete);
+                case.workload_secret = Some(holds);
+                assert_eq!(
+                    case.decide(),
+                    Decision::HoldDrifted { holds },
+                    "at {step:?}"
+                );
+            }
+        }
+        let mut case = Case::new(spec(json!({"mode": "Replace"}))).in_flight(Step::RolledOut);
+        case.workload_secret = Some(SecretHolds::Previous);
+        assert!(
+            matches!(case.decide(), Decision::HoldDrifted { .. }),
+            "nor finishes"
+        );
+    }
+
+    #[test]
+    fn a_healed_drift_restarts_the_rollout() {
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::Published);
+        case.status.drifted_time = Some(Time(ts("2026-06-01T11:59:00Z")));
+        assert_eq!(case.decide(), Decision::ResumeAfterDrift);
+    }
+
+    #[test]
+    fn a_fixed_workload_secret_restages_a_rotation_blocked_on_the_old_password() {
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::Staged);
+        case.status.phase = Some(Phase::Blocked);
+        case.status.blocked_time = Some(Time(case.now));
+        case.status
+            .conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: OLD_PASSWORD_REJECTED.into(),
+                message: String::new(),
+                last_transition_time: Time(case.now),
+                observed_generation: Some(1),
+            });
+        case.workload_secret = Some(SecretHolds::Previous);
+        assert!(matches!(case.decide(), Decision::StayBlocked { .. }));
+        case.workload_secret = Some(SecretHolds::Other);
+        assert_eq!(case.decide(), Decision::Restage);
+        case.status.conditions[0].reason = "Unauthorized".into();
+        assert!(
+            matches!(case.decide(), Decision::StayBlocked { .. }),
+            "a wrong admin is not retried because the workload Secret changed"
+        );
+    }
+
+    #[test]
+    fn a_replayed_put_whose_old_password_is_refused_landed() {
+        assert_eq!(
+            on_replace(Err(CallFailure::PasswordRejected), true),
+            CallOutcome::Done
+        );
+        assert!(matches!(
+            on_replace(Err(CallFailure::PasswordRejected), false),
+            CallOutcome::Block {
+                reason: OLD_PASSWORD_REJECTED,
+                ..
+            }
+        ));
     }
 }

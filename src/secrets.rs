@@ -10,20 +10,42 @@ use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use crate::plan::Plan;
 use crate::resource::PasswordRotation;
+use crate::rotation::SecretHolds;
 use crate::{Error, Result};
 
 pub const MANAGER: &str = "password-rotator";
 const PENDING: &str = "pending";
 const PREVIOUS: &str = "previous";
 const ROTATION_ID: &str = "rotationId";
+const PLAN: &str = "plan";
 
-/// The passwords of a rotation in flight. Debug shows no password.
+/// The passwords of a rotation in flight, and its plan. Debug shows no password.
 #[derive(Debug)]
 pub struct RotationState {
     pub rotation_id: String,
     pub pending: SecretString,
     pub previous: Option<SecretString>,
+    /// Absent in state Secrets written before plans were pinned.
+    pub plan: Option<Plan>,
+}
+
+impl RotationState {
+    /// What `password` (from the workload Secret) is to this rotation.
+    pub fn holds(&self, password: Option<&SecretString>) -> SecretHolds {
+        let Some(password) = password else {
+            return SecretHolds::Nothing;
+        };
+        let same = |other: &SecretString| other.expose_secret() == password.expose_secret();
+        if same(&self.pending) {
+            SecretHolds::Pending
+        } else if self.previous.as_ref().is_some_and(same) {
+            SecretHolds::Previous
+        } else {
+            SecretHolds::Other
+        }
+    }
 }
 
 pub fn state_secret_name(rotation: &PasswordRotation) -> String {
@@ -53,10 +75,18 @@ pub async fn read_state(api: &Api<Secret>, name: &str) -> Result<Option<Rotation
             problem: "the state Secret lacks rotationId or pending".into(),
         });
     };
+    let plan = match text_value(&secret, PLAN) {
+        Some(plan) => Some(serde_json::from_str(&plan).map_err(|e| Error::Secret {
+            name: name.into(),
+            problem: format!("the state Secret's plan is unreadable: {e}"),
+        })?),
+        None => None,
+    };
     Ok(Some(RotationState {
         rotation_id,
         pending,
         previous: value(&secret, PREVIOUS),
+        plan,
     }))
 }
 
@@ -73,6 +103,10 @@ pub async fn create_state(
     if let Some(previous) = &state.previous {
         data.insert(PREVIOUS.to_owned(), bytes(previous.expose_secret()));
     }
+    if let Some(plan) = &state.plan {
+        let plan = serde_json::to_string(plan).expect("a plan always serializes");
+        data.insert(PLAN.to_owned(), bytes(&plan));
+    }
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(state_secret_name(rotation)),
@@ -88,6 +122,14 @@ pub async fn create_state(
         ..Secret::default()
     };
     api.create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+/// Takes `previous` as the password the rotation starts from (nothing was added yet).
+pub async fn restage(api: &Api<Secret>, name: &str, previous: &SecretString) -> Result<()> {
+    let patch = json!({"data": {PREVIOUS: bytes(previous.expose_secret())}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
@@ -116,23 +158,49 @@ pub async fn orphan_state(api: &Api<Secret>, name: &str) -> Result<()> {
     }
 }
 
-/// Writes the password (and the user name, for user targets) into the workload Secret.
+/// Writes the password (and the user name, for user targets) into the workload Secret, and
+/// returns the Secret as written.
 pub async fn publish(
     api: &Api<Secret>,
     name: &str,
     password_key: &str,
     username: Option<(&str, &str)>,
     password: &SecretString,
-) -> Result<()> {
+) -> Result<Secret> {
     let mut data = serde_json::Map::new();
     data.insert(password_key.into(), json!(bytes(password.expose_secret())));
     if let Some((key, user)) = username {
         data.insert(key.into(), json!(bytes(user)));
     }
     let patch = json!({"data": data});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+    Ok(api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?)
+}
+
+/// Who last wrote `key` of the Secret, and when, from its managed fields.
+pub fn last_writer(secret: &Secret, key: &str) -> Option<(String, Option<String>)> {
+    let field = format!("f:{key}");
+    secret
+        .metadata
+        .managed_fields
+        .as_ref()?
+        .iter()
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:data"))
+                .and_then(|data| data.get(&field))
+                .is_some()
+        })
+        .max_by_key(|entry| entry.time.as_ref().map(|t| t.0))
+        .map(|entry| {
+            (
+                entry.manager.clone().unwrap_or_else(|| "(unnamed)".into()),
+                entry.time.as_ref().map(|t| t.0.to_string()),
+            )
+        })
 }
 
 fn bytes(text: &str) -> ByteString {
@@ -162,6 +230,7 @@ mod tests {
             rotation_id: "r1".into(),
             pending: SecretString::from("Pending-Pass-123456"),
             previous: Some(SecretString::from("Previous-Pass-654321")),
+            plan: None,
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));
@@ -169,5 +238,28 @@ mod tests {
             !debug.contains("Pending-Pass") && !debug.contains("Previous-Pass"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn the_last_writer_of_a_key_comes_from_managed_fields() {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s", "managedFields": [
+                {"manager": "password-rotator", "operation": "Update", "time": "2026-06-01T12:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:password": {}, "f:username": {}}}},
+                {"manager": "argocd-controller", "operation": "Apply", "time": "2026-06-01T12:05:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:password": {}}}},
+                {"manager": "kubectl-label", "operation": "Update", "time": "2026-06-01T12:09:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}},
+            ]},
+        }))
+        .unwrap();
+        let (manager, time) = last_writer(&secret, "password").unwrap();
+        assert_eq!(manager, "argocd-controller");
+        assert_eq!(time.as_deref(), Some("2026-06-01T12:05:00Z"));
+        assert_eq!(
+            last_writer(&secret, "username").unwrap().0,
+            "password-rotator"
+        );
+        assert_eq!(last_writer(&secret, "other"), None);
     }
 }

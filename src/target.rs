@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 
+use crate::login_budget::{AdminAccount, Refusal};
 use crate::redis_software::{ApiError, RedisSoftwareClient};
 use crate::rotation::CallFailure;
 use crate::validation::TargetKind;
@@ -41,6 +43,29 @@ pub struct RedisSoftware {
     /// Shared by every resource that targets the same cluster, so that many rotations at
     /// once do not hammer one cluster.
     pub calls: Arc<Semaphore>,
+    /// The failed-login budget of the admin login, shared by every resource that uses it.
+    pub account: Arc<AdminAccount>,
+    /// Identifies that account in status.
+    pub account_key: String,
+    /// Hash of the admin credentials this client logs in with.
+    pub credentials: String,
+    /// `namespace/name` of the resource the calls are for.
+    pub resource: String,
+}
+
+/// One call to the password list.
+enum Call<'a> {
+    Add {
+        current: &'a SecretString,
+        new: &'a SecretString,
+    },
+    Replace {
+        current: &'a SecretString,
+        new: &'a SecretString,
+    },
+    Delete {
+        old: &'a SecretString,
+    },
 }
 
 impl RedisSoftware {
@@ -52,9 +77,80 @@ impl RedisSoftware {
             Err(e) if e.is_unauthorized() => CallFailure::AdminUnauthorized {
                 detail: e.to_string(),
             },
-            Err(e) => classify(e).unwrap_or(CallFailure::Transient {
-                detail: error.to_string(),
+            // A block as well, and the more useful explanation.
+            Err(ApiError::TlsUntrusted { detail, .. }) => CallFailure::TlsUntrusted { detail },
+            // Retrying fast could be retrying a refused admin login: take it as one.
+            Err(e) => CallFailure::AdminUnauthorized {
+                detail: format!(
+                    "{error}, and the admin read that would tell a refused admin login from a \
+                     refused old password failed too ({e})"
+                ),
+            },
+        }
+    }
+
+    /// Sends `call` within the account's budget: one call at a time per admin login, and
+    /// none with credentials that were refused less than a lockout ago.
+    async fn send(&self, call: Call<'_>) -> Result<(), CallFailure> {
+        let held = |refusal: Refusal| CallFailure::AdminUnauthorized {
+            detail: format!(
+                "these admin credentials were refused at {} (for PasswordRotation {}); no \
+                 login is tried with them before {}",
+                refusal.at,
+                refusal.by,
+                refusal.until()
+            ),
+        };
+        if let Some(refusal) = self
+            .account
+            .refusal_against(&self.credentials, Timestamp::now())
+        {
+            return Err(held(refusal));
+        }
+        let _one = self.account.one_call().await;
+        if let Some(refusal) = self
+            .account
+            .refusal_against(&self.credentials, Timestamp::now())
+        {
+            return Err(held(refusal));
+        }
+        let _permit = self.calls.acquire().await.expect("never closed");
+        let result = self.dispatch(call).await;
+        match &result {
+            Err(CallFailure::AdminUnauthorized { .. }) => self.account.refused(Refusal {
+                at: Timestamp::now(),
+                credentials: self.credentials.clone(),
+                by: self.resource.clone(),
             }),
+            Err(CallFailure::Transient { .. } | CallFailure::TlsUntrusted { .. }) => {}
+            _ => self.account.accepted(&self.credentials),
+        }
+        result
+    }
+
+    async fn dispatch(&self, call: Call<'_>) -> Result<(), CallFailure> {
+        match (&self.kind, call) {
+            (TargetKind::User(user), Call::Add { current, new }) => {
+                let result = self.client.add_user_password(user, current, new).await;
+                self.classify_user_call(result).await
+            }
+            (TargetKind::User(user), Call::Replace { current, new }) => {
+                let result = self.client.replace_user_password(user, current, new).await;
+                self.classify_user_call(result).await
+            }
+            (TargetKind::User(user), Call::Delete { old }) => {
+                let result = self.client.delete_user_password(user, old).await;
+                self.classify_user_call(result).await
+            }
+            (TargetKind::Database(uid), Call::Add { new, .. }) => {
+                database_call(self.client.add_database_password(*uid, new).await)
+            }
+            (TargetKind::Database(uid), Call::Replace { new, .. }) => {
+                database_call(self.client.replace_database_password(*uid, new).await)
+            }
+            (TargetKind::Database(uid), Call::Delete { old }) => {
+                database_call(self.client.delete_database_password(*uid, old).await)
+            }
         }
     }
 
@@ -72,6 +168,9 @@ impl RedisSoftware {
 /// Maps what every Redis Software password call can answer; `None` for a 401, which only
 /// the caller can explain.
 fn classify(error: ApiError) -> Option<CallFailure> {
+    if let ApiError::TlsUntrusted { detail, .. } = error {
+        return Some(CallFailure::TlsUntrusted { detail });
+    }
     if error.is_new_password_same_as_current() {
         return Some(CallFailure::AlreadyPresent);
     }
@@ -98,42 +197,15 @@ fn classify(error: ApiError) -> Option<CallFailure> {
 
 impl PasswordTarget for RedisSoftware {
     async fn add(&self, current: &SecretString, new: &SecretString) -> Result<(), CallFailure> {
-        let _permit = self.calls.acquire().await.expect("never closed");
-        match &self.kind {
-            TargetKind::User(user) => {
-                let result = self.client.add_user_password(user, current, new).await;
-                self.classify_user_call(result).await
-            }
-            TargetKind::Database(uid) => {
-                database_call(self.client.add_database_password(*uid, new).await)
-            }
-        }
+        self.send(Call::Add { current, new }).await
     }
 
     async fn replace(&self, current: &SecretString, new: &SecretString) -> Result<(), CallFailure> {
-        let _permit = self.calls.acquire().await.expect("never closed");
-        match &self.kind {
-            TargetKind::User(user) => {
-                let result = self.client.replace_user_password(user, current, new).await;
-                self.classify_user_call(result).await
-            }
-            TargetKind::Database(uid) => {
-                database_call(self.client.replace_database_password(*uid, new).await)
-            }
-        }
+        self.send(Call::Replace { current, new }).await
     }
 
     async fn delete(&self, old: &SecretString) -> Result<(), CallFailure> {
-        let _permit = self.calls.acquire().await.expect("never closed");
-        match &self.kind {
-            TargetKind::User(user) => {
-                let result = self.client.delete_user_password(user, old).await;
-                self.classify_user_call(result).await
-            }
-            TargetKind::Database(uid) => {
-                database_call(self.client.delete_database_password(*uid, old).await)
-            }
-        }
+        self.send(Call::Delete { old }).await
     }
 
     fn username(&self) -> Option<&str> {
@@ -201,6 +273,19 @@ mod tests {
             }),
             Some(CallFailure::Transient { .. })
         ));
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_reported_as_such() {
+        let untrusted = || ApiError::TlsUntrusted {
+            operation: Operation::AddDatabasePassword,
+            detail: "expired; the server presented subject \"CN=rs\"".into(),
+        };
+        let expected = CallFailure::TlsUntrusted {
+            detail: "expired; the server presented subject \"CN=rs\"".into(),
+        };
+        assert_eq!(classify(untrusted()), Some(expected.clone()));
+        assert_eq!(database_call(Err(untrusted())), Err(expected));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! API test server in front of it, and the operator as a separate process.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod checks;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::{Client, CustomResourceExt, ResourceExt};
 use password_rotator::resource::PasswordRotation;
 use rotator_test_support::api_server::{
-    AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, UserConfig,
+    AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, ServerTls, UserConfig,
 };
 use rotator_test_support::cluster::{self, TestNamespace};
 use rotator_test_support::redis_server::RedisServer;
@@ -50,6 +52,16 @@ impl Harness {
     /// As `new`, with `extra` more users `app-<i>` (password `extra_password(i)`), each
     /// with its workload Secret `app-<i>-redis`.
     pub async fn with_users(prefix: &str, extra: u64) -> Result<Self> {
+        Self::build(prefix, extra, ServerTls::GeneratedCa).await
+    }
+
+    /// As `new`, with the API server presenting `tls`; Secret `rs-ca` holds what
+    /// `ApiServer::ca_pem` says a user would put there.
+    pub async fn with_tls(prefix: &str, tls: ServerTls) -> Result<Self> {
+        Self::build(prefix, 0, tls).await
+    }
+
+    async fn build(prefix: &str, extra: u64, tls: ServerTls) -> Result<Self> {
         let client = cluster::client().await?;
         install_crd(&client).await?;
         let namespace = TestNamespace::new(&client, prefix).await?;
@@ -84,6 +96,7 @@ impl Harness {
             });
         }
         config.password_complexity = true;
+        config.tls = tls;
         let api = ApiServer::start(config).await?;
         let log_dir = cluster::repo_root()
             .join("target/test-logs")

@@ -75,7 +75,7 @@ short_hash() { printf '%s' "$1" | sha256sum | cut -c1-8; }
 eval "$("$here/../cluster/build.sh" --print-dirs)"   # K8S_BIN=... (kubectl v1.36)
 KUBECTL="$K8S_BIN/kubectl"
 kubectl() { "$KUBECTL" --kubeconfig "$KCFG" "$@"; }
-for tool in redis-server redis-cli python3 sha256sum base64; do
+for tool in redis-server redis-cli python3 sha256sum base64 openssl; do
   command -v "$tool" >/dev/null || fail "$tool not found: run tests/install-deps.sh (make deps)"
 done
 [ -f "$KCFG" ] && kubectl --request-timeout=5s get --raw /readyz >/dev/null 2>&1 ||
@@ -197,8 +197,17 @@ cat >"$WORK/api-server.json" <<EOF
 }
 EOF
 chmod 600 "$WORK/api-server.json"
+# The API certificate the way Redis Software ships it: self-signed, and CA:TRUE as
+# `openssl req -x509` marks it. The operator gets the certificate itself as caSecret (pinned).
+openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$WORK/api-key.pem" -out "$WORK/api-cert.pem" >"$WORK/openssl.log" 2>&1 ||
+  fail "openssl req -x509 failed (target/demo/openssl.log)"
+openssl x509 -noout -text -in "$WORK/api-cert.pem" | grep -q 'CA:TRUE' ||
+  fail "the openssl certificate is not CA:TRUE"
 "$API_SERVER" --config "$WORK/api-server.json" --listen 127.0.0.1:0 \
-  --ca-out "$WORK/ca.pem" --url-out "$WORK/url.txt" </dev/null >"$WORK/api-server.out" 2>"$WORK/api-server.log" &
+  --tls-cert "$WORK/api-cert.pem" --tls-key "$WORK/api-key.pem" \
+  --url-out "$WORK/url.txt" </dev/null >"$WORK/api-server.out" 2>"$WORK/api-server.log" &
 echo $! >"$WORK/api-server.pid"
 for _ in $(seq 100); do
   [ -s "$WORK/url.txt" ] && break
@@ -207,7 +216,8 @@ for _ in $(seq 100); do
 done
 [ -s "$WORK/url.txt" ] || fail "the API server did not start within 10 s"
 API_URL="$(cat "$WORK/url.txt")"
-ok "Redis Software API test server at $API_URL (self-signed CA in target/demo/ca.pem)"
+ok "Redis Software API test server at $API_URL"
+ok "its certificate: self-signed CA:TRUE by openssl req -x509, as Redis Software ships it; caSecret rs-ca holds it (pinned)"
 
 # auth PASSWORD: a real `AUTH orders-app PASSWORD` on redis-server; prints accepted/rejected.
 auth() {
@@ -241,8 +251,8 @@ kind: Secret
 metadata: {name: $USER_SECRET}
 stringData: {username: "$USER_NAME", password: "$OLD_PASSWORD"}
 EOF
-kubectl -n "$NS" create secret generic rs-ca --from-file=ca.crt="$WORK/ca.pem" >/dev/null
-ok "Secrets rs-admin (API admin login), rs-ca (API server CA), $USER_SECRET (what the app reads)"
+kubectl -n "$NS" create secret generic rs-ca --from-file=ca.crt="$WORK/api-cert.pem" >/dev/null
+ok "Secrets rs-admin (API admin login), rs-ca (the API server's certificate), $USER_SECRET (what the app reads)"
 
 # Pods run nowhere: kwok marks them Running and Ready on its fake node, so any image will do.
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
@@ -293,7 +303,7 @@ stamp() { local line; while IFS= read -r line; do printf '%s|%s|%s\n' "$1" "${EP
   > >(stamp rotation >&3) 2>"$WORK/watch-rotation.log" &
 echo $! >"$WORK/watch-rotation.pid"
 "$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get deployments --field-selector "metadata.name=$DEPLOYMENT" --watch \
-  -o jsonpath='{.metadata.generation}|{.status.observedGeneration}|{.status.updatedReplicas}|{.status.availableReplicas}|{.status.replicas}|{.spec.template.metadata.annotations.rotator\.dev/rotation}|{.status.conditions[?(@.type=="Progressing")].message}{"\n"}' \
+  -o jsonpath='{.metadata.generation}|{.status.observedGeneration}|{.status.updatedReplicas}|{.status.availableReplicas}|{.status.replicas}|{.spec.template.metadata.annotations.rotation\.rotator\.dev/orders-cache}|{.status.conditions[?(@.type=="Progressing")].message}{"\n"}' \
   > >(stamp deployment >&3) 2>"$WORK/watch-deployment.log" &
 echo $! >"$WORK/watch-deployment.pid"
 "$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get secrets --field-selector "metadata.name!=rs-admin,metadata.name!=rs-ca" \
@@ -444,7 +454,7 @@ while [ $done = 0 ]; do
       # generation|observedGeneration|updated|available|replicas|rotation annotation|Progressing message
       if [ "$f6" != "$last_annotation" ]; then
         last_annotation="$f6"
-        printf '%s %s  deployment/%s: pod template annotated rotator.dev/rotation=%s (generation %s)%s\n' \
+        printf '%s %s  deployment/%s: pod template annotated rotation.rotator.dev/orders-cache=%s (generation %s)%s\n' \
           "$(elapsed "$ts")" "$DIM" "$DEPLOYMENT" "$f6" "$f1" "$N"
       fi
       # Counts only once the controller has seen the current generation.
@@ -468,7 +478,7 @@ section "5. Result"
 kubectl -n "$NS" get passwordrotations
 echo
 kubectl -n "$NS" get replicasets -l "app=$DEPLOYMENT" \
-  -o custom-columns='REPLICASET:.metadata.name,DESIRED:.spec.replicas,READY:.status.readyReplicas,ROTATION:.spec.template.metadata.annotations.rotator\.dev/rotation'
+  -o custom-columns='REPLICASET:.metadata.name,DESIRED:.spec.replicas,READY:.status.readyReplicas,ROTATION:.spec.template.metadata.annotations.rotation\.rotator\.dev/orders-cache'
 
 section "Events of PasswordRotation $ROTATION"
 # The Rotated event is sent right after the last status write: give it a moment to land.

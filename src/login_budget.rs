@@ -1,0 +1,188 @@
+//! The failed-login budget of admin accounts. Redis Software locks an account after 5 failed
+//! logins in 15 minutes, for 30 minutes, and every resource that uses one admin login spends
+//! the same budget: so the budget is kept per account (cluster and admin user), not per
+//! resource. Calls with one account go one at a time, and once its login is refused no call
+//! is sent with the same credentials until a lockout has surely passed; new credentials (the
+//! Secret's data changed) may try at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use tokio::sync::MutexGuard;
+
+use crate::rotation::BLOCKED_RETRY;
+
+/// Why calls with an account are held back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub at: Timestamp,
+    /// [`credentials_hash`] of the credentials that were refused.
+    pub credentials: String,
+    /// The resource whose call was refused (`namespace/name`).
+    pub by: String,
+}
+
+impl Refusal {
+    pub fn until(&self) -> Timestamp {
+        self.at + BLOCKED_RETRY
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AdminAccount {
+    calls: tokio::sync::Mutex<()>,
+    refusal: Mutex<Option<Refusal>>,
+}
+
+impl AdminAccount {
+    /// The refusal that still holds for `credentials` at `now`, if any.
+    pub fn refusal_against(&self, credentials: &str, now: Timestamp) -> Option<Refusal> {
+        self.refusal
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .filter(|r| r.credentials == credentials && now < r.until())
+            .cloned()
+    }
+
+    /// One call at a time: a refused login is known before the next one is sent.
+    pub async fn one_call(&self) -> MutexGuard<'_, ()> {
+        self.calls.lock().await
+    }
+
+    pub fn refused(&self, refusal: Refusal) {
+        let mut current = self.refusal.lock().expect("not poisoned");
+        if current.as_ref().is_none_or(|c| c.at <= refusal.at) {
+            *current = Some(refusal);
+        }
+    }
+
+    /// A login with `credentials` worked.
+    pub fn accepted(&self, credentials: &str) {
+        let mut current = self.refusal.lock().expect("not poisoned");
+        if current
+            .as_ref()
+            .is_some_and(|r| r.credentials == credentials)
+        {
+            *current = None;
+        }
+    }
+}
+
+/// The accounts this operator logs in with, each known by [`account_key`].
+#[derive(Debug, Default)]
+pub struct LoginBudgets {
+    accounts: Mutex<HashMap<String, Arc<AdminAccount>>>,
+}
+
+impl LoginBudgets {
+    /// The account's budget. A new entry (after a restart) is seeded by `remembered`: what
+    /// resources Blocked on this account recorded in their status.
+    pub fn account(
+        &self,
+        key: &str,
+        remembered: impl FnOnce() -> Option<Refusal>,
+    ) -> Arc<AdminAccount> {
+        let mut accounts = self.accounts.lock().expect("not poisoned");
+        accounts
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let account = AdminAccount::default();
+                if let Some(refusal) = remembered() {
+                    account.refused(refusal);
+                }
+                Arc::new(account)
+            })
+            .clone()
+    }
+}
+
+/// Identifies an admin account without naming it: status shows it, and is not the place
+/// for a login name.
+pub fn account_key(cluster: &str, username: &str) -> String {
+    digest(&[cluster.as_bytes(), username.to_ascii_lowercase().as_bytes()])
+}
+
+/// Changes whenever the credentials or the CA Secret's data does, and only then.
+pub fn credentials_hash(username: &str, password: &[u8], ca: Option<&[u8]>) -> String {
+    digest(&[username.as_bytes(), password, ca.unwrap_or_default()])
+}
+
+fn digest(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn refusal(at: Timestamp, credentials: &str) -> Refusal {
+        Refusal {
+            at,
+            credentials: credentials.into(),
+            by: "ns/a".into(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_holds_the_same_credentials_for_longer_than_a_lockout() {
+        let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let budgets = LoginBudgets::default();
+        let account = budgets.account("k", || None);
+        account.refused(refusal(now, "h1"));
+        let same = budgets.account("k", || panic!("an existing entry is not seeded again"));
+        assert!(
+            same.refusal_against("h1", now + Duration::from_secs(30 * 60))
+                .is_some()
+        );
+        assert!(same.refusal_against("h1", now + BLOCKED_RETRY).is_none());
+        assert!(
+            same.refusal_against("h2", now).is_none(),
+            "new credentials may try"
+        );
+        same.accepted("h2");
+        assert!(same.refusal_against("h1", now).is_some());
+        same.accepted("h1");
+        assert!(same.refusal_against("h1", now).is_none());
+    }
+
+    #[test]
+    fn a_new_entry_remembers_what_status_recorded() {
+        let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let budgets = LoginBudgets::default();
+        let account = budgets.account("k", || Some(refusal(now, "h1")));
+        assert_eq!(account.refusal_against("h1", now).unwrap().by, "ns/a");
+        account.refused(refusal(now - Duration::from_secs(60), "h0"));
+        assert!(
+            account.refusal_against("h1", now).is_some(),
+            "an older refusal never replaces a newer one"
+        );
+    }
+
+    #[test]
+    fn hashes_change_with_the_data_only() {
+        let a = credentials_hash("admin@x", b"pw", None);
+        assert_eq!(a, credentials_hash("admin@x", b"pw", None));
+        assert_ne!(a, credentials_hash("admin@x", b"pw2", None));
+        assert_ne!(a, credentials_hash("admin@x", b"pw", Some(b"ca")));
+        assert_ne!(
+            credentials_hash("ab", b"c", None),
+            credentials_hash("a", b"bc", None)
+        );
+        assert_eq!(account_key("c", "Admin@X"), account_key("c", "admin@x"));
+    }
+}

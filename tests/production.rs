@@ -1,0 +1,669 @@
+//! What production does to a rotation: spec edits and Secret reverts mid-rotation, workloads
+//! shared by several resources, crashes in the narrow windows between a write and its record,
+//! clocks that disagree. Each runs the operator process against the local control plane, a
+//! real redis-server and the Redis Software API test server; real `AUTH` proves which
+//! passwords work.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use common::checks::*;
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
+use rotator_test_support::redis_server::password_hash;
+use serde_json::json;
+
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(90);
+const NAME: &str = "orders-cache";
+
+fn condition<'a>(
+    r: &'a PasswordRotation,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn has(r: &PasswordRotation, type_: &str, status: &str, reason: &str) -> bool {
+    condition(r, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+async fn patch_spec(h: &Harness, spec: serde_json::Value) -> Result<()> {
+    h.rotations()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes status fields the way another client (or another replica with another clock) would.
+async fn patch_status(h: &Harness, status: serde_json::Value) -> Result<()> {
+    h.rotations()
+        .patch_status(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Holds the rotation where it is, so that a test can change what the operator will see.
+async fn suspend(h: &Harness, suspended: bool) -> Result<()> {
+    patch_spec(h, json!({ "suspend": suspended })).await?;
+    if suspended {
+        h.wait_for(NAME, Duration::from_secs(30), "Suspended", |r| {
+            has(r, "Ready", "True", "Suspended")
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn wait_step(h: &Harness, step: Step) -> Result<PasswordRotation> {
+    h.wait_for(NAME, Duration::from_secs(60), step.as_str(), |r| {
+        r.status.as_ref().and_then(|s| s.step) == Some(step)
+    })
+    .await
+}
+
+async fn wait_gone(h: &Harness, name: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while h.rotations().get_opt(name).await?.is_some() {
+        if std::time::Instant::now() > deadline {
+            bail!("{name} was not deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// An operator that aborts at `point`; returns once it has.
+async fn run_until_fail_point(h: &mut Harness, point: &str) -> Result<()> {
+    let mut operator = h.spawn_operator(&["--fail-point", point])?;
+    match tokio::time::timeout(Duration::from_secs(60), operator.wait()).await {
+        Ok(exit) => {
+            assert!(!exit?.success(), "the operator aborted at {point}");
+            Ok(())
+        }
+        Err(_) => bail!("the operator never reached fail point {point}"),
+    }
+}
+
+async fn pending_password(h: &Harness) -> Result<String> {
+    Ok(h.secret_value(&format!("{NAME}-rotation"), "pending")
+        .await?
+        .expect("the state Secret holds the new password"))
+}
+
+#[tokio::test]
+async fn a_mode_switch_mid_rotation_applies_to_the_next_rotation() -> Result<()> {
+    let mut h = Harness::new("mode-edit").await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rollout": {"overlap": "6s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    wait_step(&h, Step::Published).await?;
+    patch_spec(&h, json!({"mode": "Replace"})).await?;
+    let pending = h
+        .wait_for(NAME, Duration::from_secs(30), "SpecChangePending", |r| {
+            has(r, "SpecChangePending", "True", "RotationInFlight")
+        })
+        .await?;
+    let message = &condition(&pending, "SpecChangePending").unwrap().message;
+    assert!(message.contains("spec.mode"), "{message}");
+    check_invariants(&h, NAME).await?;
+
+    let done = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)],
+        "the rotation that started as add-then-delete deleted the old password"
+    );
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    assert!(!has(&done, "SpecChangePending", "True", "RotationInFlight"));
+
+    // The next rotation is a Replace.
+    h.api.clear_requests();
+    h.request_rotation(NAME, "second").await?;
+    h.wait_for(NAME, ROTATION_TIMEOUT, "the second rotation", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.handled_rotation_request.as_deref() == Some("second")
+                && s.phase == Some(Phase::Idle)
+                && s.step.is_none()
+        })
+    })
+    .await?;
+    let methods: Vec<String> = h.api.requests().into_iter().map(|r| r.method).collect();
+    assert!(methods.contains(&"PUT".to_owned()), "{methods:?}");
+    let newest = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&newest)]
+    );
+    h.assert_no_leak(&[new, newest, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_target_edit_mid_rotation_never_reaches_another_user() -> Result<()> {
+    let mut h = Harness::with_users("target-edit", 1).await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rollout": {"overlap": "6s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    wait_step(&h, Step::Published).await?;
+    patch_spec(
+        &h,
+        json!({"target": {"redisSoftware": {"user": "app-0"}}, "secret": {"name": "app-0-redis"}}),
+    )
+    .await?;
+    let pending = h
+        .wait_for(NAME, Duration::from_secs(30), "SpecChangePending", |r| {
+            has(r, "SpecChangePending", "True", "RotationInFlight")
+        })
+        .await?;
+    let message = &condition(&pending, "SpecChangePending").unwrap().message;
+    assert!(
+        message.contains("spec.target") && message.contains("spec.secret"),
+        "{message}"
+    );
+    h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_ne!(new, USER_PASSWORD);
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)],
+        "the rotation finished on the user it started with"
+    );
+    assert_eq!(
+        h.redis.password_hashes("app-0").await?,
+        vec![password_hash(&extra_password(0))],
+        "the other user was not touched"
+    );
+    assert_eq!(
+        h.secret_value("app-0-redis", "password").await?,
+        Some(extra_password(0)),
+        "the other user's Secret was not touched"
+    );
+    check_invariants_of(&h, NAME, "app-0", "app-0-redis").await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()> {
+    let mut h = Harness::new("drift").await?;
+    h.create_deployment("orders", 2).await?;
+    h.start_operator()?;
+    let workloads = Workloads::start(&h, "orders");
+    let spec = h.user_spec(json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "3s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    let published = wait_step(&h, Step::Published).await?;
+    let rotation_id = published.status.unwrap().rotation_id.unwrap();
+    let new = pending_password(&h).await?;
+
+    // A GitOps tool syncs the Secret back to what its repository holds.
+    let gitops = PatchParams::apply("argocd-controller").force();
+    let revert = secret(
+        USER_SECRET,
+        &[("username", USER), ("password", USER_PASSWORD)],
+    );
+    h.secrets()
+        .patch(USER_SECRET, &gitops, &Patch::Apply(&revert))
+        .await?;
+    let drifted = h
+        .wait_for(NAME, Duration::from_secs(30), "SecretDrifted", |r| {
+            has(r, "Degraded", "True", "SecretDrifted")
+        })
+        .await?;
+    let message = &condition(&drifted, "Degraded").unwrap().message;
+    assert!(message.contains("argocd-controller"), "{message}");
+    assert!(message.contains("the old password"), "{message}");
+    // Longer than the overlap: the operator must keep waiting, with both passwords valid.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let held = h.rotation(NAME).await?;
+    assert!(
+        held.status.as_ref().unwrap().last_rotation_time.is_none(),
+        "the rotation did not finish while the Secret held the old password"
+    );
+    assert!(
+        h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password still works"
+    );
+    assert!(
+        h.redis.auth(USER, &new).await?,
+        "the new password still works"
+    );
+    check_invariants(&h, NAME).await?;
+    let warned = h.events().await?.into_iter().any(|e| {
+        e.reason.as_deref() == Some("SecretDrifted")
+            && e.type_.as_deref() == Some("Warning")
+            && e.message
+                .as_deref()
+                .is_some_and(|n| n.contains("argocd-controller"))
+    });
+    assert!(warned, "a Warning event names the field manager");
+
+    // The repository is updated: the Secret holds the new password again.
+    let heal = secret(USER_SECRET, &[("username", USER), ("password", &new)]);
+    h.secrets()
+        .patch(USER_SECRET, &gitops, &Patch::Apply(&heal))
+        .await?;
+    let done = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let (attempts, failures) = workloads.stop().await;
+    assert!(
+        attempts > 20,
+        "the workloads ran ({attempts} authentications)"
+    );
+    assert_eq!(failures, 0, "authentications failed during the rotation");
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)]
+    );
+    assert!(!has(&done, "Degraded", "True", "SecretDrifted"));
+    // Pods started while the Secret held the old password were restarted once more.
+    let deployments: Api<Deployment> = h.namespace.api();
+    let template = deployments.get("orders").await?.spec.unwrap().template;
+    assert_eq!(
+        template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|mut a| a.remove(&restart_annotation_key(NAME))),
+        Some(format!("{rotation_id}.2"))
+    );
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn two_resources_restarting_one_deployment_roll_it_once_each() -> Result<()> {
+    let mut h = Harness::with_users("shared-workload", 1).await?;
+    h.create_deployment("orders", 2).await?;
+    let deployments: Api<Deployment> = h.namespace.api();
+    let revision = |d: &Deployment| -> u32 {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = revision(&deployments.get("orders").await?);
+    h.start_operator()?;
+    let rollout = json!({"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s", "timeout": "5m"});
+    let mut second = h.user_spec(json!({"rollout": rollout, "rotationRequest": "one"}));
+    second["target"]["redisSoftware"]["user"] = json!("app-0");
+    second["secret"]["name"] = json!("app-0-redis");
+    h.create_rotation(
+        NAME,
+        h.user_spec(json!({"rollout": rollout, "rotationRequest": "one"})),
+    )
+    .await?;
+    h.create_rotation("app0-cache", second).await?;
+    let first = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let second = h.wait_rotated("app0-cache", ROTATION_TIMEOUT).await?;
+
+    let orders = deployments.get("orders").await?;
+    let rollouts = revision(&orders) - before;
+    assert!(
+        rollouts <= 2,
+        "{rollouts} rollouts of one Deployment for 2 rotations"
+    );
+    let annotations = orders
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    for (name, done) in [(NAME, first), ("app0-cache", second)] {
+        assert_eq!(
+            annotations.get(&restart_annotation_key(name)),
+            done.status.unwrap().rotation_id.as_ref(),
+            "each resource keeps its own restart annotation"
+        );
+    }
+    for (user, secret) in [(USER, USER_SECRET), ("app-0", "app-0-redis")] {
+        let new = h.secret_value(secret, "password").await?.unwrap();
+        assert_eq!(
+            h.redis.password_hashes(user).await?,
+            vec![password_hash(&new)]
+        );
+    }
+    h.finish().await
+}
+
+#[tokio::test]
+async fn deleting_right_after_the_secret_write_never_rolls_it_back() -> Result<()> {
+    let mut h = Harness::new("delete-publishing").await?;
+    h.create_rotation(NAME, h.user_spec(json!({"rotationRequest": "first"})))
+        .await?;
+    // The workload Secret is written, and the operator dies before it records that.
+    run_until_fail_point(&mut h, "after-publish-write").await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_ne!(new, USER_PASSWORD, "the new password was published");
+    assert_eq!(
+        h.rotation(NAME).await?.status.unwrap().step,
+        Some(Step::Publishing)
+    );
+
+    h.rotations().delete(NAME, &DeleteParams::default()).await?;
+    h.start_operator()?;
+    wait_gone(&h, NAME).await?;
+    assert!(
+        h.redis.auth(USER, &new).await?,
+        "the password the workload Secret holds still works"
+    );
+    assert!(
+        h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password is kept too"
+    );
+    assert_eq!(
+        h.secret_value(&format!("{NAME}-rotation"), "previous")
+            .await?
+            .as_deref(),
+        Some(USER_PASSWORD),
+        "the old password stays known to Kubernetes"
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn replace_mode_puts_once_and_survives_a_crash_at_each_end() -> Result<()> {
+    let mut h = Harness::new("replace-crash").await?;
+    h.create_rotation(
+        NAME,
+        h.user_spec(json!({"mode": "Replace", "rotationRequest": "first"})),
+    )
+    .await?;
+    // The PUT lands and the operator dies before it records that.
+    run_until_fail_point(&mut h, "after-replace").await?;
+    h.start_operator()?;
+    h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let applied_puts = h
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.status == Some(200))
+        .count();
+    assert_eq!(applied_puts, 1, "{:?}", h.api.requests());
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)]
+    );
+    h.kill_operator().await?;
+
+    // The end recorded, and the operator dies before it clears the state Secret.
+    h.request_rotation(NAME, "second").await?;
+    run_until_fail_point(&mut h, "after-finish-status").await?;
+    let newest = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_ne!(newest, new);
+    h.start_operator()?;
+    let state = format!("{NAME}-rotation");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while h.secrets().get_opt(&state).await?.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leftover state Secret was never cleared"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = h.rotation(NAME).await?;
+    assert_eq!(done.status.as_ref().unwrap().phase, Some(Phase::Idle));
+    assert!(
+        !has(&done, "Degraded", "True", "StateLost"),
+        "a finished rotation is not taken for an abandoned one"
+    );
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&newest)]
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn an_abandoned_rotation_moves_the_next_rotation_forward() -> Result<()> {
+    let mut h = Harness::new("abandon").await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "schedule": {"every": "1h"},
+        "rollout": {"overlap": "1m", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    let published = wait_step(&h, Step::Published).await?;
+    let rotation_id = published.status.unwrap().rotation_id;
+    suspend(&h, true).await?;
+    // The schedule is due, as it is when a scheduled rotation is in flight.
+    let due = jiff::Timestamp::now() - Duration::from_secs(60);
+    patch_status(&h, json!({"nextRotationTime": due.to_string()})).await?;
+    h.secrets()
+        .delete(&format!("{NAME}-rotation"), &DeleteParams::default())
+        .await?;
+    suspend(&h, false).await?;
+    h.wait_for(NAME, Duration::from_secs(30), "StateLost", |r| {
+        has(r, "Degraded", "True", "StateLost")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = h.rotation(NAME).await?;
+    let status = after.status.unwrap();
+    assert_eq!(
+        status.rotation_id, rotation_id,
+        "no new rotation started at once"
+    );
+    assert_eq!(status.phase, Some(Phase::Idle));
+    let next = status.next_rotation_time.expect("a next rotation").0;
+    assert!(
+        next > jiff::Timestamp::now() + Duration::from_secs(50 * 60),
+        "the next rotation moved a full interval forward: {next}"
+    );
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_rotation_blocked_on_the_old_password_resumes_when_the_secret_is_fixed() -> Result<()> {
+    let mut h = Harness::new("restage").await?;
+    h.put_secret(
+        USER_SECRET,
+        &[("username", USER), ("password", "Wrong-User-Pass-77x")],
+    )
+    .await?;
+    h.start_operator()?;
+    h.create_rotation(NAME, h.user_spec(json!({"rotationRequest": "first"})))
+        .await?;
+    h.wait_for(NAME, Duration::from_secs(60), "Blocked", |r| {
+        has(r, "Ready", "False", "OldPasswordRejected")
+    })
+    .await?;
+    assert!(h.redis.auth(USER, USER_PASSWORD).await?);
+    // Someone puts the password the database really has into the Secret.
+    h.put_secret(
+        USER_SECRET,
+        &[("username", USER), ("password", USER_PASSWORD)],
+    )
+    .await?;
+    h.wait_rotated(NAME, Duration::from_secs(30)).await?;
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)]
+    );
+    let restaged = h
+        .events()
+        .await?
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("Restaged"));
+    assert!(restaged, "an event says the rotation started again");
+    h.assert_no_leak(&[
+        new,
+        USER_PASSWORD.into(),
+        "Wrong-User-Pass-77x".into(),
+        ADMIN_PASSWORD.into(),
+    ])
+    .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_clock_behind_the_publish_time_never_shortens_the_overlap() -> Result<()> {
+    let mut h = Harness::new("clock").await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rollout": {"overlap": "4s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    wait_step(&h, Step::Published).await?;
+    suspend(&h, true).await?;
+    // Published by a replica whose clock runs ten minutes ahead of this one's.
+    let ahead = jiff::Timestamp::now() + Duration::from_secs(600);
+    patch_status(&h, json!({"publishedTime": ahead.to_string()})).await?;
+    suspend(&h, false).await?;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let held = h.rotation(NAME).await?;
+    assert_eq!(
+        held.status.unwrap().step,
+        Some(Step::Published),
+        "still waiting out the overlap"
+    );
+    assert!(
+        h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password outlives the overlap"
+    );
+    check_invariants(&h, NAME).await?;
+    let warnings = h
+        .events()
+        .await?
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .count();
+    assert_eq!(warnings, 0);
+    h.finish().await
+}
+
+#[tokio::test]
+async fn resources_sharing_a_wrong_admin_spend_one_budget() -> Result<()> {
+    let mut h = Harness::with_users("shared-admin", 3).await?;
+    const WRONG: &str = "Wrong-Admin-Pass-5q";
+    h.put_secret(
+        "rs-admin",
+        &[("username", ADMIN_EMAIL), ("password", WRONG)],
+    )
+    .await?;
+    h.start_operator()?;
+    let names: Vec<String> = (0..3).map(|i| format!("app{i}-cache")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut spec = h.user_spec(json!({"rotationRequest": "one"}));
+        spec["target"]["redisSoftware"]["user"] = json!(format!("app-{i}"));
+        spec["secret"]["name"] = json!(format!("app-{i}-redis"));
+        h.create_rotation(name, spec).await?;
+    }
+    let refused_logins = |h: &Harness| {
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.status == Some(401))
+            .count()
+    };
+    for name in &names {
+        let blocked = h
+            .wait_for(name, Duration::from_secs(60), "Blocked", |r| {
+                has(r, "Ready", "False", "Unauthorized")
+            })
+            .await?;
+        let message = &condition(&blocked, "Ready").unwrap().message;
+        assert!(message.contains("credentialsSecret"), "{message}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        refused_logins(&h) <= 2,
+        "{} failed admin logins for three resources",
+        refused_logins(&h)
+    );
+    let shared = h
+        .rotations()
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| {
+            condition(r, "Ready").is_some_and(|c| c.message.contains("for PasswordRotation"))
+        })
+        .count();
+    assert!(shared >= 2, "the others name the shared cause");
+
+    // A touch of the Secret's metadata is no fix: nothing is tried.
+    h.secrets()
+        .patch(
+            "rs-admin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await?;
+    // Nor is a restart of the operator, with a fourth resource due at once.
+    h.kill_operator().await?;
+    h.start_operator()?;
+    let mut spec = h.user_spec(json!({"rotationRequest": "one"}));
+    spec["secret"]["name"] = json!(USER_SECRET);
+    h.create_rotation(NAME, spec).await?;
+    h.wait_for(NAME, Duration::from_secs(60), "Blocked", |r| {
+        has(r, "Ready", "False", "Unauthorized")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        refused_logins(&h) <= 2,
+        "{} failed admin logins after a restart",
+        refused_logins(&h)
+    );
+    assert!(!h.api.is_locked(ADMIN_EMAIL));
+
+    // New data is a fix: every resource goes on.
+    h.put_secret(
+        "rs-admin",
+        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    )
+    .await?;
+    for name in names.iter().map(String::as_str).chain([NAME]) {
+        h.wait_rotated(name, ROTATION_TIMEOUT).await?;
+    }
+    for i in 0..3 {
+        let new = h
+            .secret_value(&format!("app-{i}-redis"), "password")
+            .await?
+            .unwrap();
+        assert_eq!(
+            h.redis.password_hashes(&format!("app-{i}")).await?,
+            vec![password_hash(&new)]
+        );
+    }
+    h.assert_no_leak(&[WRONG.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
