@@ -7,7 +7,10 @@
 //!   in the ClusterRole and the namespaced Role;
 //! * the operator, run as the ServiceAccount (impersonation) with only the namespaced
 //!   overlay's Roles, completes a full rotation with a Deployment rolled out, and that identity
-//!   can do nothing more than the expected set.
+//!   can do nothing more than the expected set;
+//! * the ValidatingAdmissionPolicy of `deploy/base`, on the real API server, lets the operator's
+//!   ServiceAccount change only its restart annotations (`rotation.rotator.dev/<name>` on the
+//!   pod template) of Deployments, StatefulSets and DaemonSets, and leaves everyone else alone.
 
 mod common;
 
@@ -17,15 +20,18 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
-use rotator_test_support::cluster;
+use kube::{Client, Config, ResourceExt};
+use rotator_test_support::cluster::{self, TestNamespace};
 use serde::Deserialize as _;
 use serde_json::json;
 use serde_yaml::Value;
@@ -61,6 +67,7 @@ const EXPECTED_RULES: &[&str] = &[
     "apps/statefulsets patch",
     "apps/daemonsets get",
     "apps/daemonsets patch",
+    "/pods list",
     "events.k8s.io/events create",
     "events.k8s.io/events patch",
 ];
@@ -405,7 +412,7 @@ async fn the_operator_rotates_with_only_the_namespaced_role() -> Result<()> {
         .and_then(|m| m.annotations.clone())
         .unwrap_or_default();
     assert!(
-        annotations.contains_key("rotator.dev/rotation"),
+        annotations.contains_key("rotation.rotator.dev/orders-cache"),
         "the Deployment was restarted: {annotations:?}"
     );
     assert!(
@@ -500,15 +507,7 @@ async fn the_operator_rotates_with_only_the_namespaced_role() -> Result<()> {
 async fn assert_nothing_more_is_granted(admin: &Client, operator: &Client, ns: &str) -> Result<()> {
     // 1. The effective rules in the test namespace, minus those every ServiceAccount has
     //    (system:basic-user, discovery …), are exactly the two Roles; elsewhere, nothing.
-    let nobody = {
-        let mut config = Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(cluster::kubeconfig_path())?,
-            &KubeConfigOptions::default(),
-        )
-        .await?;
-        config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:nobody"));
-        Client::try_from(config)?
-    };
+    let nobody = impersonating_client(&format!("system:serviceaccount:{ns}:nobody")).await?;
     let mut expected: BTreeSet<String> = EXPECTED_RULES.iter().map(|s| s.to_string()).collect();
     expected.extend(EXPECTED_LEADER_RULES.iter().map(|s| s.to_string()));
     for (namespace, want) in [(ns, expected), ("default", BTreeSet::new())] {
@@ -571,7 +570,10 @@ async fn assert_nothing_more_is_granted(admin: &Client, operator: &Client, ns: &
         (ns, "apps", "deployments", "", "list", ""),
         (ns, "apps", "replicasets", "", "get", ""),
         (ns, "", "pods", "", "create", ""),
-        (ns, "", "pods", "", "list", ""),
+        // Pods are listed (EXPECTED_RULES) in the watched namespace only.
+        ("default", "", "pods", "", "list", ""),
+        (ns, "", "pods", "", "get", ""),
+        (ns, "", "pods", "", "watch", ""),
         (ns, "", "pods", "exec", "create", ""),
         (ns, "", "configmaps", "", "get", ""),
         (ns, "", "secrets", "", "update", ""),
@@ -669,6 +671,486 @@ async fn assert_nothing_more_is_granted(admin: &Client, operator: &Client, ns: &
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     accounts.get(SERVICE_ACCOUNT).await?;
     Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// c. admission: the operator may change only its restart annotations
+
+/// The ValidatingAdmissionPolicy of deploy/base, and its binding (same name).
+const POLICY: &str = "password-rotator-restart-annotation-only";
+/// What every denial by the policy says (the allowed change).
+const POLICY_ALLOWS: &str = "password-rotator may only add, change or remove pod-template \
+                             annotations spec.template.metadata.annotations[\"rotation.rotator.dev/<name>\"]";
+/// The kinds the operator restarts.
+const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+
+/// Both installs ship the policy and its binding, bound to the operator's real identity.
+#[tokio::test]
+async fn the_admission_policy_is_in_both_installs_and_names_the_operator() -> Result<()> {
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}");
+    for dir in ["deploy/base", "deploy/overlays/namespaced"] {
+        let rendered = objects(&kustomize(dir).await?)?;
+        let account = find(&rendered, "ServiceAccount", SERVICE_ACCOUNT)?;
+        assert_eq!(
+            account["metadata"]["namespace"].as_str(),
+            Some(OPERATOR_NAMESPACE),
+            "{dir}: the ServiceAccount the policy names"
+        );
+        let policy = find(&rendered, "ValidatingAdmissionPolicy", POLICY)?;
+        let binding = find(&rendered, "ValidatingAdmissionPolicyBinding", POLICY)?;
+        for object in [&policy, &binding] {
+            assert_eq!(
+                object["apiVersion"].as_str(),
+                Some("admissionregistration.k8s.io/v1"),
+                "{dir}: {}",
+                kind(object)
+            );
+        }
+        let spec = &policy["spec"];
+        assert_eq!(spec["failurePolicy"].as_str(), Some("Fail"), "{dir}");
+        assert_eq!(
+            spec["matchConstraints"]["resourceRules"],
+            serde_yaml::to_value(json!([{
+                "apiGroups": ["apps"],
+                "apiVersions": ["v1"],
+                "operations": ["UPDATE"],
+                "resources": ["deployments", "statefulsets", "daemonsets"],
+            }]))?,
+            "{dir}: what the policy matches"
+        );
+        let conditions: Vec<&str> = spec["matchConditions"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["expression"].as_str())
+            .collect();
+        ensure!(
+            matches!(conditions.as_slice(), [c] if c.contains("request.userInfo.username ==")
+                && c.contains(&format!("'{user}'"))),
+            "{dir}: the policy must apply to the operator's ServiceAccount {user} only: \
+             {conditions:?}"
+        );
+        assert_eq!(
+            binding["spec"],
+            serde_yaml::to_value(json!({"policyName": POLICY, "validationActions": ["Deny"]}))?,
+            "{dir}: the binding"
+        );
+    }
+    Ok(())
+}
+
+/// The policy and binding of deploy/base on the real API server: the operator's
+/// ServiceAccount (impersonated, with the operator's Role) may set, change and remove its
+/// restart annotations on each kind of workload, and nothing else; the admin may.
+#[tokio::test]
+async fn the_operator_may_change_only_its_restart_annotations() -> Result<()> {
+    let admin = cluster::client().await?;
+    let namespace = TestNamespace::new(&admin, "policy").await?;
+    let ns = namespace.name().to_owned();
+
+    // The policy and binding exactly as deploy/base renders them. Server-side apply is
+    // idempotent, so repeated and concurrent runs agree; they stay installed afterwards (they
+    // concern only the operator's real ServiceAccount, which no other test acts as).
+    let base = objects(&kustomize("deploy/base").await?)?;
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
+    let generation = |p: Option<ValidatingAdmissionPolicy>| p.and_then(|p| p.metadata.generation);
+    let previous = generation(policies.get_opt(POLICY).await?);
+    let mut manifest = String::new();
+    for kind_ in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        manifest += "---\n";
+        manifest += &serde_yaml::to_string(&find(&base, kind_, POLICY)?)?;
+    }
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=rotator-tests",
+            "-f",
+            "-",
+        ],
+        Some(&manifest),
+    )
+    .await?;
+    let current = generation(policies.get_opt(POLICY).await?);
+    // A policy changed since the last run is enforced in its old version for a moment.
+    let policy_changed = previous.is_some() && previous != current;
+
+    // The operator's real identity, with the operator's Role bound in this namespace only.
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}");
+    bind_operator_role(&admin, &ns).await?;
+    let operator = impersonating_client(&user).await?;
+    for resource in ["deployments", "statefulsets", "daemonsets"] {
+        wait_allowed(&operator, &ns, "apps", resource, "patch").await?;
+        // Subresources are not matched by the policy: RBAC must keep them out of reach.
+        for sub in ["status", "scale"] {
+            for verb in ["patch", "update"] {
+                ensure!(
+                    !can(&operator, &ns, "apps", resource, sub, verb, "").await?,
+                    "the operator may {verb} {resource}/{sub}: the policy does not cover it"
+                );
+            }
+        }
+    }
+
+    let mut workloads = Vec::new();
+    for kind_ in WORKLOAD_KINDS {
+        workloads.push(Workload::create(&admin, &operator, &ns, kind_).await?);
+    }
+    // A new policy takes a moment to be enforced: wait until a change it denies is denied
+    // (dry run, so that nothing changes before it is).
+    for w in &workloads {
+        w.wait_policy_enforced().await?;
+    }
+    if policy_changed {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // The expressions type-check against all three kinds (kube-controller-manager writes
+    // the warnings, if any, into the status).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let policy = policies.get(POLICY).await?;
+        let status = policy.status.unwrap_or_default();
+        if status.observed_generation.is_some() && status.observed_generation == current {
+            break status;
+        }
+        if Instant::now() > deadline {
+            bail!("the policy's type checking did not report generation {current:?}: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let warnings = status
+        .type_checking
+        .and_then(|t| t.expression_warnings)
+        .unwrap_or_default();
+    ensure!(warnings.is_empty(), "type-checking warnings: {warnings:?}");
+
+    for w in &workloads {
+        // Allowed: the restart annotation of one resource, set, changed, set again unchanged;
+        // a second resource's key beside it; removing a key. Merge patches, like src/rollout.rs.
+        let orders = "rotation.rotator.dev/orders-cache";
+        let sessions = "rotation.rotator.dev/sessions-cache";
+        for (key, value) in [
+            (orders, json!("20261122194031-ff6411")),
+            (orders, json!("20261123080000-0a1b2c")),
+            (sessions, json!("20261123080500-3d4e5f")),
+            (sessions, json!("20261123080500-3d4e5f")),
+            (sessions, json!(null)),
+            (sessions, json!("20261123090000-777777")),
+        ] {
+            let patch = json!({"spec": {"template": {"metadata": {"annotations": {key: value}}}}});
+            w.operator
+                .patch(&w.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} {}: the operator may set {key} to {value}",
+                        w.kind, w.name
+                    )
+                })?;
+        }
+        let object = w.admin.get(&w.name).await?;
+        assert_eq!(
+            object.data["spec"]["template"]["metadata"]["annotations"],
+            json!({
+                "team": "orders",
+                orders: "20261123080000-0a1b2c",
+                sessions: "20261123090000-777777",
+            }),
+            "{} {}: the restart annotations were applied",
+            w.kind,
+            w.name
+        );
+
+        // Denied: everything else, alone or beside a restart annotation, with the policy's
+        // message; the spec, the labels and the annotations stay as they were (the status
+        // and the controller's revision annotation move on: the restarts roll out).
+        let unchanged = |o: &DynamicObject| {
+            let mut annotations = o.annotations().clone();
+            annotations.remove("deployment.kubernetes.io/revision");
+            (o.data["spec"].clone(), o.labels().clone(), annotations)
+        };
+        let before = unchanged(&object);
+        for change in w.forbidden_changes() {
+            w.expect_denied(&change).await?;
+        }
+        assert_eq!(
+            unchanged(&w.admin.get(&w.name).await?),
+            before,
+            "{} {}: a denied patch changed the object",
+            w.kind,
+            w.name
+        );
+
+        // The policy is about the operator only: the admin may make every one of them.
+        for change in w.forbidden_changes() {
+            w.admin
+                .patch(&w.name, &PatchParams::default(), &change.patch())
+                .await
+                .with_context(|| format!("{} {}: the admin's {}", w.kind, w.name, change.what))?;
+        }
+        let changed_by_admin = w.admin.get(&w.name).await?;
+        assert_eq!(
+            changed_by_admin.labels().get("evil").map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(
+            changed_by_admin.data["spec"]["template"]["spec"]["containers"][0]["image"],
+            json!("registry.invalid/evil:1")
+        );
+    }
+    namespace.cleanup().await
+}
+
+/// One workload of the policy test, with an API for the admin and one for the operator.
+struct Workload {
+    kind: &'static str,
+    name: String,
+    admin: Api<DynamicObject>,
+    operator: Api<DynamicObject>,
+}
+
+/// A change the operator may not make.
+struct Change {
+    what: &'static str,
+    strategic: bool,
+    patch: serde_json::Value,
+    /// Part of the denial message: what was changed.
+    changed: String,
+}
+
+impl Change {
+    fn patch(&self) -> Patch<&serde_json::Value> {
+        if self.strategic {
+            Patch::Strategic(&self.patch)
+        } else {
+            Patch::Merge(&self.patch)
+        }
+    }
+}
+
+impl Workload {
+    async fn create(
+        admin: &Client,
+        operator: &Client,
+        ns: &str,
+        kind_: &'static str,
+    ) -> Result<Self> {
+        let name = kind_.to_ascii_lowercase();
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", kind_));
+        let mut spec = json!({
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": {"team": "orders"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
+        });
+        if kind_ != "DaemonSet" {
+            spec["replicas"] = json!(1);
+        }
+        if kind_ == "StatefulSet" {
+            spec["serviceName"] = json!(name);
+        }
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1",
+            "kind": kind_,
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": spec,
+        }))?;
+        let workload = Workload {
+            kind: kind_,
+            admin: Api::namespaced_with(admin.clone(), ns, &resource),
+            operator: Api::namespaced_with(operator.clone(), ns, &resource),
+            name,
+        };
+        workload
+            .admin
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating {kind_} {}", workload.name))?;
+        Ok(workload)
+    }
+
+    /// Everything but the restart annotations, one change at a time.
+    fn forbidden_changes(&self) -> Vec<Change> {
+        let template_annotation = |key: &str, value: serde_json::Value| json!({"spec": {"template": {"metadata": {"annotations": {key: value}}}}});
+        // A DaemonSet has no replicas.
+        let (field, scale) = if self.kind == "DaemonSet" {
+            ("minReadySeconds", json!({"spec": {"minReadySeconds": 5}}))
+        } else {
+            ("replicas", json!({"spec": {"replicas": 3}}))
+        };
+        let mut with_restart = scale.clone();
+        with_restart["spec"]["template"] = json!({"metadata": {"annotations": {
+            "rotation.rotator.dev/orders-cache": "20261124000000-abcdef",
+        }}});
+        let change = |what, strategic, patch, changed: &str| Change {
+            what,
+            strategic,
+            patch,
+            changed: changed.to_owned(),
+        };
+        vec![
+            change("scaling", false, scale, &format!("spec.{field}")),
+            change(
+                "scaling beside a restart annotation",
+                false,
+                with_restart,
+                &format!("spec.{field}"),
+            ),
+            change(
+                "revision history limit",
+                false,
+                json!({"spec": {"revisionHistoryLimit": 1}}),
+                "spec.revisionHistoryLimit",
+            ),
+            change(
+                "new image",
+                true,
+                json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "app", "image": "registry.invalid/evil:1"},
+                ]}}}}),
+                "spec.template.spec",
+            ),
+            change(
+                "pod-template label",
+                false,
+                json!({"spec": {"template": {"metadata": {"labels": {"evil": "x"}}}}}),
+                "spec.template.metadata.labels",
+            ),
+            change(
+                "pod-template annotation with another key",
+                false,
+                template_annotation("evil/x", json!("1")),
+                "evil/x",
+            ),
+            change(
+                "pod-template annotation with a look-alike key",
+                false,
+                template_annotation("rotation.rotator.dev.evil.example/x", json!("1")),
+                "rotation.rotator.dev.evil.example/x",
+            ),
+            change(
+                "removal of another pod-template annotation",
+                false,
+                template_annotation("team", json!(null)),
+                "team",
+            ),
+            change(
+                "label of the workload",
+                false,
+                json!({"metadata": {"labels": {"evil": "x"}}}),
+                "metadata.labels",
+            ),
+            change(
+                "annotation of the workload",
+                false,
+                json!({"metadata": {"annotations": {"evil": "x"}}}),
+                "metadata.annotations",
+            ),
+        ]
+    }
+
+    async fn expect_denied(&self, change: &Change) -> Result<()> {
+        let denial = self.deny(change, &PatchParams::default()).await?;
+        denial.with_context(|| {
+            format!(
+                "{} {}: the operator's {} was allowed",
+                self.kind, self.name, change.what
+            )
+        })?;
+        Ok(())
+    }
+
+    /// `Ok(Some(()))` if the policy denied the change, `Ok(None)` if it was allowed.
+    async fn deny(&self, change: &Change, params: &PatchParams) -> Result<Option<()>> {
+        match self
+            .operator
+            .patch(&self.name, params, &change.patch())
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(kube::Error::Api(status))
+                if status
+                    .message
+                    .contains(&format!("ValidatingAdmissionPolicy '{POLICY}'")) =>
+            {
+                ensure!(
+                    status.code == 403
+                        && status.message.contains(POLICY_ALLOWS)
+                        && status.message.contains(&change.changed),
+                    "{} {}: the denial of the {} should be 403 with {POLICY_ALLOWS:?} and name \
+                     {:?}: {status:?}",
+                    self.kind,
+                    self.name,
+                    change.what,
+                    change.changed
+                );
+                Ok(Some(()))
+            }
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "{} {}: the operator's {}",
+                    self.kind, self.name, change.what
+                )
+            }),
+        }
+    }
+
+    async fn wait_policy_enforced(&self) -> Result<()> {
+        let probe = &self.forbidden_changes()[0];
+        let dry_run = PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.deny(probe, &dry_run).await?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} {}: the policy {POLICY} was not enforced within 60 s",
+                    self.kind,
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The namespaced overlay's Role and RoleBinding `password-rotator`, moved into `ns`; the
+/// subject stays the operator's real ServiceAccount (in password-rotator-system), so that
+/// identity may patch workloads in `ns` and nowhere else.
+async fn bind_operator_role(client: &Client, ns: &str) -> Result<()> {
+    let overlay = objects(&kustomize("deploy/overlays/namespaced").await?)?;
+    let params = PatchParams::apply("rotator-tests").force();
+    let mut role = find(&overlay, "Role", ROLE)?;
+    role["metadata"]["namespace"] = Value::from(ns);
+    let role: Role = serde_yaml::from_value(role)?;
+    Api::<Role>::namespaced(client.clone(), ns)
+        .patch(ROLE, &params, &Patch::Apply(&role))
+        .await?;
+    let mut binding = find(&overlay, "RoleBinding", ROLE)?;
+    binding["metadata"]["namespace"] = Value::from(ns);
+    let binding: RoleBinding = serde_yaml::from_value(binding)?;
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .patch(ROLE, &params, &Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}
+
+/// The admin kubeconfig, acting as `user`.
+async fn impersonating_client(user: &str) -> Result<Client> {
+    let mut config = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(cluster::kubeconfig_path())?,
+        &KubeConfigOptions::default(),
+    )
+    .await?;
+    config.auth_info.impersonate = Some(user.to_owned());
+    Ok(Client::try_from(config)?)
 }
 
 // ----------------------------------------------------------------------------------------
