@@ -33,8 +33,8 @@ use crate::resource::{
 };
 use crate::rollout::Workloads;
 use crate::rotation::{
-    CallOutcome, Decision, Observation, SecretHolds, StateSummary, UNAUTHORIZED, decide, on_add,
-    on_delete, on_replace, on_rollback, step_after,
+    CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, UNAUTHORIZED,
+    decide, on_add, on_delete, on_failure, on_replace, on_rollback, step_after,
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
@@ -53,9 +53,17 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Redis Software API calls in flight at once, per cluster.
     pub calls_per_cluster: usize,
+    /// Allow `insecureHttp: true`: the admin login would cross the network in clear text.
+    pub allow_insecure_http: bool,
+    /// Allow `spec.verify`: the operator would connect to a host the resource names and send
+    /// it the new password.
+    pub allow_verify: bool,
     /// For tests: abort the process at this named point (see `Rotator::fail_point`).
     pub fail_point: Option<String>,
 }
+
+/// A password list across resources: the cluster and the user or database.
+type TargetIdentity = (String, TargetKind);
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -69,6 +77,11 @@ pub struct Context {
     /// Redis Software clients by credentials, with the Secret versions they were built from.
     clients: Mutex<HashMap<String, (String, RedisSoftwareClient)>>,
     logins: LoginBudgets,
+    /// What each URL's cluster says it is called.
+    identities: Mutex<HashMap<String, String>>,
+    /// The resource that last started a rotation of each user or database, and when: its
+    /// status may not show it yet, and two rotations of one password list must never overlap.
+    claims: Mutex<HashMap<TargetIdentity, (ObjectRef<PasswordRotation>, Timestamp)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -108,6 +121,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         cluster_calls: Mutex::default(),
         clients: Mutex::default(),
         logins: LoginBudgets::default(),
+        identities: Mutex::default(),
+        claims: Mutex::default(),
         metrics,
     });
     let runs = controllers
@@ -234,6 +249,7 @@ struct Rotator<'a> {
 }
 
 const SECRET_DRIFTED: &str = "SecretDrifted";
+const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 const SPEC_CHANGE_PENDING: &str = "SpecChangePending";
 
 /// Steps taken in one reconcile at most; a rotation with no workloads and no overlap
@@ -258,7 +274,7 @@ impl<'a> Rotator<'a> {
         let state_name = secrets::state_secret_name(&self.rotation);
         let mut state = secrets::read_state(&self.secrets, &state_name).await?;
         self.pin(state.as_ref());
-        let valid = match validate(&self.spec) {
+        let valid = match validate(&self.spec).and_then(|valid| self.permitted(valid)) {
             Ok(valid) => valid,
             Err(invalid) => return self.report_invalid(invalid).await,
         };
@@ -319,6 +335,23 @@ impl<'a> Rotator<'a> {
                 continue;
             }
             workload_fresh = false;
+            // The workload Secret's password is sent to the target, and the Secret rewritten:
+            // only for a resource the Secret names.
+            if matches!(
+                decision,
+                Decision::Stage { .. } | Decision::Restage | Decision::Publish
+            ) && let Some(secret) = &workload
+                && !secrets::allows(secret, &self.rotation.name_any())
+            {
+                let refused = Error::SecretNotAllowed {
+                    name: self.spec.secret.name.clone(),
+                    field: "spec.secret",
+                    rotation: self.rotation.name_any(),
+                };
+                self.report_not_ready(SECRET_NOT_ALLOWED, &refused.to_string())
+                    .await?;
+                return Ok(Action::await_change());
+            }
             match decision {
                 Decision::Invalid { field, message } => {
                     return self.report_invalid(InvalidField { field, message }).await;
@@ -341,6 +374,24 @@ impl<'a> Rotator<'a> {
                 Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
                 Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
                 Decision::Stage { trigger } => {
+                    if let Some(action) = self.load_target(&valid, &mut target).await? {
+                        return Ok(action);
+                    }
+                    let loaded = target.as_ref().expect("loaded");
+                    let cluster = match self.cluster_identity(loaded).await {
+                        Ok(cluster) => cluster,
+                        Err(failure) => {
+                            return self.stop(on_failure(failure), loaded, now).await;
+                        }
+                    };
+                    let mine = (cluster.clone(), valid.target.clone());
+                    if let Some(with) = self
+                        .competitor(&mine, true)
+                        .or_else(|| self.claim(mine, now))
+                    {
+                        return self.report_conflict(&valid, with).await;
+                    }
+                    self.status.cluster = Some(cluster);
                     let previous = workload_password.expect("decide stages only with one");
                     let new_state = self.stage(&valid, previous, now).await?;
                     let rotation_id = new_state.rotation_id.clone();
@@ -382,19 +433,10 @@ impl<'a> Rotator<'a> {
                     let state = state
                         .as_ref()
                         .expect("decide asks for a call only with a state");
-                    if target.is_none() {
-                        target = match self.target(&valid).await {
-                            Ok(target) => Some(target),
-                            // Watched Secrets trigger a new reconcile when they appear.
-                            Err(Error::Secret { name, problem }) => {
-                                let message = format!("Secret {name} {problem}");
-                                self.report_not_ready("SecretMissing", &message).await?;
-                                return Ok(Action::await_change());
-                            }
-                            Err(e) => return Err(e),
-                        };
+                    if let Some(action) = self.load_target(&valid, &mut target).await? {
+                        return Ok(action);
                     }
-                    let target = target.as_ref().expect("just set");
+                    let target = target.as_ref().expect("loaded");
                     let outcome = self.call(target, &decision, state).await?;
                     match outcome {
                         CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
@@ -421,18 +463,13 @@ impl<'a> Rotator<'a> {
                         CallOutcome::Done => {
                             self.advance(&decision, now).await?;
                         }
-                        CallOutcome::Block { reason, message } => {
+                        stopped => {
                             if decision == (Decision::Replace { replay: false }) {
                                 // The PUT was refused, so nothing was replaced: a later try
                                 // is a first one, not a replay.
                                 self.status.step = Some(Step::Staged);
                             }
-                            return self.block(reason, message, target, now).await;
-                        }
-                        CallOutcome::Retry { reason, detail } => {
-                            self.event(EventType::Warning, reason, "Retry", &detail)
-                                .await;
-                            return Err(Error::Target { reason, detail });
+                            return self.stop(stopped, target, now).await;
                         }
                     }
                 }
@@ -553,6 +590,30 @@ impl<'a> Rotator<'a> {
             .map(String::as_str)
     }
 
+    /// What the spec asks for that this operator's flags do not allow.
+    fn permitted(&self, valid: ValidSpec) -> Result<ValidSpec, InvalidField> {
+        let settings = &self.ctx.settings;
+        let insecure = self
+            .spec
+            .target
+            .redis_software
+            .as_ref()
+            .is_some_and(|rs| rs.insecure_http);
+        if insecure && !settings.allow_insecure_http {
+            return Err(InvalidField {
+                field: "spec.target.redisSoftware.insecureHttp",
+                message: "refused: this operator runs without --allow-insecure-http".into(),
+            });
+        }
+        if self.spec.verify.is_some() && !settings.allow_verify {
+            return Err(InvalidField {
+                field: "spec.verify.endpoint",
+                message: "refused: this operator runs without --allow-verify-endpoints".into(),
+            });
+        }
+        Ok(valid)
+    }
+
     /// Acts on the rotation's pinned plan while one is in flight, on the spec otherwise.
     fn pin(&mut self, state: Option<&RotationState>) {
         if let Some(plan) = state.and_then(|s| s.plan.as_ref()) {
@@ -617,21 +678,112 @@ impl<'a> Rotator<'a> {
     /// The oldest other resource that rotates the same user or database of the same cluster.
     fn conflict(&self) -> Option<String> {
         let mine = target_key(&self.rotation)?;
+        self.competitor(&mine, false)
+    }
+
+    /// The oldest other resource on `mine` that came first, or, when `busy` counts, that is
+    /// rotating it right now.
+    fn competitor(&self, mine: &TargetIdentity, busy: bool) -> Option<String> {
         let uid = self.rotation.uid();
         self.ctx
             .stores
             .iter()
             .flat_map(Store::state)
-            .filter(|other| other.uid() != uid && target_key(other).as_ref() == Some(&mine))
-            .filter(|other| precedes(other, &self.rotation))
+            .filter(|other| other.uid() != uid && target_key(other).as_ref() == Some(mine))
+            .filter(|other| precedes(other, &self.rotation) || (busy && rotating(other)))
             .min_by_key(|other| order_key(other))
-            .map(|other| {
-                format!(
-                    "{}/{}",
-                    other.namespace().unwrap_or_default(),
-                    other.name_any()
-                )
-            })
+            .map(|other| qualified_name(&other))
+    }
+
+    /// Takes `mine` for this resource's rotation, unless another resource took it moments ago
+    /// (before its status could show it).
+    fn claim(&self, mine: TargetIdentity, now: Timestamp) -> Option<String> {
+        const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
+        let me = ObjectRef::from_obj(&*self.rotation);
+        let mut claims = self.ctx.claims.lock().expect("not poisoned");
+        if let Some((holder, at)) = claims.get(&mine)
+            && *holder != me
+            && now < *at + UNTIL_STATUS_SHOWS
+        {
+            return Some(format!(
+                "{}/{}",
+                holder.namespace.as_deref().unwrap_or_default(),
+                holder.name
+            ));
+        }
+        claims.insert(mine, (me, now));
+        None
+    }
+
+    /// What the target's cluster says it is called, asked once per URL.
+    async fn cluster_identity(&self, target: &RedisSoftware) -> Result<String, CallFailure> {
+        let url = &self
+            .spec
+            .target
+            .redis_software
+            .as_ref()
+            .expect("validated")
+            .url;
+        if let Some(known) = self.ctx.identities.lock().expect("not poisoned").get(url) {
+            return Ok(known.clone());
+        }
+        let identity = target.identity().await?;
+        self.ctx
+            .identities
+            .lock()
+            .expect("not poisoned")
+            .insert(url.clone(), identity.clone());
+        Ok(identity)
+    }
+
+    /// Builds the target into `slot` once per reconcile; the action to return instead when a
+    /// Secret it needs is missing or does not allow this resource.
+    async fn load_target(
+        &mut self,
+        valid: &ValidSpec,
+        slot: &mut Option<RedisSoftware>,
+    ) -> Result<Option<Action>> {
+        if slot.is_some() {
+            return Ok(None);
+        }
+        match self.target(valid).await {
+            Ok(target) => {
+                *slot = Some(target);
+                Ok(None)
+            }
+            // Watched Secrets trigger a new reconcile when they change.
+            Err(Error::Secret { name, problem }) => {
+                let message = format!("Secret {name} {problem}");
+                self.report_not_ready("SecretMissing", &message).await?;
+                Ok(Some(Action::await_change()))
+            }
+            Err(refused @ Error::SecretNotAllowed { .. }) => {
+                self.report_not_ready(SECRET_NOT_ALLOWED, &refused.to_string())
+                    .await?;
+                Ok(Some(Action::await_change()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A call that did not get through: Blocked for a person to act, or retried with backoff.
+    async fn stop(
+        &mut self,
+        outcome: CallOutcome,
+        target: &RedisSoftware,
+        now: Timestamp,
+    ) -> Result<Action> {
+        match outcome {
+            CallOutcome::Block { reason, message } => {
+                self.block(reason, message, target, now).await
+            }
+            CallOutcome::Retry { reason, detail } => {
+                self.event(EventType::Warning, reason, "Retry", &detail)
+                    .await;
+                Err(Error::Target { reason, detail })
+            }
+            CallOutcome::Done => unreachable!("only a failed call stops"),
+        }
     }
 
     /// The admin login and CA of the target, as their Secrets hold them now.
@@ -651,6 +803,14 @@ impl<'a> Rotator<'a> {
                     "not found (spec.target.redisSoftware.credentialsSecret)",
                 )
             })?;
+        let rotation = self.rotation.name_any();
+        if !secrets::allows(&credentials, &rotation) {
+            return Err(Error::SecretNotAllowed {
+                name: rs.credentials_secret.clone(),
+                field: "spec.target.redisSoftware.credentialsSecret",
+                rotation,
+            });
+        }
         let username = secrets::text_value(&credentials, "username").ok_or_else(|| {
             missing(
                 &rs.credentials_secret,
@@ -668,6 +828,13 @@ impl<'a> Rotator<'a> {
                 let secret = self.secrets.get_opt(&ca.name).await?.ok_or_else(|| {
                     missing(&ca.name, "not found (spec.target.redisSoftware.caSecret)")
                 })?;
+                if !secrets::allows(&secret, &rotation) {
+                    return Err(Error::SecretNotAllowed {
+                        name: ca.name.clone(),
+                        field: "spec.target.redisSoftware.caSecret",
+                        rotation,
+                    });
+                }
                 let pem = secret
                     .data
                     .as_ref()
@@ -699,7 +866,7 @@ impl<'a> Rotator<'a> {
     async fn credentials_hash(&self) -> Result<Option<String>> {
         match self.admin_login().await {
             Ok(login) => Ok(Some(login.hash)),
-            Err(Error::Secret { .. }) => Ok(None),
+            Err(Error::Secret { .. } | Error::SecretNotAllowed { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -1386,10 +1553,15 @@ fn cluster_key(url: &url::Url) -> String {
     )
 }
 
-/// What identifies a password list across resources: the cluster and the user or database.
-fn target_key(rotation: &PasswordRotation) -> Option<(String, TargetKind)> {
+/// What identifies a password list across resources: the cluster, as it called itself when
+/// the resource last started a rotation (else as its URL names it), and the user or database.
+fn target_key(rotation: &PasswordRotation) -> Option<TargetIdentity> {
     let rs = rotation.spec.target.redis_software.as_ref()?;
-    let cluster = cluster_key(&url::Url::parse(&rs.url).ok()?);
+    let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
+    let cluster = match recorded {
+        Some(cluster) => cluster,
+        None => cluster_key(&url::Url::parse(&rs.url).ok()?),
+    };
     let kind = match (&rs.user, rs.database_uid) {
         (Some(user), None) => TargetKind::User(user.clone()),
         (None, Some(uid)) => TargetKind::Database(uid),
@@ -1403,6 +1575,20 @@ fn order_key(rotation: &PasswordRotation) -> (Option<Timestamp>, String, String)
         rotation.metadata.creation_timestamp.as_ref().map(|t| t.0),
         rotation.namespace().unwrap_or_default(),
         rotation.name_any(),
+    )
+}
+
+fn rotating(rotation: &PasswordRotation) -> bool {
+    rotation.status.as_ref().is_some_and(|s| {
+        s.step.is_some() && matches!(s.phase, Some(Phase::Rotating) | Some(Phase::Blocked))
+    })
+}
+
+fn qualified_name(rotation: &PasswordRotation) -> String {
+    format!(
+        "{}/{}",
+        rotation.namespace().unwrap_or_default(),
+        rotation.name_any()
     )
 }
 

@@ -43,6 +43,15 @@ pub enum Error {
     },
     #[error("Secret {name}: {problem}")]
     Secret { name: String, problem: String },
+    #[error(
+        "Secret {name} ({field}) does not allow PasswordRotation {rotation} to use it: annotate \
+         it rotator.dev/allowed-rotations={rotation} (or *) if it should"
+    )]
+    SecretNotAllowed {
+        name: String,
+        field: &'static str,
+        rotation: String,
+    },
     #[error("verifying the new password on {endpoint}: {detail}")]
     Verify { endpoint: String, detail: String },
     #[error("finalizer: {0}")]
@@ -57,6 +66,7 @@ impl Error {
             Error::RedisSoftware(e) => e.kind(),
             Error::Target { reason, .. } => reason,
             Error::Secret { .. } => "secret",
+            Error::SecretNotAllowed { .. } => "SecretNotAllowed",
             Error::Verify { .. } => "verify",
             Error::Finalizer(_) => "finalizer",
         }

@@ -65,6 +65,13 @@ struct RunArgs {
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Allow resources with `insecureHttp: true` (the admin login in clear text).
+    #[arg(long, env = "ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+    /// Allow resources with `spec.verify`, which connect to a host the resource names and
+    /// send it the new password.
+    #[arg(long, env = "ALLOW_VERIFY_ENDPOINTS")]
+    allow_verify_endpoints: bool,
     /// For tests only: abort at this named point, to prove what a crash there leaves.
     #[arg(long, env = "ROTATOR_FAIL_POINT", hide = true)]
     fail_point: Option<String>,
@@ -94,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 request_timeout: Duration::from_secs(args.request_timeout_seconds),
                 calls_per_cluster: args.calls_per_cluster.max(1),
+                allow_insecure_http: args.allow_insecure_http,
+                allow_verify: args.allow_verify_endpoints,
                 fail_point: args.fail_point.clone(),
             };
             run(Client::try_from(config)?, settings, args).await?;

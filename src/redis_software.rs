@@ -88,6 +88,7 @@ pub enum Operation {
     GetUser,
     ListUsers,
     GetDatabase,
+    GetCluster,
 }
 
 impl Operation {
@@ -102,6 +103,7 @@ impl Operation {
             Self::GetUser => "get_user",
             Self::ListUsers => "list_users",
             Self::GetDatabase => "get_database",
+            Self::GetCluster => "get_cluster",
         }
     }
 
@@ -110,7 +112,7 @@ impl Operation {
             Self::AddUserPassword | Self::AddDatabasePassword => Method::POST,
             Self::ReplaceUserPassword | Self::ReplaceDatabasePassword => Method::PUT,
             Self::DeleteUserPassword | Self::DeleteDatabasePassword => Method::DELETE,
-            Self::GetUser | Self::ListUsers | Self::GetDatabase => Method::GET,
+            Self::GetUser | Self::ListUsers | Self::GetDatabase | Self::GetCluster => Method::GET,
         }
     }
 }
@@ -245,6 +247,13 @@ pub struct User {
     pub role: String,
     #[serde(default)]
     pub password_issue_date: Option<String>,
+}
+
+/// The cluster, as far as this operator cares: its name is its FQDN, the same whichever node
+/// or address is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Cluster {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -443,6 +452,11 @@ impl RedisSoftwareClient {
             .await?
             .into_iter()
             .find(|u| u.name == name_or_email || u.email.eq_ignore_ascii_case(name_or_email)))
+    }
+
+    /// `GET /v1/cluster`: what the cluster says it is, whichever node or address answers.
+    pub async fn get_cluster(&self) -> Result<Cluster, ApiError> {
+        self.get(Operation::GetCluster, &["v1", "cluster"]).await
     }
 
     pub async fn get_database(&self, uid: u64) -> Result<Database, ApiError> {

@@ -281,6 +281,10 @@ pub struct PasswordRotationStatus {
     pub step_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_time: Option<Time>,
+    /// What the cluster says it is called (Redis Software: `GET /v1/cluster`), recorded when a
+    /// rotation starts: two addresses of one cluster are one target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// When the workload Secret was seen not holding the new password after publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drifted_time: Option<Time>,

@@ -429,6 +429,11 @@ pub fn on_rollback(result: Result<(), CallFailure>) -> CallOutcome {
     }
 }
 
+/// The meaning of a failed call that changes nothing, such as a read.
+pub fn on_failure(failure: CallFailure) -> CallOutcome {
+    common(failure)
+}
+
 fn common(failure: CallFailure) -> CallOutcome {
     match failure {
         CallFailure::AdminUnauthorized { detail } => CallOutcome::Block {

@@ -16,6 +16,11 @@ use crate::rotation::SecretHolds;
 use crate::{Error, Result};
 
 pub const MANAGER: &str = "password-rotator";
+/// By this annotation a Secret allows PasswordRotations of its namespace to use it: a
+/// comma-separated list of their names, or `*` for all of them. Without it a tenant who may
+/// create PasswordRotations, but not read Secrets, could have the operator send any Secret to
+/// a host of their choosing or overwrite it.
+pub const ALLOWED_ROTATIONS_ANNOTATION: &str = "rotator.dev/allowed-rotations";
 const PENDING: &str = "pending";
 const PREVIOUS: &str = "previous";
 const ROTATION_ID: &str = "rotationId";
@@ -50,6 +55,19 @@ impl RotationState {
 
 pub fn state_secret_name(rotation: &PasswordRotation) -> String {
     format!("{}-rotation", rotation.name_any())
+}
+
+/// Whether `secret` allows the PasswordRotation named `rotation` to use it.
+pub fn allows(secret: &Secret, rotation: &str) -> bool {
+    secret
+        .annotations()
+        .get(ALLOWED_ROTATIONS_ANNOTATION)
+        .is_some_and(|names| {
+            names
+                .split(',')
+                .map(str::trim)
+                .any(|name| name == "*" || name == rotation)
+        })
 }
 
 pub fn value(secret: &Secret, key: &str) -> Option<SecretString> {
@@ -238,6 +256,23 @@ mod tests {
             !debug.contains("Pending-Pass") && !debug.contains("Previous-Pass"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn a_secret_allows_only_the_rotations_it_names() {
+        let annotated = |value: Option<&str>| -> Secret {
+            let mut meta = json!({"name": "s"});
+            if let Some(v) = value {
+                meta["annotations"] = json!({ALLOWED_ROTATIONS_ANNOTATION: v});
+            }
+            serde_json::from_value(json!({"metadata": meta})).unwrap()
+        };
+        assert!(!allows(&annotated(None), "a"));
+        assert!(allows(&annotated(Some("a")), "a"));
+        assert!(allows(&annotated(Some("b, a")), "a"));
+        assert!(!allows(&annotated(Some("ab,b")), "a"));
+        assert!(allows(&annotated(Some("*")), "a"));
+        assert!(!allows(&annotated(Some("")), "a"));
     }
 
     #[test]

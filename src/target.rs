@@ -89,9 +89,31 @@ impl RedisSoftware {
         }
     }
 
-    /// Sends `call` within the account's budget: one call at a time per admin login, and
-    /// none with credentials that were refused less than a lockout ago.
+    /// What the cluster says it is called: the same through any of its nodes or addresses.
+    pub async fn identity(&self) -> Result<String, CallFailure> {
+        self.within_budget(async {
+            self.client
+                .get_cluster()
+                .await
+                .map(|c| c.name)
+                .map_err(|e| {
+                    let detail = e.to_string();
+                    classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
+                })
+        })
+        .await
+    }
+
     async fn send(&self, call: Call<'_>) -> Result<(), CallFailure> {
+        self.within_budget(self.dispatch(call)).await
+    }
+
+    /// Runs `call` within the account's budget: one call at a time per admin login, and
+    /// none with credentials that were refused less than a lockout ago.
+    async fn within_budget<T>(
+        &self,
+        call: impl Future<Output = Result<T, CallFailure>>,
+    ) -> Result<T, CallFailure> {
         let held = |refusal: Refusal| CallFailure::AdminUnauthorized {
             detail: format!(
                 "these admin credentials were refused at {} (for PasswordRotation {}); no \
@@ -115,7 +137,7 @@ impl RedisSoftware {
             return Err(held(refusal));
         }
         let _permit = self.calls.acquire().await.expect("never closed");
-        let result = self.dispatch(call).await;
+        let result = call.await;
         match &result {
             Err(CallFailure::AdminUnauthorized { .. }) => self.account.refused(Refusal {
                 at: Timestamp::now(),

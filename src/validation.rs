@@ -6,7 +6,7 @@ use crate::resource::PasswordRotationSpec;
 use crate::schedule::ScheduleRule;
 
 /// What is rotated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TargetKind {
     User(String),
     Database(u64),

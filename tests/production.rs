@@ -667,3 +667,180 @@ async fn resources_sharing_a_wrong_admin_spend_one_budget() -> Result<()> {
         .await?;
     h.finish().await
 }
+
+#[tokio::test]
+async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag() -> Result<()> {
+    let mut h = Harness::new("tenant").await?;
+    h.start_operator()?;
+    // A tenant's resource names Secrets that never allowed it.
+    let admin = unshared_secret(
+        "other-admin",
+        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    );
+    let workload = unshared_secret(
+        "other-app",
+        &[("username", USER), ("password", USER_PASSWORD)],
+    );
+    for secret in [&admin, &workload] {
+        h.secrets().create(&Default::default(), secret).await?;
+    }
+    let mut spec = h.user_spec(json!({"rotationRequest": "one"}));
+    spec["secret"]["name"] = json!("other-app");
+    h.create_rotation(NAME, spec.clone()).await?;
+    let refused = h
+        .wait_for(NAME, Duration::from_secs(30), "SecretNotAllowed", |r| {
+            has(r, "Ready", "False", "SecretNotAllowed")
+        })
+        .await?;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(
+        message.contains("other-app") && message.contains("spec.secret"),
+        "{message}"
+    );
+
+    // The workload Secret allows it now, the admin credentials do not.
+    h.secrets()
+        .patch(
+            "other-app",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"rotator.dev/allowed-rotations": NAME}}}),
+            ),
+        )
+        .await?;
+    patch_spec(
+        &h,
+        json!({"target": {"redisSoftware": {"credentialsSecret": "other-admin"}}}),
+    )
+    .await?;
+    let refused = h
+        .wait_for(
+            NAME,
+            Duration::from_secs(30),
+            "credentials not allowed",
+            |r| {
+                condition(r, "Ready").is_some_and(|c| {
+                    c.reason == "SecretNotAllowed" && c.message.contains("credentialsSecret")
+                })
+            },
+        )
+        .await?;
+    assert_eq!(
+        refused.status.unwrap().step,
+        Some(Step::Staged),
+        "staged, and stopped before the first call"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.api.requests().is_empty(),
+        "nothing read from a Secret that did not allow it was sent: {:?}",
+        h.api.requests()
+    );
+    assert_eq!(
+        h.secret_value("other-app", "password").await?.as_deref(),
+        Some(USER_PASSWORD),
+        "the Secret was not rewritten"
+    );
+    let warned = h.events().await?.into_iter().any(|e| {
+        e.reason.as_deref() == Some("SecretNotAllowed") && e.type_.as_deref() == Some("Warning")
+    });
+    assert!(warned, "a Warning event says why");
+
+    // Allowed: the rotation runs.
+    h.secrets()
+        .patch(
+            "other-admin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"rotator.dev/allowed-rotations": format!("x,{NAME}")}}})),
+        )
+        .await?;
+    h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let new = h.secret_value("other-app", "password").await?.unwrap();
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&new)]
+    );
+
+    // Plain HTTP and verify endpoints are refused by an operator without the flags.
+    for (name, extra, field) in [
+        (
+            "plain-http",
+            json!({"target": {"redisSoftware": {"url": h.api.url().replace("https://", "http://"), "insecureHttp": true}}}),
+            "spec.target.redisSoftware.insecureHttp",
+        ),
+        (
+            "verify",
+            json!({"verify": {"endpoint": h.redis.addr()}}),
+            "spec.verify.endpoint",
+        ),
+    ] {
+        let mut spec = h.user_spec(extra);
+        spec["rotationRequest"] = json!("one");
+        spec["target"]["redisSoftware"]["user"] = json!(format!("{name}-user"));
+        h.create_rotation(name, spec).await?;
+        let refused = h
+            .wait_for(name, Duration::from_secs(30), "InvalidSpec", |r| {
+                has(r, "Ready", "False", "InvalidSpec")
+            })
+            .await?;
+        let message = &condition(&refused, "Ready").unwrap().message;
+        assert!(
+            message.contains(field) && message.contains("--allow-"),
+            "{message}"
+        );
+    }
+    h.finish().await
+}
+
+#[tokio::test]
+async fn one_user_reached_through_two_addresses_is_one_target() -> Result<()> {
+    let mut h = Harness::new("two-addresses").await?;
+    h.start_operator()?;
+    let by_ip = h.user_spec(json!({"rotationRequest": "one"}));
+    h.create_rotation(NAME, by_ip).await?;
+    let first = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    assert_eq!(
+        first.status.unwrap().cluster.as_deref(),
+        Some("cluster.test"),
+        "the cluster is known by what it says about itself"
+    );
+    let rotated = h.secret_value(USER_SECRET, "password").await?.unwrap();
+
+    // The same cluster by name: another string, the same user.
+    let mut by_name = h.user_spec(json!({"rotationRequest": "one"}));
+    by_name["target"]["redisSoftware"]["url"] =
+        json!(h.api.url().replace("127.0.0.1", "localhost"));
+    h.create_rotation("orders-by-name", by_name).await?;
+    let refused = h
+        .wait_for("orders-by-name", Duration::from_secs(30), "Conflict", |r| {
+            has(r, "Ready", "False", "Conflict")
+        })
+        .await?;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(message.contains(NAME), "{message}");
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&rotated)],
+        "the second resource changed nothing"
+    );
+
+    // Requested at once on both, only the first rotates.
+    h.request_rotation(NAME, "two").await?;
+    h.request_rotation("orders-by-name", "two").await?;
+    h.wait_for(NAME, ROTATION_TIMEOUT, "the second rotation", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.handled_rotation_request.as_deref() == Some("two") && s.step.is_none()
+        })
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = h.rotation("orders-by-name").await?;
+    assert!(has(&second, "Ready", "False", "Conflict"));
+    assert!(second.status.unwrap().last_rotation_time.is_none());
+    let newest = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_eq!(
+        h.redis.password_hashes(USER).await?,
+        vec![password_hash(&newest)]
+    );
+    h.finish().await
+}

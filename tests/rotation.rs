@@ -137,6 +137,7 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
 #[tokio::test]
 async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
     let mut h = Harness::new("crash").await?;
+    h.operator_flags.push("--allow-verify-endpoints");
     h.create_deployment("orders", 1).await?;
     // Slow calls and a slow verification widen the windows between steps, so that kills
     // land right after each of them.
@@ -400,6 +401,7 @@ async fn a_restart_with_nothing_due_writes_nothing() -> Result<()> {
 #[tokio::test]
 async fn deleting_before_publish_rolls_back() -> Result<()> {
     let mut h = Harness::new("rollback").await?;
+    h.operator_flags.push("--allow-verify-endpoints");
     h.start_operator()?;
     // Verification against a closed port holds the rotation at Added.
     let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));

@@ -16,6 +16,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use password_rotator::resource::PasswordRotation;
+use password_rotator::secrets::ALLOWED_ROTATIONS_ANNOTATION;
 use rotator_test_support::api_server::{
     AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, ServerTls, UserConfig,
 };
@@ -39,6 +40,8 @@ pub struct Harness {
     pub redis: RedisServer,
     pub api: ApiServer,
     operator: Option<Child>,
+    /// Flags every `start_operator` passes, e.g. `--allow-verify-endpoints`.
+    pub operator_flags: Vec<&'static str>,
     operator_runs: u32,
     log_dir: PathBuf,
 }
@@ -108,6 +111,7 @@ impl Harness {
             redis,
             api,
             operator: None,
+            operator_flags: Vec::new(),
             operator_runs: 0,
             log_dir,
         };
@@ -250,7 +254,8 @@ impl Harness {
 
     /// Starts the operator as its own process, watching only this test's namespace.
     pub fn start_operator(&mut self) -> Result<()> {
-        self.operator = Some(self.spawn_operator(&[])?);
+        let flags = self.operator_flags.clone();
+        self.operator = Some(self.spawn_operator(&flags)?);
         Ok(())
     }
 
@@ -437,8 +442,16 @@ pub fn operator_command(
     Ok(command)
 }
 
-/// A Secret named `name` holding `data`.
+/// A Secret named `name` holding `data`, that every PasswordRotation of its namespace may use.
 pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    let mut secret = unshared_secret(name, data);
+    secret.metadata.annotations =
+        Some([(ALLOWED_ROTATIONS_ANNOTATION.to_owned(), "*".to_owned())].into());
+    secret
+}
+
+/// A Secret named `name` holding `data`, that allows no PasswordRotation to use it.
+pub fn unshared_secret(name: &str, data: &[(&str, &str)]) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),

@@ -243,16 +243,18 @@ kubectl create namespace "$NS" >/dev/null
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Secret
-metadata: {name: rs-admin}
+metadata: {name: rs-admin, annotations: {rotator.dev/allowed-rotations: orders-cache}}
 stringData: {username: "admin@demo.test", password: "$RS_ADMIN_PASSWORD"}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: $USER_SECRET}
+metadata: {name: $USER_SECRET, annotations: {rotator.dev/allowed-rotations: orders-cache}}
 stringData: {username: "$USER_NAME", password: "$OLD_PASSWORD"}
 EOF
 kubectl -n "$NS" create secret generic rs-ca --from-file=ca.crt="$WORK/api-cert.pem" >/dev/null
+kubectl -n "$NS" annotate secret rs-ca rotator.dev/allowed-rotations=orders-cache >/dev/null
 ok "Secrets rs-admin (API admin login), rs-ca (the API server's certificate), $USER_SECRET (what the app reads)"
+ok "each allows PasswordRotation orders-cache to use it (annotation rotator.dev/allowed-rotations)"
 
 # Pods run nowhere: kwok marks them Running and Ready on its fake node, so any image will do.
 kubectl -n "$NS" apply -f - >/dev/null <<EOF

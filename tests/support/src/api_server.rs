@@ -53,6 +53,8 @@ pub struct ApiServerConfig {
     pub lockout: LockoutPolicy,
     #[serde(default)]
     pub tls: ServerTls,
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
 }
 
 impl ApiServerConfig {
@@ -67,6 +69,7 @@ impl ApiServerConfig {
             password_complexity: false,
             lockout: LockoutPolicy::default(),
             tls: ServerTls::default(),
+            cluster_name: default_cluster_name(),
         }
     }
 }
@@ -98,6 +101,11 @@ pub struct UserConfig {
     #[serde(default = "default_role")]
     pub role: String,
     pub passwords: Vec<String>,
+}
+
+/// What `GET /v1/cluster` says the cluster is called: its FQDN, on a real cluster.
+fn default_cluster_name() -> String {
+    "cluster.test".to_owned()
 }
 
 fn default_role() -> String {

@@ -187,6 +187,10 @@ pub(super) async fn handle(
     let writes = matches!(*method, Method::POST | Method::PUT | Method::DELETE);
     let uid = |s: &str| s.parse::<u64>().ok();
     match (method, segments.as_slice()) {
+        (&Method::GET, ["cluster"]) => json(
+            StatusCode::OK,
+            &json!({ "name": inner.config.cluster_name }),
+        ),
         (&Method::GET, ["users"]) => json(
             StatusCode::OK,
             &model.users.iter().map(user_json).collect::<Vec<_>>(),
