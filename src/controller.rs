@@ -408,18 +408,7 @@ impl<'a> Rotator<'a> {
                         state.previous = Some(current);
                     }
                     let mut status = self.status.clone();
-                    status.phase = Some(Phase::Rotating);
-                    status.blocked_time = None;
-                    status.blocked_credentials_hash = None;
-                    status.blocked_account = None;
-                    set_condition(
-                        &mut status,
-                        "Ready",
-                        true,
-                        "Rotating",
-                        "rotation in progress",
-                        now,
-                    );
+                    mark_rotating(&mut status, now);
                     self.write_status(status).await?;
                     self.event(
                         EventType::Normal,
@@ -1062,20 +1051,9 @@ impl<'a> Rotator<'a> {
         let step = step_after(decision).expect("a step follows every effect");
         self.record_step_time(step, now);
         let mut status = self.status.clone();
-        status.phase = Some(Phase::Rotating);
+        mark_rotating(&mut status, now);
         status.step = Some(step);
         status.step_time = Some(Time(now));
-        status.blocked_time = None;
-        status.blocked_credentials_hash = None;
-        status.blocked_account = None;
-        set_condition(
-            &mut status,
-            "Ready",
-            true,
-            "Rotating",
-            "rotation in progress",
-            now,
-        );
         set_condition(
             &mut status,
             "Progressing",
@@ -1456,6 +1434,22 @@ fn step_message(step: Step) -> &'static str {
         Step::RolledOut => "the workloads run on the new password",
         Step::Retired => "the old password is being deleted",
     }
+}
+
+/// In flight and no longer blocked.
+fn mark_rotating(status: &mut PasswordRotationStatus, now: Timestamp) {
+    status.phase = Some(Phase::Rotating);
+    status.blocked_time = None;
+    status.blocked_credentials_hash = None;
+    status.blocked_account = None;
+    set_condition(
+        status,
+        "Ready",
+        true,
+        "Rotating",
+        "rotation in progress",
+        now,
+    );
 }
 
 fn clear_rotation(status: &mut PasswordRotationStatus) {

@@ -183,3 +183,13 @@ pub async fn auth(redis: &str, password: &str) -> bool {
         .await
         .is_ok()
 }
+
+/// The database accepts exactly one password for `user`, and it is `password`.
+pub async fn assert_only_password(h: &Harness, user: &str, password: &str) -> Result<()> {
+    assert_eq!(
+        h.redis.password_hashes(user).await?,
+        vec![password_hash(password)],
+        "{user} holds exactly one password, the expected one"
+    );
+    Ok(())
+}
