@@ -14,6 +14,7 @@ use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
+use rotator_test_support::api_server::FaultRule;
 use serde_json::json;
 
 const ROTATION_TIMEOUT: Duration = Duration::from_secs(90);
@@ -804,5 +805,38 @@ async fn one_user_reached_through_two_addresses_is_one_target() -> Result<()> {
     assert!(second.status.unwrap().last_rotation_time.is_none());
     let newest = h.secret_value(USER_SECRET, "password").await?.unwrap();
     assert_only_password(&h, USER, &newest).await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_refusal_that_cannot_be_explained_blocks_instead_of_retrying() -> Result<()> {
+    let mut h = Harness::new("unexplained").await?;
+    h.put_secret(
+        USER_SECRET,
+        &[("username", USER), ("password", "Stale-User-Pass-3k")],
+    )
+    .await?;
+    // The admin read that would tell a refused admin login from a refused old password fails.
+    h.api
+        .inject(FaultRule::status(503, 1000).on("GET", "/v1/users"));
+    h.start_operator()?;
+    h.create_rotation(NAME, h.user_spec(json!({"rotationRequest": "one"})))
+        .await?;
+    let blocked = h
+        .wait_for(NAME, Duration::from_secs(30), "Blocked", |r| {
+            has(r, "Ready", "False", "Unauthorized")
+        })
+        .await?;
+    let message = &condition(&blocked, "Ready").unwrap().message;
+    assert!(message.contains("failed too"), "{message}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refused = h
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(401))
+        .count();
+    assert_eq!(refused, 1, "one refused call, not a retry loop");
+    assert!(h.redis.auth(USER, USER_PASSWORD).await?);
     h.finish().await
 }

@@ -345,6 +345,8 @@ describe() {
     Rotating/Staged) echo "new password generated and stored in Secret $STATE_SECRET" ;;
     Rotating/Added) echo "new password added beside the old one (POST /v1/users/password): both work" ;;
     Rotating/Verified) echo "new password verified by a login" ;;
+    Rotating/Replacing) echo "replacing every password with the new one (PUT /v1/users/password)" ;;
+    Rotating/Publishing) echo "recorded before the Secret is written: from here on a deletion never rolls it back" ;;
     Rotating/Published) echo "new password written to Secret $USER_SECRET; Deployment $DEPLOYMENT restarting" ;;
     Rotating/RolledOut) echo "Deployment $DEPLOYMENT rolled out and overlap (3s) passed" ;;
     Rotating/Retired) echo "deleting the old password (DELETE /v1/users/password)" ;;
