@@ -22,3 +22,4 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2
 fi
 
 "$here/cluster/build.sh"
+"$here/cluster/helm.sh" >/dev/null   # the Helm CLI of tests/helm.rs (cached)

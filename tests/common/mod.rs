@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod checks;
+pub mod rbac;
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -1,0 +1,1001 @@
+//! The Helm chart (deploy/helm/password-rotator), with the Helm CLI built by
+//! tests/cluster/helm.sh, against the real control plane:
+//!
+//! * `helm lint --strict` passes, with the defaults and with each example values file
+//!   (deploy/helm/password-rotator/examples/*.yaml);
+//! * the chart's CRD (its crds/ directory) is byte for byte the one in crds/;
+//! * each example renders, and its objects are created for real (server-side apply) in fresh
+//!   namespaces, with Pod Security "restricted" warnings as errors, and the Deployment rolls
+//!   out; the Deployment's args say what the values say, and the admission policy names the
+//!   release's ServiceAccount in the release namespace (cluster-wide examples: impersonating
+//!   that ServiceAccount, scaling the Deployment is denied by the policy, the restart
+//!   annotation is allowed);
+//! * the chart's RBAC is exactly the kustomize RBAC (the expected-rules set of
+//!   tests/common/rbac.rs), cluster-wide and namespaced, and the rest of the objects (pod
+//!   hardening, probes, resources, NetworkPolicy, admission policy) equal deploy/'s;
+//! * the operator, run as the chart's ServiceAccount (impersonation) with only the chart's
+//!   namespaced Roles, completes a full rotation and is granted nothing more;
+//! * every metric the PrometheusRule alerts on exists in src/metrics.rs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use rotator_test_support::cluster::{self, TestNamespace};
+use serde_json::json;
+use serde_yaml::Value;
+use tokio::process::Command;
+
+use common::rbac::{
+    self, EXPECTED_LEADER_RULES, EXPECTED_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT, find,
+    impersonating_client, kind, kubectl, kustomize, objects, rbac_objects, rule_set, run_help,
+    same_rules,
+};
+
+const CHART: &str = "deploy/helm/password-rotator";
+/// Rendered with this release name in this namespace, the chart's objects have deploy/'s names.
+const RELEASE: &str = "password-rotator";
+const OPERATOR_NAMESPACE: &str = "password-rotator-system";
+/// Kinds whose CRDs the test cluster lacks (Prometheus Operator): rendered and checked, not
+/// applied.
+const MONITORING_KINDS: &[&str] = &["ServiceMonitor", "PrometheusRule"];
+
+// ----------------------------------------------------------------------------------------
+// lint, CRD
+
+#[tokio::test]
+async fn the_chart_lints_with_the_defaults_and_every_example() -> Result<()> {
+    let examples = examples()?;
+    ensure!(
+        examples.len() >= 4,
+        "expected the documented examples, found {examples:?}"
+    );
+    let mut runs = vec![None];
+    runs.extend(examples.iter().map(Some));
+    for example in runs {
+        let mut args = vec!["lint".to_owned(), CHART.to_owned(), "--strict".to_owned()];
+        if let Some(file) = example {
+            args.extend(["-f".to_owned(), file.display().to_string()]);
+        }
+        let out = helm(&args).await?;
+        ensure!(
+            out.contains("0 chart(s) failed"),
+            "helm {}:\n{out}",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_charts_crd_is_the_one_in_crds() -> Result<()> {
+    let root = cluster::repo_root();
+    let file = "passwordrotations.rotator.dev.yaml";
+    let chart: BTreeSet<String> = std::fs::read_dir(root.join(CHART).join("crds"))?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    assert_eq!(
+        chart,
+        BTreeSet::from([file.to_owned()]),
+        "the chart's crds/ holds exactly the CRD"
+    );
+    let original = std::fs::read_to_string(root.join("crds").join(file))?;
+    let copy = std::fs::read_to_string(root.join(CHART).join("crds").join(file))?;
+    ensure!(
+        copy == original,
+        "{CHART}/crds/{file} differs from crds/{file}: copy crds/{file} into the chart \
+         (after `make crds`)"
+    );
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// every example, rendered and created on the API server
+
+#[tokio::test]
+async fn every_example_renders_and_is_created_on_the_api_server() -> Result<()> {
+    let admin = cluster::client().await?;
+    for example in examples()? {
+        let stem = example
+            .file_stem()
+            .context("example without a name")?
+            .to_string_lossy()
+            .into_owned();
+        let namespace = TestNamespace::new(&admin, &format!("helm-{stem}")).await?;
+        let ns = namespace.name().to_owned();
+        // The release is named like its namespace, so that its cluster-scoped objects
+        // (ClusterRole, admission policy) are its own.
+        let release = ns.clone();
+
+        // Watched namespaces: as many fresh ones as the example lists.
+        let example_values: Value = serde_yaml::from_str(&std::fs::read_to_string(&example)?)?;
+        let listed = example_values["watchNamespaces"]
+            .as_sequence()
+            .map_or(0, Vec::len);
+        let mut watched = Vec::new();
+        for _ in 0..listed {
+            watched.push(TestNamespace::new(&admin, &format!("helm-{stem}-w")).await?);
+        }
+        let watched_names: Vec<String> = watched.iter().map(|n| n.name().to_owned()).collect();
+        let mut sets = vec!["namespace.create=true".to_owned()];
+        if listed > 0 {
+            sets.push(format!("watchNamespaces={{{}}}", watched_names.join(",")));
+        }
+        let rendered = template(&release, &ns, std::slice::from_ref(&example), &sets).await?;
+        let all = objects(&rendered)?;
+        let mut values = example_values.clone();
+        for set in &sets {
+            let (key, value) = set.split_once('=').context("--set key=value")?;
+            let value = match value.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+                Some(list) => Value::from(list.split(',').collect::<Vec<_>>()),
+                None => Value::from(value == "true"),
+            };
+            set_path(&mut values, key, value);
+        }
+        let values = with_defaults(values)?;
+        check_rendered(&all, &values, &release, &ns)
+            .with_context(|| format!("{}", example.display()))?;
+
+        // Everything but the monitoring kinds (no CRDs here) is created for real.
+        let (monitoring, apply): (Vec<Value>, Vec<Value>) = all
+            .into_iter()
+            .partition(|o| MONITORING_KINDS.contains(&kind(o)));
+        let monitoring_enabled = values["serviceMonitor"]["enabled"].as_bool() == Some(true)
+            || values["prometheusRule"]["enabled"].as_bool() == Some(true);
+        ensure!(
+            monitoring.is_empty() != monitoring_enabled,
+            "{stem}: monitoring objects rendered iff enabled"
+        );
+        let mut manifest = String::new();
+        for object in &apply {
+            manifest += "---\n";
+            manifest += &serde_yaml::to_string(object)?;
+        }
+        let result = async {
+            // --warnings-as-errors: the namespace (rendered with namespace.create=true) warns
+            // on Pod Security "restricted" violations of the Deployment's pod template.
+            let out = kubectl(
+                &[
+                    "--warnings-as-errors",
+                    "apply",
+                    "--server-side",
+                    "--field-manager=rotator-tests",
+                    "-f",
+                    "-",
+                ],
+                Some(&manifest),
+            )
+            .await?;
+            ensure!(
+                out.lines().count() == apply.len(),
+                "{stem}: expected {} objects applied, got:\n{out}",
+                apply.len()
+            );
+            let names = kubectl(&["get", "-f", "-", "-o", "name"], Some(&manifest)).await?;
+            ensure!(
+                names.lines().count() == apply.len(),
+                "{stem}: expected {} objects on the API server, got:\n{names}",
+                apply.len()
+            );
+            // kwok runs the pods: the operator's Deployment really rolls out.
+            let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+            let deployment = find(&apply, "Deployment", &fullname(&release))?;
+            let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+            cluster::wait_rollout_complete(&deployments, name, Duration::from_secs(60)).await?;
+            // Cluster-wide, the release's ServiceAccount may patch Deployments here: the
+            // chart's admission policy lets it set a restart annotation and nothing else.
+            let enforced =
+                if listed == 0 && values["admissionPolicy"]["enabled"].as_bool() == Some(true) {
+                    let account = format!("system:serviceaccount:{ns}:{}", fullname(&release));
+                    let policy = format!("{}-restart-annotation-only", fullname(&release));
+                    policy_enforced_for(&account, &ns, name, &policy).await?;
+                    ", admission policy enforced for the release's ServiceAccount"
+                } else {
+                    ""
+                };
+            eprintln!(
+                "{stem}: {} objects created, rolled out{enforced}",
+                apply.len()
+            );
+            Ok(())
+        }
+        .await;
+        // Clean up the cluster-scoped objects and namespaces, whatever happened.
+        let deleted = kubectl(
+            &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+            Some(&manifest),
+        )
+        .await;
+        for watched in watched {
+            watched.cleanup().await?;
+        }
+        namespace.cleanup().await?;
+        result.with_context(|| format!("{}", example.display()))?;
+        deleted?;
+    }
+    Ok(())
+}
+
+/// What every rendering must say, given the (complete) values it was rendered with.
+fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Result<()> {
+    let name = fullname(release);
+    let account = format!("system:serviceaccount:{ns}:{name}");
+    let watched: Vec<&str> = values["watchNamespaces"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let replicas = values["replicaCount"].as_i64().context("replicaCount")?;
+    let leader = replicas > 1 || values["leaderElection"]["enabled"].as_bool() == Some(true);
+
+    // The Deployment's args.
+    let deployment = find(all, "Deployment", &name)?;
+    assert_eq!(
+        deployment["metadata"]["namespace"].as_str(),
+        Some(ns),
+        "Deployment namespace"
+    );
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(replicas));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"].as_str(), Some(name.as_str()));
+    let args = args_of(&deployment);
+    ensure!(args.first().map(String::as_str) == Some("run"), "{args:?}");
+    let mut want: Vec<String> = Vec::new();
+    if !watched.is_empty() {
+        want.push(format!("--namespace={}", watched.join(",")));
+    }
+    if leader {
+        want.push("--leader-election".into());
+        want.push(format!("--lease-name={name}"));
+        want.push(format!(
+            "--lease-seconds={}",
+            values["leaderElection"]["leaseSeconds"]
+                .as_i64()
+                .context("leaseSeconds")?
+        ));
+    }
+    for (flag, key) in [
+        ("--log-format", "logFormat"),
+        ("--concurrency", "concurrency"),
+        ("--calls-per-cluster", "callsPerCluster"),
+        ("--request-timeout-seconds", "requestTimeoutSeconds"),
+    ] {
+        let value = match &values[key] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => anyhow::bail!("{key}: {other:?}"),
+        };
+        want.push(format!("{flag}={value}"));
+    }
+    want.push(format!(
+        "--http-addr=0.0.0.0:{}",
+        values["metricsPort"].as_i64().context("metricsPort")?
+    ));
+    for (flag, key) in [
+        ("--allow-insecure-http", "allowInsecureHttp"),
+        ("--allow-verify-endpoints", "allowVerifyEndpoints"),
+    ] {
+        if values[key].as_bool() == Some(true) {
+            want.push(flag.into());
+        }
+    }
+    assert_eq!(args[1..], want[..], "the Deployment's args");
+    let image = format!(
+        "{}:{}",
+        values["image"]["repository"].as_str().unwrap_or_default(),
+        values["image"]["tag"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .unwrap_or("0.1.0")
+    );
+    assert_eq!(pod["containers"][0]["image"].as_str(), Some(image.as_str()));
+    assert_eq!(pod["containers"][0]["resources"], values["resources"]);
+
+    // RBAC objects: where they are, and that they grant to this release's ServiceAccount.
+    let mut rbac = BTreeSet::new();
+    if watched.is_empty() {
+        rbac.insert(format!("ClusterRole//{name}"));
+        rbac.insert(format!("ClusterRoleBinding//{name}"));
+    }
+    for w in &watched {
+        rbac.insert(format!("Role/{w}/{name}"));
+        rbac.insert(format!("RoleBinding/{w}/{name}"));
+    }
+    if leader {
+        rbac.insert(format!("Role/{ns}/{name}-leader-election"));
+        rbac.insert(format!("RoleBinding/{ns}/{name}-leader-election"));
+    }
+    assert_eq!(rbac_objects(all), rbac, "the RBAC objects");
+    for object in all.iter().filter(|o| kind(o).ends_with("Binding")) {
+        if kind(object).starts_with("ValidatingAdmission") {
+            continue;
+        }
+        assert_eq!(
+            object["subjects"],
+            serde_yaml::to_value(
+                json!([{"kind": "ServiceAccount", "name": name, "namespace": ns}])
+            )?,
+            "{} subjects",
+            kind(object)
+        );
+    }
+
+    // The admission policy names the release's ServiceAccount in the release namespace; its
+    // binding puts exactly that policy into effect.
+    let policy_name = format!("{name}-restart-annotation-only");
+    if values["admissionPolicy"]["enabled"].as_bool() == Some(true) {
+        let policy = find(all, "ValidatingAdmissionPolicy", &policy_name)?;
+        let conditions = &policy["spec"]["matchConditions"];
+        let expression = conditions[0]["expression"].as_str().unwrap_or_default();
+        ensure!(
+            conditions.as_sequence().map(Vec::len) == Some(1)
+                && expression.contains("request.userInfo.username ==")
+                && expression.contains(&format!("'{account}'")),
+            "the policy must name {account}: {conditions:?}"
+        );
+        let binding = find(all, "ValidatingAdmissionPolicyBinding", &policy_name)?;
+        assert_eq!(
+            binding["spec"],
+            serde_yaml::to_value(
+                json!({"policyName": policy_name, "validationActions": ["Deny"]})
+            )?
+        );
+    } else {
+        ensure!(
+            !all.iter()
+                .any(|o| kind(o).starts_with("ValidatingAdmissionPolicy")),
+            "admissionPolicy.enabled=false renders no policy"
+        );
+    }
+
+    // The NetworkPolicy: the CIDRs and ports of the values.
+    let np = &values["networkPolicy"];
+    if np["enabled"].as_bool() == Some(true) {
+        let policy = find(all, "NetworkPolicy", &name)?;
+        let egress = policy["spec"]["egress"]
+            .as_sequence()
+            .context("egress")?
+            .clone();
+        let cidrs = |rule: &Value| -> Vec<Value> {
+            rule["to"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|peer| peer["ipBlock"]["cidr"].clone())
+                .collect()
+        };
+        let ports = |rule: &Value| -> Vec<Value> {
+            rule["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].clone())
+                .collect()
+        };
+        let verify = np["verifyEndpoints"]["enabled"].as_bool() == Some(true);
+        assert_eq!(egress.len(), if verify { 4 } else { 3 }, "egress rules");
+        assert_eq!(
+            &cidrs(&egress[1]),
+            np["apiServer"]["cidrs"].as_sequence().context("cidrs")?
+        );
+        assert_eq!(
+            &ports(&egress[1]),
+            np["apiServer"]["ports"].as_sequence().context("ports")?
+        );
+        assert_eq!(
+            &cidrs(&egress[2]),
+            np["redisSoftware"]["cidrs"]
+                .as_sequence()
+                .context("cidrs")?
+        );
+        assert_eq!(
+            &ports(&egress[2]),
+            np["redisSoftware"]["ports"]
+                .as_sequence()
+                .context("ports")?
+        );
+        if verify {
+            assert_eq!(
+                &cidrs(&egress[3]),
+                np["verifyEndpoints"]["cidrs"]
+                    .as_sequence()
+                    .context("cidrs")?
+            );
+        }
+        let from = &policy["spec"]["ingress"][0]["from"];
+        match np["metricsFrom"].as_sequence() {
+            Some(peers) if !peers.is_empty() => {
+                assert_eq!(from.as_sequence(), Some(peers), "metrics ingress peers")
+            }
+            _ => assert!(from.is_null(), "metrics ingress from anyone"),
+        }
+    } else {
+        ensure!(!all.iter().any(|o| kind(o) == "NetworkPolicy"));
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// the chart renders what deploy/ renders
+
+/// The chart's RBAC equals the kustomize RBAC: the same objects and exactly the expected
+/// rules, cluster-wide (deploy/base) and namespaced (deploy/overlays/namespaced), and no
+/// leader-election Role without leader election.
+#[tokio::test]
+async fn the_charts_rbac_is_exactly_the_kustomize_rbac() -> Result<()> {
+    let expected: BTreeSet<String> = EXPECTED_RULES.iter().map(|s| s.to_string()).collect();
+    let expected_leader: BTreeSet<String> = EXPECTED_LEADER_RULES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let base = objects(&kustomize("deploy/base").await?)?;
+    let overlay = objects(&kustomize("deploy/overlays/namespaced").await?)?;
+    let kustomize_rules = rule_set(&find(&base, "ClusterRole", ROLE)?["rules"])?;
+    same_rules(&kustomize_rules, &expected, "deploy/base's ClusterRole")?;
+    same_rules(
+        &rule_set(&find(&overlay, "Role", ROLE)?["rules"])?,
+        &expected,
+        "the namespaced overlay's Role",
+    )?;
+    let kustomize_leader = rule_set(&find(&base, "Role", LEADER_ROLE)?["rules"])?;
+    same_rules(
+        &kustomize_leader,
+        &expected_leader,
+        "deploy/base's Lease Role",
+    )?;
+
+    // Cluster-wide: exactly deploy/base's RBAC objects.
+    let chart = render_example("cluster-wide", &[]).await?;
+    assert_eq!(
+        rbac_objects(&chart),
+        rbac_objects(&base),
+        "the chart's RBAC objects, cluster-wide"
+    );
+    same_rules(
+        &rule_set(&find(&chart, "ClusterRole", ROLE)?["rules"])?,
+        &kustomize_rules,
+        "the chart's ClusterRole (vs deploy/base)",
+    )?;
+
+    // Namespaced, in two namespaces: a Role in each, no cluster-scoped RBAC.
+    let chart = render_example("namespaced", &[]).await?;
+    let mut want = BTreeSet::new();
+    for ns in ["shop", "payments"] {
+        want.insert(format!("Role/{ns}/{ROLE}"));
+        want.insert(format!("RoleBinding/{ns}/{ROLE}"));
+        same_rules(
+            &rule_set(&find_in(&chart, "Role", ns, ROLE)?["rules"])?,
+            &expected,
+            &format!("the chart's Role in {ns}"),
+        )?;
+    }
+    want.insert(format!("Role/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"));
+    want.insert(format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"));
+    assert_eq!(
+        rbac_objects(&chart),
+        want,
+        "the chart's RBAC objects, namespaced"
+    );
+    // One namespace, as the overlay: the very same objects.
+    let chart = render_example("namespaced", &["watchNamespaces={shop}"]).await?;
+    assert_eq!(rbac_objects(&chart), rbac_objects(&overlay));
+
+    for (chart, what) in [
+        (render_example("cluster-wide", &[]).await?, "cluster-wide"),
+        (chart, "namespaced"),
+    ] {
+        same_rules(
+            &rule_set(&find(&chart, "Role", LEADER_ROLE)?["rules"])?,
+            &kustomize_leader,
+            &format!("the chart's Lease Role ({what})"),
+        )?;
+        // Bindings: roleRef and subject exactly as deploy/'s.
+        for object in chart
+            .iter()
+            .filter(|o| matches!(kind(o), "RoleBinding" | "ClusterRoleBinding"))
+        {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let source = if kind(object) == "RoleBinding" && name == ROLE {
+                &overlay
+            } else {
+                &base
+            };
+            let original = find(source, kind(object), name)?;
+            assert_eq!(
+                object["roleRef"], original["roleRef"],
+                "{what}: {name} roleRef"
+            );
+            assert_eq!(
+                object["subjects"], original["subjects"],
+                "{what}: {name} subjects"
+            );
+        }
+    }
+
+    // One replica without leader election: no Lease Role, no --leader-election.
+    let chart = render_example("single-replica", &[]).await?;
+    ensure!(
+        !rbac_objects(&chart).iter().any(|o| o.contains(LEADER_ROLE)),
+        "single replica: no leader-election Role"
+    );
+    ensure!(!args_of(&find(&chart, "Deployment", RELEASE)?).contains(&"--leader-election".into()));
+    // … unless asked for.
+    let chart = render_example("single-replica", &["leaderElection.enabled=true"]).await?;
+    find(&chart, "Role", LEADER_ROLE)?;
+    ensure!(args_of(&find(&chart, "Deployment", RELEASE)?).contains(&"--leader-election".into()));
+    Ok(())
+}
+
+/// With the defaults, the Deployment's pod, the NetworkPolicy and the admission policy are
+/// deploy/base's (the chart only adds the instance label to selectors, and passes as flags
+/// what deploy/ leaves to the binary's defaults).
+#[tokio::test]
+async fn the_charts_objects_are_deploy_bases() -> Result<()> {
+    let base = objects(&kustomize("deploy/base").await?)?;
+    let chart = objects(&template(RELEASE, OPERATOR_NAMESPACE, &[], &[]).await?)?;
+
+    let mut kinds_base: Vec<String> = base.iter().map(|o| kind(o).to_owned()).collect();
+    kinds_base.retain(|k| k != "Namespace");
+    kinds_base.sort();
+    let mut kinds_chart: Vec<String> = chart.iter().map(|o| kind(o).to_owned()).collect();
+    kinds_chart.sort();
+    assert_eq!(
+        kinds_chart, kinds_base,
+        "the kinds rendered (the Namespace is opt-in)"
+    );
+    // … with namespace.create, the Namespace too, with deploy/'s Pod Security labels.
+    let with_ns = objects(
+        &template(
+            RELEASE,
+            OPERATOR_NAMESPACE,
+            &[],
+            &["namespace.create=true".into()],
+        )
+        .await?,
+    )?;
+    let namespace = find(&with_ns, "Namespace", OPERATOR_NAMESPACE)?;
+    let original = find(&base, "Namespace", OPERATOR_NAMESPACE)?;
+    for (key, value) in original["metadata"]["labels"]
+        .as_mapping()
+        .context("labels")?
+    {
+        let key = key.as_str().unwrap_or_default();
+        if key.starts_with("pod-security.") {
+            assert_eq!(&namespace["metadata"]["labels"][key], value, "{key}");
+        }
+    }
+
+    for object in &chart {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let original = find(&base, kind(object), name)
+            .with_context(|| format!("deploy/base has no {} {name}", kind(object)))?;
+        assert_eq!(
+            object["metadata"]["namespace"],
+            original["metadata"]["namespace"],
+            "{} {name}: namespace",
+            kind(object)
+        );
+    }
+
+    // The pod: everything but the selector labels, the args and LOG_FORMAT (now a flag).
+    let deployment = find(&chart, "Deployment", RELEASE)?;
+    let original = find(&base, "Deployment", RELEASE)?;
+    let (pod, original_pod) = (
+        &deployment["spec"]["template"]["spec"],
+        &original["spec"]["template"]["spec"],
+    );
+    for key in [
+        "serviceAccountName",
+        "automountServiceAccountToken",
+        "enableServiceLinks",
+        "terminationGracePeriodSeconds",
+        "securityContext",
+    ] {
+        assert_eq!(pod[key], original_pod[key], "pod {key}");
+    }
+    assert_eq!(deployment["spec"]["replicas"], original["spec"]["replicas"]);
+    let (container, original_container) = (&pod["containers"][0], &original_pod["containers"][0]);
+    for key in [
+        "name",
+        "image",
+        "imagePullPolicy",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+        "resources",
+        "securityContext",
+    ] {
+        assert_eq!(container[key], original_container[key], "container {key}");
+    }
+    let mut env = container["env"].clone();
+    let mut original_env = original_container["env"].clone();
+    if let Some(list) = original_env.as_sequence_mut() {
+        list.retain(|e| e["name"].as_str() != Some("LOG_FORMAT"));
+    }
+    if let Some(list) = env.as_sequence_mut() {
+        list.retain(|e| e["name"].as_str() != Some("LOG_FORMAT"));
+    }
+    assert_eq!(
+        env, original_env,
+        "container env (LOG_FORMAT is --log-format=json)"
+    );
+    ensure!(args_of(&deployment).contains(&"--log-format=json".into()));
+
+    // The NetworkPolicy: the same rules.
+    let policy = find(&chart, "NetworkPolicy", RELEASE)?;
+    let original = find(&base, "NetworkPolicy", RELEASE)?;
+    for key in ["policyTypes", "ingress", "egress"] {
+        assert_eq!(
+            policy["spec"][key], original["spec"][key],
+            "NetworkPolicy {key}"
+        );
+    }
+
+    // The admission policy and binding: identical specs (same ServiceAccount here). Compared
+    // with the files themselves: kustomize re-folds the `>-` expressions with extra blank lines.
+    for (kind_, file) in [
+        (
+            "ValidatingAdmissionPolicy",
+            "deploy/base/validatingadmissionpolicy.yaml",
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "deploy/base/validatingadmissionpolicybinding.yaml",
+        ),
+    ] {
+        let name = "password-rotator-restart-annotation-only";
+        let original: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(cluster::repo_root().join(file))?)?;
+        assert_eq!(
+            find(&chart, kind_, name)?["spec"],
+            original["spec"],
+            "{kind_} spec (vs {file})"
+        );
+    }
+    Ok(())
+}
+
+/// The values reach the Deployment's args, and every flag is one the binary knows.
+#[tokio::test]
+async fn the_values_become_flags_the_binary_understands() -> Result<()> {
+    let help = run_help().await?;
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[],
+            &["--leader-election", "--log-format=json", "--concurrency=16"],
+        ),
+        (
+            &[
+                "watchNamespaces={a,b}",
+                "replicaCount=1",
+                "logFormat=text",
+                "concurrency=4",
+                "callsPerCluster=2",
+                "requestTimeoutSeconds=10",
+                "allowInsecureHttp=true",
+                "allowVerifyEndpoints=true",
+                "metricsPort=9090",
+            ],
+            &[
+                "--namespace=a,b",
+                "--log-format=text",
+                "--concurrency=4",
+                "--calls-per-cluster=2",
+                "--request-timeout-seconds=10",
+                "--allow-insecure-http",
+                "--allow-verify-endpoints",
+                "--http-addr=0.0.0.0:9090",
+            ],
+        ),
+    ];
+    for (sets, want) in cases {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let chart = objects(&template(RELEASE, OPERATOR_NAMESPACE, &[], &sets).await?)?;
+        let deployment = find(&chart, "Deployment", RELEASE)?;
+        let args = args_of(&deployment);
+        for flag in *want {
+            ensure!(
+                args.contains(&flag.to_string()),
+                "{sets:?}: {flag} in {args:?}"
+            );
+        }
+        ensure!(
+            !sets.is_empty() || !args.iter().any(|a| a.starts_with("--allow-")),
+            "the --allow-* flags are off by default: {args:?}"
+        );
+        for flag in args.iter().filter(|a| a.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap_or_default();
+            ensure!(
+                help.contains(flag),
+                "the binary has no flag {flag}:\n{help}"
+            );
+        }
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        for env in container["env"].as_sequence().into_iter().flatten() {
+            let name = env["name"].as_str().unwrap_or_default();
+            ensure!(
+                name == "POD_NAME" || help.contains(&format!("[env: {name}=")),
+                "the binary reads no environment variable {name}"
+            );
+        }
+    }
+    // A bad log format fails at render time.
+    let bad = template(RELEASE, OPERATOR_NAMESPACE, &[], &["logFormat=xml".into()]).await;
+    ensure!(bad.is_err(), "logFormat=xml must not render");
+    Ok(())
+}
+
+/// The ServiceMonitor scrapes the metrics Service, and the PrometheusRule's alerts use
+/// metrics the operator exports (src/metrics.rs, encoded by the library itself).
+#[tokio::test]
+async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
+    let chart = render_example("monitoring", &[]).await?;
+    let monitor = find(&chart, "ServiceMonitor", RELEASE)?;
+    let service = find(&chart, "Service", &format!("{RELEASE}-metrics"))?;
+    assert_eq!(
+        monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .context("ServiceMonitor selector")?
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key.as_str().unwrap_or_default()],
+            value,
+            "the ServiceMonitor selects the metrics Service"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+
+    let metrics = password_rotator::metrics::Metrics::new();
+    metrics.reconcile_error("kubernetes");
+    metrics.rotation_finished("blocked", None);
+    metrics.last_success("shop", "orders", jiff::Timestamp::now());
+    let exported = metrics.encode();
+
+    let rule = find(&chart, "PrometheusRule", RELEASE)?;
+    let rules = rule["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .context("PrometheusRule rules")?;
+    let alerts: BTreeSet<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(
+        alerts,
+        BTreeSet::from([
+            "PasswordRotatorRotationOverdue",
+            "PasswordRotatorReconcileErrors",
+            "PasswordRotatorRotationNotCompleted",
+        ])
+    );
+    for rule in rules {
+        let expr = rule["expr"].as_str().context("expr")?;
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("password_rotator_"))
+            .collect();
+        ensure!(!names.is_empty(), "{expr}: names no metric");
+        for name in names {
+            ensure!(
+                exported
+                    .lines()
+                    .any(|l| l.split(['{', ' ']).next() == Some(name)),
+                "{expr}: the operator exports no {name}:\n{exported}"
+            );
+        }
+        ensure!(
+            rule["labels"]["severity"].is_string(),
+            "{expr}: label severity"
+        );
+    }
+    ensure!(
+        rules[0]["expr"]
+            .as_str()
+            .is_some_and(|e| e.contains("> 7776000")),
+        "the overdue threshold comes from the values"
+    );
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// RBAC, live: a full rotation as the chart's ServiceAccount
+
+#[tokio::test]
+async fn the_operator_rotates_with_only_the_charts_namespaced_roles() -> Result<()> {
+    // One watched namespace (install_rbac moves everything into the test namespace).
+    let chart = render_example("namespaced", &["watchNamespaces={shop}"]).await?;
+    assert_eq!(
+        find(&chart, "ServiceAccount", SERVICE_ACCOUNT)?["metadata"]["namespace"].as_str(),
+        Some(OPERATOR_NAMESPACE)
+    );
+    rbac::rotates_with_only_these_roles("helm-rbac", &chart).await
+}
+
+/// As `account`, on Deployment `name`: scaling is denied by `policy` (waiting until the new
+/// policy and RBAC are in effect), the restart annotation is allowed.
+async fn policy_enforced_for(account: &str, ns: &str, name: &str, policy: &str) -> Result<()> {
+    let operator: Api<Deployment> = Api::namespaced(impersonating_client(account).await?, ns);
+    let scale = json!({"spec": {"replicas": 5}});
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let denial = match operator.patch(name, &dry_run, &Patch::Merge(&scale)).await {
+            Ok(_) => "allowed".to_owned(),
+            Err(kube::Error::Api(status)) => status.message,
+            Err(e) => return Err(e.into()),
+        };
+        if denial.contains(&format!("ValidatingAdmissionPolicy '{policy}'")) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{account} scaling {name}: not denied by {policy} within 60 s: {denial}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {
+        "rotation.rotator.dev/orders-cache": "20261123080000-0a1b2c",
+    }}}}});
+    operator
+        .patch(name, &PatchParams::default(), &Patch::Merge(&restart))
+        .await
+        .with_context(|| format!("{account} setting its restart annotation on {name}"))?;
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// helpers
+
+/// The helm binary: tests/cluster/helm.sh builds it once (cached) and prints its path.
+fn helm_path() -> Result<PathBuf> {
+    static PATH: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = cluster::repo_root().join("tests/cluster/helm.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed:\n{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok(PathBuf::from(path))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+async fn helm(args: &[String]) -> Result<String> {
+    let out = Command::new(helm_path()?)
+        .args(args)
+        .current_dir(cluster::repo_root())
+        .output()
+        .await?;
+    let stdout = String::from_utf8(out.stdout)?;
+    ensure!(
+        out.status.success(),
+        "helm {} failed:\n{}\n{stdout}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// `helm template <release> <chart> -n <ns> -f <values>... --set <set>...`
+async fn template(release: &str, ns: &str, values: &[PathBuf], sets: &[String]) -> Result<String> {
+    let mut args: Vec<String> = ["template", release, CHART, "--namespace", ns]
+        .map(str::to_owned)
+        .into();
+    for file in values {
+        args.extend(["-f".to_owned(), file.display().to_string()]);
+    }
+    for set in sets {
+        args.extend(["--set".to_owned(), set.clone()]);
+    }
+    helm(&args).await
+}
+
+/// An example rendered as release `password-rotator` in `password-rotator-system`.
+async fn render_example(name: &str, sets: &[&str]) -> Result<Vec<Value>> {
+    let file = cluster::repo_root()
+        .join(CHART)
+        .join("examples")
+        .join(format!("{name}.yaml"));
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    objects(&template(RELEASE, OPERATOR_NAMESPACE, &[file], &sets).await?)
+}
+
+fn examples() -> Result<Vec<PathBuf>> {
+    let dir = cluster::repo_root().join(CHART).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|e| Ok(e?.path()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The chart's objects' name for `release` (the chart's fullname helper).
+fn fullname(release: &str) -> String {
+    if release.contains("password-rotator") {
+        release.to_owned()
+    } else {
+        format!("{release}-password-rotator")
+    }
+}
+
+fn find_in(all: &[Value], kind_: &str, ns: &str, name: &str) -> Result<Value> {
+    all.iter()
+        .find(|o| {
+            kind(o) == kind_
+                && o["metadata"]["namespace"].as_str() == Some(ns)
+                && o["metadata"]["name"].as_str() == Some(name)
+        })
+        .cloned()
+        .with_context(|| format!("no {kind_} {ns}/{name}"))
+}
+
+fn args_of(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// values.yaml with `overrides` merged in (maps merged, everything else replaced), as Helm does.
+fn with_defaults(overrides: Value) -> Result<Value> {
+    let mut values: Value = serde_yaml::from_str(&std::fs::read_to_string(
+        cluster::repo_root().join(CHART).join("values.yaml"),
+    )?)?;
+    merge(&mut values, overrides);
+    Ok(values)
+}
+
+fn merge(base: &mut Value, overrides: Value) {
+    match (base, overrides) {
+        (Value::Mapping(base), Value::Mapping(overrides)) => {
+            for (key, value) in overrides {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// Sets `a.b.c` in a YAML map, creating the maps on the way.
+fn set_path(values: &mut Value, path: &str, value: Value) {
+    let mut slot = values;
+    for key in path.split('.') {
+        if !slot.is_mapping() {
+            *slot = Value::Mapping(Default::default());
+        }
+        let map = slot.as_mapping_mut().expect("a map");
+        slot = map.entry(Value::from(key)).or_insert(Value::Null);
+    }
+    *slot = value;
+}
