@@ -925,6 +925,7 @@ async fn an_operator_watches_exactly_the_namespaces_it_is_given() -> Result<()> 
             let mut secret = h.secrets().get(name).await?;
             secret.metadata = kube::api::ObjectMeta {
                 name: Some(name.into()),
+                annotations: secret.metadata.annotations.take(),
                 ..Default::default()
             };
             secrets.create(&PostParams::default(), &secret).await?;
