@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: deps build test lint crds demo bench cluster-up cluster-down clean-cluster
+.PHONY: deps build test lint crds demo bench cluster-up cluster-down clean-cluster image
 
 ## deps: Debian packages the tests use (redis-server, openssl) and the control-plane binaries
 deps:
@@ -20,9 +20,22 @@ cluster-up: deps
 cluster-down:
 	tests/cluster/down.sh
 
+## image: the static binary and, with buildah (no Docker engine), the Dockerfile's final stage
+## as target/image/password-rotator.oci.tar; rebuilt only when the binary changed
+image:
+	CARGO="$(CARGO)" tests/image/build.sh
+
+## helm-lint: lint the Helm chart with its defaults and each example values file
+.PHONY: helm-lint
+helm-lint:
+	helm="$$(tests/cluster/helm.sh)"; chart=deploy/helm/password-rotator; \
+	"$$helm" lint --strict "$$chart"; \
+	for f in "$$chart"/examples/*.yaml; do "$$helm" lint --strict "$$chart" -f "$$f"; done
+
 ## crds: regenerate crds/ from the Rust types
 crds:
 	$(CARGO) run --quiet -- crd > crds/passwordrotations.rotator.dev.yaml
+	cp crds/passwordrotations.rotator.dev.yaml deploy/helm/password-rotator/crds/
 
 lint:
 	$(CARGO) fmt --all --check
