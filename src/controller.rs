@@ -106,6 +106,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             Controller::new(rotations, watcher::Config::default().any_semantic())
         })
         .collect();
+    metrics.calls_per_cluster(settings.calls_per_cluster);
     let stores: Vec<_> = controllers.iter().map(Controller::store).collect();
     tokio::spawn(report_ready(stores.clone(), health));
     let reporter = Reporter {
@@ -271,6 +272,8 @@ impl<'a> Rotator<'a> {
     }
 
     async fn apply(mut self) -> Result<Action> {
+        // As read: a restarted operator exports what the resources' statuses say at once.
+        self.export_status();
         let state_name = secrets::state_secret_name(&self.rotation);
         let mut state = secrets::read_state(&self.secrets, &state_name).await?;
         self.pin(state.as_ref());
@@ -1110,10 +1113,8 @@ impl<'a> Rotator<'a> {
             .iter()
             .find(|c| c.type_ == "Progressing" && c.status == "True")
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
+        // last_successful_rotation_timestamp_seconds follows from lastRotationTime below.
         self.ctx.metrics.rotation_finished("succeeded", started);
-        self.ctx
-            .metrics
-            .last_success(&self.namespace, &self.rotation.name_any(), now);
         let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
         status.next_rotation_time = next_rotation.map(Time);
         status.observed_generation = self.rotation.metadata.generation;
@@ -1380,7 +1381,21 @@ impl<'a> Rotator<'a> {
         )
         .await?;
         self.status = status;
+        self.export_status();
         Ok(())
+    }
+
+    /// The per-resource gauges (phase, conditions, last and next rotation) from the status:
+    /// called with the status as read and after every write, so no path is missed.
+    fn export_status(&self) {
+        let name = self.rotation.name_any();
+        if self.rotation.metadata.deletion_timestamp.is_some() {
+            self.ctx.metrics.forget(&self.namespace, &name);
+        } else {
+            self.ctx
+                .metrics
+                .resource_status(&self.namespace, &name, &self.status);
+        }
     }
 
     async fn publish(&self, username: Option<&str>, password: &SecretString) -> Result<Secret> {

@@ -1,5 +1,7 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics` (see [`crate::http`]).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -11,6 +13,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::redis_software::{Operation, RequestObserver};
+use crate::resource::{PasswordRotationStatus, Phase};
+
+/// The condition types exported per resource; their reasons are constants of the code.
+const CONDITION_TYPES: [&str; 3] = ["Ready", "Progressing", "Degraded"];
+/// Every phase is exported per resource, 1 for the current one and 0 for the others.
+const PHASES: [(Phase, &str); 3] = [
+    (Phase::Idle, "Idle"),
+    (Phase::Rotating, "Rotating"),
+    (Phase::Blocked, "Blocked"),
+];
 
 /// From 0.1 s to 24 h: a step may take milliseconds, a rollout or a blocked rotation hours.
 const ROTATION_BUCKETS: [f64; 15] = [
@@ -54,6 +66,22 @@ struct ResourceLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    namespace: String,
+    name: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    name: String,
+    r#type: String,
+    status: String,
+    reason: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn rotation_histogram() -> Histogram {
@@ -77,7 +105,14 @@ pub struct Metrics {
     request_duration: HistogramFamily<OperationLabel>,
     in_flight: Gauge,
     in_flight_peak: Gauge,
+    calls_per_cluster: Gauge,
     last_success: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    next_rotation: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    phase: Family<PhaseLabels, Gauge>,
+    condition: Family<ConditionLabels, Gauge>,
+    condition_since: Family<ConditionLabels, Gauge<f64, AtomicU64>>,
+    /// The condition series exported per resource, to drop them when a condition changes.
+    conditions: Mutex<HashMap<ResourceLabels, Vec<ConditionLabels>>>,
 }
 
 impl Default for Metrics {
@@ -99,7 +134,13 @@ impl Metrics {
             request_duration: Family::new_with_constructor(request_histogram),
             in_flight: Gauge::default(),
             in_flight_peak: Gauge::default(),
+            calls_per_cluster: Gauge::default(),
             last_success: Family::default(),
+            next_rotation: Family::default(),
+            phase: Family::default(),
+            condition: Family::default(),
+            condition_since: Family::default(),
+            conditions: Mutex::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -150,11 +191,38 @@ impl Metrics {
             "Most Redis Software API requests in flight at once since the start",
             metrics.in_flight_peak.clone(),
         );
+        registry.register(
+            "redis_software_calls_per_cluster_limit",
+            "Most Redis Software API calls in flight at once to one cluster (--calls-per-cluster)",
+            metrics.calls_per_cluster.clone(),
+        );
         registry.register_with_unit(
             "last_successful_rotation_timestamp",
             "When the last rotation of a resource succeeded, in seconds since the Unix epoch",
             Unit::Seconds,
             metrics.last_success.clone(),
+        );
+        registry.register_with_unit(
+            "next_rotation_timestamp",
+            "When the schedule of a resource rotates next (status.nextRotationTime), in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.next_rotation.clone(),
+        );
+        registry.register(
+            "resource_phase",
+            "The phase of a resource (status.phase): 1 for the current one, 0 for the others",
+            metrics.phase.clone(),
+        );
+        registry.register(
+            "resource_condition",
+            "The Ready, Progressing and Degraded conditions of a resource: 1 per type, with its status and reason",
+            metrics.condition.clone(),
+        );
+        registry.register_with_unit(
+            "resource_condition_last_transition_timestamp",
+            "When each condition of resource_condition last changed status, in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.condition_since.clone(),
         );
         metrics
     }
@@ -178,6 +246,12 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// The cap on calls in flight to one cluster (`--calls-per-cluster`).
+    pub fn calls_per_cluster(&self, limit: usize) {
+        self.calls_per_cluster
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
     pub fn reconcile(&self) {
         self.reconciles.inc();
     }
@@ -192,12 +266,82 @@ impl Metrics {
     pub fn last_success(&self, namespace: &str, name: &str, at: jiff::Timestamp) {
         self.last_success
             .get_or_create(&resource(namespace, name))
-            .set(at.as_millisecond() as f64 / 1000.0);
+            .set(seconds(at));
+    }
+
+    /// Sets the per-resource gauges from the status a resource has (or was just given):
+    /// last and next rotation, phase and conditions. Series the status no longer has are
+    /// dropped.
+    pub fn resource_status(&self, namespace: &str, name: &str, status: &PasswordRotationStatus) {
+        let key = resource(namespace, name);
+        for (family, time) in [
+            (&self.last_success, &status.last_rotation_time),
+            (&self.next_rotation, &status.next_rotation_time),
+        ] {
+            match time {
+                Some(t) => {
+                    family.get_or_create(&key).set(seconds(t.0));
+                }
+                None => {
+                    family.remove(&key);
+                }
+            }
+        }
+        for (phase, label) in PHASES {
+            let labels = phase_labels(namespace, name, label);
+            match status.phase {
+                Some(current) => {
+                    self.phase
+                        .get_or_create(&labels)
+                        .set(i64::from(current == phase));
+                }
+                None => {
+                    self.phase.remove(&labels);
+                }
+            }
+        }
+        let current: Vec<(ConditionLabels, f64)> = status
+            .conditions
+            .iter()
+            .filter(|c| CONDITION_TYPES.contains(&c.type_.as_str()))
+            .map(|c| {
+                let labels = ConditionLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    r#type: c.type_.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                };
+                (labels, seconds(c.last_transition_time.0))
+            })
+            .collect();
+        let mut exported = self.conditions.lock().expect("not poisoned");
+        let previous = exported.insert(key, current.iter().map(|(l, _)| l.clone()).collect());
+        for old in previous.unwrap_or_default() {
+            if !current.iter().any(|(l, _)| *l == old) {
+                self.condition.remove(&old);
+                self.condition_since.remove(&old);
+            }
+        }
+        for (labels, since) in current {
+            self.condition.get_or_create(&labels).set(1);
+            self.condition_since.get_or_create(&labels).set(since);
+        }
     }
 
     /// Drops the series of a deleted resource.
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.last_success.remove(&resource(namespace, name));
+        let key = resource(namespace, name);
+        self.last_success.remove(&key);
+        self.next_rotation.remove(&key);
+        for (_, label) in PHASES {
+            self.phase.remove(&phase_labels(namespace, name, label));
+        }
+        let exported = self.conditions.lock().expect("not poisoned").remove(&key);
+        for old in exported.unwrap_or_default() {
+            self.condition.remove(&old);
+            self.condition_since.remove(&old);
+        }
     }
 
     /// The most Redis Software requests in flight at once since the start.
@@ -211,6 +355,18 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String never fails");
         text
+    }
+}
+
+fn seconds(at: jiff::Timestamp) -> f64 {
+    at.as_millisecond() as f64 / 1000.0
+}
+
+fn phase_labels(namespace: &str, name: &str, phase: &str) -> PhaseLabels {
+    PhaseLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+        phase: phase.into(),
     }
 }
 
@@ -247,6 +403,8 @@ impl RequestObserver for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
     use super::*;
 
     #[test]
@@ -257,6 +415,7 @@ mod tests {
         m.rotation_finished("succeeded", Some(Duration::from_secs(90)));
         m.rotation_finished("blocked", None);
         m.step_reached("Added", Duration::from_millis(40));
+        m.calls_per_cluster(8);
         m.last_success("shop", "orders", "2030-01-02T03:04:05.5Z".parse().unwrap());
         let text = m.encode();
         for line in [
@@ -272,6 +431,7 @@ mod tests {
             "password_rotator_reconcile_errors_total{kind=\"kubernetes\"} 1",
             "password_rotator_redis_software_requests_in_flight 0",
             "password_rotator_redis_software_requests_in_flight_peak 0",
+            "password_rotator_redis_software_calls_per_cluster_limit 8",
             "password_rotator_last_successful_rotation_timestamp_seconds{namespace=\"shop\",name=\"orders\"} 1893553445.5",
             "# EOF",
         ] {
@@ -279,6 +439,85 @@ mod tests {
         }
         m.forget("shop", "orders");
         assert!(!m.encode().contains("namespace=\"shop\""));
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str, at: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: "m".into(),
+            last_transition_time: Time(at.parse().unwrap()),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn resource_status_sets_phase_conditions_and_times_and_drops_stale_series() {
+        let m = Metrics::new();
+        let mut status = PasswordRotationStatus {
+            phase: Some(Phase::Idle),
+            last_rotation_time: Some(Time("2030-01-01T00:00:00Z".parse().unwrap())),
+            next_rotation_time: Some(Time("2030-01-31T00:00:00Z".parse().unwrap())),
+            conditions: vec![
+                condition("Ready", "True", "Rotated", "2030-01-01T00:00:00Z"),
+                condition("Progressing", "False", "Idle", "2029-12-31T23:59:00Z"),
+                condition("Degraded", "False", "AsExpected", "2029-12-31T23:59:00Z"),
+                condition(
+                    "SpecChangePending",
+                    "False",
+                    "Applied",
+                    "2029-12-31T23:59:00Z",
+                ),
+            ],
+            ..PasswordRotationStatus::default()
+        };
+        m.resource_status("shop", "orders", &status);
+        let text = m.encode();
+        for line in [
+            "# TYPE password_rotator_next_rotation_timestamp_seconds gauge",
+            "password_rotator_next_rotation_timestamp_seconds{namespace=\"shop\",name=\"orders\"} 1896048000.0",
+            "password_rotator_last_successful_rotation_timestamp_seconds{namespace=\"shop\",name=\"orders\"} 1893456000.0",
+            "password_rotator_resource_phase{namespace=\"shop\",name=\"orders\",phase=\"Idle\"} 1",
+            "password_rotator_resource_phase{namespace=\"shop\",name=\"orders\",phase=\"Rotating\"} 0",
+            "password_rotator_resource_phase{namespace=\"shop\",name=\"orders\",phase=\"Blocked\"} 0",
+            "password_rotator_resource_condition{namespace=\"shop\",name=\"orders\",type=\"Ready\",status=\"True\",reason=\"Rotated\"} 1",
+            "password_rotator_resource_condition{namespace=\"shop\",name=\"orders\",type=\"Degraded\",status=\"False\",reason=\"AsExpected\"} 1",
+            "password_rotator_resource_condition_last_transition_timestamp_seconds{namespace=\"shop\",name=\"orders\",type=\"Ready\",status=\"True\",reason=\"Rotated\"} 1893456000.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+        assert!(!text.contains("SpecChangePending"), "{text}");
+
+        // Blocked, then Degraded: the old reasons' series go, no next rotation any more.
+        status.phase = Some(Phase::Blocked);
+        status.next_rotation_time = None;
+        status.conditions[0] = condition("Ready", "False", "Unauthorized", "2030-02-01T00:00:00Z");
+        status.conditions[2] =
+            condition("Degraded", "True", "RolloutTimeout", "2030-02-01T00:30:00Z");
+        m.resource_status("shop", "orders", &status);
+        let text = m.encode();
+        for line in [
+            "password_rotator_resource_phase{namespace=\"shop\",name=\"orders\",phase=\"Blocked\"} 1",
+            "password_rotator_resource_phase{namespace=\"shop\",name=\"orders\",phase=\"Idle\"} 0",
+            "password_rotator_resource_condition{namespace=\"shop\",name=\"orders\",type=\"Ready\",status=\"False\",reason=\"Unauthorized\"} 1",
+            "password_rotator_resource_condition_last_transition_timestamp_seconds{namespace=\"shop\",name=\"orders\",type=\"Degraded\",status=\"True\",reason=\"RolloutTimeout\"} 1896136200.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+        for gone in [
+            "reason=\"Rotated\"",
+            "reason=\"AsExpected\"",
+            "next_rotation_timestamp_seconds{",
+        ] {
+            assert!(!text.contains(gone), "{gone} still in\n{text}");
+        }
+
+        m.resource_status("shop", "payments", &status);
+        m.forget("shop", "orders");
+        let text = m.encode();
+        assert!(!text.contains("name=\"orders\""), "{text}");
+        assert!(text.contains("name=\"payments\""), "{text}");
     }
 
     #[test]

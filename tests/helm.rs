@@ -15,7 +15,8 @@
 //!   hardening, probes, resources, NetworkPolicy, admission policy) equal deploy/'s;
 //! * the operator, run as the chart's ServiceAccount (impersonation) with only the chart's
 //!   namespaced Roles, completes a full rotation and is granted nothing more;
-//! * every metric the PrometheusRule alerts on exists in src/metrics.rs.
+//! * the PrometheusRule's rules are deploy/monitoring/alerts.yaml (through the chart's
+//!   identical copy files/alerts.yaml), and every metric they use exists in src/metrics.rs.
 
 mod common;
 
@@ -758,13 +759,41 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
         service["spec"]["ports"][0]["name"]
     );
 
+    // The chart's rules are deploy/monitoring/alerts.yaml's (tests/alerts.rs tests them with
+    // promtool against a real run), through the chart's byte-for-byte copy.
+    let root = cluster::repo_root();
+    let source = std::fs::read_to_string(root.join("deploy/monitoring/alerts.yaml"))?;
+    let copy = std::fs::read_to_string(root.join(CHART).join("files/alerts.yaml"))?;
+    ensure!(
+        source == copy,
+        "{CHART}/files/alerts.yaml differs from deploy/monitoring/alerts.yaml: copy it"
+    );
+    let source: Value = serde_yaml::from_str(&source)?;
+    let rule = find(&chart, "PrometheusRule", RELEASE)?;
+    assert_eq!(
+        rule["spec"], source,
+        "the PrometheusRule's spec is deploy/monitoring/alerts.yaml"
+    );
+
     let metrics = password_rotator::metrics::Metrics::new();
     metrics.reconcile_error("kubernetes");
     metrics.rotation_finished("blocked", None);
     metrics.last_success("shop", "orders", jiff::Timestamp::now());
+    let status: password_rotator::resource::PasswordRotationStatus =
+        serde_json::from_value(json!({
+            "phase": "Blocked",
+            "nextRotationTime": "2030-01-01T00:00:00Z",
+            "conditions": [{"type": "Degraded", "status": "True", "reason": "RolloutTimeout",
+                            "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}],
+        }))?;
+    metrics.resource_status("shop", "orders", &status);
+    {
+        use password_rotator::redis_software::{Operation, RequestObserver};
+        metrics.started(Operation::GetUser);
+        metrics.finished(Operation::GetUser, "503", Duration::from_millis(5));
+    }
     let exported = metrics.encode();
 
-    let rule = find(&chart, "PrometheusRule", RELEASE)?;
     let rules = rule["spec"]["groups"][0]["rules"]
         .as_sequence()
         .context("PrometheusRule rules")?;
@@ -772,9 +801,12 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
     assert_eq!(
         alerts,
         BTreeSet::from([
-            "PasswordRotatorRotationOverdue",
+            "PasswordRotationOverdue",
+            "PasswordRotationBlocked",
+            "PasswordRotationDegraded",
+            "PasswordRotatorTargetErrors",
             "PasswordRotatorReconcileErrors",
-            "PasswordRotatorRotationNotCompleted",
+            "PasswordRotationNotCompleted",
         ])
     );
     for rule in rules {
@@ -793,15 +825,21 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
             );
         }
         ensure!(
-            rule["labels"]["severity"].is_string(),
+            rule["labels"]["severity"].as_str() == Some("warning"),
             "{expr}: label severity"
         );
     }
+    // The severity comes from the values.
+    let critical = render_example("monitoring", &["prometheusRule.severity=critical"]).await?;
+    let rule = find(&critical, "PrometheusRule", RELEASE)?;
+    let rules = rule["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .context("PrometheusRule rules")?;
     ensure!(
-        rules[0]["expr"]
-            .as_str()
-            .is_some_and(|e| e.contains("> 7776000")),
-        "the overdue threshold comes from the values"
+        rules
+            .iter()
+            .all(|r| r["labels"]["severity"].as_str() == Some("critical")),
+        "prometheusRule.severity sets every alert's severity"
     );
     Ok(())
 }
