@@ -310,9 +310,7 @@ impl<'a> Rotator<'a> {
                 rotation_id: s.rotation_id.clone(),
                 has_previous: s.previous.is_some(),
             });
-            let workload_password = workload
-                .as_ref()
-                .and_then(|s| secrets::value(s, &self.spec.secret.password_key));
+            let workload_password = self.password_in(workload.as_ref());
             let workload_secret = match &state {
                 Some(state) => state.holds(workload_password.as_ref()),
                 None if workload_password.is_some() => SecretHolds::Other,
@@ -442,10 +440,7 @@ impl<'a> Rotator<'a> {
                             // Finishing forgets the new password: only while the workload
                             // Secret still holds it.
                             workload = self.workload_secret().await?;
-                            let password = workload
-                                .as_ref()
-                                .and_then(|s| secrets::value(s, &self.spec.secret.password_key));
-                            let holds = state.holds(password.as_ref());
+                            let holds = state.holds(self.password_in(workload.as_ref()).as_ref());
                             if holds != SecretHolds::Pending {
                                 return self.hold_drifted(holds, workload.as_ref(), now).await;
                             }
@@ -616,6 +611,11 @@ impl<'a> Rotator<'a> {
 
     async fn workload_secret(&self) -> Result<Option<Secret>> {
         Ok(self.secrets.get_opt(&self.spec.secret.name).await?)
+    }
+
+    /// The password the workload Secret holds under the (pinned) password key.
+    fn password_in(&self, workload: Option<&Secret>) -> Option<SecretString> {
+        workload.and_then(|s| secrets::value(s, &self.spec.secret.password_key))
     }
 
     /// The workload Secret does not hold the new password after publishing: every password
@@ -1259,12 +1259,8 @@ impl<'a> Rotator<'a> {
             _ => Step::Staged,
         };
         let workload = self.workload_secret().await?;
-        let holds_new = state.holds(
-            workload
-                .as_ref()
-                .and_then(|s| secrets::value(s, &self.spec.secret.password_key))
-                .as_ref(),
-        ) == SecretHolds::Pending;
+        let holds_new =
+            state.holds(self.password_in(workload.as_ref()).as_ref()) == SecretHolds::Pending;
         if step >= Step::Publishing || holds_new {
             secrets::orphan_state(&self.secrets, &state_name).await?;
             let message = format!(
