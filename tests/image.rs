@@ -44,8 +44,9 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
+use common::checks::assert_rotated;
 use common::rbac::{SERVICE_ACCOUNT, install_rbac, kustomize, objects, wait_allowed};
-use common::{Harness, USER, USER_PASSWORD, USER_SECRET};
+use common::{Harness, USER_PASSWORD};
 
 const UID: u32 = 65532;
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -273,16 +274,7 @@ async fn the_image_rotates_a_password_run_as_the_deployment_runs_it() -> Result<
             bail!("the operator exited ({:?}); log: {}", exit?, log_path.display());
         }
     }
-    let new = h
-        .secret_value(USER_SECRET, "password")
-        .await?
-        .context("no password in the workload Secret")?;
-    assert_ne!(new, USER_PASSWORD, "the password was rotated");
-    assert!(h.redis.auth(USER, &new).await?, "the new password works");
-    assert!(
-        !h.redis.auth(USER, USER_PASSWORD).await?,
-        "the old password is refused"
-    );
+    let new = assert_rotated(&h).await?;
 
     // The finalizer runs in the image too.
     let rotations = h.rotations();

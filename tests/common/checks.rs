@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
@@ -182,6 +182,22 @@ pub async fn auth(redis: &str, password: &str) -> bool {
         .query_async::<()>(&mut con)
         .await
         .is_ok()
+}
+
+/// The user's password was rotated: the workload Secret holds a new password, which the
+/// database accepts, and the initial one is refused. Returns the new password.
+pub async fn assert_rotated(h: &Harness) -> Result<String> {
+    let new = h
+        .secret_value(USER_SECRET, "password")
+        .await?
+        .context("no password in the workload Secret")?;
+    assert_ne!(new, USER_PASSWORD, "the password was rotated");
+    assert!(h.redis.auth(USER, &new).await?, "the new password works");
+    assert!(
+        !h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password is refused"
+    );
+    Ok(new)
 }
 
 /// The database accepts exactly one password for `user`, and it is `password`.

@@ -23,7 +23,8 @@ use serde_json::json;
 use serde_yaml::Value;
 use tokio::process::{Child, Command};
 
-use super::{Harness, USER, USER_PASSWORD, USER_SECRET};
+use super::checks::assert_rotated;
+use super::{Harness, USER_PASSWORD};
 
 pub const SERVICE_ACCOUNT: &str = "password-rotator";
 pub const ROLE: &str = "password-rotator";
@@ -120,16 +121,7 @@ pub async fn rotates_with_only_these_roles(prefix: &str, rendered: &[Value]) -> 
 
     // The rotation really happened: the new password authenticates, the old one is retired,
     // and the Deployment was restarted and rolled out.
-    let new = h
-        .secret_value(USER_SECRET, "password")
-        .await?
-        .context("no password in the workload Secret")?;
-    assert_ne!(new, USER_PASSWORD, "the password was rotated");
-    assert!(h.redis.auth(USER, &new).await?, "the new password works");
-    assert!(
-        !h.redis.auth(USER, USER_PASSWORD).await?,
-        "the old password is retired"
-    );
+    let new = assert_rotated(&h).await?;
     let deployments: Api<Deployment> = h.namespace.api();
     let orders = deployments.get("orders").await?;
     let annotations = orders
