@@ -1,6 +1,6 @@
 //! The kube-runtime Controller: observes, asks `rotation::decide`, and acts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,17 +16,15 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::http::Health;
-use crate::login_budget::{LoginBudgets, Refusal, account_key, credentials_hash};
+use crate::login_budget::Refusal;
 use crate::metrics::Metrics;
 use crate::password::{PasswordPolicy, generate_os};
 use crate::plan::Plan;
-use crate::redis_software::{ClientConfig, RedisSoftwareClient};
 use crate::resource::{
     FINALIZER, Mode, PasswordRotation, PasswordRotationSpec, PasswordRotationStatus, Phase,
     ROTATE_REQUESTED_ANNOTATION, Step, restart_annotation_key,
@@ -38,8 +36,10 @@ use crate::rotation::{
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
-use crate::target::{PasswordTarget, RedisSoftware};
-use crate::validation::{InvalidField, TargetKind, ValidSpec, validate};
+use crate::targets::{
+    Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
+};
+use crate::validation::{InvalidField, ValidSpec, validate};
 use crate::{Error, Result, verify};
 
 /// How the controller runs.
@@ -62,8 +62,9 @@ pub struct Settings {
     pub fail_point: Option<String>,
 }
 
-/// A password list across resources: the cluster and the user or database.
-type TargetIdentity = (String, TargetKind);
+/// A password list across resources: the system (as it calls itself, else as the spec
+/// addresses it), the target kind, and what holds the passwords in that system.
+type TargetIdentity = (String, &'static str, String);
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -73,12 +74,11 @@ pub struct Context {
     stores: Vec<Store<PasswordRotation>>,
     settings: Settings,
     failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
-    cluster_calls: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Redis Software clients by credentials, with the Secret versions they were built from.
-    clients: Mutex<HashMap<String, (String, RedisSoftwareClient)>>,
-    logins: LoginBudgets,
-    /// What each URL's cluster says it is called.
-    identities: Mutex<HashMap<String, String>>,
+    /// Call caps, login budgets and clients, shared by the resources of every target.
+    targets: Shared,
+    target_settings: TargetSettings,
+    /// What each system says it is called, by target kind and address.
+    identities: Mutex<HashMap<(&'static str, String), String>>,
     /// The resource that last started a rotation of each user or database, and when: its
     /// status may not show it yet, and two rotations of one password list must never overlap.
     claims: Mutex<HashMap<TargetIdentity, (ObjectRef<PasswordRotation>, Timestamp)>>,
@@ -119,9 +119,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         stores,
         settings: settings.clone(),
         failures: Mutex::default(),
-        cluster_calls: Mutex::default(),
-        clients: Mutex::default(),
-        logins: LoginBudgets::default(),
+        targets: Shared::default(),
+        target_settings: TargetSettings {
+            request_timeout: settings.request_timeout,
+            calls_per_cluster: settings.calls_per_cluster,
+        },
         identities: Mutex::default(),
         claims: Mutex::default(),
         metrics,
@@ -227,15 +229,6 @@ fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-/// The admin login of a target and the CA its certificate is checked with.
-struct AdminLogin {
-    username: String,
-    password: SecretString,
-    ca_pem: Option<Vec<u8>>,
-    /// Changes when, and only when, any of the above does.
-    hash: String,
-}
-
 /// One reconcile of one resource.
 struct Rotator<'a> {
     ctx: &'a Context,
@@ -289,7 +282,7 @@ impl<'a> Rotator<'a> {
         let conflict_with = self.conflict();
         let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
             && self.credentials_hash().await? != self.status.blocked_credentials_hash;
-        let mut target: Option<RedisSoftware> = None;
+        let mut target: Option<Box<dyn PasswordTarget>> = None;
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
             let rollout = match (&state, self.status.step) {
@@ -357,7 +350,7 @@ impl<'a> Rotator<'a> {
                 Decision::Invalid { field, message } => {
                     return self.report_invalid(InvalidField { field, message }).await;
                 }
-                Decision::Conflict { with } => return self.report_conflict(&valid, with).await,
+                Decision::Conflict { with } => return self.report_conflict(with).await,
                 Decision::Suspended => {
                     let mut status = self.status.clone();
                     status.observed_generation = self.rotation.metadata.generation;
@@ -375,22 +368,23 @@ impl<'a> Rotator<'a> {
                 Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
                 Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
                 Decision::Stage { trigger } => {
-                    if let Some(action) = self.load_target(&valid, &mut target).await? {
+                    if let Some(action) = self.load_target(&mut target).await? {
                         return Ok(action);
                     }
-                    let loaded = target.as_ref().expect("loaded");
+                    let loaded = target.as_deref().expect("loaded");
                     let cluster = match self.cluster_identity(loaded).await {
                         Ok(cluster) => cluster,
                         Err(failure) => {
                             return self.stop(on_failure(failure), loaded, now).await;
                         }
                     };
-                    let mine = (cluster.clone(), valid.target.clone());
+                    let selected = self.target_spec();
+                    let mine = (cluster.clone(), selected.vendor(), selected.object());
                     if let Some(with) = self
                         .competitor(&mine, true)
                         .or_else(|| self.claim(mine, now))
                     {
-                        return self.report_conflict(&valid, with).await;
+                        return self.report_conflict(with).await;
                     }
                     self.status.cluster = Some(cluster);
                     let previous = workload_password.expect("decide stages only with one");
@@ -423,10 +417,10 @@ impl<'a> Rotator<'a> {
                     let state = state
                         .as_ref()
                         .expect("decide asks for a call only with a state");
-                    if let Some(action) = self.load_target(&valid, &mut target).await? {
+                    if let Some(action) = self.load_target(&mut target).await? {
                         return Ok(action);
                     }
-                    let target = target.as_ref().expect("loaded");
+                    let target = target.as_deref().expect("loaded");
                     let outcome = self.call(target, &decision, state).await?;
                     match outcome {
                         CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
@@ -463,7 +457,7 @@ impl<'a> Rotator<'a> {
                 Decision::Verify => {
                     let state = state.as_ref().expect("verify runs with a state");
                     let endpoint = &self.spec.verify.as_ref().expect("decided on it").endpoint;
-                    let user = valid.target.username();
+                    let user = self.target_spec().username();
                     if let Err(e) = verify::redis_auth(endpoint, user, &state.pending).await {
                         self.event(EventType::Warning, "VerifyFailed", "Verify", &e.to_string())
                             .await;
@@ -480,10 +474,7 @@ impl<'a> Rotator<'a> {
                         status.step = Some(Step::Publishing);
                         self.write_status(status).await?;
                     }
-                    workload = Some(
-                        self.publish(valid.target.username(), &state.pending)
-                            .await?,
-                    );
+                    workload = Some(self.publish(&state.pending).await?);
                     self.fail_point("after-publish-write");
                     self.status.published_time = Some(Time(ceil_to_second(now)));
                     self.advance(&decision, now).await?;
@@ -580,15 +571,11 @@ impl<'a> Rotator<'a> {
     /// What the spec asks for that this operator's flags do not allow.
     fn permitted(&self, valid: ValidSpec) -> Result<ValidSpec, InvalidField> {
         let settings = &self.ctx.settings;
-        let insecure = self
-            .spec
-            .target
-            .redis_software
-            .as_ref()
-            .is_some_and(|rs| rs.insecure_http);
-        if insecure && !settings.allow_insecure_http {
+        if let Some(field) = self.target_spec().insecure_field()
+            && !settings.allow_insecure_http
+        {
             return Err(InvalidField {
-                field: "spec.target.redisSoftware.insecureHttp",
+                field,
                 message: "refused: this operator runs without --allow-insecure-http".into(),
             });
         }
@@ -707,16 +694,16 @@ impl<'a> Rotator<'a> {
         None
     }
 
-    /// What the target's cluster says it is called, asked once per URL.
-    async fn cluster_identity(&self, target: &RedisSoftware) -> Result<String, CallFailure> {
-        let url = &self
-            .spec
-            .target
-            .redis_software
-            .as_ref()
-            .expect("validated")
-            .url;
-        if let Some(known) = self.ctx.identities.lock().expect("not poisoned").get(url) {
+    /// The target's section of the (pinned) spec; validated before any use.
+    fn target_spec(&self) -> &dyn TargetSpec {
+        self.spec.target.selected().expect("validated")
+    }
+
+    /// What the target's system says it is called, asked once per address.
+    async fn cluster_identity(&self, target: &dyn PasswordTarget) -> Result<String, CallFailure> {
+        let selected = self.target_spec();
+        let key = (selected.vendor(), selected.address());
+        if let Some(known) = self.ctx.identities.lock().expect("not poisoned").get(&key) {
             return Ok(known.clone());
         }
         let identity = target.identity().await?;
@@ -724,7 +711,7 @@ impl<'a> Rotator<'a> {
             .identities
             .lock()
             .expect("not poisoned")
-            .insert(url.clone(), identity.clone());
+            .insert(key, identity.clone());
         Ok(identity)
     }
 
@@ -732,13 +719,12 @@ impl<'a> Rotator<'a> {
     /// Secret it needs is missing or does not allow this resource.
     async fn load_target(
         &mut self,
-        valid: &ValidSpec,
-        slot: &mut Option<RedisSoftware>,
+        slot: &mut Option<Box<dyn PasswordTarget>>,
     ) -> Result<Option<Action>> {
         if slot.is_some() {
             return Ok(None);
         }
-        match self.target(valid).await {
+        match self.target().await {
             Ok(target) => {
                 *slot = Some(target);
                 Ok(None)
@@ -762,7 +748,7 @@ impl<'a> Rotator<'a> {
     async fn stop(
         &mut self,
         outcome: CallOutcome,
-        target: &RedisSoftware,
+        target: &dyn PasswordTarget,
         now: Timestamp,
     ) -> Result<Action> {
         match outcome {
@@ -778,152 +764,52 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    /// The admin login and CA of the target, as their Secrets hold them now.
-    async fn admin_login(&self) -> Result<AdminLogin> {
-        let rs = self.spec.target.redis_software.as_ref().expect("validated");
-        let missing = |name: &str, problem: &str| Error::Secret {
-            name: name.to_owned(),
-            problem: problem.to_owned(),
-        };
-        let credentials = self
-            .secrets
-            .get_opt(&rs.credentials_secret)
-            .await?
-            .ok_or_else(|| {
-                missing(
-                    &rs.credentials_secret,
-                    "not found (spec.target.redisSoftware.credentialsSecret)",
-                )
-            })?;
+    /// The Secrets the target reads, as they are now; each must allow this resource.
+    async fn target_secrets(&self) -> Result<BTreeMap<String, Secret>> {
         let rotation = self.rotation.name_any();
-        if !secrets::allows(&credentials, &rotation) {
-            return Err(Error::SecretNotAllowed {
-                name: rs.credentials_secret.clone(),
-                field: "spec.target.redisSoftware.credentialsSecret",
-                rotation,
-            });
-        }
-        let username = secrets::text_value(&credentials, "username").ok_or_else(|| {
-            missing(
-                &rs.credentials_secret,
-                "has no key username (spec.target.redisSoftware.credentialsSecret)",
-            )
-        })?;
-        let password = secrets::value(&credentials, "password").ok_or_else(|| {
-            missing(
-                &rs.credentials_secret,
-                "has no key password (spec.target.redisSoftware.credentialsSecret)",
-            )
-        })?;
-        let ca_pem = match &rs.ca_secret {
-            Some(ca) => {
-                let secret = self.secrets.get_opt(&ca.name).await?.ok_or_else(|| {
-                    missing(&ca.name, "not found (spec.target.redisSoftware.caSecret)")
+        let mut read = BTreeMap::new();
+        for used in self.target_spec().secrets() {
+            let secret = self
+                .secrets
+                .get_opt(&used.name)
+                .await?
+                .ok_or_else(|| Error::Secret {
+                    name: used.name.clone(),
+                    problem: format!("not found ({})", used.field),
                 })?;
-                if !secrets::allows(&secret, &rotation) {
-                    return Err(Error::SecretNotAllowed {
-                        name: ca.name.clone(),
-                        field: "spec.target.redisSoftware.caSecret",
-                        rotation,
-                    });
-                }
-                let pem = secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&ca.key))
-                    .ok_or_else(|| {
-                        missing(
-                            &ca.name,
-                            &format!("has no key {} (spec.target.redisSoftware.caSecret)", ca.key),
-                        )
-                    })?;
-                Some(pem.0.clone())
+            if !secrets::allows(&secret, &rotation) {
+                return Err(Error::SecretNotAllowed {
+                    name: used.name,
+                    field: used.field,
+                    rotation,
+                });
             }
-            None => None,
-        };
-        let hash = credentials_hash(
-            &username,
-            password.expose_secret().as_bytes(),
-            ca_pem.as_deref(),
-        );
-        Ok(AdminLogin {
-            username,
-            password,
-            ca_pem,
-            hash,
-        })
+            read.insert(used.name, secret);
+        }
+        Ok(read)
     }
 
-    /// The hash of the admin login and CA now; `None` while a Secret is missing.
+    /// The hash of the target's Secrets now; `None` while one is missing or not allowed.
     async fn credentials_hash(&self) -> Result<Option<String>> {
-        match self.admin_login().await {
-            Ok(login) => Ok(Some(login.hash)),
+        match self.target_secrets().await {
+            Ok(secrets) => Ok(Some(credentials_hash(&secrets))),
             Err(Error::Secret { .. } | Error::SecretNotAllowed { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn target(&self, valid: &ValidSpec) -> Result<RedisSoftware> {
-        let rs = self.spec.target.redis_software.as_ref().expect("validated");
-        let login = self.admin_login().await?;
-        let url = url::Url::parse(&rs.url).map_err(|e| Error::Target {
-            reason: "InvalidSpec",
-            detail: format!("spec.target.redisSoftware.url: {e}"),
-        })?;
-        let cluster = cluster_key(&url);
-        let account = account_key(&cluster, &login.username);
-        let mut config = ClientConfig::new(url, login.username, login.password);
-        config.ca_pem = login.ca_pem;
-        config.insecure_http = rs.insecure_http;
-        config.server_name = rs.tls.as_ref().and_then(|t| t.server_name.clone());
-        config.body_shape = rs.password_body;
-        config.request_timeout = self.ctx.settings.request_timeout;
-        let calls = self
-            .ctx
-            .cluster_calls
-            .lock()
-            .expect("not poisoned")
-            .entry(cluster)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.ctx.settings.calls_per_cluster)))
-            .clone();
-        // Resources that share credentials share one client, and so its connections: a
-        // burst of rotations makes no TLS handshake per rotation. Changed Secret data or
-        // settings build a new one.
-        let key = format!(
-            "{}/{}|{}|{}",
-            self.namespace,
-            rs.credentials_secret,
-            rs.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
-            rs.url
-        );
-        let fingerprint = format!(
-            "{}|{:?}|{}|{:?}",
-            login.hash, rs.password_body, rs.insecure_http, rs.tls
-        );
-        let client = {
-            let mut clients = self.ctx.clients.lock().expect("not poisoned");
-            match clients.get(&key) {
-                Some((known, client)) if *known == fingerprint => client.clone(),
-                _ => {
-                    let client =
-                        RedisSoftwareClient::new(config)?.with_observer(self.ctx.metrics.clone());
-                    clients.insert(key, (fingerprint, client.clone()));
-                    client
-                }
-            }
-        };
-        let budget = self
-            .ctx
-            .logins
-            .account(&account, || self.remembered_refusal(&account));
-        Ok(RedisSoftware {
-            client,
-            kind: valid.target.clone(),
-            calls,
-            account: budget,
-            account_key: account,
-            credentials: login.hash,
+    async fn target(&self) -> Result<Box<dyn PasswordTarget>> {
+        let secrets = self.target_secrets().await?;
+        let credentials = credentials_hash(&secrets);
+        let remembered = |account: &str| self.remembered_refusal(account);
+        self.target_spec().connect(Connect {
+            secrets: &secrets,
+            credentials: &credentials,
+            shared: &self.ctx.targets,
+            settings: &self.ctx.target_settings,
             resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
+            observer: self.ctx.metrics.clone(),
+            remembered: &remembered,
         })
     }
 
@@ -960,10 +846,7 @@ impl<'a> Rotator<'a> {
         previous: SecretString,
         now: Timestamp,
     ) -> Result<RotationState> {
-        let forbidden = match &valid.target {
-            TargetKind::User(user) => vec![user.clone()],
-            TargetKind::Database(_) => Vec::new(),
-        };
+        let forbidden = self.target_spec().forbidden_in_password();
         let policy =
             PasswordPolicy::new(valid.password_length, forbidden).map_err(|e| Error::Target {
                 reason: "InvalidSpec",
@@ -1016,7 +899,7 @@ impl<'a> Rotator<'a> {
 
     async fn call(
         &mut self,
-        target: &RedisSoftware,
+        target: &dyn PasswordTarget,
         decision: &Decision,
         state: &RotationState,
     ) -> Result<CallOutcome> {
@@ -1185,15 +1068,16 @@ impl<'a> Rotator<'a> {
         &mut self,
         reason: &'static str,
         message: String,
-        target: &RedisSoftware,
+        target: &dyn PasswordTarget,
         now: Timestamp,
     ) -> Result<Action> {
+        let budget = target.budget();
         let mut status = self.status.clone();
         status.phase = Some(Phase::Blocked);
         status.blocked_time = Some(Time(now));
-        status.blocked_credentials_hash = Some(target.credentials.clone());
+        status.blocked_credentials_hash = Some(budget.credentials.clone());
         // Other resources that log in with this account hold back too, across restarts.
-        status.blocked_account = (reason == UNAUTHORIZED).then(|| target.account_key.clone());
+        status.blocked_account = (reason == UNAUTHORIZED).then(|| budget.account_key.clone());
         status.observed_generation = self.rotation.metadata.generation;
         set_condition(&mut status, "Ready", false, reason, &message, now);
         self.write_status(status).await?;
@@ -1210,13 +1094,10 @@ impl<'a> Rotator<'a> {
         Ok(Action::await_change())
     }
 
-    async fn report_conflict(&mut self, valid: &ValidSpec, with: String) -> Result<Action> {
-        let what = match &valid.target {
-            TargetKind::User(user) => format!("user {user}"),
-            TargetKind::Database(uid) => format!("database {uid}"),
-        };
+    async fn report_conflict(&mut self, with: String) -> Result<Action> {
         let message = format!(
-            "{what} of this cluster is already rotated by PasswordRotation {with}; this one does nothing"
+            "{} of this cluster is already rotated by PasswordRotation {with}; this one does nothing",
+            self.target_spec().object()
         );
         self.report_not_ready("Conflict", &message).await?;
         // The other resource's deletion does not trigger this one: look again now and then.
@@ -1271,11 +1152,11 @@ impl<'a> Rotator<'a> {
                 .await;
             return Ok(Action::await_change());
         }
-        let valid = validate(&self.spec).map_err(|e| Error::Target {
+        validate(&self.spec).map_err(|e| Error::Target {
             reason: "InvalidSpec",
             detail: format!("{}: {}", e.field, e.message),
         })?;
-        let target = self.target(&valid).await?;
+        let target = self.target().await?;
         let (outcome, message) = match (self.spec.mode, step) {
             (Mode::AddThenDelete, _) => (
                 on_rollback(target.delete(&state.pending).await),
@@ -1296,7 +1177,7 @@ impl<'a> Rotator<'a> {
                     _ => CallOutcome::Done,
                 };
                 if outcome == CallOutcome::Done {
-                    self.publish(target.username(), &state.pending).await?;
+                    self.publish(&state.pending).await?;
                 }
                 (
                     outcome,
@@ -1394,9 +1275,12 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    async fn publish(&self, username: Option<&str>, password: &SecretString) -> Result<Secret> {
+    async fn publish(&self, password: &SecretString) -> Result<Secret> {
         let spec = &self.spec.secret;
-        let username = username.map(|user| (spec.username_key.as_str(), user));
+        let username = self
+            .target_spec()
+            .username()
+            .map(|user| (spec.username_key.as_str(), user));
         secrets::publish(
             &self.secrets,
             &spec.name,
@@ -1550,29 +1434,15 @@ fn set_condition(
     }
 }
 
-fn cluster_key(url: &url::Url) -> String {
-    format!(
-        "{}:{}",
-        url.host_str().unwrap_or_default().to_ascii_lowercase(),
-        url.port_or_known_default().unwrap_or_default()
-    )
-}
-
-/// What identifies a password list across resources: the cluster, as it called itself when
-/// the resource last started a rotation (else as its URL names it), and the user or database.
+/// What identifies a password list across resources: the system, as it called itself when
+/// the resource last started a rotation (else as its spec addresses it), the target kind, and
+/// what holds the passwords.
 fn target_key(rotation: &PasswordRotation) -> Option<TargetIdentity> {
-    let rs = rotation.spec.target.redis_software.as_ref()?;
+    let target = rotation.spec.target.selected().ok()?;
+    target.validate().ok()?;
     let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
-    let cluster = match recorded {
-        Some(cluster) => cluster,
-        None => cluster_key(&url::Url::parse(&rs.url).ok()?),
-    };
-    let kind = match (&rs.user, rs.database_uid) {
-        (Some(user), None) => TargetKind::User(user.clone()),
-        (None, Some(uid)) => TargetKind::Database(uid),
-        _ => return None,
-    };
-    Some((cluster, kind))
+    let system = recorded.unwrap_or_else(|| target.address());
+    Some((system, target.vendor(), target.object()))
 }
 
 fn order_key(rotation: &PasswordRotation) -> (Option<Timestamp>, String, String) {

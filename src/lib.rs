@@ -8,13 +8,12 @@ pub mod login_budget;
 pub mod metrics;
 pub mod password;
 pub mod plan;
-pub mod redis_software;
 pub mod resource;
 pub mod rollout;
 pub mod rotation;
 pub mod schedule;
 pub mod secrets;
-pub mod target;
+pub mod targets;
 pub mod telemetry;
 pub mod tls;
 pub mod validation;
@@ -27,14 +26,12 @@ pub fn crd_yaml() -> String {
     serde_yaml::to_string(&resource::PasswordRotation::crd()).expect("a CRD always serializes")
 }
 
-/// Everything a reconcile can fail with. Messages never carry a password: the Redis Software
-/// client scrubs what the server says, and Secret values are never formatted.
+/// Everything a reconcile can fail with. Messages never carry a password: target clients
+/// scrub what servers say, and Secret values are never formatted.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("Redis Software API: {0}")]
-    RedisSoftware(#[from] redis_software::ApiError),
     /// A call to the target failed in a way worth retrying.
     #[error("{reason}: {detail}")]
     Target {
@@ -63,7 +60,6 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kubernetes",
-            Error::RedisSoftware(e) => e.kind(),
             Error::Target { reason, .. } => reason,
             Error::Secret { .. } => "secret",
             Error::SecretNotAllowed { .. } => "SecretNotAllowed",

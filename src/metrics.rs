@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::redis_software::{Operation, RequestObserver};
 use crate::resource::{PasswordRotationStatus, Phase};
+use crate::targets::RequestObserver;
 
 /// The condition types exported per resource; their reasons are constants of the code.
 const CONDITION_TYPES: [&str; 3] = ["Ready", "Progressing", "Degraded"];
@@ -51,11 +51,13 @@ struct KindLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
+    target: String,
     operation: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    target: String,
     operation: String,
     status: String,
 }
@@ -171,29 +173,29 @@ impl Metrics {
             metrics.reconcile_errors.clone(),
         );
         registry.register(
-            "redis_software_requests",
-            "Redis Software API requests, by operation and HTTP status (or timeout, connect, cancelled)",
+            "target_requests",
+            "Requests to targets, by target, operation and answer (an HTTP status, a Redis reply; or timeout, connect, cancelled)",
             metrics.requests.clone(),
         );
         registry.register_with_unit(
-            "redis_software_request_duration",
-            "Duration of Redis Software API requests",
+            "target_request_duration",
+            "Duration of requests to targets",
             Unit::Seconds,
             metrics.request_duration.clone(),
         );
         registry.register(
-            "redis_software_requests_in_flight",
-            "Redis Software API requests being sent now",
+            "target_requests_in_flight",
+            "Requests to targets being sent now",
             metrics.in_flight.clone(),
         );
         registry.register(
-            "redis_software_requests_in_flight_peak",
-            "Most Redis Software API requests in flight at once since the start",
+            "target_requests_in_flight_peak",
+            "Most requests to targets in flight at once since the start",
             metrics.in_flight_peak.clone(),
         );
         registry.register(
-            "redis_software_calls_per_cluster_limit",
-            "Most Redis Software API calls in flight at once to one cluster (--calls-per-cluster)",
+            "target_calls_per_cluster_limit",
+            "Most calls in flight at once to one target cluster (--calls-per-cluster)",
             metrics.calls_per_cluster.clone(),
         );
         registry.register_with_unit(
@@ -378,24 +380,32 @@ fn resource(namespace: &str, name: &str) -> ResourceLabels {
 }
 
 impl RequestObserver for Metrics {
-    fn started(&self, _operation: Operation) {
+    fn started(&self, _target: &'static str, _operation: &'static str) {
         let now = self.in_flight.inc() + 1;
         self.in_flight_peak
             .inner()
             .fetch_max(now, Ordering::Relaxed);
     }
 
-    fn finished(&self, operation: Operation, status: &str, elapsed: Duration) {
+    fn finished(
+        &self,
+        target: &'static str,
+        operation: &'static str,
+        status: &str,
+        elapsed: Duration,
+    ) {
         self.in_flight.dec();
         self.requests
             .get_or_create(&RequestLabels {
-                operation: operation.as_str().into(),
+                target: target.into(),
+                operation: operation.into(),
                 status: status.into(),
             })
             .inc();
         self.request_duration
             .get_or_create(&OperationLabel {
-                operation: operation.as_str().into(),
+                target: target.into(),
+                operation: operation.into(),
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -429,9 +439,9 @@ mod tests {
             "password_rotator_step_duration_seconds_bucket{le=\"0.1\",step=\"Added\"} 1",
             "password_rotator_reconciles_total 1",
             "password_rotator_reconcile_errors_total{kind=\"kubernetes\"} 1",
-            "password_rotator_redis_software_requests_in_flight 0",
-            "password_rotator_redis_software_requests_in_flight_peak 0",
-            "password_rotator_redis_software_calls_per_cluster_limit 8",
+            "password_rotator_target_requests_in_flight 0",
+            "password_rotator_target_requests_in_flight_peak 0",
+            "password_rotator_target_calls_per_cluster_limit 8",
             "password_rotator_last_successful_rotation_timestamp_seconds{namespace=\"shop\",name=\"orders\"} 1893553445.5",
             "# EOF",
         ] {
@@ -523,22 +533,27 @@ mod tests {
     #[test]
     fn requests_are_counted_with_their_peak_concurrency() {
         let m = Metrics::new();
-        let op = Operation::AddUserPassword;
-        m.started(op);
-        m.started(op);
-        m.finished(op, "200", Duration::from_millis(20));
-        m.started(Operation::GetUser);
-        m.finished(op, "timeout", Duration::from_secs(30));
-        m.finished(Operation::GetUser, "401", Duration::from_millis(3));
+        let (rs, op) = ("redisSoftware", "add_user_password");
+        m.started(rs, op);
+        m.started(rs, op);
+        m.finished(rs, op, "200", Duration::from_millis(20));
+        m.started("redis", "acl_setuser");
+        m.finished(rs, op, "timeout", Duration::from_secs(30));
+        m.finished(
+            "redis",
+            "acl_setuser",
+            "WRONGPASS",
+            Duration::from_millis(3),
+        );
         assert_eq!(m.peak_in_flight(), 2);
         let text = m.encode();
         for line in [
-            "password_rotator_redis_software_requests_total{operation=\"add_user_password\",status=\"200\"} 1",
-            "password_rotator_redis_software_requests_total{operation=\"add_user_password\",status=\"timeout\"} 1",
-            "password_rotator_redis_software_requests_total{operation=\"get_user\",status=\"401\"} 1",
-            "password_rotator_redis_software_request_duration_seconds_count{operation=\"add_user_password\"} 2",
-            "password_rotator_redis_software_requests_in_flight 0",
-            "password_rotator_redis_software_requests_in_flight_peak 2",
+            "password_rotator_target_requests_total{target=\"redisSoftware\",operation=\"add_user_password\",status=\"200\"} 1",
+            "password_rotator_target_requests_total{target=\"redisSoftware\",operation=\"add_user_password\",status=\"timeout\"} 1",
+            "password_rotator_target_requests_total{target=\"redis\",operation=\"acl_setuser\",status=\"WRONGPASS\"} 1",
+            "password_rotator_target_request_duration_seconds_count{target=\"redisSoftware\",operation=\"add_user_password\"} 2",
+            "password_rotator_target_requests_in_flight 0",
+            "password_rotator_target_requests_in_flight_peak 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }

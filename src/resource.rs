@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
-use crate::redis_software::PasswordBodyShape;
+pub use crate::targets::Target;
 
 /// Annotation that requests one rotation: any token not seen before starts one.
 pub const ROTATE_REQUESTED_ANNOTATION: &str = "rotator.dev/rotate-requested";
@@ -83,67 +83,6 @@ pub struct PasswordRotationSpec {
     /// `rotator.dev/rotate-requested` annotation instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_request: Option<String>,
-}
-
-/// What holds the password. Exactly one member is set.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.redisSoftware)").message("exactly one target must be set"))]
-pub struct Target {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_software: Option<RedisSoftwareTarget>,
-}
-
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.user) != has(self.databaseUid)").message("exactly one of user or databaseUid must be set"))]
-#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.insecureHttp) && self.insecureHttp)").message("url must start with https:// (http:// only with insecureHttp: true)"))]
-pub struct RedisSoftwareTarget {
-    /// REST API base URL, e.g. https://cluster.example.internal:9443
-    pub url: String,
-    /// Secret in this namespace with keys `username` and `password` of an admin.
-    pub credentials_secret: String,
-    /// The cluster's certificate (pinned: its exact bytes, e.g. the default self-signed `api`
-    /// certificate) or a CA that signs it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret: Option<SecretKeyRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSpec>,
-    /// Allow a plain http:// URL. For tests only.
-    #[serde(default)]
-    pub insecure_http: bool,
-    /// Rotate this user's passwords.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Or rotate the default user's passwords of this database.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database_uid: Option<u64>,
-    /// Body shape of /v1/users/password requests: Legacy {username, old_password, new_password}
-    /// or Caller {new_password, username}, for newer clusters.
-    #[serde(default)]
-    pub password_body: PasswordBodyShape,
-}
-
-/// How the cluster's certificate is checked.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsSpec {
-    /// The name the certificate must be valid for, when the URL's host is not in it (a
-    /// Service name, an IP address).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
-}
-
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    pub name: String,
-    #[serde(default = "default_ca_key")]
-    pub key: String,
-}
-
-fn default_ca_key() -> String {
-    "ca.crt".into()
 }
 
 /// The Secret the workloads read, in the resource's namespace.

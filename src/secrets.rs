@@ -231,11 +231,12 @@ pub fn references(rotation: &PasswordRotation, namespace: Option<&str>, name: &s
         return false;
     }
     let spec = &rotation.spec;
-    let rs = spec.target.redis_software.as_ref();
     spec.secret.name == name
-        || rs.is_some_and(|rs| {
-            rs.credentials_secret == name || rs.ca_secret.as_ref().is_some_and(|c| c.name == name)
-        })
+        || spec
+            .target
+            .members()
+            .iter()
+            .any(|target| target.secrets().iter().any(|used| used.name == name))
 }
 
 #[cfg(test)]

@@ -5,27 +5,9 @@ use std::time::Duration;
 use crate::resource::PasswordRotationSpec;
 use crate::schedule::ScheduleRule;
 
-/// What is rotated.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum TargetKind {
-    User(String),
-    Database(u64),
-}
-
-impl TargetKind {
-    /// The name that goes into the workload Secret's username key, if the target has one.
-    pub fn username(&self) -> Option<&str> {
-        match self {
-            TargetKind::User(user) => Some(user),
-            TargetKind::Database(_) => None,
-        }
-    }
-}
-
 /// The spec, checked and parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSpec {
-    pub target: TargetKind,
     pub schedule: Option<ScheduleRule>,
     pub overlap: Duration,
     pub timeout: Duration,
@@ -47,33 +29,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
 }
 
 pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> {
-    let rs = spec
-        .target
-        .redis_software
-        .as_ref()
-        .ok_or_else(|| invalid("spec.target", "exactly one target must be set"))?;
-    let target = match (&rs.user, rs.database_uid) {
-        (Some(user), None) if !user.is_empty() => TargetKind::User(user.clone()),
-        (None, Some(uid)) => TargetKind::Database(uid),
-        _ => {
-            return Err(invalid(
-                "spec.target.redisSoftware",
-                "exactly one of user or databaseUid must be set",
-            ));
-        }
-    };
-    let url = url::Url::parse(&rs.url)
-        .map_err(|e| invalid("spec.target.redisSoftware.url", format!("not a URL: {e}")))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if rs.insecure_http => {}
-        _ => {
-            return Err(invalid(
-                "spec.target.redisSoftware.url",
-                "must start with https:// (http:// only with insecureHttp: true)",
-            ));
-        }
-    }
+    spec.target.selected()?.validate()?;
     if spec.secret.name.is_empty() {
         return Err(invalid("spec.secret.name", "must not be empty"));
     }
@@ -122,7 +78,6 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
         ));
     }
     Ok(ValidSpec {
-        target,
         schedule,
         overlap,
         timeout,

@@ -537,7 +537,7 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
     let mut target_errors = Vec::new();
     for s in samples
         .iter()
-        .filter(|s| s.name == "password_rotator_redis_software_requests_total")
+        .filter(|s| s.name == "password_rotator_target_requests_total")
     {
         let status = label(s, "status").context("status")?;
         let failed = (status.len() == 3 && status.starts_with('5'))
@@ -548,14 +548,18 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
             target_errors.push(expected(
                 &rules,
                 "PasswordRotatorTargetErrors",
-                &[("operation", &operation), ("status", &status)],
+                &[
+                    ("target", &label(s, "target").context("target")?),
+                    ("operation", &operation),
+                    ("status", &status),
+                ],
                 s.value / 60.0,
             )?);
         }
     }
     ensure!(
         samples.iter().any(|s| {
-            s.name == "password_rotator_redis_software_requests_total"
+            s.name == "password_rotator_target_requests_total"
                 && label(s, "status").as_deref() == Some("503")
         }),
         "the injected 503 is not counted:\n{text}"

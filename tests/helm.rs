@@ -788,9 +788,9 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
         }))?;
     metrics.resource_status("shop", "orders", &status);
     {
-        use password_rotator::redis_software::{Operation, RequestObserver};
-        metrics.started(Operation::GetUser);
-        metrics.finished(Operation::GetUser, "503", Duration::from_millis(5));
+        use password_rotator::targets::RequestObserver;
+        metrics.started("redisSoftware", "get_user");
+        metrics.finished("redisSoftware", "get_user", "503", Duration::from_millis(5));
     }
     let exported = metrics.encode();
 

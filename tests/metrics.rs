@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use password_rotator::http::{self, Health};
 use password_rotator::metrics::Metrics;
-use password_rotator::redis_software::{Operation, RequestObserver};
+use password_rotator::targets::RequestObserver;
 
 #[tokio::test]
 async fn serves_metrics_and_health() -> anyhow::Result<()> {
@@ -20,8 +20,13 @@ async fn serves_metrics_and_health() -> anyhow::Result<()> {
     metrics.rotation_finished("succeeded", Some(Duration::from_secs(42)));
     metrics.step_reached("Published", Duration::from_millis(250));
     metrics.last_success("shop", "orders", "2030-01-01T00:00:00Z".parse()?);
-    metrics.started(Operation::AddUserPassword);
-    metrics.finished(Operation::AddUserPassword, "200", Duration::from_millis(8));
+    metrics.started("redisSoftware", "add_user_password");
+    metrics.finished(
+        "redisSoftware",
+        "add_user_password",
+        "200",
+        Duration::from_millis(8),
+    );
 
     let http = reqwest::Client::new();
     let response = http.get(format!("{base}/metrics")).send().await?;
@@ -38,9 +43,9 @@ async fn serves_metrics_and_health() -> anyhow::Result<()> {
         "password_rotator_rotation_duration_seconds_sum 42.0",
         "password_rotator_step_duration_seconds_count{step=\"Published\"} 1",
         "password_rotator_last_successful_rotation_timestamp_seconds{namespace=\"shop\",name=\"orders\"} 1893456000.0",
-        "password_rotator_redis_software_requests_total{operation=\"add_user_password\",status=\"200\"} 1",
-        "password_rotator_redis_software_requests_in_flight 0",
-        "password_rotator_redis_software_requests_in_flight_peak 1",
+        "password_rotator_target_requests_total{target=\"redisSoftware\",operation=\"add_user_password\",status=\"200\"} 1",
+        "password_rotator_target_requests_in_flight 0",
+        "password_rotator_target_requests_in_flight_peak 1",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }
@@ -106,8 +111,8 @@ async fn the_operator_reports_a_rotation_in_its_metrics() -> anyhow::Result<()> 
         .await?;
     for expected in [
         r#"password_rotator_rotations_total{result="succeeded"} 1"#,
-        r#"password_rotator_redis_software_requests_total{operation="add_user_password",status="200"} 1"#,
-        r#"password_rotator_redis_software_requests_total{operation="delete_user_password",status="200"} 1"#,
+        r#"password_rotator_target_requests_total{target="redisSoftware",operation="add_user_password",status="200"} 1"#,
+        r#"password_rotator_target_requests_total{target="redisSoftware",operation="delete_user_password",status="200"} 1"#,
         "password_rotator_last_successful_rotation_timestamp_seconds{",
         r#"password_rotator_step_duration_seconds_count{step="Published"} 1"#,
         "password_rotator_rotation_duration_seconds_count 1",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use password_rotator::password::{PasswordPolicy, generate_os};
-use password_rotator::redis_software::{
+use password_rotator::targets::redis_software::client::{
     ApiError, ClientConfig, Operation, PasswordBodyShape, RedisSoftwareClient,
 };
 use rotator_test_support::api_server::{

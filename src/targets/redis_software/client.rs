@@ -13,8 +13,11 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use url::Url;
 
+use crate::targets::{Observed, RequestObserver};
 use crate::tls;
 
+/// The `target` label of this client's requests.
+pub const TARGET: &str = "redisSoftware";
 const MAX_MESSAGE_CHARS: usize = 200;
 const REDACTED: &str = "[redacted]";
 
@@ -265,50 +268,11 @@ pub struct Database {
     pub status: Option<String>,
 }
 
-/// Sees every request the client sends, e.g. to count them in metrics.
-pub trait RequestObserver: Send + Sync + fmt::Debug {
-    fn started(&self, operation: Operation);
-    /// Called once per [`started`](Self::started). `status` is the HTTP status code ("200",
-    /// "401"), an [`ApiError::kind`] of a transport failure ("timeout", "connect"), or
-    /// "cancelled" when the request was dropped before it ended.
-    fn finished(&self, operation: Operation, status: &str, elapsed: Duration);
-}
-
 #[derive(Debug, Clone)]
 pub struct RedisSoftwareClient {
     http: reqwest::Client,
     config: ClientConfig,
     observer: Option<Arc<dyn RequestObserver>>,
-}
-
-/// Reports the end of a request to the observer, also when the request future is dropped.
-struct Observed<'a> {
-    observer: Option<&'a dyn RequestObserver>,
-    operation: Operation,
-    started: Instant,
-    status: String,
-}
-
-impl<'a> Observed<'a> {
-    fn start(observer: Option<&'a dyn RequestObserver>, operation: Operation) -> Self {
-        if let Some(o) = observer {
-            o.started(operation);
-        }
-        Self {
-            observer,
-            operation,
-            started: Instant::now(),
-            status: "cancelled".into(),
-        }
-    }
-}
-
-impl Drop for Observed<'_> {
-    fn drop(&mut self) {
-        if let Some(o) = self.observer {
-            o.finished(self.operation, &self.status, self.started.elapsed());
-        }
-    }
 }
 
 impl RedisSoftwareClient {
@@ -548,7 +512,8 @@ impl RedisSoftwareClient {
         if let Some(body) = &body {
             request = request.json(body);
         }
-        let mut observed = Observed::start(self.observer.as_deref(), operation);
+        let started = Instant::now();
+        let mut observed = Observed::start(self.observer.as_deref(), TARGET, operation.as_str());
         let result = async {
             let response = request.send().await?;
             let status = response.status();
@@ -556,13 +521,13 @@ impl RedisSoftwareClient {
         }
         .instrument(span.clone())
         .await;
-        span.record("elapsed_ms", observed.started.elapsed().as_millis() as u64);
+        span.record("elapsed_ms", started.elapsed().as_millis() as u64);
         let _entered = span.enter();
         match result {
             Ok((status, bytes)) => {
                 span.record("status", status.as_u16());
                 tracing::debug!("request finished");
-                observed.status = status.as_str().to_owned();
+                observed.status(status.as_str());
                 if status.is_success() {
                     Ok(bytes.to_vec())
                 } else {
@@ -572,7 +537,7 @@ impl RedisSoftwareClient {
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
                 let error = self.transport_error(operation, &e, secrets);
-                observed.status = error.kind().to_owned();
+                observed.status(error.kind());
                 Err(error)
             }
         }
@@ -840,10 +805,11 @@ mod tests {
     struct Recorder(std::sync::Mutex<Vec<String>>);
 
     impl RequestObserver for Recorder {
-        fn started(&self, operation: Operation) {
+        fn started(&self, target: &'static str, operation: &'static str) {
+            assert_eq!(target, TARGET);
             self.0.lock().unwrap().push(format!("started {operation}"));
         }
-        fn finished(&self, operation: Operation, status: &str, _: Duration) {
+        fn finished(&self, _: &'static str, operation: &'static str, status: &str, _: Duration) {
             self.0.lock().unwrap().push(format!("{operation} {status}"));
         }
     }

@@ -1,56 +1,30 @@
-//! Where passwords live, behind one small trait so the engine stays free of any vendor.
+//! Redis Software (Redis Enterprise): a user's passwords (`/v1/users/password`) or a
+//! database's default user (`/v1/bdbs/{uid}/passwords`), through the cluster's REST API.
+//! Several passwords at once; the admin login is locked after 5 failed logins.
 
-use std::sync::Arc;
+pub mod client;
+mod spec;
 
-use jiff::Timestamp;
+pub use spec::RedisSoftwareTarget;
+
 use secrecy::SecretString;
-use tokio::sync::Semaphore;
 
-use crate::login_budget::{AdminAccount, Refusal};
-use crate::redis_software::{ApiError, RedisSoftwareClient};
+use self::client::{ApiError, RedisSoftwareClient};
 use crate::rotation::CallFailure;
-use crate::validation::TargetKind;
+use crate::targets::{BoxFuture, Budget, PasswordTarget};
 
-/// A password list that can be changed: a Redis Software user or database, and later
-/// open-source Redis ACL users or ONTAP accounts.
-pub trait PasswordTarget: Send + Sync {
-    /// Adds `new` beside the existing passwords; `current` is one of them.
-    fn add(
-        &self,
-        current: &SecretString,
-        new: &SecretString,
-    ) -> impl Future<Output = Result<(), CallFailure>> + Send;
-
-    /// Makes `new` the only password.
-    fn replace(
-        &self,
-        current: &SecretString,
-        new: &SecretString,
-    ) -> impl Future<Output = Result<(), CallFailure>> + Send;
-
-    /// Removes `old` from the list.
-    fn delete(&self, old: &SecretString) -> impl Future<Output = Result<(), CallFailure>> + Send;
-
-    /// The name that goes into the workload Secret's username key, if the target has one.
-    fn username(&self) -> Option<&str>;
+/// What holds the passwords in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Object {
+    User(String),
+    Database(u64),
 }
 
-/// A Redis Software user (`/v1/users/password`) or a database's default user
-/// (`/v1/bdbs/{uid}/passwords`).
+/// A Redis Software user or database, reached with one admin login.
 pub struct RedisSoftware {
-    pub client: RedisSoftwareClient,
-    pub kind: TargetKind,
-    /// Shared by every resource that targets the same cluster, so that many rotations at
-    /// once do not hammer one cluster.
-    pub calls: Arc<Semaphore>,
-    /// The failed-login budget of the admin login, shared by every resource that uses it.
-    pub account: Arc<AdminAccount>,
-    /// Identifies that account in status.
-    pub account_key: String,
-    /// Hash of the admin credentials this client logs in with.
-    pub credentials: String,
-    /// `namespace/name` of the resource the calls are for.
-    pub resource: String,
+    client: RedisSoftwareClient,
+    object: Object,
+    budget: Budget,
 }
 
 /// One call to the password list.
@@ -89,88 +63,31 @@ impl RedisSoftware {
         }
     }
 
-    /// What the cluster says it is called: the same through any of its nodes or addresses.
-    pub async fn identity(&self) -> Result<String, CallFailure> {
-        self.within_budget(async {
-            self.client
-                .get_cluster()
-                .await
-                .map(|c| c.name)
-                .map_err(|e| {
-                    let detail = e.to_string();
-                    classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
-                })
-        })
-        .await
-    }
-
     async fn send(&self, call: Call<'_>) -> Result<(), CallFailure> {
-        self.within_budget(self.dispatch(call)).await
-    }
-
-    /// Runs `call` within the account's budget: one call at a time per admin login, and
-    /// none with credentials that were refused less than a lockout ago.
-    async fn within_budget<T>(
-        &self,
-        call: impl Future<Output = Result<T, CallFailure>>,
-    ) -> Result<T, CallFailure> {
-        let held = |refusal: Refusal| CallFailure::AdminUnauthorized {
-            detail: format!(
-                "these admin credentials were refused at {} (for PasswordRotation {}); no \
-                 login is tried with them before {}",
-                refusal.at,
-                refusal.by,
-                refusal.until()
-            ),
-        };
-        if let Some(refusal) = self
-            .account
-            .refusal_against(&self.credentials, Timestamp::now())
-        {
-            return Err(held(refusal));
-        }
-        let _one = self.account.one_call().await;
-        if let Some(refusal) = self
-            .account
-            .refusal_against(&self.credentials, Timestamp::now())
-        {
-            return Err(held(refusal));
-        }
-        let _permit = self.calls.acquire().await.expect("never closed");
-        let result = call.await;
-        match &result {
-            Err(CallFailure::AdminUnauthorized { .. }) => self.account.refused(Refusal {
-                at: Timestamp::now(),
-                credentials: self.credentials.clone(),
-                by: self.resource.clone(),
-            }),
-            Err(CallFailure::Transient { .. } | CallFailure::TlsUntrusted { .. }) => {}
-            _ => self.account.accepted(&self.credentials),
-        }
-        result
+        self.budget.run(self.dispatch(call)).await
     }
 
     async fn dispatch(&self, call: Call<'_>) -> Result<(), CallFailure> {
-        match (&self.kind, call) {
-            (TargetKind::User(user), Call::Add { current, new }) => {
+        match (&self.object, call) {
+            (Object::User(user), Call::Add { current, new }) => {
                 let result = self.client.add_user_password(user, current, new).await;
                 self.classify_user_call(result).await
             }
-            (TargetKind::User(user), Call::Replace { current, new }) => {
+            (Object::User(user), Call::Replace { current, new }) => {
                 let result = self.client.replace_user_password(user, current, new).await;
                 self.classify_user_call(result).await
             }
-            (TargetKind::User(user), Call::Delete { old }) => {
+            (Object::User(user), Call::Delete { old }) => {
                 let result = self.client.delete_user_password(user, old).await;
                 self.classify_user_call(result).await
             }
-            (TargetKind::Database(uid), Call::Add { new, .. }) => {
+            (Object::Database(uid), Call::Add { new, .. }) => {
                 database_call(self.client.add_database_password(*uid, new).await)
             }
-            (TargetKind::Database(uid), Call::Replace { new, .. }) => {
+            (Object::Database(uid), Call::Replace { new, .. }) => {
                 database_call(self.client.replace_database_password(*uid, new).await)
             }
-            (TargetKind::Database(uid), Call::Delete { old }) => {
+            (Object::Database(uid), Call::Delete { old }) => {
                 database_call(self.client.delete_database_password(*uid, old).await)
             }
         }
@@ -218,20 +135,43 @@ fn classify(error: ApiError) -> Option<CallFailure> {
 }
 
 impl PasswordTarget for RedisSoftware {
-    async fn add(&self, current: &SecretString, new: &SecretString) -> Result<(), CallFailure> {
-        self.send(Call::Add { current, new }).await
+    fn add<'a>(
+        &'a self,
+        current: &'a SecretString,
+        new: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Add { current, new }))
     }
 
-    async fn replace(&self, current: &SecretString, new: &SecretString) -> Result<(), CallFailure> {
-        self.send(Call::Replace { current, new }).await
+    fn replace<'a>(
+        &'a self,
+        current: &'a SecretString,
+        new: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Replace { current, new }))
     }
 
-    async fn delete(&self, old: &SecretString) -> Result<(), CallFailure> {
-        self.send(Call::Delete { old }).await
+    fn delete<'a>(&'a self, old: &'a SecretString) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Delete { old }))
     }
 
-    fn username(&self) -> Option<&str> {
-        self.kind.username()
+    /// What the cluster says it is called (`GET /v1/cluster`): the same through any of its
+    /// nodes or addresses.
+    fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>> {
+        Box::pin(self.budget.run(async {
+            self.client
+                .get_cluster()
+                .await
+                .map(|c| c.name)
+                .map_err(|e| {
+                    let detail = e.to_string();
+                    classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
+                })
+        }))
+    }
+
+    fn budget(&self) -> &Budget {
+        &self.budget
     }
 }
 
@@ -246,8 +186,8 @@ fn database_call(result: Result<(), ApiError>) -> Result<(), CallFailure> {
 
 #[cfg(test)]
 mod tests {
+    use super::client::Operation;
     use super::*;
-    use crate::redis_software::Operation;
 
     fn status(status: u16, code: Option<&str>) -> ApiError {
         ApiError::Status {

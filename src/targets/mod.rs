@@ -1,0 +1,419 @@
+//! Where passwords live, as cert-manager keeps issuers: one folder per vendor. Each owns its
+//! spec section, the Secrets it references, its clients and per-cluster call cap, its identity
+//! for conflicts, its capabilities, its failure classification and lockout policy. The engine
+//! (`controller`, `rotation`) names no vendor: it sees a [`TargetSpec`] and the
+//! [`PasswordTarget`] it connects to. A new vendor is one folder here plus its line in
+//! [`Target`].
+
+pub mod redis_software;
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::KubeSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::login_budget::{AdminAccount, LoginBudgets, Refusal, digest};
+use crate::rotation::CallFailure;
+use crate::validation::InvalidField;
+use crate::{Error, Result};
+
+/// What holds the password. Exactly one member is set.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.redisSoftware)].filter(x, x).size() == 1").message("exactly one target must be set"))]
+pub struct Target {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_software: Option<redis_software::RedisSoftwareTarget>,
+}
+
+impl Target {
+    /// The members that are set; a valid spec has exactly one.
+    pub fn members(&self) -> Vec<&dyn TargetSpec> {
+        [self.redis_software.as_ref().map(|t| t as &dyn TargetSpec)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The one member that is set.
+    pub fn selected(&self) -> Result<&dyn TargetSpec, InvalidField> {
+        match self.members().as_slice() {
+            [one] => Ok(*one),
+            _ => Err(InvalidField {
+                field: "spec.target",
+                message: "exactly one target must be set".into(),
+            }),
+        }
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a vendor's spec section tells the engine.
+pub trait TargetSpec: Send + Sync + fmt::Debug {
+    /// The member's name under `spec.target`, e.g. `redisSoftware`; also the `target` metrics
+    /// label.
+    fn vendor(&self) -> &'static str;
+
+    /// Checks CEL cannot make, naming the field.
+    fn validate(&self) -> Result<(), InvalidField>;
+
+    /// The Secrets (in the resource's namespace) it reads: each must allow the resource.
+    fn secrets(&self) -> Vec<SecretUse>;
+
+    /// The system as the spec addresses it (e.g. `host:port`), until it says its own name.
+    fn address(&self) -> String;
+
+    /// What in that system holds the passwords, e.g. `user app`.
+    fn object(&self) -> String;
+
+    /// The name published beside the password, if the target has one.
+    fn username(&self) -> Option<&str>;
+
+    /// Strings a generated password must not contain.
+    fn forbidden_in_password(&self) -> Vec<String> {
+        self.username().map(str::to_owned).into_iter().collect()
+    }
+
+    /// A field that asks for something an operator flag must allow.
+    fn insecure_field(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Builds the target from the Secrets it references (read and allowed by the caller).
+    fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>>;
+}
+
+/// A key of a Secret, e.g. the CA that signs a server's certificate.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// How a server's certificate is checked.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The name the certificate must be valid for, when the address's host is not in it (a
+    /// Service name, an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// A Secret a target reads, and the spec field that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    pub name: String,
+    pub field: &'static str,
+}
+
+/// What [`TargetSpec::connect`] gets from the engine.
+pub struct Connect<'a> {
+    /// The Secrets of [`TargetSpec::secrets`], by name.
+    pub secrets: &'a BTreeMap<String, Secret>,
+    /// [`credentials_hash`] of those Secrets.
+    pub credentials: &'a str,
+    pub shared: &'a Shared,
+    pub settings: &'a TargetSettings,
+    /// `namespace/name` of the resource the calls are for.
+    pub resource: String,
+    pub observer: Arc<dyn RequestObserver>,
+    /// The refusal a Blocked resource recorded for an account this process has not used yet.
+    pub remembered: &'a (dyn Fn(&str) -> Option<Refusal> + Sync),
+}
+
+/// Operator-wide settings every target honours.
+#[derive(Clone, Debug)]
+pub struct TargetSettings {
+    pub request_timeout: Duration,
+    pub calls_per_cluster: usize,
+}
+
+/// A password list that can be changed.
+pub trait PasswordTarget: Send + Sync {
+    /// Adds `new` beside the existing passwords; `current` is one of them.
+    fn add<'a>(
+        &'a self,
+        current: &'a SecretString,
+        new: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), CallFailure>>;
+
+    /// Makes `new` the only password.
+    fn replace<'a>(
+        &'a self,
+        current: &'a SecretString,
+        new: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), CallFailure>>;
+
+    /// Removes `old` from the list.
+    fn delete<'a>(&'a self, old: &'a SecretString) -> BoxFuture<'a, Result<(), CallFailure>>;
+
+    /// What the system says it is called: the same through any of its nodes or addresses.
+    fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>>;
+
+    /// The admin account the calls spend the failed-login budget of.
+    fn budget(&self) -> &Budget;
+}
+
+/// A hash of the referenced Secrets' data: it changes when, and only when, one of them does.
+pub fn credentials_hash(secrets: &BTreeMap<String, Secret>) -> String {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for (name, secret) in secrets {
+        parts.push(name.as_bytes());
+        for (key, value) in secret.data.iter().flatten() {
+            parts.push(key.as_bytes());
+            parts.push(&value.0);
+        }
+    }
+    digest(&parts)
+}
+
+/// Sees every request a target client sends, e.g. to count them in metrics.
+pub trait RequestObserver: Send + Sync + fmt::Debug {
+    fn started(&self, target: &'static str, operation: &'static str);
+    /// Called once per [`started`](Self::started). `status` is what the server answered
+    /// ("200", "401", "OK", "WRONGPASS"), a transport failure ("timeout", "connect"), or
+    /// "cancelled" when the request was dropped before it ended.
+    fn finished(
+        &self,
+        target: &'static str,
+        operation: &'static str,
+        status: &str,
+        elapsed: Duration,
+    );
+}
+
+/// Reports the end of a request to the observer, also when the request future is dropped.
+pub struct Observed<'a> {
+    observer: Option<&'a dyn RequestObserver>,
+    target: &'static str,
+    operation: &'static str,
+    started: Instant,
+    status: String,
+}
+
+impl<'a> Observed<'a> {
+    pub fn start(
+        observer: Option<&'a dyn RequestObserver>,
+        target: &'static str,
+        operation: &'static str,
+    ) -> Self {
+        if let Some(o) = observer {
+            o.started(target, operation);
+        }
+        Self {
+            observer,
+            target,
+            operation,
+            started: Instant::now(),
+            status: "cancelled".into(),
+        }
+    }
+
+    pub fn status(&mut self, status: impl Into<String>) {
+        self.status = status.into();
+    }
+}
+
+impl Drop for Observed<'_> {
+    fn drop(&mut self) {
+        if let Some(o) = self.observer {
+            o.finished(
+                self.target,
+                self.operation,
+                &self.status,
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
+/// What targets share across resources: call caps per cluster, failed-login budgets per
+/// admin account, and clients (so that resources sharing credentials share connections).
+#[derive(Default)]
+pub struct Shared {
+    calls: Mutex<HashMap<String, Arc<Semaphore>>>,
+    logins: LoginBudgets,
+    clients: Mutex<HashMap<String, KeptClient>>,
+}
+
+/// A client, and a fingerprint of what it was built from.
+type KeptClient = (String, Arc<dyn Any + Send + Sync>);
+
+impl Shared {
+    /// The cap on calls in flight at once to `cluster`.
+    pub fn calls(&self, cluster: &str, limit: usize) -> Arc<Semaphore> {
+        self.calls
+            .lock()
+            .expect("not poisoned")
+            .entry(cluster.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone()
+    }
+
+    /// The client kept under `key`, built anew when `fingerprint` (what it was built from)
+    /// changed.
+    pub fn client<T: Clone + Send + Sync + 'static>(
+        &self,
+        key: String,
+        fingerprint: String,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let mut clients = self.clients.lock().expect("not poisoned");
+        if let Some((known, client)) = clients.get(&key)
+            && *known == fingerprint
+            && let Some(client) = client.downcast_ref::<T>()
+        {
+            return Ok(client.clone());
+        }
+        let client = build()?;
+        clients.insert(key, (fingerprint, Arc::new(client.clone())));
+        Ok(client)
+    }
+
+    /// The failed-login budget of `account` (see [`crate::login_budget::account_key`]).
+    pub fn account(
+        &self,
+        account: &str,
+        remembered: impl FnOnce() -> Option<Refusal>,
+    ) -> Arc<AdminAccount> {
+        self.logins.account(account, remembered)
+    }
+}
+
+/// Runs a target's calls within its cluster's call cap and its admin account's failed-login
+/// budget: one call at a time per account, and none with credentials that were refused less
+/// than a lockout ago.
+pub struct Budget {
+    pub calls: Arc<Semaphore>,
+    pub account: Arc<AdminAccount>,
+    /// Identifies the account in status.
+    pub account_key: String,
+    /// [`credentials_hash`] of what the calls log in with.
+    pub credentials: String,
+    /// `namespace/name` of the resource the calls are for.
+    pub resource: String,
+}
+
+impl Budget {
+    pub async fn run<T>(
+        &self,
+        call: impl Future<Output = Result<T, CallFailure>>,
+    ) -> Result<T, CallFailure> {
+        let held = |refusal: Refusal| CallFailure::AdminUnauthorized {
+            detail: format!(
+                "these admin credentials were refused at {} (for PasswordRotation {}); no \
+                 login is tried with them before {}",
+                refusal.at,
+                refusal.by,
+                refusal.until()
+            ),
+        };
+        if let Some(refusal) = self
+            .account
+            .refusal_against(&self.credentials, Timestamp::now())
+        {
+            return Err(held(refusal));
+        }
+        let _one = self.account.one_call().await;
+        if let Some(refusal) = self
+            .account
+            .refusal_against(&self.credentials, Timestamp::now())
+        {
+            return Err(held(refusal));
+        }
+        let _permit = self.calls.acquire().await.expect("never closed");
+        let result = call.await;
+        match &result {
+            Err(CallFailure::AdminUnauthorized { .. }) => self.account.refused(Refusal {
+                at: Timestamp::now(),
+                credentials: self.credentials.clone(),
+                by: self.resource.clone(),
+            }),
+            Err(CallFailure::Transient { .. } | CallFailure::TlsUntrusted { .. }) => {}
+            _ => self.account.accepted(&self.credentials),
+        }
+        result
+    }
+}
+
+/// A key of a Secret the target read, or an error naming the Secret and the field.
+pub fn secret_key<'a>(
+    secrets: &'a BTreeMap<String, Secret>,
+    name: &str,
+    key: &str,
+    field: &str,
+) -> Result<&'a [u8]> {
+    let secret = secrets.get(name).ok_or_else(|| Error::Secret {
+        name: name.to_owned(),
+        problem: format!("not found ({field})"),
+    })?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.as_slice())
+        .ok_or_else(|| Error::Secret {
+            name: name.to_owned(),
+            problem: format!("has no key {key} ({field})"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn secrets(entries: &[(&str, &str, &[u8])]) -> BTreeMap<String, Secret> {
+        let mut all: BTreeMap<String, Secret> = BTreeMap::new();
+        for (name, key, value) in entries {
+            all.entry(name.to_string())
+                .or_default()
+                .data
+                .get_or_insert_default()
+                .insert(key.to_string(), ByteString(value.to_vec()));
+        }
+        all
+    }
+
+    #[test]
+    fn credentials_hashes_change_with_the_data_only() {
+        let a = credentials_hash(&secrets(&[("admin", "password", b"pw")]));
+        assert_eq!(
+            a,
+            credentials_hash(&secrets(&[("admin", "password", b"pw")]))
+        );
+        assert_ne!(
+            a,
+            credentials_hash(&secrets(&[("admin", "password", b"pw2")]))
+        );
+        assert_ne!(
+            a,
+            credentials_hash(&secrets(&[
+                ("admin", "password", b"pw"),
+                ("ca", "ca.crt", b"c")
+            ]))
+        );
+        assert_ne!(
+            credentials_hash(&secrets(&[("admin", "ab", b"c")])),
+            credentials_hash(&secrets(&[("admin", "a", b"bc")]))
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! `spec.target.redisSoftware`: a Redis Software user or a database's default user.
+
+use kube::KubeSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::client::{ClientConfig, PasswordBodyShape, RedisSoftwareClient};
+use super::{Object, RedisSoftware};
+use crate::login_budget::account_key;
+use crate::targets::{
+    Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, secret_key,
+};
+use crate::validation::InvalidField;
+use crate::{Error, Result};
+
+const CREDENTIALS_FIELD: &str = "spec.target.redisSoftware.credentialsSecret";
+const CA_FIELD: &str = "spec.target.redisSoftware.caSecret";
+const URL_FIELD: &str = "spec.target.redisSoftware.url";
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.user) != has(self.databaseUid)").message("exactly one of user or databaseUid must be set"))]
+#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.insecureHttp) && self.insecureHttp)").message("url must start with https:// (http:// only with insecureHttp: true)"))]
+pub struct RedisSoftwareTarget {
+    /// REST API base URL, e.g. https://cluster.example.internal:9443
+    pub url: String,
+    /// Secret in this namespace with keys `username` and `password` of an admin.
+    pub credentials_secret: String,
+    /// The cluster's certificate (pinned: its exact bytes, e.g. the default self-signed `api`
+    /// certificate) or a CA that signs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Allow a plain http:// URL. For tests only.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Rotate this user's passwords.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Or rotate the default user's passwords of this database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_uid: Option<u64>,
+    /// Body shape of /v1/users/password requests: Legacy {username, old_password, new_password}
+    /// or Caller {new_password, username}, for newer clusters.
+    #[serde(default)]
+    pub password_body: PasswordBodyShape,
+}
+
+impl RedisSoftwareTarget {
+    fn object_kind(&self) -> Result<Object, InvalidField> {
+        match (&self.user, self.database_uid) {
+            (Some(user), None) if !user.is_empty() => Ok(Object::User(user.clone())),
+            (None, Some(uid)) => Ok(Object::Database(uid)),
+            _ => Err(InvalidField {
+                field: "spec.target.redisSoftware",
+                message: "exactly one of user or databaseUid must be set".into(),
+            }),
+        }
+    }
+
+    fn url(&self) -> Result<url::Url, InvalidField> {
+        let url = url::Url::parse(&self.url).map_err(|e| InvalidField {
+            field: URL_FIELD,
+            message: format!("not a URL: {e}"),
+        })?;
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if self.insecure_http => Ok(url),
+            _ => Err(InvalidField {
+                field: URL_FIELD,
+                message: "must start with https:// (http:// only with insecureHttp: true)".into(),
+            }),
+        }
+    }
+}
+
+fn invalid_spec(e: InvalidField) -> Error {
+    Error::Target {
+        reason: "InvalidSpec",
+        detail: format!("{}: {}", e.field, e.message),
+    }
+}
+
+impl TargetSpec for RedisSoftwareTarget {
+    fn vendor(&self) -> &'static str {
+        "redisSoftware"
+    }
+
+    fn validate(&self) -> Result<(), InvalidField> {
+        self.object_kind()?;
+        self.url()?;
+        Ok(())
+    }
+
+    fn secrets(&self) -> Vec<SecretUse> {
+        let mut uses = vec![SecretUse {
+            name: self.credentials_secret.clone(),
+            field: CREDENTIALS_FIELD,
+        }];
+        if let Some(ca) = &self.ca_secret {
+            uses.push(SecretUse {
+                name: ca.name.clone(),
+                field: CA_FIELD,
+            });
+        }
+        uses
+    }
+
+    fn address(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(url) => format!(
+                "{}:{}",
+                url.host_str().unwrap_or_default().to_ascii_lowercase(),
+                url.port_or_known_default().unwrap_or_default()
+            ),
+            Err(_) => self.url.clone(),
+        }
+    }
+
+    fn object(&self) -> String {
+        match self.object_kind() {
+            Ok(Object::User(user)) => format!("user {user}"),
+            Ok(Object::Database(uid)) => format!("database {uid}"),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn username(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    fn insecure_field(&self) -> Option<&'static str> {
+        self.insecure_http
+            .then_some("spec.target.redisSoftware.insecureHttp")
+    }
+
+    fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
+        let object = self.object_kind().map_err(invalid_spec)?;
+        let url = self.url().map_err(invalid_spec)?;
+        let username = String::from_utf8(
+            secret_key(
+                with.secrets,
+                &self.credentials_secret,
+                "username",
+                CREDENTIALS_FIELD,
+            )?
+            .to_vec(),
+        )
+        .map_err(|_| Error::Secret {
+            name: self.credentials_secret.clone(),
+            problem: format!("key username is not UTF-8 ({CREDENTIALS_FIELD})"),
+        })?;
+        let password = secret_key(
+            with.secrets,
+            &self.credentials_secret,
+            "password",
+            CREDENTIALS_FIELD,
+        )?;
+        let password = SecretString::from(String::from_utf8_lossy(password).into_owned());
+        let ca_pem = match &self.ca_secret {
+            Some(ca) => Some(secret_key(with.secrets, &ca.name, &ca.key, CA_FIELD)?.to_vec()),
+            None => None,
+        };
+        let cluster = self.address();
+        let account = account_key(&cluster, &username);
+        let mut config = ClientConfig::new(url, username, password);
+        config.ca_pem = ca_pem;
+        config.insecure_http = self.insecure_http;
+        config.server_name = self.tls.as_ref().and_then(|t| t.server_name.clone());
+        config.body_shape = self.password_body;
+        config.request_timeout = with.settings.request_timeout;
+        // Resources that share credentials share one client, and so its connections: a
+        // burst of rotations makes no TLS handshake per rotation. Changed Secret data or
+        // settings build a new one.
+        let key = format!(
+            "redisSoftware|{}|{}|{}|{}",
+            with.resource.split('/').next().unwrap_or_default(),
+            self.credentials_secret,
+            self.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
+            self.url
+        );
+        let fingerprint = format!(
+            "{}|{:?}|{}|{:?}",
+            with.credentials, self.password_body, self.insecure_http, self.tls
+        );
+        let observer = with.observer.clone();
+        let client = with.shared.client(key, fingerprint, || {
+            RedisSoftwareClient::new(config)
+                .map(|c| c.with_observer(observer))
+                .map_err(|e| Error::Target {
+                    reason: "InvalidSpec",
+                    detail: e.to_string(),
+                })
+        })?;
+        let budget = Budget {
+            calls: with.shared.calls(&cluster, with.settings.calls_per_cluster),
+            account: with
+                .shared
+                .account(&account, || (with.remembered)(&account)),
+            account_key: account,
+            credentials: with.credentials.to_owned(),
+            resource: with.resource,
+        };
+        Ok(Box::new(RedisSoftware {
+            client,
+            object,
+            budget,
+        }))
+    }
+}
