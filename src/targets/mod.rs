@@ -5,6 +5,7 @@
 //! [`PasswordTarget`] it connects to. A new vendor is one folder here plus its line in
 //! [`Target`].
 
+pub mod ontap;
 pub mod redis_software;
 
 use std::any::Any;
