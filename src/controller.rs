@@ -908,7 +908,13 @@ impl<'a> Rotator<'a> {
             problem: "has no previous password".into(),
         })?;
         Ok(match decision {
-            Decision::Add => on_add(target.add(previous, &state.pending).await),
+            Decision::Add => {
+                let outcome = on_add(target.add(previous, &state.pending).await);
+                if outcome == CallOutcome::Done {
+                    self.status.persistence = target.persistence();
+                }
+                outcome
+            }
             Decision::Replace { replay } => {
                 if !replay {
                     let mut status = self.status.clone();
@@ -917,6 +923,9 @@ impl<'a> Rotator<'a> {
                 }
                 let outcome = on_replace(target.replace(previous, &state.pending).await, *replay);
                 self.fail_point("after-replace");
+                if outcome == CallOutcome::Done {
+                    self.status.persistence = target.persistence();
+                }
                 outcome
             }
             Decision::Retire { replay } => {
@@ -927,7 +936,11 @@ impl<'a> Rotator<'a> {
                     status.step_time = Some(Time(Timestamp::now()));
                     self.write_status(status).await?;
                 }
-                on_delete(target.delete(previous).await, *replay)
+                let outcome = on_delete(target.delete(previous, &state.pending).await, *replay);
+                if outcome == CallOutcome::Done {
+                    self.status.persistence = target.persistence();
+                }
+                outcome
             }
             _ => unreachable!("only calls reach here"),
         })
@@ -1159,7 +1172,12 @@ impl<'a> Rotator<'a> {
         let target = self.target().await?;
         let (outcome, message) = match (self.spec.mode, step) {
             (Mode::AddThenDelete, _) => (
-                on_rollback(target.delete(&state.pending).await),
+                on_rollback(match &state.previous {
+                    Some(previous) => target.delete(&state.pending, previous).await,
+                    None => Err(CallFailure::Other {
+                        detail: "the state Secret holds no previous password to keep".into(),
+                    }),
+                }),
                 "deleted mid-rotation: the staged password was removed from the database",
             ),
             (Mode::Replace, Step::Staged) => (

@@ -65,7 +65,8 @@ struct RunArgs {
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
-    /// Allow resources with `insecureHttp: true` (the admin login in clear text).
+    /// Allow resources that send the admin login in clear text (`insecureHttp: true`,
+    /// `insecurePlaintext: true`).
     #[arg(long, env = "ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
     /// Allow resources with `spec.verify`, which connect to a host the resource names and

@@ -224,6 +224,10 @@ pub struct PasswordRotationStatus {
     /// rotation starts: two addresses of one cluster are one target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// How the target keeps password changes across its restarts, where it says (redis:
+    /// `AclFile`, `ConfigRewrite`, or `NotPersisted: <why>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<String>,
     /// When the workload Secret was seen not holding the new password after publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drifted_time: Option<Time>,

@@ -6,6 +6,7 @@
 //! [`Target`].
 
 pub mod ontap;
+pub mod redis;
 pub mod redis_software;
 
 use std::any::Any;
@@ -30,19 +31,24 @@ use crate::{Error, Result};
 /// What holds the password. Exactly one member is set.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.redisSoftware)].filter(x, x).size() == 1").message("exactly one target must be set"))]
+#[x_kube(validation = Rule::new("[has(self.redisSoftware), has(self.redis)].filter(x, x).size() == 1").message("exactly one target must be set"))]
 pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_software: Option<redis_software::RedisSoftwareTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<redis::RedisTarget>,
 }
 
 impl Target {
     /// The members that are set; a valid spec has exactly one.
     pub fn members(&self) -> Vec<&dyn TargetSpec> {
-        [self.redis_software.as_ref().map(|t| t as &dyn TargetSpec)]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            self.redis_software.as_ref().map(|t| t as &dyn TargetSpec),
+            self.redis.as_ref().map(|t| t as &dyn TargetSpec),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The one member that is set.
@@ -162,14 +168,23 @@ pub trait PasswordTarget: Send + Sync {
         new: &'a SecretString,
     ) -> BoxFuture<'a, Result<(), CallFailure>>;
 
-    /// Removes `old` from the list.
-    fn delete<'a>(&'a self, old: &'a SecretString) -> BoxFuture<'a, Result<(), CallFailure>>;
+    /// Removes `old` from the list; `keep` is the password that must go on working.
+    fn delete<'a>(
+        &'a self,
+        old: &'a SecretString,
+        keep: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), CallFailure>>;
 
     /// What the system says it is called: the same through any of its nodes or addresses.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>>;
 
     /// The admin account the calls spend the failed-login budget of.
     fn budget(&self) -> &Budget;
+
+    /// How the last change is kept across a restart of the target, where the target says.
+    fn persistence(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A hash of the referenced Secrets' data: it changes when, and only when, one of them does.

@@ -151,7 +151,11 @@ impl PasswordTarget for RedisSoftware {
         Box::pin(self.send(Call::Replace { current, new }))
     }
 
-    fn delete<'a>(&'a self, old: &'a SecretString) -> BoxFuture<'a, Result<(), CallFailure>> {
+    fn delete<'a>(
+        &'a self,
+        old: &'a SecretString,
+        _keep: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), CallFailure>> {
         Box::pin(self.send(Call::Delete { old }))
     }
 

@@ -6,3 +6,4 @@ pub mod certs;
 pub mod cluster;
 pub mod ontap_server;
 pub mod redis_server;
+pub mod redis_topology;

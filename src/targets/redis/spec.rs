@@ -1,0 +1,191 @@
+//! `spec.target.redis`: an ACL user of open-source Redis or Valkey.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::KubeSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::Redis;
+use super::client::{AclAdmin, AclAdminConfig, AclTls};
+use crate::login_budget::account_key;
+use crate::targets::{
+    Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, secret_key,
+};
+use crate::validation::InvalidField;
+use crate::{Error, Result};
+
+const CREDENTIALS_FIELD: &str = "spec.target.redis.credentialsSecret";
+const CA_FIELD: &str = "spec.target.redis.caSecret";
+const ENDPOINTS_FIELD: &str = "spec.target.redis.endpoints";
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.caSecret) || (has(self.insecurePlaintext) && self.insecurePlaintext)").message("caSecret is required (TLS), unless insecurePlaintext is true"))]
+pub struct RedisTarget {
+    /// Nodes as host:port. With `discover`, the replicas and primaries they replicate with and,
+    /// in cluster mode, every node of the cluster are found from them. A primary lists only
+    /// the replicas connected to it: list every node when a replica that is down must stop a
+    /// change rather than go unnoticed.
+    #[x_kube(validation = Rule::new("self.size() >= 1").message("at least one endpoint is required"))]
+    pub endpoints: Vec<String>,
+    /// Find the other nodes of the deployment from the endpoints.
+    #[serde(default = "default_true")]
+    pub discover: bool,
+    /// The ACL user whose passwords rotate.
+    pub user: String,
+    /// Secret in this namespace with keys `username` and `password` of an ACL user allowed
+    /// `+acl|getuser +acl|setuser +acl|save +config|get +config|rewrite +info +cluster|shards`.
+    pub credentials_secret: String,
+    /// TLS: the nodes' certificate (pinned: its exact bytes) or a CA that signs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Connect without TLS: the admin password crosses the network in clear text. Needs the
+    /// operator's `--allow-insecure-http`.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl TargetSpec for RedisTarget {
+    fn vendor(&self) -> &'static str {
+        "redis"
+    }
+
+    fn validate(&self) -> Result<(), InvalidField> {
+        let invalid = |field, message: &str| {
+            Err(InvalidField {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.endpoints.is_empty() {
+            return invalid(ENDPOINTS_FIELD, "at least one endpoint is required");
+        }
+        if let Some(bad) = self.endpoints.iter().find(|e| {
+            e.rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return invalid(ENDPOINTS_FIELD, &format!("{bad:?} is not host:port"));
+        }
+        if self.user.is_empty() {
+            return invalid("spec.target.redis.user", "must not be empty");
+        }
+        if self.ca_secret.is_none() && !self.insecure_plaintext {
+            return invalid(
+                CA_FIELD,
+                "is required (TLS), unless insecurePlaintext is true",
+            );
+        }
+        Ok(())
+    }
+
+    fn secrets(&self) -> Vec<SecretUse> {
+        let mut uses = vec![SecretUse {
+            name: self.credentials_secret.clone(),
+            field: CREDENTIALS_FIELD,
+        }];
+        if let Some(ca) = &self.ca_secret {
+            uses.push(SecretUse {
+                name: ca.name.clone(),
+                field: CA_FIELD,
+            });
+        }
+        uses
+    }
+
+    /// The endpoints, sorted: two resources that list the same nodes name one deployment.
+    fn address(&self) -> String {
+        let mut endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.to_ascii_lowercase())
+            .collect();
+        endpoints.sort();
+        endpoints.join(",")
+    }
+
+    fn object(&self) -> String {
+        format!("user {}", self.user)
+    }
+
+    fn username(&self) -> Option<&str> {
+        Some(&self.user)
+    }
+
+    fn insecure_field(&self) -> Option<&'static str> {
+        self.insecure_plaintext
+            .then_some("spec.target.redis.insecurePlaintext")
+    }
+
+    fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
+        let text = |key: &str| -> Result<String> {
+            let bytes = secret_key(
+                with.secrets,
+                &self.credentials_secret,
+                key,
+                CREDENTIALS_FIELD,
+            )?;
+            String::from_utf8(bytes.to_vec()).map_err(|_| Error::Secret {
+                name: self.credentials_secret.clone(),
+                problem: format!("key {key} is not UTF-8 ({CREDENTIALS_FIELD})"),
+            })
+        };
+        let username = text("username")?;
+        let password = SecretString::from(text("password")?);
+        let tls = match &self.ca_secret {
+            Some(ca) => Some(AclTls {
+                ca_pem: secret_key(with.secrets, &ca.name, &ca.key, CA_FIELD)?.to_vec(),
+                server_name: self.tls.as_ref().and_then(|t| t.server_name.clone()),
+            }),
+            None => None,
+        };
+        let deployment = self.address();
+        let account = account_key(&deployment, &username);
+        let config = AclAdminConfig {
+            endpoints: self.endpoints.clone(),
+            username,
+            password,
+            tls,
+            discover: self.discover,
+            timeout: with.settings.request_timeout.min(Duration::from_secs(30)),
+        };
+        let key = format!(
+            "redis|{}|{}|{}",
+            with.resource.split('/').next().unwrap_or_default(),
+            self.credentials_secret,
+            deployment
+        );
+        let fingerprint = format!("{}|{}|{:?}", with.credentials, self.discover, self.tls);
+        let admin = with.shared.client(key, fingerprint, || {
+            AclAdmin::new(config).map_err(|e| Error::Target {
+                reason: "InvalidSpec",
+                detail: format!("spec.target.redis: {e}"),
+            })
+        })?;
+        let budget = Budget {
+            calls: with
+                .shared
+                .calls(&deployment, with.settings.calls_per_cluster),
+            account: with
+                .shared
+                .account(&account, || (with.remembered)(&account)),
+            account_key: account,
+            credentials: with.credentials.to_owned(),
+            resource: with.resource,
+        };
+        Ok(Box::new(Redis {
+            admin,
+            user: self.user.clone(),
+            budget,
+            observer: with.observer,
+            persistence: Mutex::new(None),
+        }))
+    }
+}

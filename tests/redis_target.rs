@@ -1,0 +1,326 @@
+//! `spec.target.redis` end to end: the operator process on the local control plane rotates an
+//! ACL user of real redis-servers (a primary with a replica, a three-primary cluster), with a
+//! workload authenticating on every node throughout. Which passwords work is proven with real
+//! `AUTH` on every node.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use common::checks::*;
+use common::*;
+use kube::api::Api;
+use password_rotator::resource::Phase;
+use password_rotator::targets::redis::client::ADMIN_ACL_RULES;
+use rotator_test_support::redis_topology::{Options, Persist, Topology};
+use serde_json::{Value, json};
+
+const SECRET: &str = "cache-credentials";
+const ADMIN_SECRET: &str = "redis-admin";
+
+/// Puts the admin and workload Secrets of `topology` into the test's namespace.
+async fn secrets_for(h: &Harness, topology: &Topology) -> Result<()> {
+    h.put_secret(
+        ADMIN_SECRET,
+        &[
+            ("username", &topology.admin.user),
+            ("password", &topology.admin.password),
+        ],
+    )
+    .await?;
+    h.put_secret(
+        SECRET,
+        &[
+            ("username", &topology.app.user),
+            ("password", &topology.app.password),
+        ],
+    )
+    .await
+}
+
+fn redis_spec(topology: &Topology, endpoints: &[String], overrides: Value) -> Value {
+    let mut spec = json!({
+        "target": {"redis": {
+            "endpoints": endpoints,
+            "user": topology.app.user,
+            "credentialsSecret": ADMIN_SECRET,
+            "insecurePlaintext": true,
+        }},
+        "secret": {"name": SECRET},
+        "rollout": {"overlap": "0s", "timeout": "5m"},
+    });
+    if let (Some(spec), Some(overrides)) = (spec.as_object_mut(), overrides.as_object()) {
+        for (key, value) in overrides {
+            spec.insert(key.clone(), value.clone());
+        }
+    }
+    spec
+}
+
+/// Asserts with a real `AUTH` as the app user, on every running node of `topology`, which
+/// passwords work.
+async fn assert_on_every_node(topology: &Topology, works: &[&str], refused: &[&str]) {
+    for node in &topology.nodes {
+        for password in works {
+            assert!(
+                node.auth(&topology.app.user, password).await.unwrap(),
+                "{}: a password that should work is refused",
+                node.addr()
+            );
+        }
+        for password in refused {
+            assert!(
+                !node.auth(&topology.app.user, password).await.unwrap(),
+                "{}: a password that should be refused works",
+                node.addr()
+            );
+        }
+    }
+}
+
+/// A workload on every node: reads the Secret and authenticates with what it holds, and a pod
+/// of the old ReplicaSet keeps the initial password until the rollout has finished.
+struct EveryNode {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicU32>,
+    attempts: Arc<AtomicU32>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl EveryNode {
+    fn start(h: &Harness, topology: &Topology) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicU32::new(0));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for addr in topology.nodes.iter().map(|n| n.addr()) {
+            let (stop, failures, attempts) = (stop.clone(), failures.clone(), attempts.clone());
+            let secrets = h.secrets();
+            let user = topology.app.user.clone();
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let secret = secrets.get(SECRET).await.expect("read the Secret");
+                    let data = secret.data.expect("data");
+                    let password = String::from_utf8(data["password"].0.clone()).unwrap();
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    if !auth_as(&addr, &user, &password).await {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
+        EveryNode {
+            stop,
+            failures,
+            attempts,
+            tasks,
+        }
+    }
+
+    async fn stop(self) -> (u32, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("workload task");
+        }
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+async fn auth_as(addr: &str, user: &str, password: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://{addr}")) else {
+        return false;
+    };
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("AUTH")
+        .arg(user)
+        .arg(password)
+        .query_async::<()>(&mut con)
+        .await
+        .is_ok()
+}
+
+async fn new_password(h: &Harness, initial: &str) -> Result<String> {
+    let new = h
+        .secret_value(SECRET, "password")
+        .await?
+        .expect("a password in the workload Secret");
+    assert_ne!(new, initial, "the workload Secret holds a new password");
+    Ok(new)
+}
+
+#[tokio::test]
+async fn a_primary_and_its_replica_rotate_together_without_a_failed_auth() -> Result<()> {
+    let mut h = Harness::new("redis-repl").await?;
+    let topology = Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    let initial = topology.app.password.clone();
+    let workloads = EveryNode::start(&h, &topology);
+    // Only the primary is named: the replica is found from it.
+    let primary = topology.nodes[0].addr();
+    h.create_rotation(
+        "cache",
+        redis_spec(&topology, &[primary], json!({"rotationRequest": "first"})),
+    )
+    .await?;
+    let rotated = h.wait_rotated("cache", Duration::from_secs(60)).await?;
+    let (attempts, failures) = workloads.stop().await;
+    assert!(attempts > 10, "the workloads ran ({attempts} attempts)");
+    assert_eq!(failures, 0, "no workload AUTH failed");
+
+    let new = new_password(&h, &initial).await?;
+    assert_on_every_node(&topology, &[&new], &[&initial]).await;
+    let status = rotated.status.expect("status");
+    assert_eq!(status.persistence.as_deref(), Some("AclFile"));
+    assert!(
+        status
+            .cluster
+            .is_some_and(|c| c.starts_with("replication:"))
+    );
+    assert_eq!(
+        h.secret_value(SECRET, "username").await?.as_deref(),
+        Some(topology.app.user.as_str())
+    );
+    h.assert_no_leak(&[initial, new, topology.admin.password.clone()])
+        .await?;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_cluster_rotates_on_every_node_and_a_restarted_node_keeps_only_the_new_password()
+-> Result<()> {
+    let mut h = Harness::new("redis-cluster").await?;
+    let mut topology = Topology::cluster(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    let initial = topology.app.password.clone();
+    let seed = topology.nodes[1].addr();
+    h.create_rotation(
+        "cache",
+        redis_spec(&topology, &[seed], json!({"rotationRequest": "first"})),
+    )
+    .await?;
+    let rotated = h.wait_rotated("cache", Duration::from_secs(60)).await?;
+    let new = new_password(&h, &initial).await?;
+    assert_on_every_node(&topology, &[&new], &[&initial]).await;
+    let status = rotated.status.expect("status");
+    assert!(status.cluster.is_some_and(|c| c.starts_with("cluster:")));
+
+    topology.nodes[2].restart().await?;
+    assert_on_every_node(&topology, &[&new], &[&initial]).await;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn a_node_down_mid_rotation_leaves_both_passwords_valid_until_it_is_back() -> Result<()> {
+    let mut h = Harness::new("redis-down").await?;
+    let mut topology =
+        Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    let initial = topology.app.password.clone();
+    // Both nodes are listed: a replica that is down is not listed by its primary.
+    let endpoints = topology.addrs();
+    h.create_rotation(
+        "cache",
+        redis_spec(&topology, &endpoints, json!({"rotationRequest": "first"})),
+    )
+    .await?;
+    let rotated = h.wait_rotated("cache", Duration::from_secs(60)).await?;
+    let first = new_password(&h, &initial).await?;
+    let first_rotation = rotated.status.and_then(|s| s.last_rotation_time);
+
+    topology.nodes[1].stop().await?;
+    h.request_rotation("cache", "second").await?;
+    // The rotation cannot add the new password on the replica: it waits, retrying, and the
+    // workload Secret keeps the password that works on every node.
+    let waiting = h
+        .wait_for("cache", Duration::from_secs(30), "a retried add", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Some(Phase::Rotating)
+                    && s.handled_rotation_request.as_deref() == Some("second")
+            })
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.secret_value(SECRET, "password").await?.as_deref(),
+        Some(first.as_str()),
+        "nothing is published while a node misses the new password"
+    );
+    assert!(topology.nodes[0].auth(&topology.app.user, &first).await?);
+    let events = serde_json::to_string(&h.events().await?)?;
+    assert!(
+        events.contains(&topology.nodes[1].addr()),
+        "a Warning event names the node that is down"
+    );
+    assert_ne!(
+        waiting.status.and_then(|s| s.last_rotation_time),
+        None,
+        "the first rotation stays recorded"
+    );
+
+    topology.nodes[1].restart().await?;
+    h.wait_for(
+        "cache",
+        Duration::from_secs(90),
+        "the second rotation",
+        |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Some(Phase::Idle)
+                    && s.step.is_none()
+                    && s.last_rotation_time != first_rotation
+            })
+        },
+    )
+    .await?;
+    let second = new_password(&h, &first).await?;
+    assert_on_every_node(&topology, &[&second], &[&first, &initial]).await;
+    h.finish().await
+}
+
+#[tokio::test]
+async fn plaintext_needs_the_operator_flag() -> Result<()> {
+    let mut h = Harness::new("redis-plain").await?;
+    let topology = Topology::standalone(&Options::new(Persist::Nothing, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.start_operator()?;
+    let endpoint = topology.nodes[0].addr();
+    h.create_rotation(
+        "cache",
+        redis_spec(&topology, &[endpoint], json!({"rotationRequest": "first"})),
+    )
+    .await?;
+    let refused = h
+        .wait_for("cache", Duration::from_secs(30), "InvalidSpec", |r| {
+            condition_reason(r, "Ready").as_deref() == Some("InvalidSpec")
+        })
+        .await?;
+    assert!(
+        ready_message(&refused).contains("spec.target.redis.insecurePlaintext"),
+        "{}",
+        ready_message(&refused)
+    );
+    assert_on_every_node(&topology, &[&topology.app.password], &[]).await;
+    let api: Api<password_rotator::resource::PasswordRotation> = h.rotations();
+    assert!(
+        api.get("cache")
+            .await?
+            .status
+            .and_then(|s| s.step)
+            .is_none()
+    );
+    h.finish().await
+}
