@@ -37,7 +37,7 @@ use crate::rotation::{
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
 use crate::targets::{
-    Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
+    Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
 };
 use crate::validation::{InvalidField, ValidSpec, validate};
 use crate::{Error, Result, verify};
@@ -388,7 +388,11 @@ impl<'a> Rotator<'a> {
                     }
                     self.status.cluster = Some(cluster);
                     let previous = workload_password.expect("decide stages only with one");
-                    let new_state = self.stage(&valid, previous, now).await?;
+                    let accounts = match self.accounts(workload.as_ref()) {
+                        Ok(accounts) => accounts,
+                        Err(invalid) => return self.report_invalid(invalid).await,
+                    };
+                    let new_state = self.stage(&valid, previous, accounts, now).await?;
                     let rotation_id = new_state.rotation_id.clone();
                     state = Some(new_state);
                     self.begin(rotation_id, trigger, now).await?;
@@ -398,9 +402,22 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Restage => {
                     let current = workload_password.expect("decide restages only with one");
-                    secrets::restage(&self.secrets, &state_name, &current).await?;
+                    let (previous_account, pending_account) = match self.accounts(workload.as_ref())
+                    {
+                        Ok(accounts) => accounts,
+                        Err(invalid) => return self.report_invalid(invalid).await,
+                    };
+                    secrets::restage(
+                        &self.secrets,
+                        &state_name,
+                        &current,
+                        (previous_account.as_deref(), pending_account.as_deref()),
+                    )
+                    .await?;
                     if let Some(state) = state.as_mut() {
                         state.previous = Some(current);
+                        state.previous_account = previous_account;
+                        state.pending_account = pending_account;
                     }
                     let mut status = self.status.clone();
                     mark_rotating(&mut status, now);
@@ -474,7 +491,7 @@ impl<'a> Rotator<'a> {
                         status.step = Some(Step::Publishing);
                         self.write_status(status).await?;
                     }
-                    workload = Some(self.publish(&state.pending).await?);
+                    workload = Some(self.publish(state).await?);
                     self.fail_point("after-publish-write");
                     self.status.published_time = Some(Time(ceil_to_second(now)));
                     self.advance(&decision, now).await?;
@@ -840,10 +857,19 @@ impl<'a> Rotator<'a> {
             .max_by_key(|refusal| refusal.at)
     }
 
+    /// The accounts of the old and the new password, from the user name the workload
+    /// Secret holds now.
+    fn accounts(&self, workload: Option<&Secret>) -> Result<Accounts, InvalidField> {
+        let published =
+            workload.and_then(|s| secrets::text_value(s, &self.spec.secret.username_key));
+        self.target_spec().accounts(published.as_deref())
+    }
+
     async fn stage(
         &self,
         valid: &ValidSpec,
         previous: SecretString,
+        (previous_account, pending_account): Accounts,
         now: Timestamp,
     ) -> Result<RotationState> {
         let forbidden = self.target_spec().forbidden_in_password();
@@ -857,6 +883,12 @@ impl<'a> Rotator<'a> {
             pending: generate_os(&policy),
             previous: Some(previous),
             plan: Some(Plan::of(&self.rotation.spec)),
+            previous_account,
+            pending_account,
+            retirement: self
+                .target_spec()
+                .one_password()
+                .then(|| generate_os(&policy)),
         };
         secrets::create_state(&self.secrets, &self.rotation, &state).await?;
         Ok(state)
@@ -909,7 +941,7 @@ impl<'a> Rotator<'a> {
         })?;
         Ok(match decision {
             Decision::Add => {
-                let outcome = on_add(target.add(previous, &state.pending).await);
+                let outcome = on_add(target.add(&change(state, previous)).await);
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
                 }
@@ -921,7 +953,7 @@ impl<'a> Rotator<'a> {
                     status.step = Some(Step::Replacing);
                     self.write_status(status).await?;
                 }
-                let outcome = on_replace(target.replace(previous, &state.pending).await, *replay);
+                let outcome = on_replace(target.replace(&change(state, previous)).await, *replay);
                 self.fail_point("after-replace");
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
@@ -936,7 +968,7 @@ impl<'a> Rotator<'a> {
                     status.step_time = Some(Time(Timestamp::now()));
                     self.write_status(status).await?;
                 }
-                let outcome = on_delete(target.delete(previous, &state.pending).await, *replay);
+                let outcome = on_delete(target.retire(&change(state, previous)).await, *replay);
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
                 }
@@ -1173,7 +1205,7 @@ impl<'a> Rotator<'a> {
         let (outcome, message) = match (self.spec.mode, step) {
             (Mode::AddThenDelete, _) => (
                 on_rollback(match &state.previous {
-                    Some(previous) => target.delete(&state.pending, previous).await,
+                    Some(previous) => target.roll_back(&change(&state, previous)).await,
                     None => Err(CallFailure::Other {
                         detail: "the state Secret holds no previous password to keep".into(),
                     }),
@@ -1190,12 +1222,12 @@ impl<'a> Rotator<'a> {
                 let previous = state.previous.as_ref().unwrap_or(&state.pending);
                 let outcome = match step {
                     Step::Replacing => {
-                        on_replace(target.replace(previous, &state.pending).await, true)
+                        on_replace(target.replace(&change(&state, previous)).await, true)
                     }
                     _ => CallOutcome::Done,
                 };
                 if outcome == CallOutcome::Done {
-                    self.publish(&state.pending).await?;
+                    self.publish(&state).await?;
                 }
                 (
                     outcome,
@@ -1293,11 +1325,15 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    async fn publish(&self, password: &SecretString) -> Result<Secret> {
+    /// Writes the new password, and its account's name where the target has accounts, into
+    /// the workload Secret in one write.
+    async fn publish(&self, state: &RotationState) -> Result<Secret> {
         let spec = &self.spec.secret;
-        let username = self
-            .target_spec()
-            .username()
+        let password = &state.pending;
+        let username = state
+            .pending_account
+            .as_deref()
+            .or_else(|| self.target_spec().username())
             .map(|user| (spec.username_key.as_str(), user));
         secrets::publish(
             &self.secrets,
@@ -1333,6 +1369,17 @@ impl<'a> Rotator<'a> {
         {
             warn!(%error, reason, "could not publish event");
         }
+    }
+}
+
+/// The rotation's passwords and accounts, as a target call takes them.
+fn change<'a>(state: &'a RotationState, previous: &'a SecretString) -> Change<'a> {
+    Change {
+        previous,
+        pending: &state.pending,
+        previous_account: state.previous_account.as_deref(),
+        pending_account: state.pending_account.as_deref(),
+        retirement: state.retirement.as_ref(),
     }
 }
 

@@ -63,6 +63,8 @@ pub const FINALIZER: &str = "rotator.dev/cleanup";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.target.ontap) || has(self.target.ontap.alternatingAccounts) || (has(self.mode) && self.mode == 'Replace')").message("an ONTAP account holds one password: add-then-delete needs spec.target.ontap.alternatingAccounts (two accounts with the same role), or mode: Replace (a short outage until the workloads restart)"))]
+#[x_kube(validation = Rule::new("!has(self.target.ontap) || !has(self.target.ontap.alternatingAccounts) || !has(self.mode) || self.mode == 'AddThenDelete'").message("alternatingAccounts rotate without an outage: use mode AddThenDelete"))]
 pub struct PasswordRotationSpec {
     pub target: Target,
     pub secret: WorkloadSecret,

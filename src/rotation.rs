@@ -348,8 +348,8 @@ pub enum CallFailure {
     Forbidden { detail: String },
     /// The user or database does not exist.
     NotFound { detail: String },
-    /// The cluster refused the generated password.
-    NotComplex,
+    /// The cluster refused the generated password; `detail` says what its policy wants.
+    NotComplex { detail: String },
     /// The server's certificate is neither pinned in nor signed by `caSecret`; `detail` says
     /// what the server presented.
     TlsUntrusted { detail: String },
@@ -439,9 +439,9 @@ fn common(failure: CallFailure) -> CallOutcome {
         CallFailure::AdminUnauthorized { detail } => CallOutcome::Block {
             reason: UNAUTHORIZED,
             message: format!(
-                "the admin credentials (spec.target.redisSoftware.credentialsSecret) were \
-                 refused: {detail}; not retried until that Secret changes or {} min pass, \
-                 to avoid locking the account",
+                "the admin credentials (credentialsSecret of spec.target) were refused: \
+                 {detail}; not retried until that Secret changes or {} min pass, to avoid \
+                 locking the account",
                 BLOCKED_RETRY.as_secs() / 60
             ),
         },
@@ -453,16 +453,18 @@ fn common(failure: CallFailure) -> CallOutcome {
             reason: "TargetNotFound",
             message: format!("the user or database does not exist: {detail}"),
         },
-        CallFailure::NotComplex => CallOutcome::Block {
+        CallFailure::NotComplex { detail } => CallOutcome::Block {
             reason: "PasswordNotComplex",
-            message: "the cluster refused the generated password; raise spec.password.length"
-                .into(),
+            message: format!(
+                "the target refused the generated password ({detail}); raise \
+                 spec.password.length, or relax the target's password policy"
+            ),
         },
         CallFailure::TlsUntrusted { detail } => CallOutcome::Block {
             reason: "TlsUntrusted",
             message: format!(
-                "the server's certificate is not trusted by spec.target.redisSoftware.caSecret \
-                 (nor valid for its name; see tls.serverName): {detail}"
+                "the server's certificate is not trusted by caSecret of spec.target (nor valid \
+                 for its name; see tls.serverName): {detail}"
             ),
         },
         CallFailure::Transient { detail } => CallOutcome::Retry {
@@ -872,7 +874,9 @@ mod tests {
             }
         ));
         assert!(matches!(
-            on_add(Err(CallFailure::NotComplex)),
+            on_add(Err(CallFailure::NotComplex {
+                detail: "too short".into()
+            })),
             CallOutcome::Block {
                 reason: "PasswordNotComplex",
                 ..

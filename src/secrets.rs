@@ -25,6 +25,9 @@ const PENDING: &str = "pending";
 const PREVIOUS: &str = "previous";
 const ROTATION_ID: &str = "rotationId";
 const PLAN: &str = "plan";
+const PREVIOUS_ACCOUNT: &str = "previousAccount";
+const PENDING_ACCOUNT: &str = "pendingAccount";
+const RETIREMENT: &str = "retirement";
 
 /// The passwords of a rotation in flight, and its plan. Debug shows no password.
 #[derive(Debug)]
@@ -34,6 +37,12 @@ pub struct RotationState {
     pub previous: Option<SecretString>,
     /// Absent in state Secrets written before plans were pinned.
     pub plan: Option<Plan>,
+    /// The accounts `previous` and `pending` belong to, where the target has accounts;
+    /// they differ for alternating accounts.
+    pub previous_account: Option<String>,
+    pub pending_account: Option<String>,
+    /// For accounts that hold one password: what the retired account's password becomes.
+    pub retirement: Option<SecretString>,
 }
 
 impl RotationState {
@@ -105,6 +114,9 @@ pub async fn read_state(api: &Api<Secret>, name: &str) -> Result<Option<Rotation
         pending,
         previous: value(&secret, PREVIOUS),
         plan,
+        previous_account: text_value(&secret, PREVIOUS_ACCOUNT),
+        pending_account: text_value(&secret, PENDING_ACCOUNT),
+        retirement: value(&secret, RETIREMENT),
     }))
 }
 
@@ -125,6 +137,17 @@ pub async fn create_state(
         let plan = serde_json::to_string(plan).expect("a plan always serializes");
         data.insert(PLAN.to_owned(), bytes(&plan));
     }
+    for (key, account) in [
+        (PREVIOUS_ACCOUNT, &state.previous_account),
+        (PENDING_ACCOUNT, &state.pending_account),
+    ] {
+        if let Some(account) = account {
+            data.insert(key.to_owned(), bytes(account));
+        }
+    }
+    if let Some(retirement) = &state.retirement {
+        data.insert(RETIREMENT.to_owned(), bytes(retirement.expose_secret()));
+    }
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(state_secret_name(rotation)),
@@ -143,9 +166,19 @@ pub async fn create_state(
     Ok(())
 }
 
-/// Takes `previous` as the password the rotation starts from (nothing was added yet).
-pub async fn restage(api: &Api<Secret>, name: &str, previous: &SecretString) -> Result<()> {
-    let patch = json!({"data": {PREVIOUS: bytes(previous.expose_secret())}});
+/// Takes `previous` (of `accounts`: previous, pending) as the password the rotation starts
+/// from (nothing was added yet).
+pub async fn restage(
+    api: &Api<Secret>,
+    name: &str,
+    previous: &SecretString,
+    accounts: (Option<&str>, Option<&str>),
+) -> Result<()> {
+    let patch = json!({"data": {
+        PREVIOUS: bytes(previous.expose_secret()),
+        PREVIOUS_ACCOUNT: accounts.0.map(bytes),
+        PENDING_ACCOUNT: accounts.1.map(bytes),
+    }});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
@@ -250,11 +283,16 @@ mod tests {
             pending: SecretString::from("Pending-Pass-123456"),
             previous: Some(SecretString::from("Previous-Pass-654321")),
             plan: None,
+            previous_account: Some("svc-a".into()),
+            pending_account: Some("svc-b".into()),
+            retirement: Some(SecretString::from("Retirement-Pass-1234")),
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));
         assert!(
-            !debug.contains("Pending-Pass") && !debug.contains("Previous-Pass"),
+            !debug.contains("Pending-Pass")
+                && !debug.contains("Previous-Pass")
+                && !debug.contains("Retirement-Pass"),
             "{debug}"
         );
     }

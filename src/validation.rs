@@ -29,7 +29,9 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
 }
 
 pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> {
-    spec.target.selected()?.validate()?;
+    let target = spec.target.selected()?;
+    target.validate()?;
+    target.supports(spec.mode)?;
     if spec.secret.name.is_empty() {
         return Err(invalid("spec.secret.name", "must not be empty"));
     }

@@ -232,8 +232,8 @@ async fn every_policy_refusal_is_classified_with_its_reason() {
             .unwrap_err();
         let err = clean(err, &[password]);
         assert_eq!(err.refusal(), Some(refusal), "{err:?}");
-        assert_eq!(err.reason(), Some(reason));
-        assert_eq!(classify(&err), CallFailure::NotComplex);
+        assert_eq!(err.reason().as_ref(), Some(&reason));
+        assert_eq!(classify(&err), CallFailure::NotComplex { detail: reason });
         assert!(server.login_works(APP.0, APP.1) && !server.login_works(APP.0, password));
     }
 }

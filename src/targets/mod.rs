@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::login_budget::{AdminAccount, LoginBudgets, Refusal, digest};
+use crate::resource::Mode;
 use crate::rotation::CallFailure;
 use crate::validation::InvalidField;
 use crate::{Error, Result};
@@ -31,12 +32,14 @@ use crate::{Error, Result};
 /// What holds the password. Exactly one member is set.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.redisSoftware), has(self.redis)].filter(x, x).size() == 1").message("exactly one target must be set"))]
+#[x_kube(validation = Rule::new("[has(self.redisSoftware), has(self.redis), has(self.ontap)].filter(x, x).size() == 1").message("exactly one target must be set"))]
 pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_software: Option<redis_software::RedisSoftwareTarget>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<redis::RedisTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ontap: Option<ontap::OntapTarget>,
 }
 
 impl Target {
@@ -45,6 +48,7 @@ impl Target {
         [
             self.redis_software.as_ref().map(|t| t as &dyn TargetSpec),
             self.redis.as_ref().map(|t| t as &dyn TargetSpec),
+            self.ontap.as_ref().map(|t| t as &dyn TargetSpec),
         ]
         .into_iter()
         .flatten()
@@ -91,6 +95,24 @@ pub trait TargetSpec: Send + Sync + fmt::Debug {
         self.username().map(str::to_owned).into_iter().collect()
     }
 
+    /// The accounts of the old and the new password (previous, pending), given the one the
+    /// workload Secret names now: both the target's user, except for alternating accounts.
+    fn accounts(&self, _published: Option<&str>) -> Result<Accounts, InvalidField> {
+        let user = self.username().map(str::to_owned);
+        Ok((user.clone(), user))
+    }
+
+    /// Whether an account holds one password only, so that the old one is retired by giving
+    /// its account a fresh password.
+    fn one_password(&self) -> bool {
+        false
+    }
+
+    /// Refuses a mode the target cannot run without an outage it does not announce.
+    fn supports(&self, _mode: Mode) -> Result<(), InvalidField> {
+        Ok(())
+    }
+
     /// A field that asks for something an operator flag must allow.
     fn insecure_field(&self) -> Option<&'static str> {
         None
@@ -123,6 +145,9 @@ pub struct TlsSpec {
     pub server_name: Option<String>,
 }
 
+/// The accounts of the old and the new password: (previous, pending).
+pub type Accounts = (Option<String>, Option<String>);
+
 /// A Secret a target reads, and the spec field that names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretUse {
@@ -152,28 +177,36 @@ pub struct TargetSettings {
     pub calls_per_cluster: usize,
 }
 
-/// A password list that can be changed.
+/// The passwords of one rotation, and the accounts they belong to.
+pub struct Change<'a> {
+    /// The password the workloads ran on when the rotation started.
+    pub previous: &'a SecretString,
+    /// The new password.
+    pub pending: &'a SecretString,
+    /// The account `previous` belongs to, where the target has accounts.
+    pub previous_account: Option<&'a str>,
+    /// The account `pending` goes to: the same as `previous_account`, except for alternating
+    /// accounts.
+    pub pending_account: Option<&'a str>,
+    /// For accounts that hold one password: the fresh password an account is retired with,
+    /// kept only in the state Secret, so that a replayed retirement sets the same one.
+    pub retirement: Option<&'a SecretString>,
+}
+
+/// A password list that can be changed. Every call is safe to replay.
 pub trait PasswordTarget: Send + Sync {
-    /// Adds `new` beside the existing passwords; `current` is one of them.
-    fn add<'a>(
-        &'a self,
-        current: &'a SecretString,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>>;
+    /// Makes `pending` work beside `previous`.
+    fn add<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>>;
 
-    /// Makes `new` the only password.
-    fn replace<'a>(
-        &'a self,
-        current: &'a SecretString,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>>;
+    /// Makes `pending` the only password: `previous` stops working at once.
+    fn replace<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>>;
 
-    /// Removes `old` from the list; `keep` is the password that must go on working.
-    fn delete<'a>(
-        &'a self,
-        old: &'a SecretString,
-        keep: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>>;
+    /// Makes `previous` stop working, keeping `pending`.
+    fn retire<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>>;
+
+    /// Makes `pending` stop working, keeping `previous` (a rotation abandoned before
+    /// publishing).
+    fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>>;
 
     /// What the system says it is called: the same through any of its nodes or addresses.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>>;

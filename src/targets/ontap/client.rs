@@ -310,7 +310,9 @@ pub fn classify(error: &OntapError) -> CallFailure {
             (_, Some(PolicyRefusal::RecentlyUsed)) => CallFailure::Other {
                 detail: error.reason().unwrap_or(detail),
             },
-            (_, Some(_)) => CallFailure::NotComplex,
+            (_, Some(_)) => CallFailure::NotComplex {
+                detail: error.reason().unwrap_or(detail),
+            },
             (401, None) => CallFailure::AdminUnauthorized { detail },
             (403, None) => CallFailure::Forbidden { detail },
             (404, None) => CallFailure::NotFound { detail },
@@ -757,9 +759,12 @@ mod tests {
         for code in [
             "7077918", "7077919", "7077920", "7077921", "7077940", "7077941",
         ] {
+            let err = refused(code, &[]);
             assert_eq!(
-                classify(&refused(code, &[])),
-                CallFailure::NotComplex,
+                classify(&err),
+                CallFailure::NotComplex {
+                    detail: err.reason().unwrap()
+                },
                 "{code}"
             );
         }

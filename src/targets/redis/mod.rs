@@ -9,11 +9,9 @@ pub use spec::RedisTarget;
 
 use std::sync::Mutex;
 
-use secrecy::SecretString;
-
 use self::client::{AclAdmin, AclError, Applied, Persistence, classify};
 use crate::rotation::CallFailure;
-use crate::targets::{BoxFuture, Budget, Observed, PasswordTarget, RequestObserver};
+use crate::targets::{BoxFuture, Budget, Change, Observed, PasswordTarget, RequestObserver};
 
 /// The `target` label of this target's calls.
 pub const TARGET: &str = "redis";
@@ -82,34 +80,38 @@ fn kind(error: &AclError) -> &'static str {
 }
 
 impl PasswordTarget for Redis {
-    fn add<'a>(
-        &'a self,
-        _current: &'a SecretString,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>> {
-        Box::pin(self.change("add_password", self.admin.add_password(&self.user, new)))
+    fn add<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.change(
+            "add_password",
+            self.admin.add_password(&self.user, change.pending),
+        ))
     }
 
-    fn replace<'a>(
-        &'a self,
-        _current: &'a SecretString,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>> {
+    fn replace<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
         Box::pin(self.change(
             "replace_passwords",
-            self.admin.replace_passwords(&self.user, new),
+            self.admin.replace_passwords(&self.user, change.pending),
         ))
     }
 
-    fn delete<'a>(
-        &'a self,
-        old: &'a SecretString,
-        keep: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>> {
-        Box::pin(self.change(
-            "remove_password",
-            self.admin.remove_password(&self.user, old, keep),
-        ))
+    fn retire<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(
+            self.change(
+                "remove_password",
+                self.admin
+                    .remove_password(&self.user, change.previous, change.pending),
+            ),
+        )
+    }
+
+    fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(
+            self.change(
+                "remove_password",
+                self.admin
+                    .remove_password(&self.user, change.pending, change.previous),
+            ),
+        )
     }
 
     /// The cluster's smallest node id, or the primary's replication id.

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use self::client::{ApiError, RedisSoftwareClient};
 use crate::rotation::CallFailure;
-use crate::targets::{BoxFuture, Budget, PasswordTarget};
+use crate::targets::{BoxFuture, Budget, Change, PasswordTarget};
 
 /// What holds the passwords in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,7 +117,9 @@ fn classify(error: ApiError) -> Option<CallFailure> {
         return Some(CallFailure::LastPassword);
     }
     if error.error_code() == Some("password_not_complex") {
-        return Some(CallFailure::NotComplex);
+        return Some(CallFailure::NotComplex {
+            detail: "password_not_complex: the cluster's password complexity rules".into(),
+        });
     }
     if error.is_retryable() {
         return Some(CallFailure::Transient {
@@ -135,28 +137,30 @@ fn classify(error: ApiError) -> Option<CallFailure> {
 }
 
 impl PasswordTarget for RedisSoftware {
-    fn add<'a>(
-        &'a self,
-        current: &'a SecretString,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>> {
-        Box::pin(self.send(Call::Add { current, new }))
+    fn add<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Add {
+            current: change.previous,
+            new: change.pending,
+        }))
     }
 
-    fn replace<'a>(
-        &'a self,
-        current: &'a SecretString,
-        new: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>> {
-        Box::pin(self.send(Call::Replace { current, new }))
+    fn replace<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Replace {
+            current: change.previous,
+            new: change.pending,
+        }))
     }
 
-    fn delete<'a>(
-        &'a self,
-        old: &'a SecretString,
-        _keep: &'a SecretString,
-    ) -> BoxFuture<'a, Result<(), CallFailure>> {
-        Box::pin(self.send(Call::Delete { old }))
+    fn retire<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Delete {
+            old: change.previous,
+        }))
+    }
+
+    fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        Box::pin(self.send(Call::Delete {
+            old: change.pending,
+        }))
     }
 
     /// What the cluster says it is called (`GET /v1/cluster`): the same through any of its
@@ -214,7 +218,9 @@ mod tests {
         );
         assert_eq!(
             classify(status(400, Some("password_not_complex"))),
-            Some(CallFailure::NotComplex)
+            Some(CallFailure::NotComplex {
+                detail: "password_not_complex: the cluster's password complexity rules".into()
+            })
         );
         assert_eq!(
             classify(status(406, None)),

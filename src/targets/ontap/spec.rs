@@ -1,0 +1,281 @@
+//! `spec.target.ontap`: one NetApp ONTAP account, or two that alternate.
+
+use kube::KubeSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::Ontap;
+use super::client::{Login, OntapClient, OntapConfig};
+use crate::login_budget::account_key;
+use crate::resource::Mode;
+use crate::targets::{
+    Accounts, Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec,
+    secret_key,
+};
+use crate::validation::InvalidField;
+use crate::{Error, Result};
+
+const CREDENTIALS_FIELD: &str = "spec.target.ontap.credentialsSecret";
+const CA_FIELD: &str = "spec.target.ontap.caSecret";
+const URL_FIELD: &str = "spec.target.ontap.url";
+const ALTERNATING_FIELD: &str = "spec.target.ontap.alternatingAccounts";
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.account) != has(self.alternatingAccounts)").message("set exactly one of account or alternatingAccounts"))]
+#[x_kube(validation = Rule::new("!has(self.alternatingAccounts) || (size(self.alternatingAccounts) == 2 && self.alternatingAccounts[0] != self.alternatingAccounts[1])").message("alternatingAccounts names two different accounts"))]
+#[x_kube(validation = Rule::new("!has(self.alternatingAccounts) || has(self.credentialsSecret)").message("alternatingAccounts needs credentialsSecret: an administrator sets the standby account's password"))]
+#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.insecureHttp) && self.insecureHttp)").message("url must start with https:// (http:// only with insecureHttp: true)"))]
+pub struct OntapTarget {
+    /// The cluster management address, e.g. https://cluster1.example.internal
+    pub url: String,
+    /// Secret in this namespace with keys `username` and `password` of a cluster
+    /// administrator. Without it, the account changes its own password with its current one
+    /// (self-service; `account` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// The cluster's certificate (pinned: its exact bytes, e.g. the default self-signed one)
+    /// or a CA that signs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Allow a plain http:// URL. For tests only.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// The SVM that owns the accounts, for SVM-scoped accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svm: Option<String>,
+    /// One account, rotated with `mode: Replace` (a short outage until the workloads
+    /// restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Two accounts with the same role, used in turn: each rotation gives the standby one the
+    /// new password, moves the workloads to it, and then retires the other. No downtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternating_accounts: Option<Vec<String>>,
+}
+
+impl OntapTarget {
+    fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
+        InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn url(&self) -> Result<url::Url, InvalidField> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| Self::invalid(URL_FIELD, format!("not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if self.insecure_http => Ok(url),
+            _ => Err(Self::invalid(
+                URL_FIELD,
+                "must start with https:// (http:// only with insecureHttp: true)",
+            )),
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        match (&self.account, &self.alternating_accounts) {
+            (Some(account), _) => vec![account.as_str()],
+            (None, Some(pair)) => pair.iter().map(String::as_str).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+impl TargetSpec for OntapTarget {
+    fn vendor(&self) -> &'static str {
+        "ontap"
+    }
+
+    fn validate(&self) -> Result<(), InvalidField> {
+        self.url()?;
+        match (&self.account, &self.alternating_accounts) {
+            (Some(account), None) if !account.is_empty() => {}
+            (None, Some(pair))
+                if pair.len() == 2 && pair[0] != pair[1] && pair.iter().all(|a| !a.is_empty()) =>
+            {
+                if self.credentials_secret.is_none() {
+                    return Err(Self::invalid(
+                        CREDENTIALS_FIELD,
+                        "alternatingAccounts needs credentialsSecret: an administrator sets \
+                         the standby account's password",
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                return Err(Self::invalid(
+                    ALTERNATING_FIELD,
+                    "names two different accounts",
+                ));
+            }
+            _ => {
+                return Err(Self::invalid(
+                    "spec.target.ontap",
+                    "set exactly one of account or alternatingAccounts",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn supports(&self, mode: Mode) -> Result<(), InvalidField> {
+        match (mode, self.alternating_accounts.is_some()) {
+            (Mode::AddThenDelete, false) => Err(Self::invalid(
+                "spec.mode",
+                "an ONTAP account holds one password: add-then-delete needs \
+                 spec.target.ontap.alternatingAccounts (two accounts with the same role), or \
+                 mode: Replace (a short outage until the workloads restart)",
+            )),
+            (Mode::Replace, true) => Err(Self::invalid(
+                "spec.mode",
+                "alternatingAccounts rotate without an outage: use mode AddThenDelete",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn secrets(&self) -> Vec<SecretUse> {
+        let credentials = self.credentials_secret.iter().map(|name| SecretUse {
+            name: name.clone(),
+            field: CREDENTIALS_FIELD,
+        });
+        let ca = self.ca_secret.iter().map(|ca| SecretUse {
+            name: ca.name.clone(),
+            field: CA_FIELD,
+        });
+        credentials.chain(ca).collect()
+    }
+
+    fn address(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(url) => format!(
+                "{}:{}",
+                url.host_str().unwrap_or_default().to_ascii_lowercase(),
+                url.port_or_known_default().unwrap_or_default()
+            ),
+            Err(_) => self.url.clone(),
+        }
+    }
+
+    fn object(&self) -> String {
+        let svm = self
+            .svm
+            .as_ref()
+            .map(|svm| format!(" of SVM {svm}"))
+            .unwrap_or_default();
+        match self.names().as_slice() {
+            [one] => format!("account {one}{svm}"),
+            names => format!("accounts {}{svm}", names.join(" and ")),
+        }
+    }
+
+    fn username(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    fn forbidden_in_password(&self) -> Vec<String> {
+        self.names().into_iter().map(str::to_owned).collect()
+    }
+
+    fn accounts(&self, published: Option<&str>) -> Result<Accounts, InvalidField> {
+        let Some(pair) = &self.alternating_accounts else {
+            return Ok((self.account.clone(), self.account.clone()));
+        };
+        match pair.iter().position(|a| Some(a.as_str()) == published) {
+            Some(active) => Ok((Some(pair[active].clone()), Some(pair[1 - active].clone()))),
+            None => Err(Self::invalid(
+                "spec.secret",
+                format!(
+                    "the workload Secret's user name must be one of {ALTERNATING_FIELD} (the \
+                     account the workloads use now); it is {}",
+                    published.map_or("missing".into(), |p| format!("{p:?}"))
+                ),
+            )),
+        }
+    }
+
+    fn one_password(&self) -> bool {
+        true
+    }
+
+    fn insecure_field(&self) -> Option<&'static str> {
+        self.insecure_http
+            .then_some("spec.target.ontap.insecureHttp")
+    }
+
+    fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
+        let invalid_spec = |e: InvalidField| Error::Target {
+            reason: "InvalidSpec",
+            detail: format!("{}: {}", e.field, e.message),
+        };
+        let url = self.url().map_err(invalid_spec)?;
+        let admin = match &self.credentials_secret {
+            Some(name) => {
+                let text = |key: &str| -> Result<String> {
+                    let bytes = secret_key(with.secrets, name, key, CREDENTIALS_FIELD)?;
+                    String::from_utf8(bytes.to_vec()).map_err(|_| Error::Secret {
+                        name: name.clone(),
+                        problem: format!("key {key} is not UTF-8 ({CREDENTIALS_FIELD})"),
+                    })
+                };
+                Some(Login::new(
+                    text("username")?,
+                    SecretString::from(text("password")?),
+                ))
+            }
+            None => None,
+        };
+        let mut config = OntapConfig::new(url);
+        config.ca_pem = match &self.ca_secret {
+            Some(ca) => Some(secret_key(with.secrets, &ca.name, &ca.key, CA_FIELD)?.to_vec()),
+            None => None,
+        };
+        config.server_name = self.tls.as_ref().and_then(|t| t.server_name.clone());
+        config.insecure_http = self.insecure_http;
+        config.timeout = with.settings.request_timeout;
+        let address = self.address();
+        let login = admin
+            .as_ref()
+            .map(|a| a.username.clone())
+            .or_else(|| self.account.clone())
+            .unwrap_or_default();
+        let account = account_key(&address, &login);
+        let key = format!(
+            "ontap|{}|{}|{}|{}",
+            with.resource.split('/').next().unwrap_or_default(),
+            self.credentials_secret.as_deref().unwrap_or_default(),
+            self.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
+            self.url
+        );
+        let fingerprint = format!("{}|{}|{:?}", with.credentials, self.insecure_http, self.tls);
+        let observer = with.observer.clone();
+        let client = with.shared.client(key, fingerprint, || {
+            OntapClient::new(config)
+                .map(|c| c.with_observer(observer))
+                .map_err(|e| Error::Target {
+                    reason: "InvalidSpec",
+                    detail: format!("spec.target.ontap: {e}"),
+                })
+        })?;
+        let budget = Budget {
+            calls: with.shared.calls(&address, with.settings.calls_per_cluster),
+            account: with
+                .shared
+                .account(&account, || (with.remembered)(&account)),
+            account_key: account,
+            credentials: with.credentials.to_owned(),
+            resource: with.resource,
+        };
+        Ok(Box::new(Ontap {
+            client,
+            admin,
+            svm: self.svm.clone(),
+            address,
+            budget,
+        }))
+    }
+}
