@@ -42,16 +42,21 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: every test, against the real control plane, redis-server and the API test server,
-## after the demo (so that `make demo` is proven too)
+## after the demo of each target (so that `make demo` is proven too)
 test: lint cluster-up
 	@mkdir -p target
-	@tests/demo/demo.sh > target/demo.log 2>&1 || { tail -40 target/demo.log; echo "make demo failed"; exit 1; }
-	@echo "demo: $$(grep -m1 "Password rotated" target/demo.log)"
+	@for target in redis-software redis ontap; do \
+	  TARGET=$$target tests/demo/demo.sh > target/demo-$$target.log 2>&1 || \
+	    { tail -40 target/demo-$$target.log; echo "make demo TARGET=$$target failed"; exit 1; }; \
+	  echo "demo $$target: $$(grep -m1 "Password rotated" target/demo-$$target.log)"; \
+	done
 	tests/run-all.sh
 
-## demo: a full rotation on the local control plane, shown step by step
+## demo: a full rotation on the local control plane, shown step by step; TARGET=redis or
+## TARGET=ontap for the other targets
+TARGET ?= redis-software
 demo: cluster-up
-	tests/demo/demo.sh
+	TARGET="$(TARGET)" tests/demo/demo.sh
 
 ## bench: rotation latency, throughput, memory and API calls; writes target/bench/summary.json
 bench: cluster-up

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # A full password rotation on the local control plane, shown step by step.
 #
-#   make demo            # = make cluster-up, then this script
-#   tests/demo/demo.sh   # when the cluster is already up
+#   make demo                  # Redis Software (= make cluster-up, then this script)
+#   make demo TARGET=redis     # an open-source Redis primary and its replica
+#   make demo TARGET=ontap     # NetApp ONTAP, with alternating accounts
+#   tests/demo/demo.sh         # when the cluster is already up (TARGET from the environment)
 #
-# What runs (all on 127.0.0.1, stopped again when this script exits):
-#   - a real redis-server: the database whose ACL user `orders-app` gets rotated;
-#   - redis-software-api-server: the Redis Software REST API test server, which applies every
-#     password change to that redis-server with ACL SETUSER;
-#   - password-rotator, the operator, watching only the namespace `demo`.
-# In the namespace `demo`: Secrets rs-admin, rs-ca, orders-redis, a Deployment `orders` (2
-# replicas, faked by kwok) that reads orders-redis, and a PasswordRotation `orders-cache`.
+# What runs (all on 127.0.0.1, stopped again when this script exits): what the target needs
+# (tests/demo/targets/<TARGET>.sh: redis-server(s), an API test server) and password-rotator,
+# the operator, watching only the namespace `demo`. In the namespace `demo`: Secrets
+# target-admin, target-ca (when the target speaks TLS), orders-credentials, a Deployment `orders`
+# (2 replicas, faked by kwok) that reads orders-credentials, and a PasswordRotation
+# `orders-cache`.
 #
 # At every step it shows whether the OLD and the NEW password authenticate right now, with a
-# real AUTH on redis-server. Passwords are never printed: only a short SHA-256 prefix.
-# Exit 0 only if, at the end, the old password is rejected and the new one accepted.
+# real AUTH on redis-server (or a real login on the ONTAP server). Passwords are never printed:
+# only a short SHA-256 prefix. Exit 0 only if, at the end, the old password is rejected and
+# the new one accepted.
 #
 # Re-runnable: the namespace `demo` and the work dir target/demo are recreated; leftovers of
 # a previous run are stopped by their pid files. The namespace is left in place at the end
 # for inspection (the operator is stopped, so deleting it by hand hangs on the finalizer;
 # the next run strips it).
 #
-# Environment: DEMO_TIMEOUT (seconds for the rotation, default 120).
+# Environment: TARGET (redis-software, redis or ontap; default redis-software), DEMO_TIMEOUT
+# (seconds for the rotation, default 120).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,9 +37,14 @@ KCFG="${ROTATOR_CLUSTER_DIR:-$root/target/cluster}/kubeconfig"
 TIMEOUT="${DEMO_TIMEOUT:-120}"
 ROTATION=orders-cache
 STATE_SECRET="$ROTATION-rotation"
-USER_NAME=orders-app
-USER_SECRET=orders-redis
+USER_SECRET=orders-credentials
 DEPLOYMENT=orders
+TARGET="${TARGET:-redis-software}"
+OPERATOR_FLAGS=()
+[ -f "$here/targets/$TARGET.sh" ] ||
+  { echo "TARGET=$TARGET: no tests/demo/targets/$TARGET.sh (redis-software, redis or ontap)" >&2; exit 2; }
+# shellcheck source=targets/redis-software.sh
+. "$here/targets/$TARGET.sh"
 
 # ---- output -------------------------------------------------------------------------------
 if [ -t 1 ]; then
@@ -49,7 +57,7 @@ info() { printf '   %s\n' "$*"; }
 ok() { printf '   %sok%s  %s\n' "$GREEN" "$N" "$*"; }
 fail() {
   printf '\n%sdemo FAILED:%s %s\n' "$RED$B" "$N" "$*" >&2
-  for f in operator.log api-server.log; do
+  for f in operator.log api-server.log ontap-server.log; do
     if [ -s "$WORK/$f" ]; then
       printf '%s--- last lines of target/demo/%s ---%s\n' "$DIM" "$f" "$N" >&2
       tail -n 25 "$WORK/$f" >&2
@@ -75,7 +83,7 @@ short_hash() { printf '%s' "$1" | sha256sum | cut -c1-8; }
 eval "$("$here/../cluster/build.sh" --print-dirs)"   # K8S_BIN=... (kubectl v1.36)
 KUBECTL="$K8S_BIN/kubectl"
 kubectl() { "$KUBECTL" --kubeconfig "$KCFG" "$@"; }
-for tool in redis-server redis-cli python3 sha256sum base64 openssl; do
+for tool in redis-server redis-cli python3 sha256sum base64 openssl curl; do
   command -v "$tool" >/dev/null || fail "$tool not found: run tests/install-deps.sh (make deps)"
 done
 [ -f "$KCFG" ] && kubectl --request-timeout=5s get --raw /readyz >/dev/null 2>&1 ||
@@ -100,15 +108,17 @@ stop_all() {
   stop_pidfile watch-secrets kubectl
   stop_pidfile operator password-rotator
   stop_pidfile api-server redis-software-api-server
+  stop_pidfile ontap-server ontap-api-server
   stop_pidfile redis-server redis-server
+  stop_pidfile redis-replica redis-server
 }
 stop_all
 
 section "Build"
 cargo build --workspace --quiet
 ok "cargo build --workspace"
-OPERATOR="$root/target/debug/password-rotator"
-API_SERVER="$root/target/debug/redis-software-api-server"
+ROOT_BIN="$root/target/debug"
+OPERATOR="$ROOT_BIN/password-rotator"
 
 # The namespace of a previous run: the PasswordRotation in it carries the operator's
 # finalizer and no operator runs any more, so strip it, or the namespace never goes away.
@@ -139,16 +149,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ---- 1. redis-server and the Redis Software API test server -------------------------------
-section "1. redis-server and the Redis Software API test server"
+# ---- 1. the target ------------------------------------------------------------------------
+section "1. $TARGET_TITLE"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# gen_password: 24 random characters from letters, digits and "-_."; upper, lower, digit and
-# special present, no character 3 times in a row, not containing the user name (or reversed):
+# gen_password USER: 24 random characters from letters, digits and "-_."; upper, lower, digit
+# and special present, no character 3 times in a row, not containing USER (or reversed):
 # Redis Software's complexity rules, which the API test server enforces.
 gen_password() {
-  python3 - "$USER_NAME" <<'EOF'
+  python3 - "$1" <<'EOF'
 import secrets, string, sys
 alphabet = string.ascii_letters + string.digits + "-_."
 user = sys.argv[1].lower()
@@ -163,74 +173,84 @@ while True:
 EOF
 }
 
-# rcli ARGS...: redis-cli on the demo's redis-server. Commands that carry a password are fed
-# on stdin, never as arguments (which any local user could read in the process list).
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+# rcli PORT ARGS...: redis-cli on a redis-server of the demo. Commands that carry a password
+# are fed on stdin, never as arguments (which any local user could read in the process list).
+rcli() { local port="$1"; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
 
-REDIS_PORT="$(free_port)"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize no \
-  --dir "$WORK" --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
-echo $! >"$WORK/redis-server.pid"
-for _ in $(seq 50); do [ "$(rcli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
-[ "$(rcli PING 2>/dev/null)" = PONG ] || fail "redis-server did not start on port $REDIS_PORT (target/demo/redis.log)"
-
-REDIS_ADMIN_PASSWORD="$(gen_password)"
-RS_ADMIN_PASSWORD="$(gen_password)"
-OLD_PASSWORD="$(gen_password)"      # the initial password of orders-app
-# The API server changes passwords through this ACL user.
-[ "$(printf 'ACL SETUSER rotator-admin reset on >%s ~* &* +@all\n' "$REDIS_ADMIN_PASSWORD" | rcli)" = OK ] ||
-  fail "could not create the ACL user rotator-admin"
-ok "redis-server on 127.0.0.1:$REDIS_PORT (ACL user rotator-admin for the API server)"
-
-# The API server creates the ACL user orders-app with exactly the initial password.
-cat >"$WORK/api-server.json" <<EOF
-{
-  "admin": {"email": "admin@demo.test", "password": "$RS_ADMIN_PASSWORD"},
-  "users": [
-    {"uid": 2, "name": "$USER_NAME", "email": "$USER_NAME@demo.test", "role": "db_member",
-     "passwords": ["$OLD_PASSWORD"]}
-  ],
-  "databases": [],
-  "redis_addr": "127.0.0.1:$REDIS_PORT",
-  "redis_admin": {"user": "rotator-admin", "password": "$REDIS_ADMIN_PASSWORD"},
-  "password_complexity": true
+# start_redis NAME PORT ARGS...: a redis-server, its pid in target/demo/NAME.pid.
+start_redis() {
+  local name="$1" port="$2"; shift 2
+  redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --daemonize no \
+    --dir "$WORK" --dbfilename "$name.rdb" --logfile "$WORK/$name.log" "$@" </dev/null >/dev/null 2>&1 &
+  echo $! >"$WORK/$name.pid"
+  for _ in $(seq 50); do [ "$(rcli "$port" PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+  [ "$(rcli "$port" PING 2>/dev/null)" = PONG ] || fail "redis-server $name did not start on port $port (target/demo/$name.log)"
 }
-EOF
-chmod 600 "$WORK/api-server.json"
-# The API certificate the way Redis Software ships it: self-signed, and CA:TRUE as
-# `openssl req -x509` marks it. The operator gets the certificate itself as caSecret (pinned).
-openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$WORK/api-key.pem" -out "$WORK/api-cert.pem" >"$WORK/openssl.log" 2>&1 ||
-  fail "openssl req -x509 failed (target/demo/openssl.log)"
-openssl x509 -noout -text -in "$WORK/api-cert.pem" | grep -q 'CA:TRUE' ||
-  fail "the openssl certificate is not CA:TRUE"
-"$API_SERVER" --config "$WORK/api-server.json" --listen 127.0.0.1:0 \
-  --tls-cert "$WORK/api-cert.pem" --tls-key "$WORK/api-key.pem" \
-  --url-out "$WORK/url.txt" </dev/null >"$WORK/api-server.out" 2>"$WORK/api-server.log" &
-echo $! >"$WORK/api-server.pid"
-for _ in $(seq 100); do
-  [ -s "$WORK/url.txt" ] && break
-  kill -0 "$(cat "$WORK/api-server.pid")" 2>/dev/null || fail "the API server exited (target/demo/api-server.log)"
-  sleep 0.1
-done
-[ -s "$WORK/url.txt" ] || fail "the API server did not start within 10 s"
-API_URL="$(cat "$WORK/url.txt")"
-ok "Redis Software API test server at $API_URL"
-ok "its certificate: self-signed CA:TRUE by openssl req -x509, as Redis Software ships it; caSecret rs-ca holds it (pinned)"
 
-# auth PASSWORD: a real `AUTH orders-app PASSWORD` on redis-server; prints accepted/rejected.
-auth() {
-  local reply
-  reply="$(printf 'AUTH %s %s\n' "$USER_NAME" "$1" | rcli 2>&1)" || true
-  if [ "$reply" = OK ]; then echo accepted; else echo rejected; fi
+# self_signed_certificate NAME: NAME-cert.pem and NAME-key.pem the way vendors ship their
+# default certificates: self-signed, and CA:TRUE as `openssl req -x509` marks it. The operator
+# gets the certificate itself as caSecret (pinned).
+self_signed_certificate() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$WORK/$1-key.pem" -out "$WORK/$1-cert.pem" >"$WORK/openssl.log" 2>&1 ||
+    fail "openssl req -x509 failed (target/demo/openssl.log)"
+  openssl x509 -noout -text -in "$WORK/$1-cert.pem" | grep -q 'CA:TRUE' ||
+    fail "the openssl certificate is not CA:TRUE"
 }
-# shown WORD: accepted in green, rejected in red.
+
+# start_server NAME BINARY ARGS...: an API test server on a free port; SERVER_URL its URL.
+start_server() {
+  local name="$1" binary="$2"; shift 2
+  "$binary" --listen 127.0.0.1:0 --url-out "$WORK/url.txt" "$@" \
+    </dev/null >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  echo $! >"$WORK/$name.pid"
+  for _ in $(seq 100); do
+    [ -s "$WORK/url.txt" ] && break
+    kill -0 "$(cat "$WORK/$name.pid")" 2>/dev/null || fail "$name exited (target/demo/$name.log)"
+    sleep 0.1
+  done
+  [ -s "$WORK/url.txt" ] || fail "$name did not start within 10 s"
+  SERVER_URL="$(cat "$WORK/url.txt")"
+}
+
+# redis_auth_batch PORT: reads "user password" lines, prints accepted/rejected for each, with
+# one redis-cli connection (one fork: fast enough to run while a step still holds).
+redis_auth_batch() {
+  local user password reply
+  while read -r user password; do printf 'AUTH %s %s\n' "$user" "${password:-none}"; done |
+    rcli "$1" 2>&1 |
+    while IFS= read -r reply; do
+      # redis-cli follows an error reply (WRONGPASS ...) with an empty line: skip it.
+      [ -n "$reply" ] || continue
+      if [ "$reply" = OK ]; then echo accepted; else echo rejected; fi
+    done
+}
+
+# acl_holds_only PORT ADMIN_PASSWORD ADMIN_USER: ACL GETUSER lists the SHA-256 of every
+# password the user has: exactly the new one must be left on that node.
+acl_holds_only() {
+  local hashes full_new_hash
+  hashes="$(printf 'AUTH %s %s\nACL GETUSER %s\n' "$3" "$2" "$OLD_USER" | rcli "$1" | grep -E '^[0-9a-f]{64}$' || true)"
+  full_new_hash="$(printf '%s' "$NEW_PASSWORD" | sha256sum | cut -d' ' -f1)"
+  if [ "$hashes" = "$full_new_hash" ]; then
+    ok "redis-server 127.0.0.1:$1 holds exactly one password for $OLD_USER: sha256 $NEW_HASH..."
+  else
+    printf '   %sFAIL%s redis-server 127.0.0.1:%s holds %s password(s) for %s: %s\n' "$RED" "$N" "$1" \
+      "$(printf '%s' "$hashes" | grep -c . || true)" "$OLD_USER" "$(printf '%s' "$hashes" | cut -c1-8 | tr '\n' ' ')"
+    return 1
+  fi
+}
+
+# auth USER PASSWORD: accepted/rejected, as the target says right now.
+auth() { printf '%s %s\n' "$1" "$2" | auth_batch; }
+# shown WORD: accepted in green, anything else in red.
 shown() { if [ "$1" = accepted ]; then printf '%s%s%s' "$GREEN" "$1" "$N"; else printf '%s%s%s' "$RED" "$1" "$N"; fi; }
 
+target_start
 OLD_HASH="$(short_hash "$OLD_PASSWORD")"
-[ "$(auth "$OLD_PASSWORD")" = accepted ] || fail "the initial password of $USER_NAME is not accepted by redis-server"
-ok "user $USER_NAME (uid 2) has its initial password, sha256 $OLD_HASH...: AUTH $(shown accepted)"
+[ "$(auth "$OLD_USER" "$OLD_PASSWORD")" = accepted ] || fail "the initial password of $OLD_USER is not accepted"
+ok "$OLD_USER has its initial password, sha256 $OLD_HASH...: $(shown accepted)"
 
 # ---- 2. Kubernetes: the CRD, the namespace, the Secrets and the workload -------------------
 section "2. CRD, namespace $NS, Secrets and Deployment $DEPLOYMENT"
@@ -243,17 +263,21 @@ kubectl create namespace "$NS" >/dev/null
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Secret
-metadata: {name: rs-admin, annotations: {rotator.dev/allowed-rotations: orders-cache}}
-stringData: {username: "admin@demo.test", password: "$RS_ADMIN_PASSWORD"}
+metadata: {name: target-admin, annotations: {rotator.dev/allowed-rotations: orders-cache}}
+$(target_admin_secret)
 ---
 apiVersion: v1
 kind: Secret
 metadata: {name: $USER_SECRET, annotations: {rotator.dev/allowed-rotations: orders-cache}}
-stringData: {username: "$USER_NAME", password: "$OLD_PASSWORD"}
+stringData: {username: "$OLD_USER", password: "$OLD_PASSWORD"}
 EOF
-kubectl -n "$NS" create secret generic rs-ca --from-file=ca.crt="$WORK/api-cert.pem" >/dev/null
-kubectl -n "$NS" annotate secret rs-ca rotator.dev/allowed-rotations=orders-cache >/dev/null
-ok "Secrets rs-admin (API admin login), rs-ca (the API server's certificate), $USER_SECRET (what the app reads)"
+secrets="target-admin (the admin login)"
+if [ -f "$WORK/api-cert.pem" ]; then
+  kubectl -n "$NS" create secret generic target-ca --from-file=ca.crt="$WORK/api-cert.pem" >/dev/null
+  kubectl -n "$NS" annotate secret target-ca rotator.dev/allowed-rotations=orders-cache >/dev/null
+  secrets="$secrets, target-ca (the server's certificate)"
+fi
+ok "Secrets $secrets, $USER_SECRET (what the app reads)"
 ok "each allows PasswordRotation orders-cache to use it (annotation rotator.dev/allowed-rotations)"
 
 # Pods run nowhere: kwok marks them Running and Ready on its fake node, so any image will do.
@@ -283,7 +307,7 @@ ok "Deployment $DEPLOYMENT available: 2/2 replicas (ReplicaSet $OLD_RS)"
 
 # ---- 3. the operator and the PasswordRotation ------------------------------------------------
 section "3. Operator and PasswordRotation $ROTATION"
-LOG_FORMAT=text "$OPERATOR" run --kubeconfig "$KCFG" --namespace "$NS" \
+LOG_FORMAT=text "$OPERATOR" run --kubeconfig "$KCFG" --namespace "$NS" ${OPERATOR_FLAGS[@]+"${OPERATOR_FLAGS[@]}"} \
   </dev/null >"$WORK/operator.log" 2>&1 &
 echo $! >"$WORK/operator.pid"
 ok "password-rotator running (namespace $NS, log in target/demo/operator.log)"
@@ -294,7 +318,7 @@ ok "password-rotator running (namespace $NS, log in target/demo/operator.log)"
 # runs: a kubectl call takes longer than some steps do (Added -> Published: ~20 ms), and the
 # AUTH checks must run while the step they describe still holds.
 # The Secret watch carries the two passwords (base64) through the FIFO, in memory only; it
-# excludes rs-admin, whose password the demo does not need to see.
+# excludes target-admin and target-ca, which the demo does not need to see.
 mkfifo "$WORK/changes.fifo"
 exec 3<>"$WORK/changes.fifo"   # read-write: opening does not block, no EOF if a watch ends
 # (EPOCHREALTIME inline rather than $(now_us): no fork per line.)
@@ -308,9 +332,9 @@ echo $! >"$WORK/watch-rotation.pid"
   -o jsonpath='{.metadata.generation}|{.status.observedGeneration}|{.status.updatedReplicas}|{.status.availableReplicas}|{.status.replicas}|{.spec.template.metadata.annotations.rotation\.rotator\.dev/orders-cache}|{.status.conditions[?(@.type=="Progressing")].message}{"\n"}' \
   > >(stamp deployment >&3) 2>"$WORK/watch-deployment.log" &
 echo $! >"$WORK/watch-deployment.pid"
-"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get secrets --field-selector "metadata.name!=rs-admin,metadata.name!=rs-ca" \
+"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get secrets --field-selector "metadata.name!=target-admin,metadata.name!=target-ca" \
   --watch --output-watch-events \
-  -o jsonpath='{.type}|{.object.metadata.name}|{.object.data.pending}|{.object.data.password}{"\n"}' \
+  -o jsonpath='{.type}|{.object.metadata.name}|{.object.data.pending}|{.object.data.password}|{.object.data.username}|{.object.data.pendingAccount}{"\n"}' \
   > >(stamp secret >&3) 2>"$WORK/watch-secrets.log" &
 echo $! >"$WORK/watch-secrets.pid"
 sleep 1   # let the watches start before anything changes
@@ -321,11 +345,7 @@ kind: PasswordRotation
 metadata: {name: $ROTATION, namespace: $NS}
 spec:
   target:
-    redisSoftware:
-      url: $API_URL
-      credentialsSecret: rs-admin
-      caSecret: {name: rs-ca, key: ca.crt}
-      user: $USER_NAME
+$(target_spec)
   secret: {name: $USER_SECRET, passwordKey: password, usernameKey: username}
   rollout:
     workloads: [{kind: Deployment, name: $DEPLOYMENT}]
@@ -337,19 +357,17 @@ T0="$(now_us)"
 printf '%s\n' "$ROTATION_YAML" | kubectl apply -f - >/dev/null
 
 # ---- 4. the rotation, step by step -------------------------------------------------------------
-section "4. The rotation, step by step (AUTH = a real AUTH $USER_NAME <password> on redis-server)"
+section "4. The rotation, step by step (AUTH = $AUTH_WHAT)"
 printf '%s %s\n' "$(elapsed "$T0")" "PasswordRotation $ROTATION applied (rotationRequest $REQUEST)"
 
 describe() {
   case "$1/$2" in
     Rotating/Staged) echo "new password generated and stored in Secret $STATE_SECRET" ;;
-    Rotating/Added) echo "new password added beside the old one (POST /v1/users/password): both work" ;;
+    Rotating/Added | Rotating/Replacing | Rotating/Retired) describe_call "$2" ;;
     Rotating/Verified) echo "new password verified by a login" ;;
-    Rotating/Replacing) echo "replacing every password with the new one (PUT /v1/users/password)" ;;
     Rotating/Publishing) echo "recorded before the Secret is written: from here on a deletion never rolls it back" ;;
     Rotating/Published) echo "new password written to Secret $USER_SECRET; Deployment $DEPLOYMENT restarting" ;;
     Rotating/RolledOut) echo "Deployment $DEPLOYMENT rolled out and overlap (3s) passed" ;;
-    Rotating/Retired) echo "deleting the old password (DELETE /v1/users/password)" ;;
     Idle/) if [ -n "$3" ]; then echo "rotation complete: state Secret removed, lastRotationTime $3"; else echo "waiting"; fi ;;
     Blocked/*) echo "BLOCKED" ;;
     *) echo "" ;;
@@ -370,27 +388,19 @@ which_password() {
 
 NEW_PASSWORD=""    # from the state Secret's `pending`, as soon as the watch shows it
 NEW_HASH=""
-PUBLISHED="$OLD_PASSWORD"   # what Secret orders-redis holds, as the watch shows it
+NEW_USER="$OLD_USER"   # the state Secret's `pendingAccount`: another one for alternating accounts
+PUBLISHED="$OLD_PASSWORD"   # what Secret orders-credentials holds, as the watch shows it
+PUBLISHED_USER="$OLD_USER"
 VIOLATIONS=0
-# auth_now PASSWORD...: one AUTH per password on one redis-cli connection (one fork: fast
-# enough to run while a step still holds); prints accepted/rejected per password.
-auth_now() {
-  local pw reply
-  { for pw in "$@"; do printf 'AUTH %s %s\n' "$USER_NAME" "${pw:-none}"; done; } | rcli 2>&1 |
-    while IFS= read -r reply; do
-      # redis-cli follows an error reply (WRONGPASS ...) with an empty line: skip it.
-      [ -n "$reply" ] || continue
-      if [ "$reply" = OK ]; then echo accepted; else echo rejected; fi
-    done
-}
 # check_now: which passwords redis-server accepts right now, and what the workloads read.
 check_now() {
   local results old new published new_text
-  mapfile -t results < <(auth_now "$OLD_PASSWORD" "${NEW_PASSWORD:-}" "$PUBLISHED")
+  mapfile -t results < <(printf '%s %s\n' "$OLD_USER" "$OLD_PASSWORD" "$NEW_USER" "${NEW_PASSWORD:-none}" \
+    "$PUBLISHED_USER" "$PUBLISHED" | auth_batch)
   old="${results[0]:-rejected}" new="${results[1]:-rejected}" published="${results[2]:-rejected}"
-  if [ -n "$NEW_PASSWORD" ]; then new_text="new $NEW_HASH: $(shown "$new")"; else new_text="new: not generated yet"; fi
+  if [ -n "$NEW_PASSWORD" ]; then new_text="new $NEW_USER $NEW_HASH: $(shown "$new")"; else new_text="new: not generated yet"; fi
   # Stamped with the time of the check: a step may already be over when its line is read.
-  printf '%s %s  AUTH old %s: %s%s   %s%s   Secret %s holds: %s%s\n' "$(elapsed "$(now_us)")" "$DIM" "$OLD_HASH" \
+  printf '%s %s  old %s %s: %s%s   %s%s   Secret %s holds: %s%s\n' "$(elapsed "$(now_us)")" "$DIM" "$OLD_USER" "$OLD_HASH" \
     "$(shown "$old")" "$DIM" "$new_text" "$DIM" "$USER_SECRET" "$(which_password "$PUBLISHED")" "$N"
   # The invariant that matters to the workloads: what they read is always accepted.
   if [ "$published" != accepted ]; then
@@ -407,7 +417,7 @@ while [ $done = 0 ]; do
     fail "no complete rotation within ${TIMEOUT} s (set DEMO_TIMEOUT to wait longer)"
   fi
   kill -0 "$(cat "$WORK/operator.pid")" 2>/dev/null || fail "the operator exited"
-  IFS='|' read -r -t 1 source ts f1 f2 f3 f4 f5 f6 f7 <&3 || continue
+  IFS='|' read -r -t 1 source ts f1 f2 f3 f4 f5 f6 f7 f8 <&3 || continue
   case "$source" in
     rotation)
       phase="$f1" step="$f2" rotation_id="$f3" last_rotation="$f4"
@@ -436,6 +446,7 @@ while [ $done = 0 ]; do
           printf '%s %s  Secret %s deleted (the rotation is over)%s\n' "$(elapsed "$ts")" "$DIM" "$STATE_SECRET" "$N"
         elif [ -z "$NEW_PASSWORD" ] && [ -n "$f3" ]; then
           NEW_PASSWORD="$(decode "$f3")"; NEW_HASH="$(short_hash "$NEW_PASSWORD")"
+          [ -z "$f6" ] || NEW_USER="$(decode "$f6")"
           printf '%s %s  Secret %s created: pending = new password, sha256 %s (stored before any other effect)%s\n' \
             "$(elapsed "$ts")" "$DIM" "$STATE_SECRET" "$NEW_HASH" "$N"
           check_now   # the earliest moment the new password is known: not yet added
@@ -443,10 +454,10 @@ while [ $done = 0 ]; do
       elif [ "$name" = "$USER_SECRET" ] && [ "$type" != DELETED ]; then
         value="$(decode "$f4")"
         if [ "$value" != "$PUBLISHED" ]; then
-          PUBLISHED="$value"
-          result="$(auth_now "$PUBLISHED")"
-          printf '%s %s  Secret %s now holds the %s password: AUTH %s%s\n' "$(elapsed "$ts")" "$DIM" "$USER_SECRET" \
-            "$(which_password "$PUBLISHED")" "$(shown "$result")" "$N"
+          PUBLISHED="$value" PUBLISHED_USER="$(decode "$f5")"
+          result="$(auth "$PUBLISHED_USER" "$PUBLISHED")"
+          printf '%s %s  Secret %s now holds %s and the %s password: %s%s\n' "$(elapsed "$ts")" "$DIM" "$USER_SECRET" \
+            "$PUBLISHED_USER" "$(which_password "$PUBLISHED")" "$(shown "$result")" "$N"
           if [ "$result" != accepted ]; then
             printf '           %sINVARIANT BROKEN: the password in Secret %s is rejected%s\n' "$RED" "$USER_SECRET" "$N"
             VIOLATIONS=$((VIOLATIONS + 1))
@@ -494,11 +505,12 @@ done
 kubectl -n "$NS" get events --field-selector "involvedObject.name=$ROTATION" --sort-by=.eventTime \
   -o custom-columns='TIME:.eventTime,TYPE:.type,REASON:.reason,MESSAGE:.message'
 
-section "Proof (real AUTH on redis-server)"
+section "Proof ($AUTH_WHAT)"
 failures=0
 published="$(secret_value "$USER_SECRET" password)"
 if [ -z "$NEW_PASSWORD" ]; then   # the state Secret was gone before it could be read
   NEW_PASSWORD="$published"; NEW_HASH="$(short_hash "$NEW_PASSWORD")"
+  NEW_USER="$(secret_value "$USER_SECRET" username)"
 fi
 if [ "$NEW_PASSWORD" = "$OLD_PASSWORD" ]; then
   printf '   %sFAIL%s the new password equals the old one\n' "$RED" "$N"; failures=$((failures + 1))
@@ -509,22 +521,13 @@ else
   printf '   %sFAIL%s Secret %s holds %s, not the new password\n' "$RED" "$N" "$USER_SECRET" "$(which_password "$published")"
   failures=$((failures + 1))
 fi
-result="$(auth "$OLD_PASSWORD")"
-if [ "$result" = rejected ]; then ok "old password (sha256 $OLD_HASH...) -> AUTH $(shown rejected)"
-else printf '   %sFAIL%s old password (sha256 %s...) -> AUTH %s\n' "$RED" "$N" "$OLD_HASH" "$(shown "$result")"; failures=$((failures + 1)); fi
-result="$(auth "$NEW_PASSWORD")"
-if [ "$result" = accepted ]; then ok "new password (sha256 $NEW_HASH...) -> AUTH $(shown accepted)"
-else printf '   %sFAIL%s new password (sha256 %s...) -> AUTH %s\n' "$RED" "$N" "$NEW_HASH" "$(shown "$result")"; failures=$((failures + 1)); fi
-# ACL GETUSER lists the SHA-256 of every password the user has: exactly the new one must be left.
-hashes="$(printf 'AUTH rotator-admin %s\nACL GETUSER %s\n' "$REDIS_ADMIN_PASSWORD" "$USER_NAME" | rcli | grep -E '^[0-9a-f]{64}$' || true)"
-full_new_hash="$(printf '%s' "$NEW_PASSWORD" | sha256sum | cut -d' ' -f1)"
-if [ "$hashes" = "$full_new_hash" ]; then
-  ok "redis-server holds exactly one password for $USER_NAME: sha256 $NEW_HASH..."
-else
-  printf '   %sFAIL%s redis-server holds %s password(s) for %s: %s\n' "$RED" "$N" \
-    "$(printf '%s' "$hashes" | grep -c . || true)" "$USER_NAME" "$(printf '%s' "$hashes" | cut -c1-8 | tr '\n' ' ')"
-  failures=$((failures + 1))
-fi
+result="$(auth "$OLD_USER" "$OLD_PASSWORD")"
+if [ "$result" = rejected ]; then ok "old password of $OLD_USER (sha256 $OLD_HASH...) -> $(shown rejected)"
+else printf '   %sFAIL%s old password of %s (sha256 %s...) -> %s\n' "$RED" "$N" "$OLD_USER" "$OLD_HASH" "$(shown "$result")"; failures=$((failures + 1)); fi
+result="$(auth "$NEW_USER" "$NEW_PASSWORD")"
+if [ "$result" = accepted ]; then ok "new password of $NEW_USER (sha256 $NEW_HASH...) -> $(shown accepted)"
+else printf '   %sFAIL%s new password of %s (sha256 %s...) -> %s\n' "$RED" "$N" "$NEW_USER" "$NEW_HASH" "$(shown "$result")"; failures=$((failures + 1)); fi
+target_prove || failures=$((failures + 1))
 if [ $VIOLATIONS -gt 0 ]; then
   printf '   %sFAIL%s the Secret %s held a rejected password at %d step(s)\n' "$RED" "$N" "$USER_SECRET" "$VIOLATIONS"
   failures=$((failures + 1))
@@ -534,5 +537,5 @@ fi
 [ $failures = 0 ] || fail "$failures check(s) failed"
 
 total=$(( ($(now_us) - T0) / 100000 ))
-printf '\n%sPassword rotated in %d.%d s, and Secret %s never held a password the database rejected.%s\n' \
+printf '\n%sPassword rotated in %d.%d s, and Secret %s never held a password the target rejected.%s\n' \
   "$GREEN$B" $(( total / 10 )) $(( total % 10 )) "$USER_SECRET" "$N"
