@@ -663,7 +663,8 @@ impl<'a> Rotator<'a> {
         Ok(Action::requeue(Duration::from_secs(60)))
     }
 
-    /// Stops the process at a named point, for tests that prove what a crash there leaves.
+    /// Stops the process at a named point, for tests that prove what a crash there leaves:
+    /// `after-step-<Step>` right after a step is recorded, and the points named below.
     fn fail_point(&self, name: &str) {
         if self.ctx.settings.fail_point.as_deref() == Some(name) {
             tracing::error!(point = name, "fail point reached; aborting");
@@ -915,6 +916,7 @@ impl<'a> Rotator<'a> {
         );
         set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
         self.write_status(status).await?;
+        self.fail_point("after-step-Staged");
         info!(%rotation_id, trigger = trigger.as_str(), "rotation started");
         self.event(
             EventType::Normal,
@@ -967,6 +969,7 @@ impl<'a> Rotator<'a> {
                     status.step = Some(Step::Retired);
                     status.step_time = Some(Time(Timestamp::now()));
                     self.write_status(status).await?;
+                    self.fail_point("after-step-Retired");
                 }
                 let outcome = on_delete(target.retire(&change(state, previous)).await, *replay);
                 if outcome == CallOutcome::Done {
@@ -1000,6 +1003,7 @@ impl<'a> Rotator<'a> {
             self.status = status;
         } else {
             self.write_status(status).await?;
+            self.fail_point(&format!("after-step-{}", step.as_str()));
         }
         // Backoff counts failures in a row: progress starts it again from its shortest wait.
         self.ctx

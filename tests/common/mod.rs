@@ -497,7 +497,8 @@ pub async fn install_crd(client: &Client) -> Result<()> {
     }
 }
 
-fn merge(base: &mut Value, overrides: Value) {
+/// Merges `overrides` into `base`, object by object.
+pub fn merge(base: &mut Value, overrides: Value) {
     match (base, overrides) {
         (Value::Object(base), Value::Object(overrides)) => {
             for (key, value) in overrides {
