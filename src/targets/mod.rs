@@ -5,6 +5,7 @@
 //! [`PasswordTarget`] it connects to. A new vendor is one folder here plus its line in
 //! [`Target`].
 
+pub mod http;
 pub mod ontap;
 pub mod redis;
 pub mod redis_software;
@@ -361,6 +362,20 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// The budget of `login` on the cluster at `address`, for the resource `with` is for.
+    pub fn of(with: &Connect<'_>, address: &str, login: &str) -> Budget {
+        let account = crate::login_budget::account_key(address, login);
+        Budget {
+            calls: with.shared.calls(address, with.settings.calls_per_cluster),
+            account: with
+                .shared
+                .account(&account, || (with.remembered)(&account)),
+            account_key: account,
+            credentials: with.credentials.to_owned(),
+            resource: with.resource.clone(),
+        }
+    }
+
     pub async fn run<T>(
         &self,
         call: impl Future<Output = Result<T, CallFailure>>,
@@ -400,6 +415,64 @@ impl Budget {
         }
         result
     }
+}
+
+/// `host:port` of a URL, lowercased, with the scheme's default port: how a spec addresses a
+/// cluster until it says its own name.
+pub fn url_address(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default().to_ascii_lowercase(),
+            url.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// The credentials Secret and, when set, the CA Secret, with the fields that name them.
+pub fn credentials_and_ca(
+    credentials: Option<&str>,
+    credentials_field: &'static str,
+    ca: Option<&SecretKeyRef>,
+    ca_field: &'static str,
+) -> Vec<SecretUse> {
+    let credentials = credentials.map(|name| SecretUse {
+        name: name.to_owned(),
+        field: credentials_field,
+    });
+    let ca = ca.map(|ca| SecretUse {
+        name: ca.name.clone(),
+        field: ca_field,
+    });
+    credentials.into_iter().chain(ca).collect()
+}
+
+/// The `username` and `password` keys of a credentials Secret the target read.
+pub fn login(
+    secrets: &BTreeMap<String, Secret>,
+    name: &str,
+    field: &str,
+) -> Result<(String, SecretString)> {
+    let text = |key: &str| -> Result<String> {
+        String::from_utf8(secret_key(secrets, name, key, field)?.to_vec()).map_err(|_| {
+            Error::Secret {
+                name: name.to_owned(),
+                problem: format!("key {key} is not UTF-8 ({field})"),
+            }
+        })
+    };
+    Ok((text("username")?, SecretString::from(text("password")?)))
+}
+
+/// The PEM bundle of a CA Secret the target read, when the spec names one.
+pub fn ca_pem(
+    secrets: &BTreeMap<String, Secret>,
+    ca: Option<&SecretKeyRef>,
+    field: &str,
+) -> Result<Option<Vec<u8>>> {
+    ca.map(|ca| secret_key(secrets, &ca.name, &ca.key, field).map(<[u8]>::to_vec))
+        .transpose()
 }
 
 /// A key of a Secret the target read, or an error naming the Secret and the field.

@@ -5,6 +5,7 @@
 //! (self-service, logged in with its current password) can change it; either is a [`Login`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -14,18 +15,14 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use url::Url;
 
-use std::sync::Arc;
-
 use crate::rotation::CallFailure;
+use crate::targets::http::{self, TransportFailure, opt};
 use crate::targets::{Observed, RequestObserver};
-use crate::tls;
 
 /// The `target` label of this client's requests.
 pub const TARGET: &str = "ontap";
 
-const MAX_MESSAGE_CHARS: usize = 200;
 const MAX_ARGUMENTS: usize = 4;
-const REDACTED: &str = "[redacted]";
 const PASSWORD_PATH: &[&str] = &["api", "security", "authentication", "password"];
 const CLUSTER_PATH: &[&str] = &["api", "cluster"];
 
@@ -237,13 +234,6 @@ pub enum OntapError {
     },
 }
 
-fn opt(prefix: &str, value: &Option<String>) -> String {
-    value
-        .as_ref()
-        .map(|v| format!("{prefix}{v}"))
-        .unwrap_or_default()
-}
-
 impl OntapError {
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -331,40 +321,15 @@ pub struct OntapClient {
 
 impl OntapClient {
     pub fn new(config: OntapConfig) -> Result<Self, OntapError> {
-        let invalid = |m: String| OntapError::InvalidConfig(m);
-        if !config.url.username().is_empty() || config.url.password().is_some() {
-            return Err(invalid("url must not contain credentials".into()));
-        }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout);
-        match config.url.scheme() {
-            "https" => {
-                let pem = config.ca_pem.as_deref().ok_or_else(|| {
-                    invalid(
-                        "a CA certificate is required: the cluster certificate is self-signed \
-                         by default and TLS is always verified"
-                            .into(),
-                    )
-                })?;
-                let tls = tls::client_config(pem, config.server_name.as_deref())
-                    .map_err(|e| invalid(e.to_string()))?;
-                builder = builder.https_only(true).use_preconfigured_tls(tls);
-            }
-            "http" if config.insecure_http => {}
-            "http" => {
-                return Err(invalid(
-                    "url uses http: refused unless insecureHttp is true".into(),
-                ));
-            }
-            other => return Err(invalid(format!("url scheme {other:?} is not http(s)"))),
-        }
-        let http = builder
-            .build()
-            .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
+        let http = http::client(&http::Endpoint {
+            url: &config.url,
+            ca_pem: config.ca_pem.as_deref(),
+            server_name: config.server_name.as_deref(),
+            insecure_http: config.insecure_http,
+            connect_timeout: config.timeout,
+            request_timeout: config.timeout,
+        })
+        .map_err(OntapError::InvalidConfig)?;
         Ok(Self {
             http,
             url: config.url,
@@ -398,7 +363,7 @@ impl OntapClient {
         let bytes = self.send(operation, login, None, &[]).await?;
         serde_json::from_slice(&bytes).map_err(|e| OntapError::Decode {
             operation,
-            detail: scrub(&e.to_string(), [&login.password]),
+            detail: http::scrub(&e.to_string(), [&login.password]),
         })
     }
 
@@ -480,7 +445,7 @@ fn status_error<'a>(
     secrets: impl IntoIterator<Item = &'a SecretString> + Clone,
 ) -> OntapError {
     let parsed = parse_error_body(body);
-    let clean = |s: String| truncate(scrub(&s, secrets.clone()));
+    let clean = |s: String| http::server_text(&s, secrets.clone());
     OntapError::Status {
         operation,
         status: status.as_u16(),
@@ -496,25 +461,10 @@ fn transport_error<'a>(
     error: &reqwest::Error,
     secrets: impl IntoIterator<Item = &'a SecretString>,
 ) -> OntapError {
-    if error.is_timeout() {
-        return OntapError::Timeout { operation };
-    }
-    if let Some(untrusted) = tls::untrusted_certificate_in(error) {
-        return OntapError::TlsUntrusted {
-            operation,
-            detail: untrusted.detail.clone(),
-        };
-    }
-    // The whole source chain: reqwest's own Display hides the cause (e.g. a TLS failure).
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
-    }
-    OntapError::Connect {
-        operation,
-        detail: scrub(&detail, secrets),
+    match http::transport_failure(error, secrets) {
+        TransportFailure::Timeout => OntapError::Timeout { operation },
+        TransportFailure::TlsUntrusted(detail) => OntapError::TlsUntrusted { operation, detail },
+        TransportFailure::Connect(detail) => OntapError::Connect { operation, detail },
     }
 }
 
@@ -554,30 +504,6 @@ fn parse_error_body(body: &[u8]) -> ErrorBody {
             }
         }
     }
-}
-
-/// Replaces each password, as sent and as JSON escapes it, by `[redacted]`.
-fn scrub<'a>(text: &str, secrets: impl IntoIterator<Item = &'a SecretString>) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets {
-        let secret = secret.expose_secret();
-        if secret.is_empty() {
-            continue;
-        }
-        let escaped = serde_json::to_string(secret).expect("strings serialize");
-        let escaped = &escaped[1..escaped.len() - 1];
-        text = text.replace(secret, REDACTED).replace(escaped, REDACTED);
-    }
-    text
-}
-
-/// Truncates after scrubbing, so that no prefix of a password can survive a cut.
-fn truncate(mut text: String) -> String {
-    if let Some((i, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        text.truncate(i);
-        text.push('…');
-    }
-    text
 }
 
 #[cfg(test)]
@@ -665,7 +591,7 @@ mod tests {
             "change_password: HTTP 502: refused \"[redacted]\""
         );
 
-        let long = format!("{}{PW}", "a".repeat(MAX_MESSAGE_CHARS - 3));
+        let long = format!("{}{PW}", "a".repeat(http::MAX_MESSAGE_CHARS - 3));
         let err = status_error(
             Operation::GetCluster,
             StatusCode::BAD_GATEWAY,
@@ -873,7 +799,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(refused(new("http://ontap", false)).contains("insecureHttp"));
-        assert!(refused(new("https://ontap", true)).contains("CA certificate is required"));
+        assert!(refused(new("https://ontap", true)).contains("caSecret is required"));
         assert!(refused(new("https://u:p@ontap", false)).contains("credentials"));
         assert!(refused(new("ftp://ontap", true)).contains("scheme"));
         assert!(new("http://ontap", true).is_ok());

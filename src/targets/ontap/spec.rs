@@ -1,16 +1,14 @@
 //! `spec.target.ontap`: one NetApp ONTAP account, or two that alternate.
 
 use kube::KubeSchema;
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::Ontap;
 use super::client::{Login, OntapClient, OntapConfig};
-use crate::login_budget::account_key;
 use crate::resource::Mode;
 use crate::targets::{
     Accounts, Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec,
-    secret_key,
+    ca_pem, credentials_and_ca, login, url_address,
 };
 use crate::validation::InvalidField;
 use crate::{Error, Result};
@@ -139,26 +137,16 @@ impl TargetSpec for OntapTarget {
     }
 
     fn secrets(&self) -> Vec<SecretUse> {
-        let credentials = self.credentials_secret.iter().map(|name| SecretUse {
-            name: name.clone(),
-            field: CREDENTIALS_FIELD,
-        });
-        let ca = self.ca_secret.iter().map(|ca| SecretUse {
-            name: ca.name.clone(),
-            field: CA_FIELD,
-        });
-        credentials.chain(ca).collect()
+        credentials_and_ca(
+            self.credentials_secret.as_deref(),
+            CREDENTIALS_FIELD,
+            self.ca_secret.as_ref(),
+            CA_FIELD,
+        )
     }
 
     fn address(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(url) => format!(
-                "{}:{}",
-                url.host_str().unwrap_or_default().to_ascii_lowercase(),
-                url.port_or_known_default().unwrap_or_default()
-            ),
-            Err(_) => self.url.clone(),
-        }
+        url_address(&self.url)
     }
 
     fn object(&self) -> String {
@@ -215,25 +203,13 @@ impl TargetSpec for OntapTarget {
         let url = self.url().map_err(invalid_spec)?;
         let admin = match &self.credentials_secret {
             Some(name) => {
-                let text = |key: &str| -> Result<String> {
-                    let bytes = secret_key(with.secrets, name, key, CREDENTIALS_FIELD)?;
-                    String::from_utf8(bytes.to_vec()).map_err(|_| Error::Secret {
-                        name: name.clone(),
-                        problem: format!("key {key} is not UTF-8 ({CREDENTIALS_FIELD})"),
-                    })
-                };
-                Some(Login::new(
-                    text("username")?,
-                    SecretString::from(text("password")?),
-                ))
+                let (username, password) = login(with.secrets, name, CREDENTIALS_FIELD)?;
+                Some(Login::new(username, password))
             }
             None => None,
         };
         let mut config = OntapConfig::new(url);
-        config.ca_pem = match &self.ca_secret {
-            Some(ca) => Some(secret_key(with.secrets, &ca.name, &ca.key, CA_FIELD)?.to_vec()),
-            None => None,
-        };
+        config.ca_pem = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?;
         config.server_name = self.tls.as_ref().and_then(|t| t.server_name.clone());
         config.insecure_http = self.insecure_http;
         config.timeout = with.settings.request_timeout;
@@ -243,7 +219,7 @@ impl TargetSpec for OntapTarget {
             .map(|a| a.username.clone())
             .or_else(|| self.account.clone())
             .unwrap_or_default();
-        let account = account_key(&address, &login);
+        let budget = Budget::of(&with, &address, &login);
         let key = format!(
             "ontap|{}|{}|{}|{}",
             with.resource.split('/').next().unwrap_or_default(),
@@ -261,15 +237,6 @@ impl TargetSpec for OntapTarget {
                     detail: format!("spec.target.ontap: {e}"),
                 })
         })?;
-        let budget = Budget {
-            calls: with.shared.calls(&address, with.settings.calls_per_cluster),
-            account: with
-                .shared
-                .account(&account, || (with.remembered)(&account)),
-            account_key: account,
-            credentials: with.credentials.to_owned(),
-            resource: with.resource,
-        };
         Ok(Box::new(Ontap {
             client,
             admin,

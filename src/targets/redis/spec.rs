@@ -4,14 +4,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::KubeSchema;
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::Redis;
 use super::client::{AclAdmin, AclAdminConfig, AclTls};
-use crate::login_budget::account_key;
 use crate::targets::{
-    Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, secret_key,
+    Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
+    credentials_and_ca, login,
 };
 use crate::validation::InvalidField;
 use crate::{Error, Result};
@@ -87,17 +86,12 @@ impl TargetSpec for RedisTarget {
     }
 
     fn secrets(&self) -> Vec<SecretUse> {
-        let mut uses = vec![SecretUse {
-            name: self.credentials_secret.clone(),
-            field: CREDENTIALS_FIELD,
-        }];
-        if let Some(ca) = &self.ca_secret {
-            uses.push(SecretUse {
-                name: ca.name.clone(),
-                field: CA_FIELD,
-            });
-        }
-        uses
+        credentials_and_ca(
+            Some(&self.credentials_secret),
+            CREDENTIALS_FIELD,
+            self.ca_secret.as_ref(),
+            CA_FIELD,
+        )
     }
 
     /// The endpoints, sorted: two resources that list the same nodes name one deployment.
@@ -125,29 +119,14 @@ impl TargetSpec for RedisTarget {
     }
 
     fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
-        let text = |key: &str| -> Result<String> {
-            let bytes = secret_key(
-                with.secrets,
-                &self.credentials_secret,
-                key,
-                CREDENTIALS_FIELD,
-            )?;
-            String::from_utf8(bytes.to_vec()).map_err(|_| Error::Secret {
-                name: self.credentials_secret.clone(),
-                problem: format!("key {key} is not UTF-8 ({CREDENTIALS_FIELD})"),
-            })
-        };
-        let username = text("username")?;
-        let password = SecretString::from(text("password")?);
-        let tls = match &self.ca_secret {
-            Some(ca) => Some(AclTls {
-                ca_pem: secret_key(with.secrets, &ca.name, &ca.key, CA_FIELD)?.to_vec(),
-                server_name: self.tls.as_ref().and_then(|t| t.server_name.clone()),
-            }),
-            None => None,
-        };
+        let (username, password) =
+            login(with.secrets, &self.credentials_secret, CREDENTIALS_FIELD)?;
+        let tls = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?.map(|ca_pem| AclTls {
+            ca_pem,
+            server_name: self.tls.as_ref().and_then(|t| t.server_name.clone()),
+        });
         let deployment = self.address();
-        let account = account_key(&deployment, &username);
+        let budget = Budget::of(&with, &deployment, &username);
         let config = AclAdminConfig {
             endpoints: self.endpoints.clone(),
             username,
@@ -169,17 +148,6 @@ impl TargetSpec for RedisTarget {
                 detail: format!("spec.target.redis: {e}"),
             })
         })?;
-        let budget = Budget {
-            calls: with
-                .shared
-                .calls(&deployment, with.settings.calls_per_cluster),
-            account: with
-                .shared
-                .account(&account, || (with.remembered)(&account)),
-            account_key: account,
-            credentials: with.credentials.to_owned(),
-            resource: with.resource,
-        };
         Ok(Box::new(Redis {
             admin,
             user: self.user.clone(),

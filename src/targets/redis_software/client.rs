@@ -13,13 +13,11 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use url::Url;
 
+use crate::targets::http::{self, TransportFailure, opt};
 use crate::targets::{Observed, RequestObserver};
-use crate::tls;
 
 /// The `target` label of this client's requests.
 pub const TARGET: &str = "redisSoftware";
-const MAX_MESSAGE_CHARS: usize = 200;
-const REDACTED: &str = "[redacted]";
 
 /// The shape of `/v1/users/password` request bodies, which changed across Redis Software versions.
 #[derive(
@@ -163,13 +161,6 @@ pub enum ApiError {
     },
 }
 
-fn opt(prefix: &str, value: &Option<String>) -> String {
-    value
-        .as_ref()
-        .map(|v| format!("{prefix}{v}"))
-        .unwrap_or_default()
-}
-
 impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -277,41 +268,15 @@ pub struct RedisSoftwareClient {
 
 impl RedisSoftwareClient {
     pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
-        let invalid = |m: String| ApiError::InvalidConfig(m);
-        if !config.url.username().is_empty() || config.url.password().is_some() {
-            return Err(invalid("url must not contain credentials".into()));
-        }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout);
-        match config.url.scheme() {
-            "https" => {
-                let pem = config.ca_pem.as_deref().ok_or_else(|| {
-                    invalid(
-                        "caSecret is required: the cluster certificate is self-signed by default \
-                         and TLS is always verified"
-                            .into(),
-                    )
-                })?;
-                // Trusts exactly the certificates in caSecret, nothing built in.
-                let tls = tls::client_config(pem, config.server_name.as_deref())
-                    .map_err(|e| invalid(e.to_string()))?;
-                builder = builder.https_only(true).use_preconfigured_tls(tls);
-            }
-            "http" if config.insecure_http => {}
-            "http" => {
-                return Err(invalid(
-                    "url uses http: refused unless insecureHttp is true".into(),
-                ));
-            }
-            other => return Err(invalid(format!("url scheme {other:?} is not http(s)"))),
-        }
-        let http = builder
-            .build()
-            .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
+        let http = http::client(&http::Endpoint {
+            url: &config.url,
+            ca_pem: config.ca_pem.as_deref(),
+            server_name: config.server_name.as_deref(),
+            insecure_http: config.insecure_http,
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+        })
+        .map_err(ApiError::InvalidConfig)?;
         Ok(Self {
             http,
             config,
@@ -551,7 +516,9 @@ impl RedisSoftwareClient {
         secrets: &[&SecretString],
     ) -> ApiError {
         let (error_code, message) = parse_error_body(body);
-        let clean = |s: Option<String>| s.map(|s| truncate(self.scrub(&s, secrets)));
+        let clean = |s: Option<String>| {
+            s.map(|s| http::server_text(&s, secrets.iter().copied().chain([&self.config.password])))
+        };
         ApiError::Status {
             operation,
             status: status.as_u16(),
@@ -566,32 +533,17 @@ impl RedisSoftwareClient {
         error: &reqwest::Error,
         secrets: &[&SecretString],
     ) -> ApiError {
-        if error.is_timeout() {
-            return ApiError::Timeout { operation };
-        }
-        if let Some(untrusted) = tls::untrusted_certificate_in(error) {
-            return ApiError::TlsUntrusted {
-                operation,
-                detail: untrusted.detail.clone(),
-            };
-        }
-        // The whole source chain: reqwest's own Display hides the cause (e.g. a TLS failure).
-        let mut detail = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            detail = format!("{detail}: {cause}");
-            source = cause.source();
-        }
-        // Refused, reset, TLS failures and connections closed before a complete response.
-        ApiError::Connect {
-            operation,
-            detail: self.scrub(&detail, secrets),
+        let secrets = secrets.iter().copied().chain([&self.config.password]);
+        match http::transport_failure(error, secrets) {
+            TransportFailure::Timeout => ApiError::Timeout { operation },
+            TransportFailure::TlsUntrusted(detail) => ApiError::TlsUntrusted { operation, detail },
+            TransportFailure::Connect(detail) => ApiError::Connect { operation, detail },
         }
     }
 
     /// Replaces every password sent with the request, and the admin password, by `[redacted]`.
     fn scrub(&self, text: &str, secrets: &[&SecretString]) -> String {
-        scrub(text, secrets.iter().copied().chain([&self.config.password]))
+        http::scrub(text, secrets.iter().copied().chain([&self.config.password]))
     }
 }
 
@@ -607,23 +559,6 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
             (None, (!text.is_empty()).then_some(text))
         }
     }
-}
-
-fn scrub<'a>(text: &str, secrets: impl IntoIterator<Item = &'a SecretString>) -> String {
-    secrets
-        .into_iter()
-        .map(ExposeSecret::expose_secret)
-        .filter(|s| !s.is_empty())
-        .fold(text.to_owned(), |t, s| t.replace(s, REDACTED))
-}
-
-/// Truncates after scrubbing, so that no prefix of a password can survive a cut.
-fn truncate(mut text: String) -> String {
-    if let Some((i, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        text.truncate(i);
-        text.push('…');
-    }
-    text
 }
 
 #[cfg(test)]
@@ -689,7 +624,7 @@ mod tests {
         );
 
         // A password straddling the cut must not leave a prefix behind.
-        let body = format!("{}{PW}", "a".repeat(MAX_MESSAGE_CHARS - 3));
+        let body = format!("{}{PW}", "a".repeat(http::MAX_MESSAGE_CHARS - 3));
         let err = c.status_error(
             Operation::DeleteUserPassword,
             StatusCode::BAD_GATEWAY,
@@ -702,7 +637,7 @@ mod tests {
         else {
             panic!("{err:?}")
         };
-        assert_eq!(m.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert_eq!(m.chars().count(), http::MAX_MESSAGE_CHARS + 1);
         assert!(m.ends_with("aaa[re…"), "{m}");
         assert!(err.is_retryable());
     }

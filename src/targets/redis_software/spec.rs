@@ -1,14 +1,13 @@
 //! `spec.target.redisSoftware`: a Redis Software user or a database's default user.
 
 use kube::KubeSchema;
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::client::{ClientConfig, PasswordBodyShape, RedisSoftwareClient};
 use super::{Object, RedisSoftware};
-use crate::login_budget::account_key;
 use crate::targets::{
-    Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, secret_key,
+    Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
+    credentials_and_ca, login, url_address,
 };
 use crate::validation::InvalidField;
 use crate::{Error, Result};
@@ -94,28 +93,16 @@ impl TargetSpec for RedisSoftwareTarget {
     }
 
     fn secrets(&self) -> Vec<SecretUse> {
-        let mut uses = vec![SecretUse {
-            name: self.credentials_secret.clone(),
-            field: CREDENTIALS_FIELD,
-        }];
-        if let Some(ca) = &self.ca_secret {
-            uses.push(SecretUse {
-                name: ca.name.clone(),
-                field: CA_FIELD,
-            });
-        }
-        uses
+        credentials_and_ca(
+            Some(&self.credentials_secret),
+            CREDENTIALS_FIELD,
+            self.ca_secret.as_ref(),
+            CA_FIELD,
+        )
     }
 
     fn address(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(url) => format!(
-                "{}:{}",
-                url.host_str().unwrap_or_default().to_ascii_lowercase(),
-                url.port_or_known_default().unwrap_or_default()
-            ),
-            Err(_) => self.url.clone(),
-        }
+        url_address(&self.url)
     }
 
     fn object(&self) -> String {
@@ -138,32 +125,11 @@ impl TargetSpec for RedisSoftwareTarget {
     fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
         let object = self.object_kind().map_err(invalid_spec)?;
         let url = self.url().map_err(invalid_spec)?;
-        let username = String::from_utf8(
-            secret_key(
-                with.secrets,
-                &self.credentials_secret,
-                "username",
-                CREDENTIALS_FIELD,
-            )?
-            .to_vec(),
-        )
-        .map_err(|_| Error::Secret {
-            name: self.credentials_secret.clone(),
-            problem: format!("key username is not UTF-8 ({CREDENTIALS_FIELD})"),
-        })?;
-        let password = secret_key(
-            with.secrets,
-            &self.credentials_secret,
-            "password",
-            CREDENTIALS_FIELD,
-        )?;
-        let password = SecretString::from(String::from_utf8_lossy(password).into_owned());
-        let ca_pem = match &self.ca_secret {
-            Some(ca) => Some(secret_key(with.secrets, &ca.name, &ca.key, CA_FIELD)?.to_vec()),
-            None => None,
-        };
+        let (username, password) =
+            login(with.secrets, &self.credentials_secret, CREDENTIALS_FIELD)?;
+        let ca_pem = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?;
         let cluster = self.address();
-        let account = account_key(&cluster, &username);
+        let budget = Budget::of(&with, &cluster, &username);
         let mut config = ClientConfig::new(url, username, password);
         config.ca_pem = ca_pem;
         config.insecure_http = self.insecure_http;
@@ -193,15 +159,6 @@ impl TargetSpec for RedisSoftwareTarget {
                     detail: e.to_string(),
                 })
         })?;
-        let budget = Budget {
-            calls: with.shared.calls(&cluster, with.settings.calls_per_cluster),
-            account: with
-                .shared
-                .account(&account, || (with.remembered)(&account)),
-            account_key: account,
-            credentials: with.credentials.to_owned(),
-            resource: with.resource,
-        };
         Ok(Box::new(RedisSoftware {
             client,
             object,
