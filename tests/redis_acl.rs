@@ -30,26 +30,6 @@ fn secret(password: &str) -> SecretString {
     SecretString::from(password.to_owned())
 }
 
-/// Asserts, with a real `AUTH` as the app user on every running node, which passwords work.
-async fn assert_passwords(topology: &Topology, works: &[&str], refused: &[&str]) {
-    for node in &topology.nodes {
-        for password in works {
-            assert!(
-                node.auth(&topology.app.user, password).await.unwrap(),
-                "{}: a password that should work is refused",
-                node.addr()
-            );
-        }
-        for password in refused {
-            assert!(
-                !node.auth(&topology.app.user, password).await.unwrap(),
-                "{}: a password that should be refused works",
-                node.addr()
-            );
-        }
-    }
-}
-
 /// The hashes `ACL GETUSER` lists for the app user, read through the client on every node.
 async fn hashes_on_every_node(topology: &Topology, client: &AclAdmin) -> Vec<Vec<String>> {
     let nodes = client.nodes().await.unwrap();
@@ -102,12 +82,12 @@ async fn primary_and_replica_discovered_from_either_endpoint() {
         added.persistence,
         Persistence::NotPersisted { .. }
     ));
-    assert_passwords(&topology, &[&old, &new], &[]).await;
+    topology.assert_passwords(&[&old, &new], &[]).await;
     from_primary
         .remove_password(&topology.app.user, &secret(&old), &secret(&new))
         .await
         .unwrap();
-    assert_passwords(&topology, &[&new], &[&old]).await;
+    topology.assert_passwords(&[&new], &[&old]).await;
 
     // The same rotation again, from the replica's endpoint alone.
     let newer = random_password();
@@ -115,13 +95,13 @@ async fn primary_and_replica_discovered_from_either_endpoint() {
         .add_password(&topology.app.user, &secret(&newer))
         .await
         .unwrap();
-    assert_passwords(&topology, &[&new, &newer], &[&old]).await;
+    topology.assert_passwords(&[&new, &newer], &[&old]).await;
     let removed = from_replica
         .remove_password(&topology.app.user, &secret(&new), &secret(&newer))
         .await
         .unwrap();
     assert_eq!(removed.nodes, 2);
-    assert_passwords(&topology, &[&newer], &[&old, &new]).await;
+    topology.assert_passwords(&[&newer], &[&old, &new]).await;
 }
 
 #[tokio::test]
@@ -149,13 +129,13 @@ async fn cluster_of_three_primaries_discovered_from_one_node() {
         .await
         .unwrap();
     assert_eq!(added.nodes, 3);
-    assert_passwords(&topology, &[&old, &new], &[]).await;
+    topology.assert_passwords(&[&old, &new], &[]).await;
     let removed = client
         .remove_password(&topology.app.user, &secret(&old), &secret(&new))
         .await
         .unwrap();
     assert_eq!(removed.nodes, 3);
-    assert_passwords(&topology, &[&new], &[&old]).await;
+    topology.assert_passwords(&[&new], &[&old]).await;
     assert_eq!(
         hashes_on_every_node(&topology, &client).await,
         vec![vec![password_hash(&new)]; 3]
@@ -188,7 +168,7 @@ async fn rotation_survives_a_restart_with_an_acl_file_or_a_config_file() {
         assert_eq!(removed.persistence, expected);
 
         topology.nodes[0].restart().await.unwrap();
-        assert_passwords(&topology, &[&new], &[&old]).await;
+        topology.assert_passwords(&[&new], &[&old]).await;
     }
 }
 
@@ -275,7 +255,7 @@ async fn a_replica_down_mid_rotation_blocks_removal_everywhere() {
         matches!(&error, AclError::Unchanged(cause) if matches!(**cause, AclError::NewPasswordMissing { .. })),
         "{error:?}"
     );
-    assert_passwords(&topology, &[&old], &[]).await;
+    topology.assert_passwords(&[&old], &[]).await;
 
     let added = client
         .add_password(&topology.app.user, &secret(&new))
@@ -286,7 +266,7 @@ async fn a_replica_down_mid_rotation_blocks_removal_everywhere() {
         .remove_password(&topology.app.user, &secret(&old), &secret(&new))
         .await
         .unwrap();
-    assert_passwords(&topology, &[&new], &[&old]).await;
+    topology.assert_passwords(&[&new], &[&old]).await;
 }
 
 #[tokio::test]
@@ -324,7 +304,7 @@ async fn a_cluster_node_down_is_found_through_the_cluster() {
         .remove_password(&topology.app.user, &secret(&old), &secret(&new))
         .await
         .unwrap();
-    assert_passwords(&topology, &[&new], &[&old]).await;
+    topology.assert_passwords(&[&new], &[&old]).await;
 }
 
 #[tokio::test]
@@ -350,7 +330,7 @@ async fn replays_change_nothing() {
     let replay = client.add_password(user, &secret(&new)).await.unwrap();
     assert_eq!(replay.nodes, 0);
     assert_eq!(replay.persistence, Persistence::ConfigRewrite);
-    assert_passwords(&topology, &[&old, &new], &[]).await;
+    topology.assert_passwords(&[&old, &new], &[]).await;
 
     let (old_s, new_s) = (secret(&old), secret(&new));
     assert_eq!(
@@ -369,14 +349,14 @@ async fn replays_change_nothing() {
             .nodes,
         0
     );
-    assert_passwords(&topology, &[&new], &[&old]).await;
+    topology.assert_passwords(&[&new], &[&old]).await;
 
     let error = client
         .remove_password(user, &new_s, &new_s)
         .await
         .unwrap_err();
     assert_eq!(classify(&error), CallFailure::LastPassword);
-    assert_passwords(&topology, &[&new], &[]).await;
+    topology.assert_passwords(&[&new], &[]).await;
 
     // Replace: with two passwords in place, both die and only the replacement works.
     let (extra, replacement) = (random_password(), random_password());
@@ -397,7 +377,9 @@ async fn replays_change_nothing() {
             .nodes,
         0
     );
-    assert_passwords(&topology, &[&replacement], &[&new, &extra]).await;
+    topology
+        .assert_passwords(&[&replacement], &[&new, &extra])
+        .await;
 }
 
 #[tokio::test]
@@ -530,7 +512,7 @@ async fn tls_with_a_pinned_self_signed_certificate() {
         .remove_password(&topology.app.user, &secret(&old), &secret(&new))
         .await
         .unwrap();
-    assert_passwords(&topology, &[&new], &[&old]).await;
+    topology.assert_passwords(&[&new], &[&old]).await;
     let named = client_with(&cert.cert_pem, Some("redis.test"));
     assert_eq!(named.nodes().await.unwrap().len(), 1);
 

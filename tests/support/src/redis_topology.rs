@@ -262,6 +262,27 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Asserts, with a real `AUTH` as the app user on every running node, which passwords
+    /// work.
+    pub async fn assert_passwords(&self, works: &[&str], refused: &[&str]) {
+        for node in &self.nodes {
+            for password in works {
+                assert!(
+                    node.auth(&self.app.user, password).await.unwrap(),
+                    "{}: a password that should work is refused",
+                    node.addr()
+                );
+            }
+            for password in refused {
+                assert!(
+                    !node.auth(&self.app.user, password).await.unwrap(),
+                    "{}: a password that should be refused works",
+                    node.addr()
+                );
+            }
+        }
+    }
+
     /// One node.
     pub async fn standalone(options: &Options) -> anyhow::Result<Topology> {
         let node = start_node(options, Kind::Standalone, &[]).await?;
