@@ -381,7 +381,6 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
                 .collect()
         };
         let verify = np["verifyEndpoints"]["enabled"].as_bool() == Some(true);
-        assert_eq!(egress.len(), if verify { 4 } else { 3 }, "egress rules");
         assert_eq!(
             &cidrs(&egress[1]),
             np["apiServer"]["cidrs"].as_sequence().context("cidrs")?
@@ -390,21 +389,32 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
             &ports(&egress[1]),
             np["apiServer"]["ports"].as_sequence().context("ports")?
         );
+        // Then one rule per target that is enabled, in this order, then the verify endpoints.
+        let targets: Vec<&str> = ["redisSoftware", "redis", "ontap"]
+            .into_iter()
+            .filter(|t| np[*t]["enabled"].as_bool() != Some(false))
+            .collect();
         assert_eq!(
-            &cidrs(&egress[2]),
-            np["redisSoftware"]["cidrs"]
-                .as_sequence()
-                .context("cidrs")?
+            egress.len(),
+            2 + targets.len() + usize::from(verify),
+            "egress rules"
         );
-        assert_eq!(
-            &ports(&egress[2]),
-            np["redisSoftware"]["ports"]
-                .as_sequence()
-                .context("ports")?
-        );
+        for (i, target) in targets.iter().enumerate() {
+            let rule = &egress[2 + i];
+            assert_eq!(
+                &cidrs(rule),
+                np[*target]["cidrs"].as_sequence().context("cidrs")?,
+                "{target}"
+            );
+            assert_eq!(
+                &ports(rule),
+                np[*target]["ports"].as_sequence().context("ports")?,
+                "{target}"
+            );
+        }
         if verify {
             assert_eq!(
-                &cidrs(&egress[3]),
+                &cidrs(&egress[2 + targets.len()]),
                 np["verifyEndpoints"]["cidrs"]
                     .as_sequence()
                     .context("cidrs")?
