@@ -25,14 +25,15 @@ use crate::login_budget::Refusal;
 use crate::metrics::Metrics;
 use crate::password::{PasswordPolicy, generate_os};
 use crate::plan::Plan;
+use crate::reason::Reason;
 use crate::resource::{
     FINALIZER, Mode, PasswordRotation, PasswordRotationSpec, PasswordRotationStatus, Phase,
     ROTATE_REQUESTED_ANNOTATION, Step, restart_annotation_key,
 };
 use crate::rollout::Workloads;
 use crate::rotation::{
-    CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, UNAUTHORIZED,
-    decide, on_add, on_delete, on_failure, on_replace, on_rollback, step_after,
+    CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, decide, on_add,
+    on_delete, on_failure, on_replace, on_rollback, step_after,
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
@@ -242,8 +243,6 @@ struct Rotator<'a> {
     namespace: String,
 }
 
-const SECRET_DRIFTED: &str = "SecretDrifted";
-const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 const SPEC_CHANGE_PENDING: &str = "SpecChangePending";
 
 /// Steps taken in one reconcile at most; a rotation with no workloads and no overlap
@@ -342,7 +341,7 @@ impl<'a> Rotator<'a> {
                     field: "spec.secret",
                     rotation: self.rotation.name_any(),
                 };
-                self.report_not_ready(SECRET_NOT_ALLOWED, &refused.to_string())
+                self.report_not_ready(Reason::SecretNotAllowed, &refused.to_string())
                     .await?;
                 return Ok(Action::await_change());
             }
@@ -358,7 +357,7 @@ impl<'a> Rotator<'a> {
                         &mut status,
                         "Ready",
                         true,
-                        "Suspended",
+                        Reason::Suspended,
                         "spec.suspend is true; nothing is done",
                         now,
                     );
@@ -424,7 +423,7 @@ impl<'a> Rotator<'a> {
                     self.write_status(status).await?;
                     self.event(
                         EventType::Normal,
-                        "Restaged",
+                        Reason::Restaged,
                         "Rotate",
                         "the workload Secret holds another password now: the rotation starts again from it",
                     )
@@ -511,7 +510,7 @@ impl<'a> Rotator<'a> {
                             &mut status,
                             "Degraded",
                             true,
-                            "RolloutTimeout",
+                            Reason::RolloutTimeout,
                             &message,
                             now,
                         );
@@ -532,11 +531,11 @@ impl<'a> Rotator<'a> {
                     status.drifted_time = None;
                     status.rollout_round = Some(status.rollout_round.unwrap_or(1) + 1);
                     status.published_time = Some(Time(ceil_to_second(now)));
-                    set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+                    set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
                     self.write_status(status).await?;
                     self.event(
                         EventType::Normal,
-                        "SecretRestored",
+                        Reason::SecretRestored,
                         "Rotate",
                         "the workload Secret holds the new password again: the workloads restart \
                          once more and the overlap starts anew, as pods started meanwhile may hold \
@@ -562,7 +561,14 @@ impl<'a> Rotator<'a> {
                         .as_ref()
                         .and_then(|s| s.next_after(now))
                         .map(Time);
-                    set_condition(&mut status, "Degraded", true, "StateLost", &reason, now);
+                    set_condition(
+                        &mut status,
+                        "Degraded",
+                        true,
+                        Reason::StateLost,
+                        &reason,
+                        now,
+                    );
                     self.write_status(status).await?;
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
@@ -653,11 +659,23 @@ impl<'a> Rotator<'a> {
         );
         let mut status = self.status.clone();
         status.drifted_time.get_or_insert(Time(now));
-        set_condition(&mut status, "Degraded", true, SECRET_DRIFTED, &message, now);
+        set_condition(
+            &mut status,
+            "Degraded",
+            true,
+            Reason::SecretDrifted,
+            &message,
+            now,
+        );
         if self.write_status_if_changed(status).await? {
             warn!(secret = %spec.name, "workload Secret drifted");
-            self.event(EventType::Warning, SECRET_DRIFTED, "Rotate", &message)
-                .await;
+            self.event(
+                EventType::Warning,
+                Reason::SecretDrifted,
+                "Rotate",
+                &message,
+            )
+            .await;
         }
         // The Secret watch brings the change back at once; this is only a safety net.
         Ok(Action::requeue(Duration::from_secs(60)))
@@ -750,11 +768,12 @@ impl<'a> Rotator<'a> {
             // Watched Secrets trigger a new reconcile when they change.
             Err(Error::Secret { name, problem }) => {
                 let message = format!("Secret {name} {problem}");
-                self.report_not_ready("SecretMissing", &message).await?;
+                self.report_not_ready(Reason::SecretMissing, &message)
+                    .await?;
                 Ok(Some(Action::await_change()))
             }
             Err(refused @ Error::SecretNotAllowed { .. }) => {
-                self.report_not_ready(SECRET_NOT_ALLOWED, &refused.to_string())
+                self.report_not_ready(Reason::SecretNotAllowed, &refused.to_string())
                     .await?;
                 Ok(Some(Action::await_change()))
             }
@@ -876,7 +895,7 @@ impl<'a> Rotator<'a> {
         let forbidden = self.target_spec().forbidden_in_password();
         let policy =
             PasswordPolicy::new(valid.password_length, forbidden).map_err(|e| Error::Target {
-                reason: "InvalidSpec",
+                reason: Reason::InvalidSpec,
                 detail: e.to_string(),
             })?;
         let state = RotationState {
@@ -914,7 +933,7 @@ impl<'a> Rotator<'a> {
             "a new password is staged",
             now,
         );
-        set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+        set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
         self.write_status(status).await?;
         self.fail_point("after-step-Staged");
         info!(%rotation_id, trigger = trigger.as_str(), "rotation started");
@@ -997,7 +1016,7 @@ impl<'a> Rotator<'a> {
             now,
         );
         if step == Step::RolledOut {
-            set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+            set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
             // Not written on its own: the Retired write (or the end of a Replace rotation)
             // follows at once, and a crash before it only observes the rollout again.
             self.status = status;
@@ -1054,12 +1073,12 @@ impl<'a> Rotator<'a> {
             &mut status,
             "Ready",
             true,
-            "Rotated",
+            Reason::Rotated,
             "the new password is in use; the old one is deleted",
             now,
         );
-        set_condition(&mut status, "Progressing", false, "Idle", "", now);
-        set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+        set_condition(&mut status, "Progressing", false, Reason::Idle, "", now);
+        set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
         let rotation_id = self.status.rotation_id.clone().unwrap_or_default();
         // Status first: a crash before the state Secret is gone leaves a leftover that the
         // next reconcile clears, never a rotation that looks abandoned.
@@ -1069,7 +1088,7 @@ impl<'a> Rotator<'a> {
         info!(%rotation_id, "rotation complete");
         self.event(
             EventType::Normal,
-            "Rotated",
+            Reason::Rotated,
             "Rotate",
             &format!("rotation {rotation_id} complete"),
         )
@@ -1095,19 +1114,19 @@ impl<'a> Rotator<'a> {
                 &mut status,
                 "Ready",
                 true,
-                "Idle",
+                Reason::Idle,
                 "waiting for the next rotation",
                 now,
             );
         }
-        set_condition(&mut status, "Progressing", false, "Idle", "", now);
+        set_condition(&mut status, "Progressing", false, Reason::Idle, "", now);
         // A lost state stays reported until the next rotation.
         let state_lost = status
             .conditions
             .iter()
             .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "StateLost");
         if !state_lost {
-            set_condition(&mut status, "Degraded", false, "AsExpected", "", now);
+            set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
         }
         self.write_status_if_changed(status).await?;
         Ok(wait_for_next(next_rotation, now))
@@ -1115,7 +1134,7 @@ impl<'a> Rotator<'a> {
 
     async fn block(
         &mut self,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         target: &dyn PasswordTarget,
         now: Timestamp,
@@ -1126,11 +1145,12 @@ impl<'a> Rotator<'a> {
         status.blocked_time = Some(Time(now));
         status.blocked_credentials_hash = Some(budget.credentials.clone());
         // Other resources that log in with this account hold back too, across restarts.
-        status.blocked_account = (reason == UNAUTHORIZED).then(|| budget.account_key.clone());
+        status.blocked_account =
+            (reason == Reason::Unauthorized).then(|| budget.account_key.clone());
         status.observed_generation = self.rotation.metadata.generation;
         set_condition(&mut status, "Ready", false, reason, &message, now);
         self.write_status(status).await?;
-        warn!(reason, "blocked");
+        warn!(reason = reason.as_str(), "blocked");
         self.ctx.metrics.rotation_finished("blocked", None);
         self.event(EventType::Warning, reason, "Rotate", &message)
             .await;
@@ -1139,7 +1159,7 @@ impl<'a> Rotator<'a> {
 
     async fn report_invalid(&mut self, invalid: InvalidField) -> Result<Action> {
         let message = format!("{}: {}", invalid.field, invalid.message);
-        self.report_not_ready("InvalidSpec", &message).await?;
+        self.report_not_ready(Reason::InvalidSpec, &message).await?;
         Ok(Action::await_change())
     }
 
@@ -1148,14 +1168,14 @@ impl<'a> Rotator<'a> {
             "{} of this cluster is already rotated by PasswordRotation {with}; this one does nothing",
             self.target_spec().object()
         );
-        self.report_not_ready("Conflict", &message).await?;
+        self.report_not_ready(Reason::Conflict, &message).await?;
         // The other resource's deletion does not trigger this one: look again now and then.
         Ok(Action::requeue(Duration::from_secs(60)))
     }
 
     /// Ready=False with a Warning event, both only when they change: nothing is written
     /// while the reason stays the same.
-    async fn report_not_ready(&mut self, reason: &str, message: &str) -> Result<()> {
+    async fn report_not_ready(&mut self, reason: Reason, message: &str) -> Result<()> {
         let mut status = self.status.clone();
         status.observed_generation = self.rotation.metadata.generation;
         set_condition(
@@ -1202,7 +1222,7 @@ impl<'a> Rotator<'a> {
             return Ok(Action::await_change());
         }
         validate(&self.spec).map_err(|e| Error::Target {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             detail: format!("{}: {}", e.field, e.message),
         })?;
         let target = self.target().await?;
@@ -1288,12 +1308,12 @@ impl<'a> Rotator<'a> {
                 status,
                 SPEC_CHANGE_PENDING,
                 true,
-                "RotationInFlight",
+                Reason::RotationInFlight,
                 &message,
                 now,
             );
         } else if has_condition(status, SPEC_CHANGE_PENDING, "True") {
-            set_condition(status, SPEC_CHANGE_PENDING, false, "Applied", "", now);
+            set_condition(status, SPEC_CHANGE_PENDING, false, Reason::Applied, "", now);
         }
     }
 
@@ -1357,7 +1377,8 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    async fn event(&self, type_: EventType, reason: &str, action: &str, note: &str) {
+    async fn event(&self, type_: EventType, reason: impl AsRef<str>, action: &str, note: &str) {
+        let reason = reason.as_ref();
         let event = Event {
             type_,
             reason: reason.into(),
@@ -1410,7 +1431,7 @@ fn mark_rotating(status: &mut PasswordRotationStatus, now: Timestamp) {
         status,
         "Ready",
         true,
-        "Rotating",
+        Reason::Rotating,
         "rotation in progress",
         now,
     );
@@ -1475,10 +1496,11 @@ fn set_condition(
     status: &mut PasswordRotationStatus,
     type_: &str,
     value: bool,
-    reason: &str,
+    reason: impl AsRef<str>,
     message: &str,
     now: Timestamp,
 ) {
+    let reason = reason.as_ref();
     let value = if value { "True" } else { "False" };
     let generation = status.observed_generation;
     let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);

@@ -8,6 +8,7 @@ pub mod login_budget;
 pub mod metrics;
 pub mod password;
 pub mod plan;
+pub mod reason;
 pub mod resource;
 pub mod rollout;
 pub mod rotation;
@@ -35,7 +36,7 @@ pub enum Error {
     /// A call to the target failed in a way worth retrying.
     #[error("{reason}: {detail}")]
     Target {
-        reason: &'static str,
+        reason: reason::Reason,
         detail: String,
     },
     #[error("Secret {name}: {problem}")]
@@ -60,7 +61,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kubernetes",
-            Error::Target { reason, .. } => reason,
+            Error::Target { reason, .. } => reason.as_str(),
             Error::Secret { .. } => "secret",
             Error::SecretNotAllowed { .. } => "SecretNotAllowed",
             Error::Verify { .. } => "verify",

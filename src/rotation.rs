@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::reason::Reason;
 use crate::resource::{Mode, PasswordRotationSpec, PasswordRotationStatus, Phase, Step};
 use crate::schedule::Trigger;
 use crate::validation::ValidSpec;
@@ -175,10 +176,11 @@ fn restage_possible(obs: &Observation<'_>) -> bool {
         && status.step == Some(Step::Staged)
         && obs.state.is_some()
         && obs.workload_secret == SecretHolds::Other
-        && status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == OLD_PASSWORD_REJECTED)
+        && status.conditions.iter().any(|c| {
+            c.type_ == "Ready"
+                && c.status == "False"
+                && c.reason == Reason::OldPasswordRejected.as_str()
+        })
 }
 
 fn unblocked(obs: &Observation<'_>) -> bool {
@@ -365,29 +367,17 @@ pub enum CallOutcome {
     /// The step's effect is in place.
     Done,
     /// Stop and wait for a person: phase Blocked, with this reason and message.
-    Block {
-        reason: &'static str,
-        message: String,
-    },
+    Block { reason: Reason, message: String },
     /// Try again later with exponential backoff.
-    Retry {
-        reason: &'static str,
-        detail: String,
-    },
+    Retry { reason: Reason, detail: String },
 }
-
-/// Reason of a block on the admin login, whose budget all its resources share.
-pub const UNAUTHORIZED: &str = "Unauthorized";
-
-/// Reason of a block on the old password, which a fixed workload Secret lifts.
-pub const OLD_PASSWORD_REJECTED: &str = "OldPasswordRejected";
 
 /// The meaning of an add (POST) result.
 pub fn on_add(result: Result<(), CallFailure>) -> CallOutcome {
     match result {
         Ok(()) | Err(CallFailure::AlreadyPresent) => CallOutcome::Done,
         Err(CallFailure::PasswordRejected) => CallOutcome::Block {
-            reason: OLD_PASSWORD_REJECTED,
+            reason: Reason::OldPasswordRejected,
             message: "the database does not accept the password in the workload Secret \
                       (spec.secret); put the current password there"
                 .into(),
@@ -412,7 +402,7 @@ pub fn on_delete(result: Result<(), CallFailure>, replay: bool) -> CallOutcome {
         Ok(()) | Err(CallFailure::LastPassword) => CallOutcome::Done,
         Err(CallFailure::PasswordRejected) if replay => CallOutcome::Done,
         Err(CallFailure::PasswordRejected) => CallOutcome::Block {
-            reason: OLD_PASSWORD_REJECTED,
+            reason: Reason::OldPasswordRejected,
             message: "the old password was already refused before it was deleted; \
                       something else changed this user's passwords"
                 .into(),
@@ -437,7 +427,7 @@ pub fn on_failure(failure: CallFailure) -> CallOutcome {
 fn common(failure: CallFailure) -> CallOutcome {
     match failure {
         CallFailure::AdminUnauthorized { detail } => CallOutcome::Block {
-            reason: UNAUTHORIZED,
+            reason: Reason::Unauthorized,
             message: format!(
                 "the admin credentials (credentialsSecret of spec.target) were refused: \
                  {detail}; not retried until that Secret changes or {} min pass, to avoid \
@@ -446,38 +436,38 @@ fn common(failure: CallFailure) -> CallOutcome {
             ),
         },
         CallFailure::Forbidden { detail } => CallOutcome::Block {
-            reason: "Forbidden",
+            reason: Reason::Forbidden,
             message: format!("the admin is not allowed to change this password: {detail}"),
         },
         CallFailure::NotFound { detail } => CallOutcome::Block {
-            reason: "TargetNotFound",
+            reason: Reason::TargetNotFound,
             message: format!("the user or database does not exist: {detail}"),
         },
         CallFailure::NotComplex { detail } => CallOutcome::Block {
-            reason: "PasswordNotComplex",
+            reason: Reason::PasswordNotComplex,
             message: format!(
                 "the target refused the generated password ({detail}); raise \
                  spec.password.length, or relax the target's password policy"
             ),
         },
         CallFailure::TlsUntrusted { detail } => CallOutcome::Block {
-            reason: "TlsUntrusted",
+            reason: Reason::TlsUntrusted,
             message: format!(
                 "the server's certificate is not trusted by caSecret of spec.target (nor valid \
                  for its name; see tls.serverName): {detail}"
             ),
         },
         CallFailure::Transient { detail } => CallOutcome::Retry {
-            reason: "TargetUnavailable",
+            reason: Reason::TargetUnavailable,
             detail,
         },
         CallFailure::Other { detail } => CallOutcome::Retry {
-            reason: "TargetError",
+            reason: Reason::TargetError,
             detail,
         },
         CallFailure::AlreadyPresent | CallFailure::LastPassword | CallFailure::PasswordRejected => {
             CallOutcome::Retry {
-                reason: "TargetError",
+                reason: Reason::TargetError,
                 detail: format!("unexpected answer {failure:?}"),
             }
         }
@@ -845,7 +835,7 @@ mod tests {
         assert!(matches!(
             on_add(Err(CallFailure::PasswordRejected)),
             CallOutcome::Block {
-                reason: "OldPasswordRejected",
+                reason: Reason::OldPasswordRejected,
                 ..
             }
         ));
@@ -854,7 +844,7 @@ mod tests {
                 detail: "401".into()
             })),
             CallOutcome::Block {
-                reason: "Unauthorized",
+                reason: Reason::Unauthorized,
                 ..
             }
         ));
@@ -869,7 +859,7 @@ mod tests {
                 detail: "404".into()
             })),
             CallOutcome::Block {
-                reason: "TargetNotFound",
+                reason: Reason::TargetNotFound,
                 ..
             }
         ));
@@ -878,7 +868,7 @@ mod tests {
                 detail: "too short".into()
             })),
             CallOutcome::Block {
-                reason: "PasswordNotComplex",
+                reason: Reason::PasswordNotComplex,
                 ..
             }
         ));
@@ -989,7 +979,7 @@ mod tests {
             .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
                 type_: "Ready".into(),
                 status: "False".into(),
-                reason: OLD_PASSWORD_REJECTED.into(),
+                reason: Reason::OldPasswordRejected.as_str().into(),
                 message: String::new(),
                 last_transition_time: Time(case.now),
                 observed_generation: Some(1),
@@ -1014,7 +1004,7 @@ mod tests {
         assert!(matches!(
             on_replace(Err(CallFailure::PasswordRejected), false),
             CallOutcome::Block {
-                reason: OLD_PASSWORD_REJECTED,
+                reason: Reason::OldPasswordRejected,
                 ..
             }
         ));

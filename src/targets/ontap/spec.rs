@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ontap;
 use super::client::{Login, OntapClient, OntapConfig};
+use crate::reason::Reason;
 use crate::resource::Mode;
 use crate::targets::{
     Accounts, Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec,
@@ -197,7 +198,7 @@ impl TargetSpec for OntapTarget {
 
     fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
         let invalid_spec = |e: InvalidField| Error::Target {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             detail: format!("{}: {}", e.field, e.message),
         };
         let url = self.url().map_err(invalid_spec)?;
@@ -233,7 +234,7 @@ impl TargetSpec for OntapTarget {
             OntapClient::new(config)
                 .map(|c| c.with_observer(observer))
                 .map_err(|e| Error::Target {
-                    reason: "InvalidSpec",
+                    reason: Reason::InvalidSpec,
                     detail: format!("spec.target.ontap: {e}"),
                 })
         })?;

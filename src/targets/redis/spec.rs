@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Redis;
 use super::client::{AclAdmin, AclAdminConfig, AclTls};
+use crate::reason::Reason;
 use crate::targets::{
     Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
     credentials_and_ca, login,
@@ -144,7 +145,7 @@ impl TargetSpec for RedisTarget {
         let fingerprint = format!("{}|{}|{:?}", with.credentials, self.discover, self.tls);
         let admin = with.shared.client(key, fingerprint, || {
             AclAdmin::new(config).map_err(|e| Error::Target {
-                reason: "InvalidSpec",
+                reason: Reason::InvalidSpec,
                 detail: format!("spec.target.redis: {e}"),
             })
         })?;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{ClientConfig, PasswordBodyShape, RedisSoftwareClient};
 use super::{Object, RedisSoftware};
+use crate::reason::Reason;
 use crate::targets::{
     Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
     credentials_and_ca, login, url_address,
@@ -76,7 +77,7 @@ impl RedisSoftwareTarget {
 
 fn invalid_spec(e: InvalidField) -> Error {
     Error::Target {
-        reason: "InvalidSpec",
+        reason: Reason::InvalidSpec,
         detail: format!("{}: {}", e.field, e.message),
     }
 }
@@ -155,7 +156,7 @@ impl TargetSpec for RedisSoftwareTarget {
             RedisSoftwareClient::new(config)
                 .map(|c| c.with_observer(observer))
                 .map_err(|e| Error::Target {
-                    reason: "InvalidSpec",
+                    reason: Reason::InvalidSpec,
                     detail: e.to_string(),
                 })
         })?;
