@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -37,6 +37,7 @@ use crate::rotation::{
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
+use crate::status::{self, Outcome, ceil_to_second, has_condition, step_message};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
 };
@@ -243,8 +244,6 @@ struct Rotator<'a> {
     namespace: String,
 }
 
-const SPEC_CHANGE_PENDING: &str = "SpecChangePending";
-
 /// Steps taken in one reconcile at most; a rotation with no workloads and no overlap
 /// completes in one.
 const MAX_STEPS: usize = 12;
@@ -351,16 +350,7 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Conflict { with } => return self.report_conflict(with).await,
                 Decision::Suspended => {
-                    let mut status = self.status.clone();
-                    status.observed_generation = self.rotation.metadata.generation;
-                    set_condition(
-                        &mut status,
-                        "Ready",
-                        true,
-                        Reason::Suspended,
-                        "spec.suspend is true; nothing is done",
-                        now,
-                    );
+                    let status = self.after(Outcome::Suspended, now);
                     self.write_status_if_changed(status).await?;
                     return Ok(Action::await_change());
                 }
@@ -418,9 +408,8 @@ impl<'a> Rotator<'a> {
                         state.previous_account = previous_account;
                         state.pending_account = pending_account;
                     }
-                    let mut status = self.status.clone();
-                    mark_rotating(&mut status, now);
-                    self.write_status(status).await?;
+                    self.write_status(self.after(Outcome::Restaged, now))
+                        .await?;
                     self.event(
                         EventType::Normal,
                         Reason::Restaged,
@@ -486,8 +475,7 @@ impl<'a> Rotator<'a> {
                     if self.status.step != Some(Step::Publishing) {
                         // From here on the workload Secret may hold the new password, so a
                         // deletion of the resource must no longer roll it back.
-                        let mut status = self.status.clone();
-                        status.step = Some(Step::Publishing);
+                        let status = self.after(Outcome::Stepped(Step::Publishing), now);
                         self.write_status(status).await?;
                     }
                     workload = Some(self.publish(state).await?);
@@ -500,26 +488,19 @@ impl<'a> Rotator<'a> {
                     degraded,
                     requeue_after,
                 } => {
-                    let mut status = self.status.clone();
                     if degraded && !has_condition(&self.status, "Degraded", "True") {
                         let message = format!(
                             "rollout not finished within spec.rollout.timeout: {}; both passwords stay valid",
                             pending.join(", ")
                         );
-                        set_condition(
-                            &mut status,
-                            "Degraded",
-                            true,
-                            Reason::RolloutTimeout,
-                            &message,
-                            now,
-                        );
+                        let status =
+                            self.after(Outcome::RolloutTimedOut { message: &message }, now);
                         self.write_status(status).await?;
                         self.event(EventType::Warning, "RolloutTimeout", "Rollout", &message)
                             .await;
                     } else {
                         // A spec edit mid-rotation is shown as pending.
-                        self.write_status_if_changed(status).await?;
+                        self.write_status_if_changed(self.status.clone()).await?;
                     }
                     return Ok(Action::requeue(requeue_after));
                 }
@@ -527,12 +508,8 @@ impl<'a> Rotator<'a> {
                     return self.hold_drifted(holds, workload.as_ref(), now).await;
                 }
                 Decision::ResumeAfterDrift => {
-                    let mut status = self.status.clone();
-                    status.drifted_time = None;
-                    status.rollout_round = Some(status.rollout_round.unwrap_or(1) + 1);
-                    status.published_time = Some(Time(ceil_to_second(now)));
-                    set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
-                    self.write_status(status).await?;
+                    self.write_status(self.after(Outcome::DriftHealed, now))
+                        .await?;
                     self.event(
                         EventType::Normal,
                         Reason::SecretRestored,
@@ -552,21 +529,12 @@ impl<'a> Rotator<'a> {
                     self.ctx.metrics.rotation_finished("abandoned", None);
                     self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
                         .await;
-                    let mut status = self.status.clone();
-                    clear_rotation(&mut status);
-                    status.phase = Some(Phase::Idle);
-                    // The abandoned rotation counts as this period's: no new one at once.
-                    status.next_rotation_time = valid
-                        .schedule
-                        .as_ref()
-                        .and_then(|s| s.next_after(now))
-                        .map(Time);
-                    set_condition(
-                        &mut status,
-                        "Degraded",
-                        true,
-                        Reason::StateLost,
-                        &reason,
+                    let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
+                    let status = self.after(
+                        Outcome::Abandoned {
+                            message: &reason,
+                            next_rotation,
+                        },
                         now,
                     );
                     self.write_status(status).await?;
@@ -657,16 +625,7 @@ impl<'a> Rotator<'a> {
             holds.describe(),
             spec.password_key,
         );
-        let mut status = self.status.clone();
-        status.drifted_time.get_or_insert(Time(now));
-        set_condition(
-            &mut status,
-            "Degraded",
-            true,
-            Reason::SecretDrifted,
-            &message,
-            now,
-        );
+        let status = self.after(Outcome::Drifted { message: &message }, now);
         if self.write_status_if_changed(status).await? {
             warn!(secret = %spec.name, "workload Secret drifted");
             self.event(
@@ -915,25 +874,15 @@ impl<'a> Rotator<'a> {
     }
 
     async fn begin(&mut self, rotation_id: String, trigger: Trigger, now: Timestamp) -> Result<()> {
-        let mut status = self.status.clone();
-        status.phase = Some(Phase::Rotating);
-        status.step = Some(Step::Staged);
-        status.rotation_id = Some(rotation_id.clone());
-        status.trigger = Some(trigger.as_str().into());
-        status.step_time = Some(Time(now));
-        status.published_time = None;
-        status.handled_rotation_request = self.rotation.spec.rotation_request.clone();
-        status.handled_rotate_annotation = self.rotate_annotation().map(str::to_owned);
-        status.observed_generation = self.rotation.metadata.generation;
-        set_condition(
-            &mut status,
-            "Progressing",
-            true,
-            "Staged",
-            "a new password is staged",
+        let status = self.after(
+            Outcome::Began {
+                rotation_id: &rotation_id,
+                trigger,
+                handled_request: self.rotation.spec.rotation_request.as_deref(),
+                handled_annotation: self.rotate_annotation(),
+            },
             now,
         );
-        set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
         self.write_status(status).await?;
         self.fail_point("after-step-Staged");
         info!(%rotation_id, trigger = trigger.as_str(), "rotation started");
@@ -970,8 +919,7 @@ impl<'a> Rotator<'a> {
             }
             Decision::Replace { replay } => {
                 if !replay {
-                    let mut status = self.status.clone();
-                    status.step = Some(Step::Replacing);
+                    let status = self.after(Outcome::Stepped(Step::Replacing), Timestamp::now());
                     self.write_status(status).await?;
                 }
                 let outcome = on_replace(target.replace(&change(state, previous)).await, *replay);
@@ -983,11 +931,10 @@ impl<'a> Rotator<'a> {
             }
             Decision::Retire { replay } => {
                 if !replay {
-                    self.record_step_time(Step::Retired, Timestamp::now());
-                    let mut status = self.status.clone();
-                    status.step = Some(Step::Retired);
-                    status.step_time = Some(Time(Timestamp::now()));
-                    self.write_status(status).await?;
+                    let now = Timestamp::now();
+                    self.record_step_time(Step::Retired, now);
+                    self.write_status(self.after(Outcome::Stepped(Step::Retired), now))
+                        .await?;
                     self.fail_point("after-step-Retired");
                 }
                 let outcome = on_delete(target.retire(&change(state, previous)).await, *replay);
@@ -1003,20 +950,8 @@ impl<'a> Rotator<'a> {
     async fn advance(&mut self, decision: &Decision, now: Timestamp) -> Result<()> {
         let step = step_after(decision).expect("a step follows every effect");
         self.record_step_time(step, now);
-        let mut status = self.status.clone();
-        mark_rotating(&mut status, now);
-        status.step = Some(step);
-        status.step_time = Some(Time(now));
-        set_condition(
-            &mut status,
-            "Progressing",
-            true,
-            step.as_str(),
-            step_message(step),
-            now,
-        );
+        let status = self.after(Outcome::Stepped(step), now);
         if step == Step::RolledOut {
-            set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
             // Not written on its own: the Retired write (or the end of a Replace rotation)
             // follows at once, and a crash before it only observes the rollout again.
             self.status = status;
@@ -1053,10 +988,6 @@ impl<'a> Rotator<'a> {
             secrets::delete_state(&self.secrets, state_name).await?;
             return Ok(self.status.next_rotation_time.as_ref().map(|t| t.0));
         }
-        let mut status = self.status.clone();
-        clear_rotation(&mut status);
-        status.phase = Some(Phase::Idle);
-        status.last_rotation_time = Some(Time(now));
         // Progressing keeps its transition time from Staged on: the rotation's start.
         let started = self
             .status
@@ -1064,21 +995,10 @@ impl<'a> Rotator<'a> {
             .iter()
             .find(|c| c.type_ == "Progressing" && c.status == "True")
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
-        // last_successful_rotation_timestamp_seconds follows from lastRotationTime below.
+        // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
         self.ctx.metrics.rotation_finished("succeeded", started);
         let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
-        status.next_rotation_time = next_rotation.map(Time);
-        status.observed_generation = self.rotation.metadata.generation;
-        set_condition(
-            &mut status,
-            "Ready",
-            true,
-            Reason::Rotated,
-            "the new password is in use; the old one is deleted",
-            now,
-        );
-        set_condition(&mut status, "Progressing", false, Reason::Idle, "", now);
-        set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
+        let status = self.after(Outcome::Finished { next_rotation }, now);
         let rotation_id = self.status.rotation_id.clone().unwrap_or_default();
         // Status first: a crash before the state Secret is gone leaves a leftover that the
         // next reconcile clears, never a rotation that looks abandoned.
@@ -1097,37 +1017,7 @@ impl<'a> Rotator<'a> {
     }
 
     async fn idle(&mut self, next_rotation: Option<Timestamp>, now: Timestamp) -> Result<Action> {
-        let mut status = self.status.clone();
-        status.phase = Some(Phase::Idle);
-        status.next_rotation_time = next_rotation.map(Time);
-        status.observed_generation = self.rotation.metadata.generation;
-        status.blocked_time = None;
-        status.blocked_credentials_hash = None;
-        status.blocked_account = None;
-        // Right after a rotation Ready says Rotated; that stays true while idle.
-        let rotated = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Rotated");
-        if !rotated {
-            set_condition(
-                &mut status,
-                "Ready",
-                true,
-                Reason::Idle,
-                "waiting for the next rotation",
-                now,
-            );
-        }
-        set_condition(&mut status, "Progressing", false, Reason::Idle, "", now);
-        // A lost state stays reported until the next rotation.
-        let state_lost = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "StateLost");
-        if !state_lost {
-            set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
-        }
+        let status = self.after(Outcome::Idle { next_rotation }, now);
         self.write_status_if_changed(status).await?;
         Ok(wait_for_next(next_rotation, now))
     }
@@ -1140,15 +1030,15 @@ impl<'a> Rotator<'a> {
         now: Timestamp,
     ) -> Result<Action> {
         let budget = target.budget();
-        let mut status = self.status.clone();
-        status.phase = Some(Phase::Blocked);
-        status.blocked_time = Some(Time(now));
-        status.blocked_credentials_hash = Some(budget.credentials.clone());
-        // Other resources that log in with this account hold back too, across restarts.
-        status.blocked_account =
-            (reason == Reason::Unauthorized).then(|| budget.account_key.clone());
-        status.observed_generation = self.rotation.metadata.generation;
-        set_condition(&mut status, "Ready", false, reason, &message, now);
+        let status = self.after(
+            Outcome::Blocked {
+                reason,
+                message: &message,
+                credentials: &budget.credentials,
+                account: &budget.account_key,
+            },
+            now,
+        );
         self.write_status(status).await?;
         warn!(reason = reason.as_str(), "blocked");
         self.ctx.metrics.rotation_finished("blocked", None);
@@ -1176,16 +1066,7 @@ impl<'a> Rotator<'a> {
     /// Ready=False with a Warning event, both only when they change: nothing is written
     /// while the reason stays the same.
     async fn report_not_ready(&mut self, reason: Reason, message: &str) -> Result<()> {
-        let mut status = self.status.clone();
-        status.observed_generation = self.rotation.metadata.generation;
-        set_condition(
-            &mut status,
-            "Ready",
-            false,
-            reason,
-            message,
-            Timestamp::now(),
-        );
+        let status = self.after(Outcome::NotReady { reason, message }, Timestamp::now());
         if self.write_status_if_changed(status).await? {
             self.event(EventType::Warning, reason, "Validate", message)
                 .await;
@@ -1285,7 +1166,7 @@ impl<'a> Rotator<'a> {
         &mut self,
         mut status: PasswordRotationStatus,
     ) -> Result<bool> {
-        self.show_pending_changes(&mut status);
+        status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
         if status == self.status {
             return Ok(false);
         }
@@ -1293,32 +1174,18 @@ impl<'a> Rotator<'a> {
         Ok(true)
     }
 
-    /// Says which spec edits wait for the next rotation, while one is in flight.
-    fn show_pending_changes(&self, status: &mut PasswordRotationStatus) {
-        let in_flight = status.step.is_some()
-            && matches!(status.phase, Some(Phase::Rotating) | Some(Phase::Blocked));
-        let now = Timestamp::now();
-        if in_flight && !self.plan_changes.is_empty() {
-            let message = format!(
-                "{} changed while rotation {} is in flight; the change applies to the next rotation",
-                self.plan_changes.join(", "),
-                status.rotation_id.as_deref().unwrap_or_default()
-            );
-            set_condition(
-                status,
-                SPEC_CHANGE_PENDING,
-                true,
-                Reason::RotationInFlight,
-                &message,
-                now,
-            );
-        } else if has_condition(status, SPEC_CHANGE_PENDING, "True") {
-            set_condition(status, SPEC_CHANGE_PENDING, false, Reason::Applied, "", now);
-        }
+    /// The status after `outcome`, from the status as this reconcile knows it.
+    fn after(&self, outcome: Outcome<'_>, now: Timestamp) -> PasswordRotationStatus {
+        status::after(
+            &self.status,
+            outcome,
+            self.rotation.metadata.generation,
+            now,
+        )
     }
 
     async fn write_status(&mut self, mut status: PasswordRotationStatus) -> Result<()> {
-        self.show_pending_changes(&mut status);
+        status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
         let api: Api<PasswordRotation> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let patch = json!({
             "apiVersion": "rotator.dev/v1alpha1",
@@ -1408,56 +1275,6 @@ fn change<'a>(state: &'a RotationState, previous: &'a SecretString) -> Change<'a
     }
 }
 
-fn step_message(step: Step) -> &'static str {
-    match step {
-        Step::Staged => "a new password is staged",
-        Step::Replacing => "every password is being replaced by the new one",
-        Step::Added => "the new password is added beside the old one; both work",
-        Step::Verified => "the new password authenticates",
-        Step::Publishing => "the new password is being written to the workload Secret",
-        Step::Published => "the new password is in the workload Secret; workloads are restarting",
-        Step::RolledOut => "the workloads run on the new password",
-        Step::Retired => "the old password is being deleted",
-    }
-}
-
-/// In flight and no longer blocked.
-fn mark_rotating(status: &mut PasswordRotationStatus, now: Timestamp) {
-    status.phase = Some(Phase::Rotating);
-    status.blocked_time = None;
-    status.blocked_credentials_hash = None;
-    status.blocked_account = None;
-    set_condition(
-        status,
-        "Ready",
-        true,
-        Reason::Rotating,
-        "rotation in progress",
-        now,
-    );
-}
-
-fn clear_rotation(status: &mut PasswordRotationStatus) {
-    status.step = None;
-    status.trigger = None;
-    status.step_time = None;
-    status.published_time = None;
-    status.blocked_time = None;
-    status.blocked_credentials_hash = None;
-    status.blocked_account = None;
-}
-
-/// Status times keep whole seconds only. The overlap counts from the publish time, so it
-/// is rounded up: read back, it must never be earlier than the publish really was.
-fn ceil_to_second(t: Timestamp) -> Timestamp {
-    let floor = Timestamp::from_second(t.as_second()).expect("in range");
-    if floor == t {
-        t
-    } else {
-        floor + Duration::from_secs(1)
-    }
-}
-
 /// Until the next scheduled rotation, or until something changes when none is scheduled.
 fn wait_for_next(next_rotation: Option<Timestamp>, now: Timestamp) -> Action {
     match next_rotation {
@@ -1482,47 +1299,6 @@ fn restart_value(rotation_id: &str, round: Option<u32>) -> String {
 fn rotation_id(now: Timestamp) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", now.strftime("%Y%m%d%H%M%S"), &suffix[..6])
-}
-
-fn has_condition(status: &PasswordRotationStatus, type_: &str, value: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == value)
-}
-
-/// Sets a condition, keeping its transition time when its status does not change.
-fn set_condition(
-    status: &mut PasswordRotationStatus,
-    type_: &str,
-    value: bool,
-    reason: impl AsRef<str>,
-    message: &str,
-    now: Timestamp,
-) {
-    let reason = reason.as_ref();
-    let value = if value { "True" } else { "False" };
-    let generation = status.observed_generation;
-    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
-    match existing {
-        Some(c) => {
-            if c.status != value {
-                c.last_transition_time = Time(now);
-            }
-            c.status = value.into();
-            c.reason = reason.into();
-            c.message = message.into();
-            c.observed_generation = generation;
-        }
-        None => status.conditions.push(Condition {
-            type_: type_.into(),
-            status: value.into(),
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: Time(now),
-            observed_generation: generation,
-        }),
-    }
 }
 
 /// What identifies a password list across resources: the system, as it called itself when
@@ -1560,21 +1336,4 @@ fn qualified_name(rotation: &PasswordRotation) -> String {
 
 fn precedes(a: &PasswordRotation, b: &PasswordRotation) -> bool {
     order_key(a) < order_key(b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publish_times_round_up_so_the_overlap_is_never_cut_short() {
-        let published: Timestamp = "2026-06-01T12:00:02.186Z".parse().unwrap();
-        let stored = ceil_to_second(published);
-        assert_eq!(stored, "2026-06-01T12:00:03Z".parse().unwrap());
-        let round_trip: Time =
-            serde_json::from_value(serde_json::to_value(Time(stored)).unwrap()).unwrap();
-        assert!(round_trip.0 >= published);
-        let whole: Timestamp = "2026-06-01T12:00:02Z".parse().unwrap();
-        assert_eq!(ceil_to_second(whole), whole);
-    }
 }

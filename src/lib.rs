@@ -14,6 +14,7 @@ pub mod rollout;
 pub mod rotation;
 pub mod schedule;
 pub mod secrets;
+pub mod status;
 pub mod targets;
 pub mod telemetry;
 pub mod tls;
