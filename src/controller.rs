@@ -42,7 +42,7 @@ use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
 };
 use crate::validation::{InvalidField, ValidSpec, validate};
-use crate::{Error, Result, verify};
+use crate::{Error, Result, template, verify};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -426,6 +426,9 @@ impl<'a> Rotator<'a> {
                         return Ok(action);
                     }
                     let target = target.as_deref().expect("loaded");
+                    if matches!(decision, Decision::Retire { .. }) {
+                        self.unpublish_previous(workload.as_ref()).await?;
+                    }
                     let outcome = self.call(target, &decision, state).await?;
                     match outcome {
                         CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
@@ -1216,24 +1219,51 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    /// Writes the new password, and its account's name where the target has accounts, into
-    /// the workload Secret in one write.
+    /// Writes the new password into the workload Secret, in one write with its account's
+    /// name where the target has accounts, the template keys rendered from them, and the old
+    /// password under `previousPasswordKey` while it stays valid (not in Replace mode).
     async fn publish(&self, state: &RotationState) -> Result<Secret> {
         let spec = &self.spec.secret;
-        let password = &state.pending;
         let username = state
             .pending_account
             .as_deref()
-            .or_else(|| self.target_spec().username())
-            .map(|user| (spec.username_key.as_str(), user));
-        secrets::publish(
-            &self.secrets,
-            &spec.name,
-            &spec.password_key,
-            username,
-            password,
-        )
-        .await
+            .or_else(|| self.target_spec().username());
+        let mut keys: secrets::SecretKeys = vec![(&spec.password_key, Some(state.pending.clone()))];
+        if let Some(user) = username {
+            keys.push((
+                &spec.username_key,
+                Some(SecretString::from(user.to_owned())),
+            ));
+        }
+        for (key, template) in &spec.template {
+            let rendered = template::render(template, username, &state.pending).map_err(|e| {
+                Error::Target {
+                    reason: Reason::InvalidSpec,
+                    detail: format!("spec.secret.template key {key}: {e}"),
+                }
+            })?;
+            keys.push((key, Some(rendered)));
+        }
+        if let Some(key) = &spec.previous_password_key {
+            let keep = (self.spec.mode == Mode::AddThenDelete)
+                .then(|| state.previous.clone())
+                .flatten();
+            keys.push((key, keep));
+        }
+        secrets::write_keys(&self.secrets, &spec.name, keys).await
+    }
+
+    /// Removes the old password from `previousPasswordKey` just before it is deleted, so that
+    /// no client is offered a password about to stop working.
+    async fn unpublish_previous(&self, workload: Option<&Secret>) -> Result<()> {
+        let spec = &self.spec.secret;
+        let Some(key) = &spec.previous_password_key else {
+            return Ok(());
+        };
+        if workload.is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(key))) {
+            secrets::write_keys(&self.secrets, &spec.name, vec![(key, None)]).await?;
+        }
+        Ok(())
     }
 
     fn record_step_time(&self, step: Step, now: Timestamp) {

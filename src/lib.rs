@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod status;
 pub mod targets;
 pub mod telemetry;
+pub mod template;
 pub mod tls;
 pub mod validation;
 pub mod verify;

@@ -3,6 +3,8 @@
 // Each printer column repeats `type_ = ...`, which this lint takes for a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -90,6 +92,8 @@ pub struct PasswordRotationSpec {
 /// The Secret the workloads read, in the resource's namespace.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.previousPasswordKey) || (self.previousPasswordKey != self.passwordKey && self.previousPasswordKey != self.usernameKey)").message("previousPasswordKey must differ from passwordKey and usernameKey"))]
+#[x_kube(validation = Rule::new("!has(self.template) || self.template.all(k, k != self.passwordKey && k != self.usernameKey && (!has(self.previousPasswordKey) || k != self.previousPasswordKey))").message("template keys must differ from passwordKey, usernameKey and previousPasswordKey"))]
 pub struct WorkloadSecret {
     pub name: String,
     #[serde(default = "default_password_key")]
@@ -97,6 +101,15 @@ pub struct WorkloadSecret {
     /// Key that receives the user name (user targets only).
     #[serde(default = "default_username_key")]
     pub username_key: String,
+    /// More keys rendered from the credentials in the same write as the password, e.g.
+    /// `url: "rediss://{{ .username }}:{{ .password | urlquery }}@cache:6380"`. Fields:
+    /// `.username`, `.password`; function: `urlquery`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template: BTreeMap<String, String>,
+    /// Also keep the old password under this key, from publishing until just before it is
+    /// deleted, for clients that can try two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_password_key: Option<String>,
 }
 
 fn default_password_key() -> String {

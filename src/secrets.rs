@@ -209,20 +209,19 @@ pub async fn orphan_state(api: &Api<Secret>, name: &str) -> Result<()> {
     }
 }
 
-/// Writes the password (and the user name, for user targets) into the workload Secret, and
-/// returns the Secret as written.
-pub async fn publish(
-    api: &Api<Secret>,
-    name: &str,
-    password_key: &str,
-    username: Option<(&str, &str)>,
-    password: &SecretString,
-) -> Result<Secret> {
-    let mut data = serde_json::Map::new();
-    data.insert(password_key.into(), json!(bytes(password.expose_secret())));
-    if let Some((key, user)) = username {
-        data.insert(key.into(), json!(bytes(user)));
-    }
+/// Keys of the workload Secret and what they become in one write: a value, or `None` to
+/// remove the key.
+pub type SecretKeys<'a> = Vec<(&'a str, Option<SecretString>)>;
+
+/// Writes `keys` into the workload Secret in one write, and returns the Secret as written.
+pub async fn write_keys(api: &Api<Secret>, name: &str, keys: SecretKeys<'_>) -> Result<Secret> {
+    let data: serde_json::Map<String, serde_json::Value> = keys
+        .into_iter()
+        .map(|(key, value)| {
+            let value = value.map_or(serde_json::Value::Null, |v| json!(bytes(v.expose_secret())));
+            (key.to_owned(), value)
+        })
+        .collect();
     let patch = json!({"data": data});
     Ok(api
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -35,6 +35,16 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
     if spec.secret.name.is_empty() {
         return Err(invalid("spec.secret.name", "must not be empty"));
     }
+    for (key, text) in &spec.secret.template {
+        crate::template::check(text)
+            .map_err(|e| invalid("spec.secret.template", format!("key {key}: {e}")))?;
+        if text.contains(".username") && !target.publishes_username() {
+            return Err(invalid(
+                "spec.secret.template",
+                format!("key {key}: this target publishes no user name"),
+            ));
+        }
+    }
     let schedule = match &spec.schedule {
         None => None,
         Some(s) => match (&s.every, &s.cron) {

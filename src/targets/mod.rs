@@ -91,6 +91,11 @@ pub trait TargetSpec: Send + Sync + fmt::Debug {
     /// The name published beside the password, if the target has one.
     fn username(&self) -> Option<&str>;
 
+    /// Whether the workload Secret gets a user name with the password.
+    fn publishes_username(&self) -> bool {
+        self.username().is_some()
+    }
+
     /// Strings a generated password must not contain.
     fn forbidden_in_password(&self) -> Vec<String> {
         self.username().map(str::to_owned).into_iter().collect()

@@ -166,6 +166,11 @@ impl TargetSpec for OntapTarget {
         self.account.as_deref()
     }
 
+    /// The account in use, which alternates.
+    fn publishes_username(&self) -> bool {
+        true
+    }
+
     fn forbidden_in_password(&self) -> Vec<String> {
         self.names().into_iter().map(str::to_owned).collect()
     }
