@@ -281,6 +281,7 @@ impl<'a> Rotator<'a> {
         let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
             && self.credentials_hash().await? != self.status.blocked_credentials_hash;
         let mut target: Option<Box<dyn PasswordTarget>> = None;
+        let seed = self.seed();
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
             let rollout = match (&state, self.status.step) {
@@ -309,6 +310,7 @@ impl<'a> Rotator<'a> {
             };
             let observation = Observation {
                 now,
+                seed: &seed,
                 generation: self.rotation.metadata.generation,
                 spec: &self.spec,
                 status: &self.status,
@@ -532,7 +534,10 @@ impl<'a> Rotator<'a> {
                     self.ctx.metrics.rotation_finished("abandoned", None);
                     self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
                         .await;
-                    let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
+                    let next_rotation = valid
+                        .schedule
+                        .as_ref()
+                        .and_then(|s| s.next_after(now, &self.seed()));
                     let status = self.after(
                         Outcome::Abandoned {
                             message: &reason,
@@ -546,6 +551,11 @@ impl<'a> Rotator<'a> {
             }
         }
         Ok(Action::requeue(Duration::from_millis(100)))
+    }
+
+    /// Fixes the resource's share of its schedule's jitter.
+    fn seed(&self) -> String {
+        format!("{}/{}", self.namespace, self.rotation.name_any())
     }
 
     fn in_flight(&self) -> bool {
@@ -1000,7 +1010,10 @@ impl<'a> Rotator<'a> {
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
         // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
         self.ctx.metrics.rotation_finished("succeeded", started);
-        let next_rotation = valid.schedule.as_ref().and_then(|s| s.next_after(now));
+        let next_rotation = valid
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now, &self.seed()));
         let status = self.after(Outcome::Finished { next_rotation }, now);
         let rotation_id = self.status.rotation_id.clone().unwrap_or_default();
         // Status first: a crash before the state Secret is gone leaves a leftover that the

@@ -131,6 +131,54 @@ pub struct Schedule {
     /// Standard 5-field cron expression, in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    /// Each scheduled rotation starts up to this much later, by an amount fixed per resource
+    /// (from its namespace and name), so that resources on one schedule do not all rotate at
+    /// once. E.g. 2h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<GoDuration>,
+    /// When a scheduled rotation may start (UTC): a rotation due outside waits for the window
+    /// to open; one in flight always finishes; requests start at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// Days and hours (UTC) when a scheduled rotation may start.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// The days, e.g. [Saturday, Sunday]; every day when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Weekday>,
+    /// "HH:MM-HH:MM", start included, end excluded; it may wrap past midnight
+    /// ("22:00-04:00"). A start belongs to the day it falls on. The whole day when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$') && self.split('-')[0] != self.split('-')[1]").message("hours must be HH:MM-HH:MM (UTC), with a start other than its end"))]
+    pub hours: Option<String>,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+impl Weekday {
+    pub fn to_jiff(self) -> jiff::civil::Weekday {
+        match self {
+            Weekday::Monday => jiff::civil::Weekday::Monday,
+            Weekday::Tuesday => jiff::civil::Weekday::Tuesday,
+            Weekday::Wednesday => jiff::civil::Weekday::Wednesday,
+            Weekday::Thursday => jiff::civil::Weekday::Thursday,
+            Weekday::Friday => jiff::civil::Weekday::Friday,
+            Weekday::Saturday => jiff::civil::Weekday::Saturday,
+            Weekday::Sunday => jiff::civil::Weekday::Sunday,
+        }
+    }
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]

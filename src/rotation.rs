@@ -59,6 +59,8 @@ pub enum RolloutProgress {
 #[derive(Clone, Debug)]
 pub struct Observation<'a> {
     pub now: Timestamp,
+    /// `namespace/name` of the resource: fixes its share of the schedule's jitter.
+    pub seed: &'a str,
     pub generation: Option<i64>,
     pub spec: &'a PasswordRotationSpec,
     pub status: &'a PasswordRotationStatus,
@@ -318,7 +320,7 @@ pub fn next_rotation(obs: &Observation<'_>, valid: &ValidSpec) -> Option<Timesta
         .as_ref()
         .map(|t| t.0)
         .unwrap_or(obs.now);
-    schedule.next_after(base)
+    schedule.next_after(base, obs.seed)
 }
 
 /// Status step to record once `decision`'s effect is done.
@@ -546,6 +548,7 @@ mod tests {
         fn decide(&self) -> Decision {
             let obs = Observation {
                 now: self.now,
+                seed: "shop/orders-cache",
                 generation: Some(self.generation),
                 spec: &self.spec,
                 status: &self.status,

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use crate::resource::PasswordRotationSpec;
-use crate::schedule::ScheduleRule;
+use crate::schedule::{Schedule, ScheduleRule, Window};
 
 /// The spec, checked and parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSpec {
-    pub schedule: Option<ScheduleRule>,
+    pub schedule: Option<Schedule>,
     pub overlap: Duration,
     pub timeout: Duration,
     pub password_length: usize,
@@ -47,24 +47,43 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
     }
     let schedule = match &spec.schedule {
         None => None,
-        Some(s) => match (&s.every, &s.cron) {
-            (Some(_), Some(_)) => {
-                return Err(invalid("spec.schedule", "set at most one of every or cron"));
-            }
-            (Some(every), None) => {
-                let every = every
-                    .parse()
-                    .map_err(|e| invalid("spec.schedule.every", e))?;
-                if every < Duration::from_secs(3600) {
-                    return Err(invalid("spec.schedule.every", "must be at least 1h"));
+        Some(s) => {
+            let rule = match (&s.every, &s.cron) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid("spec.schedule", "set at most one of every or cron"));
                 }
-                Some(ScheduleRule::Every(every))
-            }
-            (None, Some(cron)) => {
-                Some(ScheduleRule::cron(cron).map_err(|e| invalid("spec.schedule.cron", e))?)
-            }
-            (None, None) => None,
-        },
+                (Some(every), None) => {
+                    let every = every
+                        .parse()
+                        .map_err(|e| invalid("spec.schedule.every", e))?;
+                    if every < Duration::from_secs(3600) {
+                        return Err(invalid("spec.schedule.every", "must be at least 1h"));
+                    }
+                    Some(ScheduleRule::Every(every))
+                }
+                (None, Some(cron)) => {
+                    Some(ScheduleRule::cron(cron).map_err(|e| invalid("spec.schedule.cron", e))?)
+                }
+                (None, None) => None,
+            };
+            let jitter = match &s.jitter {
+                Some(jitter) => jitter
+                    .parse()
+                    .map_err(|e| invalid("spec.schedule.jitter", e))?,
+                None => Duration::ZERO,
+            };
+            let window = s
+                .window
+                .as_ref()
+                .map(|w| Window::new(&w.days, w.hours.as_deref()))
+                .transpose()
+                .map_err(|e| invalid("spec.schedule.window.hours", e))?;
+            rule.map(|rule| Schedule {
+                rule,
+                jitter,
+                window,
+            })
+        }
     };
     let overlap = spec
         .rollout
