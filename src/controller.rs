@@ -32,8 +32,8 @@ use crate::resource::{
 };
 use crate::rollout::Workloads;
 use crate::rotation::{
-    CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, decide, on_add,
-    on_delete, on_failure, on_replace, on_rollback, step_after,
+    CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, by_expiry, decide,
+    earliest, on_add, on_delete, on_failure, on_replace, on_rollback, step_after,
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
@@ -281,6 +281,38 @@ impl<'a> Rotator<'a> {
         let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
             && self.credentials_hash().await? != self.status.blocked_credentials_hash;
         let mut target: Option<Box<dyn PasswordTarget>> = None;
+        // Asked once, for a resource that can rotate: its workload Secret allows it and no
+        // other resource rotates the same password list.
+        if self.target_spec().reports_expiry()
+            && self.status.password_expiry_checked_time.is_none()
+            && !self.in_flight()
+            && !self.rotation.spec.suspend
+            && conflict_with.is_none()
+            && workload
+                .as_ref()
+                .is_some_and(|s| secrets::allows(s, &self.rotation.name_any()))
+        {
+            if let Some(action) = self.load_target(&mut target).await? {
+                return Ok(action);
+            }
+            let loaded = target.as_deref().expect("loaded");
+            let now = Timestamp::now();
+            match loaded.expiry().await {
+                Ok(password_expires) => {
+                    let scheduled = self.status.next_rotation_time.as_ref().map(|t| t.0);
+                    let next_rotation = earliest(scheduled, by_expiry(password_expires, &valid));
+                    let status = self.after(
+                        Outcome::ExpiryChecked {
+                            password_expires,
+                            next_rotation,
+                        },
+                        now,
+                    );
+                    self.write_status(status).await?;
+                }
+                Err(failure) => return self.stop(on_failure(failure), loaded, now).await,
+            }
+        }
         let seed = self.seed();
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
@@ -551,6 +583,22 @@ impl<'a> Rotator<'a> {
             }
         }
         Ok(Action::requeue(Duration::from_millis(100)))
+    }
+
+    /// When the new password expires, for a target that says: `None` when it does not, or
+    /// could not be asked now (it is asked again at the next reconcile).
+    async fn ask_expiry(&self) -> Option<Option<Timestamp>> {
+        if !self.target_spec().reports_expiry() {
+            return None;
+        }
+        let target = self.target().await.ok()?;
+        match target.expiry().await {
+            Ok(expires) => Some(expires),
+            Err(failure) => {
+                warn!(?failure, "could not ask when the new password expires");
+                None
+            }
+        }
     }
 
     /// Fixes the resource's share of its schedule's jitter.
@@ -1010,11 +1058,19 @@ impl<'a> Rotator<'a> {
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
         // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
         self.ctx.metrics.rotation_finished("succeeded", started);
-        let next_rotation = valid
+        let password_expires = self.ask_expiry().await;
+        let scheduled = valid
             .schedule
             .as_ref()
             .and_then(|s| s.next_after(now, &self.seed()));
-        let status = self.after(Outcome::Finished { next_rotation }, now);
+        let next_rotation = earliest(scheduled, by_expiry(password_expires.flatten(), valid));
+        let status = self.after(
+            Outcome::Finished {
+                next_rotation,
+                password_expires,
+            },
+            now,
+        );
         let rotation_id = self.status.rotation_id.clone().unwrap_or_default();
         // Status first: a crash before the state Secret is gone leaves a leftover that the
         // next reconcile clears, never a rotation that looks abandoned.

@@ -136,6 +136,10 @@ pub struct Schedule {
     /// once. E.g. 2h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<GoDuration>,
+    /// Where the target says when the password expires (Redis Software users, with the
+    /// cluster's password expiration policy): rotate this long before it does. Default 72h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_expiry: Option<GoDuration>,
     /// When a scheduled rotation may start (UTC): a rotation due outside waits for the window
     /// to open; one in flight always finishes; requests start at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +295,14 @@ pub struct PasswordRotationStatus {
     /// `AclFile`, `ConfigRewrite`, or `NotPersisted: <why>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<String>,
+    /// When the password in use expires, where the target says (Redis Software users:
+    /// `password_issue_date` plus the cluster's `password_expiration_duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expires_time: Option<Time>,
+    /// When the target was last asked when the password expires: once for a new resource,
+    /// then at the end of each rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expiry_checked_time: Option<Time>,
     /// When the workload Secret was seen not holding the new password after publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drifted_time: Option<Time>,

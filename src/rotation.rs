@@ -286,7 +286,12 @@ fn due(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
         None
     };
     let next_rotation = next_rotation(obs, valid);
+    let expiring = by_expiry(
+        obs.status.password_expires_time.as_ref().map(|t| t.0),
+        valid,
+    );
     let trigger = trigger.or(match next_rotation {
+        Some(next) if obs.now >= next && expiring == Some(next) => Some(Trigger::PasswordExpiring),
         Some(next) if obs.now >= next => Some(Trigger::Schedule),
         _ => None,
     });
@@ -304,23 +309,52 @@ fn due(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     }
 }
 
-/// The next scheduled rotation. Kept from status while the spec is unchanged, so that a
-/// restart never moves it; otherwise counted from the last rotation, or from now when there
-/// was none (a new resource never rotates on its first reconcile).
+/// The next rotation: the scheduled one, or earlier the one that keeps the password from
+/// expiring in use. The scheduled time is kept from status while the spec is unchanged, so
+/// that a restart never moves it; otherwise counted from the last rotation, or from now when
+/// there was none (a new resource never rotates on schedule on its first reconcile).
 pub fn next_rotation(obs: &Observation<'_>, valid: &ValidSpec) -> Option<Timestamp> {
     let status = obs.status;
-    let schedule = valid.schedule.as_ref()?;
-    if status.observed_generation == obs.generation
-        && let Some(next) = &status.next_rotation_time
-    {
-        return Some(next.0);
+    let expiring = by_expiry(status.password_expires_time.as_ref().map(|t| t.0), valid);
+    let scheduled = valid.schedule.as_ref().and_then(|schedule| {
+        if status.observed_generation == obs.generation
+            && let Some(next) = &status.next_rotation_time
+        {
+            return Some(next.0);
+        }
+        let base = status
+            .last_rotation_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(obs.now);
+        schedule.next_after(base, obs.seed)
+    });
+    earliest(scheduled, expiring)
+}
+
+/// The earlier of two times that may be absent.
+pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
-    let base = status
-        .last_rotation_time
+}
+
+/// When a rotation must start so that a password expiring at `expires` is never in use
+/// when it does: `beforeExpiry` earlier, at the window's opening if that comes in time.
+pub fn by_expiry(expires: Option<Timestamp>, valid: &ValidSpec) -> Option<Timestamp> {
+    let expires = expires?;
+    let start = expires.checked_sub(valid.before_expiry).ok()?;
+    let in_window = valid
+        .schedule
         .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(obs.now);
-    schedule.next_after(base, obs.seed)
+        .and_then(|s| s.window.as_ref())
+        .and_then(|w| w.next_open(start))
+        .filter(|open| {
+            open.checked_add(valid.timeout)
+                .is_ok_and(|done| done < expires)
+        });
+    Some(in_window.unwrap_or(start))
 }
 
 /// Status step to record once `decision`'s effect is done.
@@ -586,6 +620,49 @@ mod tests {
             case.decide(),
             Decision::Idle {
                 next_rotation: Some(ts("2026-06-02T12:00:00Z"))
+            }
+        );
+    }
+
+    #[test]
+    fn a_password_about_to_expire_rotates_before_it_does() {
+        // NOW is 2026-06-01T12:00:00Z; the password expires in two days, within the 72h.
+        let mut case = Case::new(spec(json!({"schedule": {"every": "720h"}}))).observed();
+        case.status.password_expires_time = Some(Time(ts("2026-06-03T12:00:00Z")));
+        assert_eq!(
+            case.decide(),
+            Decision::Stage {
+                trigger: Trigger::PasswordExpiring
+            }
+        );
+        // Further off, the next rotation is the earlier of schedule and expiry.
+        case.status.password_expires_time = Some(Time(ts("2026-06-20T12:00:00Z")));
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: Some(ts("2026-06-17T12:00:00Z"))
+            }
+        );
+        // Without a schedule too, and a window that opens in time is used.
+        let mut case = Case::new(spec(json!({"schedule": {
+            "beforeExpiry": "24h",
+            "cron": "0 0 1 1 *",
+            "window": {"hours": "02:00-04:00"},
+        }})))
+        .observed();
+        case.status.password_expires_time = Some(Time(ts("2026-06-20T12:00:00Z")));
+        assert_eq!(
+            case.decide(),
+            Decision::Idle {
+                next_rotation: Some(ts("2026-06-20T02:00:00Z"))
+            }
+        );
+        let mut unscheduled = Case::new(spec(json!({}))).observed();
+        unscheduled.status.password_expires_time = Some(Time(ts("2026-06-02T00:00:00Z")));
+        assert_eq!(
+            unscheduled.decide(),
+            Decision::Stage {
+                trigger: Trigger::PasswordExpiring
             }
         );
     }

@@ -17,6 +17,8 @@ pub enum Trigger {
     Annotation,
     /// A rotation found staged after a crash, before status recorded it.
     Resumed,
+    /// The target says the password expires soon.
+    PasswordExpiring,
 }
 
 impl Trigger {
@@ -26,6 +28,7 @@ impl Trigger {
             Trigger::RotationRequest => "RotationRequest",
             Trigger::Annotation => "Annotation",
             Trigger::Resumed => "Resumed",
+            Trigger::PasswordExpiring => "PasswordExpiring",
         }
     }
 }

@@ -36,8 +36,17 @@ pub enum Outcome<'a> {
         message: &'a str,
         next_rotation: Option<Timestamp>,
     },
-    /// The rotation is over: the old password is gone.
-    Finished { next_rotation: Option<Timestamp> },
+    /// The rotation is over: the old password is gone. `password_expires` is what the target
+    /// says of the new one, when it was asked.
+    Finished {
+        next_rotation: Option<Timestamp>,
+        password_expires: Option<Option<Timestamp>>,
+    },
+    /// The target said when the password in use expires.
+    ExpiryChecked {
+        password_expires: Option<Timestamp>,
+        next_rotation: Option<Timestamp>,
+    },
     /// Nothing to do until the next rotation.
     Idle { next_rotation: Option<Timestamp> },
     /// A person must act: a refused login, certificate, password or permission.
@@ -165,7 +174,18 @@ pub fn after(
                 now,
             );
         }
-        Outcome::Finished { next_rotation } => {
+        Outcome::Finished {
+            next_rotation,
+            password_expires,
+        } => {
+            if let Some(expires) = password_expires {
+                status.password_expires_time = expires.map(Time);
+                status.password_expiry_checked_time = Some(Time(now));
+            } else {
+                // Asked again at the next reconcile.
+                status.password_expires_time = None;
+                status.password_expiry_checked_time = None;
+            }
             clear_rotation(&mut status);
             status.phase = Some(Phase::Idle);
             status.last_rotation_time = Some(Time(now));
@@ -181,6 +201,14 @@ pub fn after(
             );
             set_condition(&mut status, "Progressing", false, Reason::Idle, "", now);
             set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
+        }
+        Outcome::ExpiryChecked {
+            password_expires,
+            next_rotation,
+        } => {
+            status.password_expires_time = password_expires.map(Time);
+            status.password_expiry_checked_time = Some(Time(now));
+            status.next_rotation_time = next_rotation.map(Time);
         }
         Outcome::Idle { next_rotation } => {
             status.phase = Some(Phase::Idle);
@@ -432,6 +460,7 @@ mod tests {
             &began(start),
             Outcome::Finished {
                 next_rotation: Some(next),
+                password_expires: None,
             },
             Some(4),
             end,
@@ -550,6 +579,7 @@ mod tests {
             &status,
             Outcome::Finished {
                 next_rotation: None,
+                password_expires: None,
             },
             Some(3),
             now,
@@ -564,6 +594,38 @@ mod tests {
                 .iter()
                 .all(|c| c.type_ != "SpecChangePending")
         );
+    }
+
+    #[test]
+    fn the_expiry_the_target_gave_is_recorded_and_one_not_asked_is_asked_again() {
+        let now = at("2030-01-01T00:00:00Z");
+        let expires = at("2030-04-01T00:00:00Z");
+        let checked = after(
+            &PasswordRotationStatus::default(),
+            Outcome::ExpiryChecked {
+                password_expires: Some(expires),
+                next_rotation: Some(at("2030-03-29T00:00:00Z")),
+            },
+            Some(1),
+            now,
+        );
+        assert_eq!(checked.password_expires_time, Some(Time(expires)));
+        assert_eq!(checked.password_expiry_checked_time, Some(Time(now)));
+        assert_eq!(
+            checked.next_rotation_time,
+            Some(Time(at("2030-03-29T00:00:00Z")))
+        );
+        let unasked = after(
+            &checked,
+            Outcome::Finished {
+                next_rotation: None,
+                password_expires: None,
+            },
+            Some(1),
+            now,
+        );
+        assert_eq!(unasked.password_expires_time, None);
+        assert_eq!(unasked.password_expiry_checked_time, None);
     }
 
     #[test]

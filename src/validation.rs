@@ -9,6 +9,8 @@ use crate::schedule::{Schedule, ScheduleRule, Window};
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSpec {
     pub schedule: Option<Schedule>,
+    /// How long before the password expires (where the target says) a rotation starts.
+    pub before_expiry: Duration,
     pub overlap: Duration,
     pub timeout: Duration,
     pub password_length: usize,
@@ -85,6 +87,16 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
             })
         }
     };
+    let before_expiry = match spec
+        .schedule
+        .as_ref()
+        .and_then(|s| s.before_expiry.as_ref())
+    {
+        Some(before) => before
+            .parse()
+            .map_err(|e| invalid("spec.schedule.beforeExpiry", e))?,
+        None => Duration::from_secs(72 * 3600),
+    };
     let overlap = spec
         .rollout
         .overlap
@@ -110,6 +122,7 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
     }
     Ok(ValidSpec {
         schedule,
+        before_expiry,
         overlap,
         timeout,
         password_length: length as usize,

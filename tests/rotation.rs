@@ -593,11 +593,16 @@ async fn a_second_resource_for_the_same_user_is_refused() -> Result<()> {
     let mut h = Harness::new("conflict").await?;
     h.start_operator()?;
     h.create_rotation("first", h.user_spec(json!({}))).await?;
+    // Idle, once it asked when the password expires.
     h.wait_for("first", Duration::from_secs(30), "Idle", |r| {
         phase(r) == Some(Phase::Idle)
+            && r.status
+                .as_ref()
+                .is_some_and(|s| s.password_expiry_checked_time.is_some())
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    h.api.clear_requests();
     h.create_rotation("second", h.user_spec(json!({"rotationRequest": "go"})))
         .await?;
     let refused = h

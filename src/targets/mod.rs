@@ -91,6 +91,11 @@ pub trait TargetSpec: Send + Sync + fmt::Debug {
     /// The name published beside the password, if the target has one.
     fn username(&self) -> Option<&str>;
 
+    /// Whether the target says when a password expires ([`PasswordTarget::expiry`]).
+    fn reports_expiry(&self) -> bool {
+        false
+    }
+
     /// Whether the workload Secret gets a user name with the password.
     fn publishes_username(&self) -> bool {
         self.username().is_some()
@@ -219,6 +224,11 @@ pub trait PasswordTarget: Send + Sync {
 
     /// The admin account the calls spend the failed-login budget of.
     fn budget(&self) -> &Budget;
+
+    /// When the password in use expires; `None` when it never does.
+    fn expiry(&self) -> BoxFuture<'_, Result<Option<Timestamp>, CallFailure>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// How the last change is kept across a restart of the target, where the target says.
     fn persistence(&self) -> Option<String> {

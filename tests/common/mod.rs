@@ -56,16 +56,29 @@ impl Harness {
     /// As `new`, with `extra` more users `app-<i>` (password `extra_password(i)`), each
     /// with its workload Secret `app-<i>-redis`.
     pub async fn with_users(prefix: &str, extra: u64) -> Result<Self> {
-        Self::build(prefix, extra, ServerTls::GeneratedCa).await
+        Self::build(prefix, extra, ServerTls::GeneratedCa, |_| {}).await
+    }
+
+    /// As `new`, with the API server's configuration changed by `configure` first.
+    pub async fn configured(
+        prefix: &str,
+        configure: impl FnOnce(&mut ApiServerConfig),
+    ) -> Result<Self> {
+        Self::build(prefix, 0, ServerTls::GeneratedCa, configure).await
     }
 
     /// As `new`, with the API server presenting `tls`; Secret `rs-ca` holds what
     /// `ApiServer::ca_pem` says a user would put there.
     pub async fn with_tls(prefix: &str, tls: ServerTls) -> Result<Self> {
-        Self::build(prefix, 0, tls).await
+        Self::build(prefix, 0, tls, |_| {}).await
     }
 
-    async fn build(prefix: &str, extra: u64, tls: ServerTls) -> Result<Self> {
+    async fn build(
+        prefix: &str,
+        extra: u64,
+        tls: ServerTls,
+        configure: impl FnOnce(&mut ApiServerConfig),
+    ) -> Result<Self> {
         let client = cluster::client().await?;
         install_crd(&client).await?;
         let namespace = TestNamespace::new(&client, prefix).await?;
@@ -101,6 +114,7 @@ impl Harness {
         }
         config.password_complexity = true;
         config.tls = tls;
+        configure(&mut config);
         let api = ApiServer::start(config).await?;
         let log_dir = cluster::repo_root()
             .join("target/test-logs")

@@ -248,6 +248,10 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Cluster {
     pub name: String,
+    /// Days a user's password stays valid after its `password_issue_date`; 0 or absent:
+    /// passwords never expire.
+    #[serde(default)]
+    pub password_expiration_duration: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

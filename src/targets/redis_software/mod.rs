@@ -7,6 +7,7 @@ mod spec;
 
 pub use spec::RedisSoftwareTarget;
 
+use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;
 
 use self::client::{ApiError, RedisSoftwareClient};
@@ -180,6 +181,37 @@ impl PasswordTarget for RedisSoftware {
 
     fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// The user's `password_issue_date` plus the cluster's `password_expiration_duration`.
+    fn expiry(&self) -> BoxFuture<'_, Result<Option<Timestamp>, CallFailure>> {
+        Box::pin(self.budget.run(async {
+            let Object::User(user) = &self.object else {
+                return Ok(None);
+            };
+            let failure = |e: ApiError| {
+                let detail = e.to_string();
+                classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
+            };
+            let days = match self.client.get_cluster().await.map_err(failure)? {
+                client::Cluster {
+                    password_expiration_duration: Some(days @ 1..),
+                    ..
+                } => days,
+                _ => return Ok(None),
+            };
+            let found = self.client.find_user(user).await.map_err(failure)?;
+            let issued = found
+                .as_ref()
+                .and_then(|u| u.password_issue_date.as_deref())
+                .and_then(|d| d.parse::<Timestamp>().ok())
+                .ok_or_else(|| CallFailure::Other {
+                    detail: format!("user {user} has no readable password_issue_date"),
+                })?;
+            Ok(issued
+                .checked_add(SignedDuration::from_hours(24 * days as i64))
+                .ok())
+        }))
     }
 }
 

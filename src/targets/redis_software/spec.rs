@@ -118,6 +118,11 @@ impl TargetSpec for RedisSoftwareTarget {
         self.user.as_deref()
     }
 
+    /// A user's password expires under the cluster's policy; a database's does not.
+    fn reports_expiry(&self) -> bool {
+        self.user.is_some()
+    }
+
     fn insecure_field(&self) -> Option<&'static str> {
         self.insecure_http
             .then_some("spec.target.redisSoftware.insecureHttp")

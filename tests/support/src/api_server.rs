@@ -55,6 +55,13 @@ pub struct ApiServerConfig {
     pub tls: ServerTls,
     #[serde(default = "default_cluster_name")]
     pub cluster_name: String,
+    /// The cluster's password expiration policy, in days (`password_expiration_duration`);
+    /// 0: passwords never expire.
+    #[serde(default)]
+    pub password_expiration_days: u64,
+    /// `password_issue_date` of users at start (RFC 3339), by user name; now for the others.
+    #[serde(default)]
+    pub password_issue_dates: std::collections::BTreeMap<String, String>,
 }
 
 impl ApiServerConfig {
@@ -70,6 +77,8 @@ impl ApiServerConfig {
             lockout: LockoutPolicy::default(),
             tls: ServerTls::default(),
             cluster_name: default_cluster_name(),
+            password_expiration_days: 0,
+            password_issue_dates: Default::default(),
         }
     }
 }

@@ -46,7 +46,11 @@ impl Model {
                 email: u.email.clone(),
                 role: u.role.clone(),
                 passwords: u.passwords.clone(),
-                password_issue_date: now_rfc3339(),
+                password_issue_date: config
+                    .password_issue_dates
+                    .get(&u.name)
+                    .cloned()
+                    .unwrap_or_else(now_rfc3339),
             })
             .collect();
         let databases: Vec<Database> = config

@@ -189,7 +189,10 @@ pub(super) async fn handle(
     match (method, segments.as_slice()) {
         (&Method::GET, ["cluster"]) => json(
             StatusCode::OK,
-            &json!({ "name": inner.config.cluster_name }),
+            &json!({
+                "name": inner.config.cluster_name,
+                "password_expiration_duration": inner.config.password_expiration_days,
+            }),
         ),
         (&Method::GET, ["users"]) => json(
             StatusCode::OK,
