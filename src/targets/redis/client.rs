@@ -141,8 +141,6 @@ pub enum AclError {
     },
     #[error("{node}: ACL user {user:?} does not exist")]
     UserNotFound { node: String, user: String },
-    #[error("{node}: does not accept the new password yet")]
-    NewPasswordMissing { node: String },
     #[error("the password to remove is the one to keep")]
     LastPassword,
     #[error("the endpoints reach several deployments (primaries {0:?})")]
@@ -169,8 +167,7 @@ impl AclError {
             | AclError::AdminRefused { node, .. }
             | AclError::Server { node, .. }
             | AclError::Protocol { node, .. }
-            | AclError::UserNotFound { node, .. }
-            | AclError::NewPasswordMissing { node } => Some(node),
+            | AclError::UserNotFound { node, .. } => Some(node),
             AclError::Unchanged(cause) => cause.node(),
             AclError::Config(_)
             | AclError::LastPassword
@@ -200,10 +197,9 @@ pub fn classify(error: &AclError) -> CallFailure {
         },
         AclError::UserNotFound { .. } => CallFailure::NotFound { detail },
         AclError::LastPassword => CallFailure::LastPassword,
-        AclError::Config(_)
-        | AclError::Protocol { .. }
-        | AclError::NewPasswordMissing { .. }
-        | AclError::SeveralDeployments(_) => CallFailure::Other { detail },
+        AclError::Config(_) | AclError::Protocol { .. } | AclError::SeveralDeployments(_) => {
+            CallFailure::Other { detail }
+        }
     }
 }
 
@@ -322,8 +318,10 @@ impl AclAdmin {
         .await
     }
 
-    /// Removes `old` from `user` on every node, only once every node is reachable and accepts
-    /// `keep`; otherwise nothing is removed anywhere ([`AclError::Unchanged`]).
+    /// Removes `old` from `user` on every node, only once every node is reachable; otherwise
+    /// nothing is removed anywhere ([`AclError::Unchanged`]). A node that lacks `keep` (it
+    /// restarted without persisting it) gets it back in the same `ACL SETUSER`: `keep` is the
+    /// password the workloads hold.
     pub async fn remove_password(
         &self,
         user: &str,
@@ -343,16 +341,15 @@ impl AclAdmin {
                     node: reached.node.addr,
                     user: user.to_owned(),
                 }),
-                Ok(Some(hashes)) if !hashes.contains(&keep_hash) => {
-                    problems.push(AclError::NewPasswordMissing {
-                        node: reached.node.addr,
-                    })
-                }
                 Ok(Some(hashes)) => {
-                    let removal = hashes
-                        .contains(&old_hash)
-                        .then(|| vec![format!("<{}", old.expose_secret())]);
-                    plan.push((reached, removal));
+                    let mut modifiers = Vec::new();
+                    if !hashes.contains(&keep_hash) {
+                        modifiers.push(format!(">{}", keep.expose_secret()));
+                    }
+                    if hashes.contains(&old_hash) {
+                        modifiers.push(format!("<{}", old.expose_secret()));
+                    }
+                    plan.push((reached, (!modifiers.is_empty()).then_some(modifiers)));
                 }
                 Err(e) => problems.push(e),
             }
@@ -747,7 +744,6 @@ mod tests {
                 node: node(),
                 user: "app".into(),
             },
-            AclError::NewPasswordMissing { node: node() },
             AclError::LastPassword,
             AclError::SeveralDeployments(vec![node(), node()]),
             AclError::Incomplete {
@@ -804,7 +800,6 @@ mod tests {
                 "admin",
                 "other",
                 "not-found",
-                "other",
                 "last",
                 "other",
                 "transient",

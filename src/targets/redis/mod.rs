@@ -71,7 +71,6 @@ fn kind(error: &AclError) -> &'static str {
         AclError::AdminRefused { .. } => "WRONGPASS",
         AclError::Server { .. } => "error_reply",
         AclError::UserNotFound { .. } => "user_not_found",
-        AclError::NewPasswordMissing { .. } => "new_password_missing",
         AclError::LastPassword => "last_password",
         AclError::Config(_) | AclError::Protocol { .. } | AclError::SeveralDeployments(_) => {
             "other"
