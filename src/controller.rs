@@ -8,19 +8,19 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use secrecy::SecretString;
-use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::http::Health;
+use crate::kubernetes::{ApiServer, Kubernetes, Secrets};
 use crate::login_budget::Refusal;
 use crate::metrics::Metrics;
 use crate::password::{PasswordPolicy, generate_os};
@@ -30,7 +30,6 @@ use crate::resource::{
     FINALIZER, Mode, PasswordRotation, PasswordRotationSpec, PasswordRotationStatus, Phase,
     ROTATE_REQUESTED_ANNOTATION, Step, restart_annotation_key,
 };
-use crate::rollout::Workloads;
 use crate::rotation::{
     CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, by_expiry, decide,
     earliest, on_add, on_delete, on_failure, on_replace, on_rollback, step_after,
@@ -68,10 +67,17 @@ pub struct Settings {
 /// addresses it), the target kind, and what holds the passwords in that system.
 type TargetIdentity = (String, &'static str, String);
 
+/// Builds a target from its spec section and the Secrets it reads.
+pub type Connector =
+    Arc<dyn Fn(&dyn TargetSpec, Connect<'_>) -> Result<Box<dyn PasswordTarget>> + Send + Sync>;
+
 /// Shared by every reconcile.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    kubernetes: Arc<dyn Kubernetes>,
+    /// Builds a resource's target from its spec section: `TargetSpec::connect`, except in
+    /// tests that run the engine against a fake.
+    connect: Connector,
     /// One store per watched namespace (or one for all): conflicts are looked up in each.
     stores: Vec<Store<PasswordRotation>>,
     settings: Settings,
@@ -85,6 +91,47 @@ pub struct Context {
     /// status may not show it yet, and two rotations of one password list must never overlap.
     claims: Mutex<HashMap<TargetIdentity, (ObjectRef<PasswordRotation>, Timestamp)>>,
     metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// What every reconcile shares. `stores` are the watches' caches of PasswordRotations
+    /// (empty ones for tests that drive [`apply`] themselves).
+    pub fn new(
+        client: Client,
+        kubernetes: Arc<dyn Kubernetes>,
+        connect: Connector,
+        stores: Vec<Store<PasswordRotation>>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Context {
+            client,
+            kubernetes,
+            connect,
+            stores,
+            target_settings: TargetSettings {
+                request_timeout: settings.request_timeout,
+                calls_per_cluster: settings.calls_per_cluster,
+            },
+            settings,
+            failures: Mutex::default(),
+            targets: Shared::default(),
+            identities: Mutex::default(),
+            claims: Mutex::default(),
+            metrics,
+        })
+    }
+}
+
+/// One reconcile of a resource that is not being deleted, from the resource as read: what
+/// the controller runs inside its finalizer. For tests that drive the engine step by step.
+pub async fn apply(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
+    Rotator::new(ctx, Arc::new(rotation)).apply().await
+}
+
+/// The finalizer's cleanup of a deleted resource; for tests, as [`apply`].
+pub async fn cleanup(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
+    Rotator::new(ctx, Arc::new(rotation)).cleanup().await
 }
 
 /// Runs one controller per watched namespace (or one for all) until a termination signal.
@@ -115,21 +162,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+    let kubernetes = Arc::new(ApiServer {
         client: client.clone(),
-        stores,
-        settings: settings.clone(),
-        failures: Mutex::default(),
-        targets: Shared::default(),
-        target_settings: TargetSettings {
-            request_timeout: settings.request_timeout,
-            calls_per_cluster: settings.calls_per_cluster,
-        },
-        identities: Mutex::default(),
-        claims: Mutex::default(),
-        metrics,
+        recorder: Recorder::new(client.clone(), reporter),
     });
+    let connect: Connector = Arc::new(|spec, with| spec.connect(with));
+    let context = Context::new(
+        client.clone(),
+        kubernetes,
+        connect,
+        stores,
+        settings.clone(),
+        metrics,
+    );
     let runs = controllers
         .into_iter()
         .zip(scopes)
@@ -240,7 +285,7 @@ struct Rotator<'a> {
     /// Spec fields edited since the rotation in flight pinned its plan.
     plan_changes: Vec<&'static str>,
     status: PasswordRotationStatus,
-    secrets: Api<Secret>,
+    secrets: Secrets<'a>,
     namespace: String,
 }
 
@@ -256,7 +301,10 @@ impl<'a> Rotator<'a> {
             status: rotation.status.clone().unwrap_or_default(),
             spec: rotation.spec.clone(),
             plan_changes: Vec::new(),
-            secrets: Api::namespaced(ctx.client.clone(), &namespace),
+            secrets: Secrets {
+                kubernetes: ctx.kubernetes.as_ref(),
+                namespace: namespace.clone(),
+            },
             namespace,
             rotation,
         }
@@ -318,8 +366,10 @@ impl<'a> Rotator<'a> {
             let now = Timestamp::now();
             let rollout = match (&state, self.status.step) {
                 (Some(state), Some(Step::Published)) if self.in_flight() => Some(
-                    Workloads::new(self.ctx.client.clone(), &self.namespace)
-                        .advance(
+                    self.ctx
+                        .kubernetes
+                        .advance_rollout(
+                            &self.namespace,
                             &self.spec.rollout.workloads,
                             (
                                 &restart_annotation_key(&self.rotation.name_any()),
@@ -649,7 +699,7 @@ impl<'a> Rotator<'a> {
     }
 
     async fn workload_secret(&self) -> Result<Option<Secret>> {
-        Ok(self.secrets.get_opt(&self.spec.secret.name).await?)
+        self.secrets.get_opt(&self.spec.secret.name).await
     }
 
     /// The password the workload Secret holds under the (pinned) password key.
@@ -859,15 +909,18 @@ impl<'a> Rotator<'a> {
         let secrets = self.target_secrets().await?;
         let credentials = credentials_hash(&secrets);
         let remembered = |account: &str| self.remembered_refusal(account);
-        self.target_spec().connect(Connect {
-            secrets: &secrets,
-            credentials: &credentials,
-            shared: &self.ctx.targets,
-            settings: &self.ctx.target_settings,
-            resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
-            observer: self.ctx.metrics.clone(),
-            remembered: &remembered,
-        })
+        (self.ctx.connect)(
+            self.target_spec(),
+            Connect {
+                secrets: &secrets,
+                credentials: &credentials,
+                shared: &self.ctx.targets,
+                settings: &self.ctx.target_settings,
+                resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
+                observer: self.ctx.metrics.clone(),
+                remembered: &remembered,
+            },
+        )
     }
 
     /// The latest refusal of `account` that a Blocked resource recorded, for a budget that
@@ -1258,18 +1311,10 @@ impl<'a> Rotator<'a> {
 
     async fn write_status(&mut self, mut status: PasswordRotationStatus) -> Result<()> {
         status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
-        let api: Api<PasswordRotation> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let patch = json!({
-            "apiVersion": "rotator.dev/v1alpha1",
-            "kind": "PasswordRotation",
-            "status": status,
-        });
-        api.patch_status(
-            &self.rotation.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        self.ctx
+            .kubernetes
+            .write_status(&self.rotation, &status)
+            .await?;
         self.status = status;
         self.export_status();
         Ok(())
@@ -1352,14 +1397,10 @@ impl<'a> Rotator<'a> {
             action: action.into(),
             secondary: None,
         };
-        if let Err(error) = self
-            .ctx
-            .recorder
-            .publish(&event, &self.rotation.object_ref(&()))
-            .await
-        {
-            warn!(%error, reason, "could not publish event");
-        }
+        self.ctx
+            .kubernetes
+            .publish_event(&self.rotation, event)
+            .await;
     }
 }
 

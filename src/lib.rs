@@ -3,6 +3,7 @@
 pub mod controller;
 pub mod duration;
 pub mod http;
+pub mod kubernetes;
 pub mod leader;
 pub mod login_budget;
 pub mod metrics;

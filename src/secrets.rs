@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use crate::kubernetes::Secrets;
 use crate::plan::Plan;
 use crate::resource::PasswordRotation;
 use crate::rotation::SecretHolds;
@@ -90,7 +91,7 @@ pub fn text_value(secret: &Secret, key: &str) -> Option<String> {
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-pub async fn read_state(api: &Api<Secret>, name: &str) -> Result<Option<RotationState>> {
+pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<RotationState>> {
     let Some(secret) = api.get_opt(name).await? else {
         return Ok(None);
     };
@@ -122,7 +123,7 @@ pub async fn read_state(api: &Api<Secret>, name: &str) -> Result<Option<Rotation
 
 /// Creates the state Secret, owned by the resource so that it goes with it.
 pub async fn create_state(
-    api: &Api<Secret>,
+    api: &Secrets<'_>,
     rotation: &PasswordRotation,
     state: &RotationState,
 ) -> Result<()> {
@@ -162,14 +163,13 @@ pub async fn create_state(
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    api.create(&PostParams::default(), &secret).await?;
-    Ok(())
+    api.create(&secret).await
 }
 
 /// Takes `previous` (of `accounts`: previous, pending) as the password the rotation starts
 /// from (nothing was added yet).
 pub async fn restage(
-    api: &Api<Secret>,
+    api: &Secrets<'_>,
     name: &str,
     previous: &SecretString,
     accounts: (Option<&str>, Option<&str>),
@@ -179,34 +179,21 @@ pub async fn restage(
         PREVIOUS_ACCOUNT: accounts.0.map(bytes),
         PENDING_ACCOUNT: accounts.1.map(bytes),
     }});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+    api.patch_merge(name, &patch).await.map(drop)
 }
 
-pub async fn delete_state(api: &Api<Secret>, name: &str) -> Result<()> {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+pub async fn delete_state(api: &Secrets<'_>, name: &str) -> Result<()> {
+    api.delete(name).await
 }
 
 /// Keeps the state Secret when its resource is deleted after publishing, so that the old
 /// password, still valid in the database, stays known to Kubernetes.
-pub async fn orphan_state(api: &Api<Secret>, name: &str) -> Result<()> {
+pub async fn orphan_state(api: &Secrets<'_>, name: &str) -> Result<()> {
     let patch = json!({"metadata": {
         "ownerReferences": null,
         "annotations": {"rotator.dev/orphaned": "the PasswordRotation was deleted mid-rotation; previous is still valid in the database"},
     }});
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    api.patch_merge_if_present(name, &patch).await
 }
 
 /// Keys of the workload Secret and what they become in one write: a value, or `None` to
@@ -214,7 +201,7 @@ pub async fn orphan_state(api: &Api<Secret>, name: &str) -> Result<()> {
 pub type SecretKeys<'a> = Vec<(&'a str, Option<SecretString>)>;
 
 /// Writes `keys` into the workload Secret in one write, and returns the Secret as written.
-pub async fn write_keys(api: &Api<Secret>, name: &str, keys: SecretKeys<'_>) -> Result<Secret> {
+pub async fn write_keys(api: &Secrets<'_>, name: &str, keys: SecretKeys<'_>) -> Result<Secret> {
     let data: serde_json::Map<String, serde_json::Value> = keys
         .into_iter()
         .map(|(key, value)| {
@@ -223,9 +210,7 @@ pub async fn write_keys(api: &Api<Secret>, name: &str, keys: SecretKeys<'_>) -> 
         })
         .collect();
     let patch = json!({"data": data});
-    Ok(api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?)
+    api.patch_merge(name, &patch).await
 }
 
 /// Who last wrote `key` of the Secret, and when, from its managed fields.

@@ -1,0 +1,222 @@
+//! What a reconcile reads and writes in Kubernetes, behind one small trait: the apiserver in
+//! production, and an in-memory fake in tests that run the engine without a control plane.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::resource::{PasswordRotation, PasswordRotationStatus, WorkloadRef};
+use crate::rollout::{Restart, Workloads};
+use crate::rotation::RolloutProgress;
+use crate::secrets::MANAGER;
+use crate::targets::BoxFuture;
+use crate::{Error, Result};
+
+/// The Kubernetes side of a reconcile, for the resources of one namespace at a time.
+pub trait Kubernetes: Send + Sync {
+    fn get_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>>>;
+
+    fn create_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        secret: &'a Secret,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// A JSON merge patch; `None` when the Secret does not exist.
+    fn patch_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        patch: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<Secret>>>;
+
+    /// Done when the Secret is gone, whether or not it was there.
+    fn delete_secret<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Server-side apply of the resource's status, by this operator.
+    fn write_status<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+        status: &'a PasswordRotationStatus,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Restarts each workload not yet carrying `restart` and reports which still roll.
+    fn advance_rollout<'a>(
+        &'a self,
+        namespace: &'a str,
+        workloads: &'a [WorkloadRef],
+        restart: Restart<'a>,
+    ) -> BoxFuture<'a, Result<RolloutProgress>>;
+
+    /// Best effort: a lost Event is logged, never an error.
+    fn publish_event<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+        event: Event,
+    ) -> BoxFuture<'a, ()>;
+}
+
+/// The Secrets of one namespace, as the engine uses them.
+pub struct Secrets<'a> {
+    pub kubernetes: &'a dyn Kubernetes,
+    pub namespace: String,
+}
+
+impl Secrets<'_> {
+    pub async fn get_opt(&self, name: &str) -> Result<Option<Secret>> {
+        self.kubernetes.get_secret(&self.namespace, name).await
+    }
+
+    pub async fn create(&self, secret: &Secret) -> Result<()> {
+        self.kubernetes.create_secret(&self.namespace, secret).await
+    }
+
+    pub async fn patch_merge(&self, name: &str, patch: &serde_json::Value) -> Result<Secret> {
+        self.kubernetes
+            .patch_secret(&self.namespace, name, patch)
+            .await?
+            .ok_or_else(|| Error::Secret {
+                name: name.to_owned(),
+                problem: "not found".into(),
+            })
+    }
+
+    /// As [`patch_merge`](Self::patch_merge), and done when the Secret is gone.
+    pub async fn patch_merge_if_present(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<()> {
+        self.kubernetes
+            .patch_secret(&self.namespace, name, patch)
+            .await
+            .map(drop)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        self.kubernetes.delete_secret(&self.namespace, name).await
+    }
+}
+
+/// The apiserver.
+pub struct ApiServer {
+    pub client: Client,
+    pub recorder: Recorder,
+}
+
+fn not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+impl Kubernetes for ApiServer {
+    fn get_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Box::pin(async move { Ok(api.get_opt(name).await?) })
+    }
+
+    fn create_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        secret: &'a Secret,
+    ) -> BoxFuture<'a, Result<()>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Box::pin(async move {
+            api.create(&PostParams::default(), secret).await?;
+            Ok(())
+        })
+    }
+
+    fn patch_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        patch: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<Secret>>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Box::pin(async move {
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(secret) => Ok(Some(secret)),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn delete_secret<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Box::pin(async move {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if not_found(&e) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn write_status<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+        status: &'a PasswordRotationStatus,
+    ) -> BoxFuture<'a, Result<()>> {
+        let api: Api<PasswordRotation> = Api::namespaced(
+            self.client.clone(),
+            &rotation.namespace().unwrap_or_default(),
+        );
+        Box::pin(async move {
+            let patch = json!({
+                "apiVersion": "rotator.dev/v1alpha1",
+                "kind": "PasswordRotation",
+                "status": status,
+            });
+            api.patch_status(
+                &rotation.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn advance_rollout<'a>(
+        &'a self,
+        namespace: &'a str,
+        workloads: &'a [WorkloadRef],
+        restart: Restart<'a>,
+    ) -> BoxFuture<'a, Result<RolloutProgress>> {
+        Box::pin(async move {
+            Workloads::new(self.client.clone(), namespace)
+                .advance(workloads, restart)
+                .await
+        })
+    }
+
+    fn publish_event<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+        event: Event,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(error) = self
+                .recorder
+                .publish(&event, &rotation.object_ref(&()))
+                .await
+            {
+                tracing::warn!(%error, reason = event.reason, "could not publish event");
+            }
+        })
+    }
+}

@@ -1,0 +1,507 @@
+//! The engine without a control plane: the controller's reconcile runs against an in-memory
+//! Kubernetes and a fake target that records every call and fails on request. Each test reads
+//! one log of writes and calls, in the order they happened, in milliseconds; the end-to-end
+//! tests prove the same protocol on the real parts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::ObjectMeta;
+use kube::runtime::events::Event;
+use kube::runtime::reflector::store::Writer;
+use password_rotator::controller::{self, Connector, Context, Settings};
+use password_rotator::kubernetes::Kubernetes;
+use password_rotator::metrics::Metrics;
+use password_rotator::resource::{
+    PasswordRotation, PasswordRotationStatus, Phase, Step, WorkloadRef,
+};
+use password_rotator::rollout::Restart;
+use password_rotator::rotation::{CallFailure, RolloutProgress};
+use password_rotator::targets::{BoxFuture, Budget, Change, PasswordTarget};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+const NS: &str = "shop";
+const NAME: &str = "orders-cache";
+const WORKLOAD_SECRET: &str = "orders-redis";
+const OLD: &str = "Old-Password-1234567";
+
+/// Every write to Kubernetes and every call to the target, in order.
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+/// The index of the first entry that starts with `prefix`.
+fn first(log: &[String], prefix: &str) -> usize {
+    log.iter()
+        .position(|e| e.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {log:#?}"))
+}
+
+/// Secrets, the resource's status and Events, in memory.
+#[derive(Default)]
+struct FakeKubernetes {
+    log: Log,
+    secrets: Mutex<BTreeMap<String, Secret>>,
+    status: Mutex<Option<PasswordRotationStatus>>,
+}
+
+/// RFC 7386: what a JSON merge patch makes of `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let object = target.as_object_mut().expect("an object");
+            for (key, value) in fields {
+                if value.is_null() {
+                    object.remove(key);
+                } else {
+                    merge_patch(object.entry(key).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+impl Kubernetes for FakeKubernetes {
+    fn get_secret<'a>(
+        &'a self,
+        _: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, password_rotator::Result<Option<Secret>>> {
+        Box::pin(async move { Ok(self.secrets.lock().unwrap().get(name).cloned()) })
+    }
+
+    fn create_secret<'a>(
+        &'a self,
+        _: &'a str,
+        secret: &'a Secret,
+    ) -> BoxFuture<'a, password_rotator::Result<()>> {
+        Box::pin(async move {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("create secret {name}"));
+            self.secrets.lock().unwrap().insert(name, secret.clone());
+            Ok(())
+        })
+    }
+
+    fn patch_secret<'a>(
+        &'a self,
+        _: &'a str,
+        name: &'a str,
+        patch: &'a Value,
+    ) -> BoxFuture<'a, password_rotator::Result<Option<Secret>>> {
+        Box::pin(async move {
+            let mut secrets = self.secrets.lock().unwrap();
+            let Some(secret) = secrets.get_mut(name) else {
+                return Ok(None);
+            };
+            let keys: Vec<&String> = patch["data"]
+                .as_object()
+                .map(|d| d.keys().collect())
+                .unwrap_or_default();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("patch secret {name} {keys:?}"));
+            let mut value = serde_json::to_value(&*secret).expect("a Secret serializes");
+            merge_patch(&mut value, patch);
+            *secret = serde_json::from_value(value).expect("a patched Secret");
+            Ok(Some(secret.clone()))
+        })
+    }
+
+    fn delete_secret<'a>(
+        &'a self,
+        _: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, password_rotator::Result<()>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("delete secret {name}"));
+            self.secrets.lock().unwrap().remove(name);
+            Ok(())
+        })
+    }
+
+    fn write_status<'a>(
+        &'a self,
+        _: &'a PasswordRotation,
+        status: &'a PasswordRotationStatus,
+    ) -> BoxFuture<'a, password_rotator::Result<()>> {
+        Box::pin(async move {
+            let step = status.step.map_or("-", Step::as_str);
+            let phase = status.phase.map_or("-", Phase::as_str);
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("status {phase} {step}"));
+            *self.status.lock().unwrap() = Some(status.clone());
+            Ok(())
+        })
+    }
+
+    fn advance_rollout<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [WorkloadRef],
+        (_, value): Restart<'a>,
+    ) -> BoxFuture<'a, password_rotator::Result<RolloutProgress>> {
+        Box::pin(async move {
+            self.log.lock().unwrap().push(format!("rollout {value}"));
+            Ok(RolloutProgress::Complete)
+        })
+    }
+
+    fn publish_event<'a>(&'a self, _: &'a PasswordRotation, event: Event) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("event {}", event.reason));
+        })
+    }
+}
+
+/// A target that records calls and answers each with the next scripted failure, if any.
+struct FakeTarget {
+    log: Log,
+    failures: Arc<Mutex<VecDeque<(&'static str, CallFailure)>>>,
+    budget: Budget,
+}
+
+impl FakeTarget {
+    fn call<'a>(
+        &'a self,
+        name: &'static str,
+        change: &Change<'_>,
+    ) -> BoxFuture<'a, Result<(), CallFailure>> {
+        let line = format!(
+            "target {name} previous={} pending={}",
+            change.previous.expose_secret() == OLD,
+            change.pending.expose_secret() != OLD,
+        );
+        Box::pin(async move {
+            self.log.lock().unwrap().push(line);
+            let mut failures = self.failures.lock().unwrap();
+            match failures.front() {
+                Some((call, _)) if *call == name => Err(failures.pop_front().expect("front").1),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+impl PasswordTarget for FakeTarget {
+    fn add<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        self.call("add", change)
+    }
+
+    fn replace<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        self.call("replace", change)
+    }
+
+    fn retire<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        self.call("retire", change)
+    }
+
+    fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
+        self.call("roll_back", change)
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>> {
+        Box::pin(async { Ok("fake-cluster".to_owned()) })
+    }
+
+    fn budget(&self) -> &Budget {
+        &self.budget
+    }
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            annotations: Some(BTreeMap::from([(
+                "rotator.dev/allowed-rotations".to_owned(),
+                "*".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+/// The engine with a fake Kubernetes and a fake target sharing one log.
+struct Engine {
+    ctx: Arc<Context>,
+    kubernetes: Arc<FakeKubernetes>,
+    failures: Arc<Mutex<VecDeque<(&'static str, CallFailure)>>>,
+    rotation: PasswordRotation,
+}
+
+impl Engine {
+    fn new(spec: Value) -> Result<Self> {
+        let log: Log = Arc::default();
+        let kubernetes = Arc::new(FakeKubernetes {
+            log: log.clone(),
+            ..FakeKubernetes::default()
+        });
+        for s in [
+            secret(
+                "rs-admin",
+                &[("username", "admin@x"), ("password", "Admin-Pass-123")],
+            ),
+            secret(
+                WORKLOAD_SECRET,
+                &[("username", "orders-app"), ("password", OLD)],
+            ),
+        ] {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            kubernetes.secrets.lock().unwrap().insert(name, s);
+        }
+        let failures: Arc<Mutex<VecDeque<(&'static str, CallFailure)>>> = Arc::default();
+        let connect: Connector = {
+            let (log, failures) = (log.clone(), failures.clone());
+            Arc::new(move |_, with| {
+                let budget = Budget::of(&with, "fake-cluster:1", "admin@x");
+                Ok(Box::new(FakeTarget {
+                    log: log.clone(),
+                    failures: failures.clone(),
+                    budget,
+                }))
+            })
+        };
+        // Never contacted: every read and write goes through the fakes.
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse()?))?;
+        let settings = Settings {
+            namespaces: vec![NS.into()],
+            concurrency: 1,
+            request_timeout: Duration::from_secs(1),
+            calls_per_cluster: 4,
+            allow_insecure_http: false,
+            allow_verify: false,
+            fail_point: None,
+        };
+        let store = Writer::<PasswordRotation>::default().as_reader();
+        let ctx = Context::new(
+            client,
+            kubernetes.clone(),
+            connect,
+            vec![store],
+            settings,
+            Arc::new(Metrics::new()),
+        );
+        let mut base = json!({
+            "target": {"redisSoftware": {
+                "url": "https://rs.example:9443",
+                "credentialsSecret": "rs-admin",
+                "caSecret": {"name": "rs-admin", "key": "username"},
+                "user": "orders-app",
+            }},
+            "secret": {"name": WORKLOAD_SECRET},
+            "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
+        });
+        if let (Some(base), Some(spec)) = (base.as_object_mut(), spec.as_object()) {
+            base.extend(spec.clone());
+        }
+        let rotation: PasswordRotation = serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha1",
+            "kind": "PasswordRotation",
+            "metadata": {"name": NAME, "namespace": NS, "uid": "u-1", "generation": 1},
+            "spec": base,
+        }))?;
+        Ok(Engine {
+            ctx,
+            kubernetes,
+            failures,
+            rotation,
+        })
+    }
+
+    fn fail(&self, call: &'static str, failure: CallFailure) {
+        self.failures.lock().unwrap().push_back((call, failure));
+    }
+
+    /// Reconciles as the controller does, each time from the status last written, until
+    /// `done` holds for it; errors are retried, as the controller's backoff would.
+    async fn run_until(
+        &mut self,
+        done: impl Fn(&PasswordRotationStatus) -> bool,
+    ) -> Result<PasswordRotationStatus> {
+        for _ in 0..50 {
+            self.rotation.status = self.kubernetes.status.lock().unwrap().clone();
+            let _ = controller::apply(&self.ctx, self.rotation.clone()).await;
+            if let Some(status) = self.kubernetes.status.lock().unwrap().clone()
+                && done(&status)
+            {
+                self.rotation.status = Some(status.clone());
+                return Ok(status);
+            }
+        }
+        bail!("never done: {:#?}", entries(&self.kubernetes.log))
+    }
+
+    fn log(&self) -> Vec<String> {
+        entries(&self.kubernetes.log)
+    }
+
+    fn published(&self) -> String {
+        let secrets = self.kubernetes.secrets.lock().unwrap();
+        let data = secrets[WORKLOAD_SECRET].data.clone().unwrap_or_default();
+        String::from_utf8(data["password"].0.clone()).unwrap()
+    }
+}
+
+fn rotated(status: &PasswordRotationStatus) -> bool {
+    status.phase == Some(Phase::Idle) && status.last_rotation_time.is_some()
+}
+
+#[tokio::test]
+async fn every_effect_is_recorded_before_it_is_made() -> Result<()> {
+    let mut engine = Engine::new(json!({"rotationRequest": "now"}))?;
+    engine.run_until(rotated).await?;
+    let log = engine.log();
+    let state = first(&log, "create secret orders-cache-rotation");
+    let staged = first(&log, "status Rotating Staged");
+    let add = first(&log, "target add previous=true pending=true");
+    let publishing = first(&log, "status Rotating Publishing");
+    let publish = first(&log, "patch secret orders-redis");
+    let rollout = first(&log, "rollout ");
+    let retired = first(&log, "status Rotating Retired");
+    let retire = first(&log, "target retire previous=true pending=true");
+    let finished = first(&log, "status Idle -");
+    let forget = first(&log, "delete secret orders-cache-rotation");
+    assert!(
+        state < add,
+        "the new password is kept before it is added: {log:#?}"
+    );
+    assert!(staged < add && add < publishing, "{log:#?}");
+    assert!(
+        publishing < publish,
+        "publishing is recorded before the write: {log:#?}"
+    );
+    assert!(publish < rollout && rollout < retired, "{log:#?}");
+    assert!(
+        retired < retire,
+        "Retired is recorded before the delete: {log:#?}"
+    );
+    assert!(
+        retire < finished && finished < forget,
+        "status before the state goes: {log:#?}"
+    );
+    assert_eq!(log.iter().filter(|e| e.starts_with("target ")).count(), 2);
+    assert_ne!(engine.published(), OLD);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_add_is_retried_and_nothing_is_published_before_it_lands() -> Result<()> {
+    let mut engine = Engine::new(json!({"rotationRequest": "now"}))?;
+    for _ in 0..2 {
+        engine.fail(
+            "add",
+            CallFailure::Transient {
+                detail: "503".into(),
+            },
+        );
+    }
+    engine.run_until(rotated).await?;
+    let log = engine.log();
+    let adds: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with("target add"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(adds.len(), 3, "two failures, then the add: {log:#?}");
+    assert!(
+        adds[2] < first(&log, "patch secret orders-redis"),
+        "{log:#?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.starts_with("event TargetUnavailable"))
+            .count(),
+        2,
+        "a Warning event per failure: {log:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_admin_blocks_before_anything_is_published() -> Result<()> {
+    let mut engine = Engine::new(json!({"rotationRequest": "now"}))?;
+    engine.fail(
+        "add",
+        CallFailure::AdminUnauthorized {
+            detail: "401".into(),
+        },
+    );
+    let status = engine
+        .run_until(|s| s.phase == Some(Phase::Blocked))
+        .await?;
+    assert_eq!(status.step, Some(Step::Staged));
+    let log = engine.log();
+    assert!(
+        log.iter()
+            .all(|e| !e.starts_with("patch secret orders-redis")),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|e| e == "event Unauthorized"), "{log:#?}");
+    assert_eq!(engine.published(), OLD);
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleted_before_publishing_the_new_password_is_rolled_back() -> Result<()> {
+    let mut engine =
+        Engine::new(json!({"rotationRequest": "now", "verify": {"endpoint": "db:1"}}))?;
+    // verify.endpoint is refused without --allow-verify-endpoints: the rotation never starts.
+    let status = engine
+        .run_until(|s| s.conditions.iter().any(|c| c.reason == "InvalidSpec"))
+        .await?;
+    assert_eq!(status.step, None);
+    assert!(engine.log().iter().all(|e| !e.starts_with("target ")));
+
+    let mut engine = Engine::new(json!({"rotationRequest": "now"}))?;
+    engine.fail(
+        "add",
+        CallFailure::Transient {
+            detail: "503".into(),
+        },
+    );
+    // Staged, then the add fails: delete the resource now.
+    engine.run_until(|s| s.step == Some(Step::Staged)).await?;
+    controller::cleanup(&engine.ctx, engine.rotation.clone()).await?;
+    let log = engine.log();
+    let roll_back = first(&log, "target roll_back");
+    assert!(
+        roll_back < first(&log, "delete secret orders-cache-rotation"),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|e| e == "event RolledBack"), "{log:#?}");
+    assert_eq!(engine.published(), OLD);
+    Ok(())
+}
