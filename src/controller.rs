@@ -50,9 +50,9 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Resources reconciled at once.
     pub concurrency: u16,
-    /// Timeout of one Redis Software API request.
+    /// Timeout of one request to a target.
     pub request_timeout: Duration,
-    /// Redis Software API calls in flight at once, per cluster.
+    /// Calls to a target in flight at once, per cluster.
     pub calls_per_cluster: usize,
     /// Allow `insecureHttp: true`: the admin login would cross the network in clear text.
     pub allow_insecure_http: bool,

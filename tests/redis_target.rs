@@ -236,3 +236,30 @@ async fn plaintext_needs_the_operator_flag() -> Result<()> {
     );
     h.finish().await
 }
+
+#[tokio::test]
+async fn exactly_one_target_is_admitted() -> Result<()> {
+    let h = Harness::new("one-of").await?;
+    let mut both = h.user_spec(json!({}));
+    both["target"]["redis"] = json!({
+        "endpoints": ["127.0.0.1:6379"],
+        "user": "app",
+        "credentialsSecret": ADMIN_SECRET,
+        "insecurePlaintext": true,
+    });
+    let mut none = h.user_spec(json!({}));
+    none["target"] = json!({});
+    for spec in [both, none] {
+        let refused = h
+            .create_rotation("two", spec)
+            .await
+            .expect_err("refused at admission");
+        assert!(
+            refused
+                .to_string()
+                .contains("exactly one target must be set"),
+            "{refused}"
+        );
+    }
+    h.finish().await
+}

@@ -30,32 +30,40 @@ use crate::rotation::CallFailure;
 use crate::validation::InvalidField;
 use crate::{Error, Result};
 
-/// What holds the password. Exactly one member is set.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.redisSoftware), has(self.redis), has(self.ontap)].filter(x, x).size() == 1").message("exactly one target must be set"))]
-pub struct Target {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_software: Option<redis_software::RedisSoftwareTarget>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<redis::RedisTarget>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ontap: Option<ontap::OntapTarget>,
+/// Declares the one-of `spec.target`: a member per vendor folder, its CEL rule and
+/// [`Target::members`], from one line per vendor.
+macro_rules! one_of {
+    ($($field:ident: $vendor:ident::$spec:ident as $name:literal,)+) => {
+        /// What holds the password. Exactly one member is set.
+        #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+        #[serde(rename_all = "camelCase")]
+        #[x_kube(validation = Rule::new(concat!("0" $(, " + (has(self.", $name, ") ? 1 : 0)")+, " == 1")).message("exactly one target must be set"))]
+        pub struct Target {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$vendor::$spec>,
+            )+
+        }
+
+        impl Target {
+            /// The members that are set; a valid spec has exactly one.
+            pub fn members(&self) -> Vec<&dyn TargetSpec> {
+                [$(self.$field.as_ref().map(|t| t as &dyn TargetSpec),)+]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+        }
+    };
+}
+
+one_of! {
+    redis_software: redis_software::RedisSoftwareTarget as "redisSoftware",
+    redis: redis::RedisTarget as "redis",
+    ontap: ontap::OntapTarget as "ontap",
 }
 
 impl Target {
-    /// The members that are set; a valid spec has exactly one.
-    pub fn members(&self) -> Vec<&dyn TargetSpec> {
-        [
-            self.redis_software.as_ref().map(|t| t as &dyn TargetSpec),
-            self.redis.as_ref().map(|t| t as &dyn TargetSpec),
-            self.ontap.as_ref().map(|t| t as &dyn TargetSpec),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-
     /// The one member that is set.
     pub fn selected(&self) -> Result<&dyn TargetSpec, InvalidField> {
         match self.members().as_slice() {
