@@ -937,7 +937,9 @@ impl<'a> Rotator<'a> {
                 {
                     return None;
                 }
+                // The target's own lockout is unknown here: hold for the longest retry.
                 Some(Refusal {
+                    hold: crate::rotation::BLOCKED_RETRY,
                     at: status.blocked_time.as_ref()?.0,
                     credentials: status.blocked_credentials_hash.clone()?,
                     by: format!(

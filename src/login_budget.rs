@@ -1,18 +1,18 @@
-//! The failed-login budget of admin accounts. Redis Software locks an account after 5 failed
-//! logins in 15 minutes, for 30 minutes, and every resource that uses one admin login spends
-//! the same budget: so the budget is kept per account (cluster and admin user), not per
-//! resource. Calls with one account go one at a time, and once its login is refused no call
-//! is sent with the same credentials until a lockout has surely passed; new credentials (the
-//! Secret's data changed) may try at once.
+//! The failed-login budget of admin accounts. A target may lock an account after a few failed
+//! logins (Redis Software: 5 in 15 minutes lock it for 30 minutes), and every resource that
+//! uses one admin login spends the same budget: so the budget is kept per account (cluster and
+//! admin user), not per resource. Calls with one account go one at a time, and once its login
+//! is refused no call is sent with the same credentials until the target's lockout has surely
+//! passed (each target says how long: its lockout policy); new credentials (the Secret's data
+//! changed) may try at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use tokio::sync::MutexGuard;
-
-use crate::rotation::BLOCKED_RETRY;
 
 /// Why calls with an account are held back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,11 +22,13 @@ pub struct Refusal {
     pub credentials: String,
     /// The resource whose call was refused (`namespace/name`).
     pub by: String,
+    /// How long no login is tried with the same credentials: longer than the target's lockout.
+    pub hold: Duration,
 }
 
 impl Refusal {
     pub fn until(&self) -> Timestamp {
-        self.at + BLOCKED_RETRY
+        self.at + self.hold
     }
 }
 
@@ -122,15 +124,16 @@ pub fn digest(parts: &[&[u8]]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    const HOLD: Duration = Duration::from_secs(31 * 60);
 
     fn refusal(at: Timestamp, credentials: &str) -> Refusal {
         Refusal {
             at,
             credentials: credentials.into(),
             by: "ns/a".into(),
+            hold: HOLD,
         }
     }
 
@@ -145,7 +148,7 @@ mod tests {
             same.refusal_against("h1", now + Duration::from_secs(30 * 60))
                 .is_some()
         );
-        assert!(same.refusal_against("h1", now + BLOCKED_RETRY).is_none());
+        assert!(same.refusal_against("h1", now + HOLD).is_none());
         assert!(
             same.refusal_against("h2", now).is_none(),
             "new credentials may try"

@@ -285,7 +285,8 @@ impl Engine {
         let connect: Connector = {
             let (log, failures) = (log.clone(), failures.clone());
             Arc::new(move |_, with| {
-                let budget = Budget::of(&with, "fake-cluster:1", "admin@x");
+                let budget =
+                    Budget::of(&with, "fake-cluster:1", "admin@x", Duration::from_secs(60));
                 Ok(Box::new(FakeTarget {
                     log: log.clone(),
                     failures: failures.clone(),

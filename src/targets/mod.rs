@@ -382,11 +382,14 @@ pub struct Budget {
     pub credentials: String,
     /// `namespace/name` of the resource the calls are for.
     pub resource: String,
+    /// How long a refused login holds back the same credentials.
+    pub lockout: Duration,
 }
 
 impl Budget {
-    /// The budget of `login` on the cluster at `address`, for the resource `with` is for.
-    pub fn of(with: &Connect<'_>, address: &str, login: &str) -> Budget {
+    /// The budget of `login` on the cluster at `address`, for the resource `with` is for; a
+    /// refused login is not tried again for `lockout` (the target's lockout policy).
+    pub fn of(with: &Connect<'_>, address: &str, login: &str, lockout: Duration) -> Budget {
         let account = crate::login_budget::account_key(address, login);
         Budget {
             calls: with.shared.calls(address, with.settings.calls_per_cluster),
@@ -396,6 +399,7 @@ impl Budget {
             account_key: account,
             credentials: with.credentials.to_owned(),
             resource: with.resource.clone(),
+            lockout,
         }
     }
 
@@ -432,6 +436,7 @@ impl Budget {
                 at: Timestamp::now(),
                 credentials: self.credentials.clone(),
                 by: self.resource.clone(),
+                hold: self.lockout,
             }),
             Err(CallFailure::Transient { .. } | CallFailure::TlsUntrusted { .. }) => {}
             _ => self.account.accepted(&self.credentials),

@@ -1,5 +1,7 @@
 //! `spec.target.ontap`: one NetApp ONTAP account, or two that alternate.
 
+use std::time::Duration;
+
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -225,7 +227,9 @@ impl TargetSpec for OntapTarget {
             .map(|a| a.username.clone())
             .or_else(|| self.account.clone())
             .unwrap_or_default();
-        let budget = Budget::of(&with, &address, &login);
+        // Lockout is the cluster's policy (`security login role config`), commonly tens of
+        // minutes: hold a refused login as long as Redis Software's.
+        let budget = Budget::of(&with, &address, &login, Duration::from_secs(31 * 60));
         let key = format!(
             "ontap|{}|{}|{}|{}",
             with.resource.split('/').next().unwrap_or_default(),

@@ -127,7 +127,8 @@ impl TargetSpec for RedisTarget {
             server_name: self.tls.as_ref().and_then(|t| t.server_name.clone()),
         });
         let deployment = self.address();
-        let budget = Budget::of(&with, &deployment, &username);
+        // Redis locks no account: a refused login is only not retried at once.
+        let budget = Budget::of(&with, &deployment, &username, Duration::from_secs(60));
         let config = AclAdminConfig {
             endpoints: self.endpoints.clone(),
             username,

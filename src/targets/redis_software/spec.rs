@@ -1,5 +1,7 @@
 //! `spec.target.redisSoftware`: a Redis Software user or a database's default user.
 
+use std::time::Duration;
+
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -135,7 +137,8 @@ impl TargetSpec for RedisSoftwareTarget {
             login(with.secrets, &self.credentials_secret, CREDENTIALS_FIELD)?;
         let ca_pem = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?;
         let cluster = self.address();
-        let budget = Budget::of(&with, &cluster, &username);
+        // 5 failed logins in 15 minutes lock an account for 30 minutes.
+        let budget = Budget::of(&with, &cluster, &username, Duration::from_secs(31 * 60));
         let mut config = ClientConfig::new(url, username, password);
         config.ca_pem = ca_pem;
         config.insecure_http = self.insecure_http;
