@@ -530,7 +530,7 @@ impl<'a> Rotator<'a> {
                             if holds != SecretHolds::Pending {
                                 return self.hold_drifted(holds, workload.as_ref(), now).await;
                             }
-                            let next = self.finish(&valid, &state_name, now).await?;
+                            let next = self.finish(&valid, &state_name, Some(target), now).await?;
                             return Ok(wait_for_next(next, now));
                         }
                         CallOutcome::Done => {
@@ -609,7 +609,9 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::MarkRolledOut => self.advance(&decision, now).await?,
                 Decision::Finish => {
-                    let next = self.finish(&valid, &state_name, now).await?;
+                    let next = self
+                        .finish(&valid, &state_name, target.as_deref(), now)
+                        .await?;
                     return Ok(wait_for_next(next, now));
                 }
                 Decision::Abandon { reason } => {
@@ -636,12 +638,20 @@ impl<'a> Rotator<'a> {
     }
 
     /// When the new password expires, for a target that says: `None` when it does not, or
-    /// could not be asked now (it is asked again at the next reconcile).
-    async fn ask_expiry(&self) -> Option<Option<Timestamp>> {
+    /// could not be asked now (it is asked again at the next reconcile). `target` is the one
+    /// this reconcile loaded, if it did, so that its Secrets are not read again.
+    async fn ask_expiry(&self, target: Option<&dyn PasswordTarget>) -> Option<Option<Timestamp>> {
         if !self.target_spec().reports_expiry() {
             return None;
         }
-        let target = self.target().await.ok()?;
+        let built;
+        let target = match target {
+            Some(target) => target,
+            None => {
+                built = self.target().await.ok()?;
+                built.as_ref()
+            }
+        };
         match target.expiry().await {
             Ok(expires) => Some(expires),
             Err(failure) => {
@@ -1097,6 +1107,7 @@ impl<'a> Rotator<'a> {
         &mut self,
         valid: &ValidSpec,
         state_name: &str,
+        target: Option<&dyn PasswordTarget>,
         now: Timestamp,
     ) -> Result<Option<Timestamp>> {
         if self.status.step.is_none() {
@@ -1113,7 +1124,7 @@ impl<'a> Rotator<'a> {
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
         // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
         self.ctx.metrics.rotation_finished("succeeded", started);
-        let password_expires = self.ask_expiry().await;
+        let password_expires = self.ask_expiry(target).await;
         let scheduled = valid
             .schedule
             .as_ref()
