@@ -68,7 +68,7 @@ impl RedisServer {
                 .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("spawning {}", binary.display()))?;
-            match wait_ready(&mut child, port).await {
+            match wait_ready(&mut child, port, Duration::from_secs(5)).await {
                 Ok(()) => {
                     let admin = RedisAdmin {
                         user: ADMIN_USER.to_owned(),
@@ -187,7 +187,8 @@ pub fn password_hash(password: &str) -> String {
         .collect()
 }
 
-fn find_binary() -> anyhow::Result<PathBuf> {
+/// The `redis-server` the tests start.
+pub(crate) fn find_binary() -> anyhow::Result<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
@@ -197,9 +198,15 @@ fn find_binary() -> anyhow::Result<PathBuf> {
         .context("redis-server not found on PATH or in /usr/bin: run `make deps` or `apt-get install redis-server`")
 }
 
-async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
+/// Waits until the `redis-server` of `child` answers `PING` on `port`, for at most `within`.
+pub(crate) async fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    within: Duration,
+) -> anyhow::Result<()> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    for _ in 0..100 {
+    const EVERY: Duration = Duration::from_millis(50);
+    for _ in 0..within.as_millis() / EVERY.as_millis() {
         if let Some(status) = child.try_wait()? {
             bail!("redis-server exited at start: {status}");
         }
@@ -211,7 +218,7 @@ async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
         {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(EVERY).await;
     }
-    bail!("redis-server did not answer PING on port {port} within 5s")
+    bail!("redis-server did not answer PING on port {port} within {within:?}")
 }

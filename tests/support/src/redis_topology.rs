@@ -17,6 +17,7 @@ use rand::{Rng, distr::Alphanumeric};
 use tokio::process::{Child, Command};
 
 use crate::certs::CertifiedKey;
+use crate::redis_server::{find_binary, wait_ready};
 
 /// How a node keeps its ACL users across a restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,7 +188,7 @@ impl RedisNode {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("spawning {}", self.binary.display()))?;
-        if let Err(e) = wait_ready(&mut child, self.port).await {
+        if let Err(e) = wait_ready(&mut child, self.port, Duration::from_secs(10)).await {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(e.context(format!("redis-server log:\n{log}")));
         }
@@ -470,33 +471,4 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn find_binary() -> anyhow::Result<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("redis-server"))
-        .find(|path| path.is_file())
-        .context("redis-server not found on PATH or in /usr/bin: run `make deps`")
-}
-
-async fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait()? {
-            bail!("redis-server exited at start: {status}");
-        }
-        if let Ok(mut con) = client.get_multiplexed_async_connection().await
-            && redis::cmd("PING")
-                .query_async::<String>(&mut con)
-                .await
-                .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("redis-server did not answer PING on port {port} within 10s")
 }
