@@ -8,10 +8,10 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -19,6 +19,7 @@ use kube::{Client, ResourceExt};
 use secrecy::SecretString;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::freshness::Freshness;
 use crate::http::Health;
 use crate::kubernetes::{ApiServer, Kubernetes, Secrets};
 use crate::login_budget::Refusal;
@@ -36,7 +37,7 @@ use crate::rotation::{
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
-use crate::status::{self, Outcome, ceil_to_second, has_condition, step_message};
+use crate::status::{self, Outcome, ceil_to_second, has_condition};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
 };
@@ -91,6 +92,7 @@ pub struct Context {
     /// status may not show it yet, and two rotations of one password list must never overlap.
     claims: Mutex<HashMap<TargetIdentity, (ObjectRef<PasswordRotation>, Timestamp)>>,
     metrics: Arc<Metrics>,
+    freshness: Freshness,
 }
 
 impl Context {
@@ -119,6 +121,7 @@ impl Context {
             identities: Mutex::default(),
             claims: Mutex::default(),
             metrics,
+            freshness: Freshness::default(),
         })
     }
 }
@@ -162,10 +165,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let kubernetes = Arc::new(ApiServer {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-    });
+    let kubernetes = Arc::new(ApiServer::new(client.clone(), reporter));
     let connect: Connector = Arc::new(|spec, with| spec.connect(with));
     let context = Context::new(
         client.clone(),
@@ -228,20 +228,55 @@ async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
     health.set_ready(true);
 }
 
-async fn reconcile(rotation: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile();
-    let namespace = rotation.namespace().unwrap_or_default();
-    let name = rotation.name_any();
-    let key = ObjectRef::from_obj(&*rotation);
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let key = ObjectRef::from_obj(&*cached);
     let api: Api<PasswordRotation> = Api::namespaced(ctx.client.clone(), &namespace);
     let span = info_span!("reconcile", %namespace, %name);
-    // The watch cache can lag behind this controller's own status writes, and a stale
-    // status would repeat a finished step (a second rotation for one request, a DELETE
-    // taken for a first one). Every decision starts from a fresh read.
-    let Some(rotation) = api.get_opt(&name).instrument(span.clone()).await? else {
-        return Ok(Action::await_change());
+    // A stale status would repeat a finished step (a second rotation for one request, a
+    // DELETE taken for a first one). The watch cache is fresh enough when it holds this
+    // process's own last write or a later one; only otherwise (and on the first reconcile of
+    // a resource in this process) is the resource read again.
+    let rotation = if ctx.freshness.is_fresh(&cached) {
+        cached
+    } else {
+        match api.get_opt(&name).instrument(span.clone()).await? {
+            Some(read) => {
+                ctx.freshness.saw(&key, read.resource_version().as_deref());
+                Arc::new(read)
+            }
+            None => {
+                ctx.freshness.forget(&key);
+                return Ok(Action::await_change());
+            }
+        }
     };
-    let action = finalizer(&api, FINALIZER, Arc::new(rotation), |event| async {
+    // The finalizer is added here rather than by `finalizer()`, which would end this
+    // reconcile and wait for the watch to bring the patched resource back.
+    let rotation = if rotation.metadata.deletion_timestamp.is_none()
+        && !rotation.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        let mut finalizers = rotation.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        // The resourceVersion makes it a compare-and-swap: no finalizer of another
+        // controller added meanwhile is dropped.
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": rotation.resource_version(),
+        }});
+        let patched = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .instrument(span.clone())
+            .await?;
+        ctx.freshness
+            .saw(&key, patched.resource_version().as_deref());
+        Arc::new(patched)
+    } else {
+        rotation
+    };
+    let action = finalizer(&api, FINALIZER, rotation, |event| async {
         match event {
             FinalizerEvent::Apply(rotation) => Rotator::new(&ctx, rotation).apply().await,
             FinalizerEvent::Cleanup(rotation) => Rotator::new(&ctx, rotation).cleanup().await,
@@ -284,7 +319,12 @@ struct Rotator<'a> {
     spec: PasswordRotationSpec,
     /// Spec fields edited since the rotation in flight pinned its plan.
     plan_changes: Vec<&'static str>,
+    /// The status as this reconcile knows it; steps whose replay is safe change it here only.
     status: PasswordRotationStatus,
+    /// The status as the resource holds it: what the last write (or the read) left.
+    written: PasswordRotationStatus,
+    /// The target's Secrets, read with the others at the start of the reconcile.
+    prefetched_target_secrets: Option<Result<BTreeMap<String, Secret>>>,
     secrets: Secrets<'a>,
     namespace: String,
 }
@@ -296,9 +336,12 @@ const MAX_STEPS: usize = 12;
 impl<'a> Rotator<'a> {
     fn new(ctx: &'a Context, rotation: Arc<PasswordRotation>) -> Self {
         let namespace = rotation.namespace().unwrap_or_default();
+        let status = rotation.status.clone().unwrap_or_default();
         Self {
             ctx,
-            status: rotation.status.clone().unwrap_or_default(),
+            written: status.clone(),
+            status,
+            prefetched_target_secrets: None,
             spec: rotation.spec.clone(),
             plan_changes: Vec::new(),
             secrets: Secrets {
@@ -310,17 +353,48 @@ impl<'a> Rotator<'a> {
         }
     }
 
+    /// The steps this reconcile can take, and one status write for what they recorded.
     async fn apply(mut self) -> Result<Action> {
+        let result = self.steps().await;
+        let written = self.checkpoint().await;
+        let action = result?;
+        written?;
+        Ok(action)
+    }
+
+    async fn steps(&mut self) -> Result<Action> {
         // As read: a restarted operator exports what the resources' statuses say at once.
         self.export_status();
         let state_name = secrets::state_secret_name(&self.rotation);
-        let mut state = secrets::read_state(&self.secrets, &state_name).await?;
+        // Read at once: the state Secret, the workload Secret the spec names and, when the
+        // target may be called, the Secrets it reads. A pinned plan that names other Secrets
+        // has them read again.
+        let prefetch_target = self.may_call_target();
+        let (state, workload, target_secrets) = futures::join!(
+            secrets::read_state(&self.secrets, &state_name),
+            self.workload_secret(),
+            async {
+                match prefetch_target {
+                    true => Some(self.target_secrets().await),
+                    false => None,
+                }
+            }
+        );
+        let mut state = state?;
+        let spec_workload_secret = self.spec.secret.name.clone();
+        let spec_target = self.spec.target.clone();
         self.pin(state.as_ref());
+        if self.spec.target == spec_target {
+            self.prefetched_target_secrets = target_secrets;
+        }
         let valid = match validate(&self.spec).and_then(|valid| self.permitted(valid)) {
             Ok(valid) => valid,
             Err(invalid) => return self.report_invalid(invalid).await,
         };
-        let mut workload = self.workload_secret().await?;
+        let mut workload = match self.spec.secret.name == spec_workload_secret {
+            true => workload?,
+            false => self.workload_secret().await?,
+        };
         // Re-read right before an effect that must not act on a stale view of it.
         let mut workload_fresh = true;
         // Neither changes within one reconcile: the steps below never enter Blocked (they
@@ -356,7 +430,7 @@ impl<'a> Rotator<'a> {
                         },
                         now,
                     );
-                    self.write_status(status).await?;
+                    self.record(status);
                 }
                 Err(failure) => return self.stop(on_failure(failure), loaded, now).await,
             }
@@ -410,6 +484,7 @@ impl<'a> Rotator<'a> {
                 workload_fresh = true;
                 continue;
             }
+            let was_fresh = workload_fresh;
             workload_fresh = false;
             // The workload Secret's password is sent to the target, and the Secret rewritten:
             // only for a resource the Secret names.
@@ -434,8 +509,7 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Conflict { with } => return self.report_conflict(with).await,
                 Decision::Suspended => {
-                    let status = self.after(Outcome::Suspended, now);
-                    self.write_status_if_changed(status).await?;
+                    self.record(self.after(Outcome::Suspended, now));
                     return Ok(Action::await_change());
                 }
                 Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
@@ -468,10 +542,10 @@ impl<'a> Rotator<'a> {
                     let new_state = self.stage(&valid, previous, accounts, now).await?;
                     let rotation_id = new_state.rotation_id.clone();
                     state = Some(new_state);
-                    self.begin(rotation_id, trigger, now).await?;
+                    self.begin(rotation_id, trigger, now).await;
                 }
                 Decision::Adopt { rotation_id } => {
-                    self.begin(rotation_id, Trigger::Resumed, now).await?;
+                    self.begin(rotation_id, Trigger::Resumed, now).await;
                 }
                 Decision::Restage => {
                     let current = workload_password.expect("decide restages only with one");
@@ -492,8 +566,7 @@ impl<'a> Rotator<'a> {
                         state.previous_account = previous_account;
                         state.pending_account = pending_account;
                     }
-                    self.write_status(self.after(Outcome::Restaged, now))
-                        .await?;
+                    self.record(self.after(Outcome::Restaged, now));
                     self.event(
                         EventType::Normal,
                         Reason::Restaged,
@@ -516,26 +589,23 @@ impl<'a> Rotator<'a> {
                     let outcome = self.call(target, &decision, state).await?;
                     match outcome {
                         CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
-                            self.event(
-                                EventType::Normal,
-                                "Retired",
-                                "Rotate",
-                                "the old password is deleted",
-                            )
-                            .await;
                             // Finishing forgets the new password: only while the workload
                             // Secret still holds it.
-                            workload = self.workload_secret().await?;
+                            let (read, password_expires) = futures::join!(
+                                self.workload_secret(),
+                                self.ask_expiry(Some(target))
+                            );
+                            workload = read?;
                             let holds = state.holds(self.password_in(workload.as_ref()).as_ref());
                             if holds != SecretHolds::Pending {
                                 return self.hold_drifted(holds, workload.as_ref(), now).await;
                             }
-                            let next = self.finish(&valid, &state_name, Some(target), now).await?;
+                            let next = self
+                                .finish(&valid, &state_name, password_expires, now)
+                                .await?;
                             return Ok(wait_for_next(next, now));
                         }
-                        CallOutcome::Done => {
-                            self.advance(&decision, now).await?;
-                        }
+                        CallOutcome::Done => self.advance(&decision, now),
                         stopped => {
                             if decision == (Decision::Replace { replay: false }) {
                                 // The PUT was refused, so nothing was replaced: a later try
@@ -555,7 +625,7 @@ impl<'a> Rotator<'a> {
                             .await;
                         return Err(e);
                     }
-                    self.advance(&decision, now).await?;
+                    self.advance(&decision, now);
                 }
                 Decision::Publish => {
                     let state = state.as_ref().expect("publish runs with a state");
@@ -566,9 +636,11 @@ impl<'a> Rotator<'a> {
                         self.write_status(status).await?;
                     }
                     workload = Some(self.publish(state).await?);
+                    // The write's answer is the Secret as it is now.
+                    workload_fresh = true;
                     self.fail_point("after-publish-write");
                     self.status.published_time = Some(Time(ceil_to_second(now)));
-                    self.advance(&decision, now).await?;
+                    self.advance(&decision, now);
                 }
                 Decision::AwaitRollout {
                     pending,
@@ -585,9 +657,6 @@ impl<'a> Rotator<'a> {
                         self.write_status(status).await?;
                         self.event(EventType::Warning, "RolloutTimeout", "Rollout", &message)
                             .await;
-                    } else {
-                        // A spec edit mid-rotation is shown as pending.
-                        self.write_status_if_changed(self.status.clone()).await?;
                     }
                     return Ok(Action::requeue(requeue_after));
                 }
@@ -595,8 +664,7 @@ impl<'a> Rotator<'a> {
                     return self.hold_drifted(holds, workload.as_ref(), now).await;
                 }
                 Decision::ResumeAfterDrift => {
-                    self.write_status(self.after(Outcome::DriftHealed, now))
-                        .await?;
+                    self.record(self.after(Outcome::DriftHealed, now));
                     self.event(
                         EventType::Normal,
                         Reason::SecretRestored,
@@ -607,10 +675,22 @@ impl<'a> Rotator<'a> {
                     )
                     .await;
                 }
-                Decision::MarkRolledOut => self.advance(&decision, now).await?,
+                Decision::MarkRolledOut => {
+                    // Restarting workloads reads and writes them: the workload Secret may
+                    // have changed meanwhile.
+                    workload_fresh = was_fresh && self.spec.rollout.workloads.is_empty();
+                    self.advance(&decision, now);
+                }
+                Decision::Finish if self.status.step.is_none() => {
+                    // A leftover of a rotation whose end status already recorded.
+                    secrets::delete_state(&self.secrets, &state_name).await?;
+                    let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
+                    return Ok(wait_for_next(next, now));
+                }
                 Decision::Finish => {
+                    let password_expires = self.ask_expiry(target.as_deref()).await;
                     let next = self
-                        .finish(&valid, &state_name, target.as_deref(), now)
+                        .finish(&valid, &state_name, password_expires, now)
                         .await?;
                     return Ok(wait_for_next(next, now));
                 }
@@ -664,6 +744,27 @@ impl<'a> Rotator<'a> {
     /// Fixes the resource's share of its schedule's jitter.
     fn seed(&self) -> String {
         format!("{}/{}", self.namespace, self.rotation.name_any())
+    }
+
+    /// A guess of whether this reconcile calls the target (a rotation in flight or asked
+    /// for, an expiry not asked yet), so that the Secrets it reads are read beside the
+    /// others. A wrong guess costs a read or a round trip, nothing else.
+    fn may_call_target(&self) -> bool {
+        let Ok(target) = self.spec.target.selected() else {
+            return false;
+        };
+        let requested = self.spec.rotation_request.is_some()
+            && self.spec.rotation_request != self.status.handled_rotation_request;
+        let annotated = self.rotate_annotation().is_some()
+            && self.rotate_annotation() != self.status.handled_rotate_annotation.as_deref();
+        let due = self
+            .status
+            .next_rotation_time
+            .as_ref()
+            .is_some_and(|t| t.0 <= Timestamp::now());
+        let expiry_unasked =
+            target.reports_expiry() && self.status.password_expiry_checked_time.is_none();
+        self.in_flight() || requested || annotated || due || expiry_unasked
     }
 
     fn in_flight(&self) -> bool {
@@ -840,7 +941,11 @@ impl<'a> Rotator<'a> {
         if slot.is_some() {
             return Ok(None);
         }
-        match self.target().await {
+        let target = match self.prefetched_target_secrets.take() {
+            Some(secrets) => secrets.and_then(|secrets| self.connect_target(&secrets)),
+            None => self.target().await,
+        };
+        match target {
             Ok(target) => {
                 *slot = Some(target);
                 Ok(None)
@@ -884,16 +989,16 @@ impl<'a> Rotator<'a> {
     /// The Secrets the target reads, as they are now; each must allow this resource.
     async fn target_secrets(&self) -> Result<BTreeMap<String, Secret>> {
         let rotation = self.rotation.name_any();
+        let used = self.target_spec().secrets();
+        let found =
+            futures::future::try_join_all(used.iter().map(|u| self.secrets.get_opt(&u.name)))
+                .await?;
         let mut read = BTreeMap::new();
-        for used in self.target_spec().secrets() {
-            let secret = self
-                .secrets
-                .get_opt(&used.name)
-                .await?
-                .ok_or_else(|| Error::Secret {
-                    name: used.name.clone(),
-                    problem: format!("not found ({})", used.field),
-                })?;
+        for (used, found) in used.into_iter().zip(found) {
+            let secret = found.ok_or_else(|| Error::Secret {
+                name: used.name.clone(),
+                problem: format!("not found ({})", used.field),
+            })?;
             if !secrets::allows(&secret, &rotation) {
                 return Err(Error::SecretNotAllowed {
                     name: used.name,
@@ -916,13 +1021,19 @@ impl<'a> Rotator<'a> {
     }
 
     async fn target(&self) -> Result<Box<dyn PasswordTarget>> {
-        let secrets = self.target_secrets().await?;
-        let credentials = credentials_hash(&secrets);
+        self.connect_target(&self.target_secrets().await?)
+    }
+
+    fn connect_target(
+        &self,
+        secrets: &BTreeMap<String, Secret>,
+    ) -> Result<Box<dyn PasswordTarget>> {
+        let credentials = credentials_hash(secrets);
         let remembered = |account: &str| self.remembered_refusal(account);
         (self.ctx.connect)(
             self.target_spec(),
             Connect {
-                secrets: &secrets,
+                secrets,
                 credentials: &credentials,
                 shared: &self.ctx.targets,
                 settings: &self.ctx.target_settings,
@@ -999,7 +1110,7 @@ impl<'a> Rotator<'a> {
         Ok(state)
     }
 
-    async fn begin(&mut self, rotation_id: String, trigger: Trigger, now: Timestamp) -> Result<()> {
+    async fn begin(&mut self, rotation_id: String, trigger: Trigger, now: Timestamp) {
         let status = self.after(
             Outcome::Began {
                 rotation_id: &rotation_id,
@@ -1009,20 +1120,21 @@ impl<'a> Rotator<'a> {
             },
             now,
         );
-        self.write_status(status).await?;
+        // Not written on its own: the state Secret holds the rotation, and a crash before
+        // the next write adopts it from there.
+        self.record(status);
         self.fail_point("after-step-Staged");
         info!(%rotation_id, trigger = trigger.as_str(), "rotation started");
         self.event(
             EventType::Normal,
-            "Staged",
+            Reason::Started,
             "Rotate",
             &format!(
-                "rotation {rotation_id} started ({}); new password staged",
+                "rotation started ({}); its steps show in the Progressing condition",
                 trigger.as_str()
             ),
         )
         .await;
-        Ok(())
     }
 
     async fn call(
@@ -1073,18 +1185,14 @@ impl<'a> Rotator<'a> {
         })
     }
 
-    async fn advance(&mut self, decision: &Decision, now: Timestamp) -> Result<()> {
+    /// Records the step a done effect leads to. Its replay is safe, so it is written with
+    /// the next status write: before an effect that must not be repeated, or at the end of
+    /// the reconcile.
+    fn advance(&mut self, decision: &Decision, now: Timestamp) {
         let step = step_after(decision).expect("a step follows every effect");
         self.record_step_time(step, now);
-        let status = self.after(Outcome::Stepped(step), now);
-        if step == Step::RolledOut {
-            // Not written on its own: the Retired write (or the end of a Replace rotation)
-            // follows at once, and a crash before it only observes the rollout again.
-            self.status = status;
-        } else {
-            self.write_status(status).await?;
-            self.fail_point(&format!("after-step-{}", step.as_str()));
-        }
+        self.record(self.after(Outcome::Stepped(step), now));
+        self.fail_point(&format!("after-step-{}", step.as_str()));
         // Backoff counts failures in a row: progress starts it again from its shortest wait.
         self.ctx
             .failures
@@ -1092,29 +1200,17 @@ impl<'a> Rotator<'a> {
             .expect("not poisoned")
             .remove(&ObjectRef::from_obj(&*self.rotation));
         info!(step = step.as_str(), "rotation step done");
-        self.event(
-            EventType::Normal,
-            step.as_str(),
-            "Rotate",
-            step_message(step),
-        )
-        .await;
-        Ok(())
     }
 
-    /// Ends the rotation and returns the next scheduled one.
+    /// Ends the rotation and returns the next scheduled one. `password_expires` is what the
+    /// target said of the new password, if it was asked (see `ask_expiry`).
     async fn finish(
         &mut self,
         valid: &ValidSpec,
         state_name: &str,
-        target: Option<&dyn PasswordTarget>,
+        password_expires: Option<Option<Timestamp>>,
         now: Timestamp,
     ) -> Result<Option<Timestamp>> {
-        if self.status.step.is_none() {
-            // A leftover of a rotation whose end status already recorded.
-            secrets::delete_state(&self.secrets, state_name).await?;
-            return Ok(self.status.next_rotation_time.as_ref().map(|t| t.0));
-        }
         // Progressing keeps its transition time from Staged on: the rotation's start.
         let started = self
             .status
@@ -1124,7 +1220,6 @@ impl<'a> Rotator<'a> {
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
         // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
         self.ctx.metrics.rotation_finished("succeeded", started);
-        let password_expires = self.ask_expiry(target).await;
         let scheduled = valid
             .schedule
             .as_ref()
@@ -1148,7 +1243,7 @@ impl<'a> Rotator<'a> {
             EventType::Normal,
             Reason::Rotated,
             "Rotate",
-            &format!("rotation {rotation_id} complete"),
+            "rotation complete: the workloads use the new password and the old one is deleted",
         )
         .await;
         Ok(next_rotation)
@@ -1218,6 +1313,9 @@ impl<'a> Rotator<'a> {
         self.ctx
             .metrics
             .forget(&self.namespace, &self.rotation.name_any());
+        self.ctx
+            .freshness
+            .forget(&ObjectRef::from_obj(&*self.rotation));
         let state_name = secrets::state_secret_name(&self.rotation);
         let Some(state) = secrets::read_state(&self.secrets, &state_name).await? else {
             return Ok(Action::await_change());
@@ -1300,15 +1398,42 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    async fn write_status_if_changed(
-        &mut self,
-        mut status: PasswordRotationStatus,
-    ) -> Result<bool> {
+    /// Records `status` and writes it, unless the resource holds it already; true when written.
+    async fn write_status_if_changed(&mut self, status: PasswordRotationStatus) -> Result<bool> {
+        self.record(status);
+        self.checkpoint().await
+    }
+
+    /// Records `status` and writes it now: before an effect whose replay is not safe.
+    async fn write_status(&mut self, status: PasswordRotationStatus) -> Result<()> {
+        self.record(status);
+        self.checkpoint().await.map(drop)
+    }
+
+    /// Records `status` as this reconcile's view, to be written with the next write.
+    fn record(&mut self, status: PasswordRotationStatus) {
+        self.status = status;
+        self.export_status();
+    }
+
+    /// Writes the status this reconcile recorded, when the resource does not hold it yet;
+    /// true when written.
+    async fn checkpoint(&mut self) -> Result<bool> {
+        let mut status = self.status.clone();
         status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
-        if status == self.status {
+        if status == self.written {
             return Ok(false);
         }
-        self.write_status(status).await?;
+        let version = self
+            .ctx
+            .kubernetes
+            .write_status(&self.rotation, &status)
+            .await?;
+        self.ctx
+            .freshness
+            .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
+        self.written = status.clone();
+        self.record(status);
         Ok(true)
     }
 
@@ -1320,17 +1445,6 @@ impl<'a> Rotator<'a> {
             self.rotation.metadata.generation,
             now,
         )
-    }
-
-    async fn write_status(&mut self, mut status: PasswordRotationStatus) -> Result<()> {
-        status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
-        self.ctx
-            .kubernetes
-            .write_status(&self.rotation, &status)
-            .await?;
-        self.status = status;
-        self.export_status();
-        Ok(())
     }
 
     /// The per-resource gauges (phase, conditions, last and next rotation) from the status:

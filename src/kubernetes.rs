@@ -1,11 +1,12 @@
 //! What a reconcile reads and writes in Kubernetes, behind one small trait: the apiserver in
 //! production, and an in-memory fake in tests that run the engine without a control plane.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, Recorder};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::resource::{PasswordRotation, PasswordRotationStatus, WorkloadRef};
 use crate::rollout::{Restart, Workloads};
@@ -39,12 +40,13 @@ pub trait Kubernetes: Send + Sync {
     /// Done when the Secret is gone, whether or not it was there.
     fn delete_secret<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
 
-    /// Server-side apply of the resource's status, by this operator.
+    /// Server-side apply of the resource's status, by this operator; the resource's
+    /// resourceVersion after it.
     fn write_status<'a>(
         &'a self,
         rotation: &'a PasswordRotation,
         status: &'a PasswordRotationStatus,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<Option<String>>>;
 
     /// Restarts each workload not yet carrying `restart` and reports which still roll.
     fn advance_rollout<'a>(
@@ -54,7 +56,7 @@ pub trait Kubernetes: Send + Sync {
         restart: Restart<'a>,
     ) -> BoxFuture<'a, Result<RolloutProgress>>;
 
-    /// Best effort: a lost Event is logged, never an error.
+    /// Best effort and off the reconcile's path: a lost Event is logged, never an error.
     fn publish_event<'a>(
         &'a self,
         rotation: &'a PasswordRotation,
@@ -106,8 +108,28 @@ impl Secrets<'_> {
 
 /// The apiserver.
 pub struct ApiServer {
-    pub client: Client,
-    pub recorder: Recorder,
+    client: Client,
+    events: mpsc::Sender<(ObjectReference, Event)>,
+}
+
+/// Events waiting to be published; beyond this many a reconcile waits for room.
+const EVENT_QUEUE: usize = 1024;
+
+impl ApiServer {
+    /// Publishes Events in the order they are raised, from one task, so that no reconcile
+    /// waits for them.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        let recorder = Recorder::new(client.clone(), reporter);
+        let (events, mut queue) = mpsc::channel::<(ObjectReference, Event)>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            while let Some((regarding, event)) = queue.recv().await {
+                if let Err(error) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(%error, reason = event.reason, "could not publish event");
+                }
+            }
+        });
+        ApiServer { client, events }
+    }
 }
 
 fn not_found(error: &kube::Error) -> bool {
@@ -170,7 +192,7 @@ impl Kubernetes for ApiServer {
         &'a self,
         rotation: &'a PasswordRotation,
         status: &'a PasswordRotationStatus,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Option<String>>> {
         let api: Api<PasswordRotation> = Api::namespaced(
             self.client.clone(),
             &rotation.namespace().unwrap_or_default(),
@@ -181,13 +203,14 @@ impl Kubernetes for ApiServer {
                 "kind": "PasswordRotation",
                 "status": status,
             });
-            api.patch_status(
-                &rotation.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-            Ok(())
+            let written = api
+                .patch_status(
+                    &rotation.name_any(),
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+            Ok(written.resource_version())
         })
     }
 
@@ -209,13 +232,15 @@ impl Kubernetes for ApiServer {
         rotation: &'a PasswordRotation,
         event: Event,
     ) -> BoxFuture<'a, ()> {
+        // Without its resourceVersion the reference stays the same across status writes,
+        // so the Recorder folds a repeated Event into a series instead of a new object.
+        let regarding = ObjectReference {
+            resource_version: None,
+            ..rotation.object_ref(&())
+        };
         Box::pin(async move {
-            if let Err(error) = self
-                .recorder
-                .publish(&event, &rotation.object_ref(&()))
-                .await
-            {
-                tracing::warn!(%error, reason = event.reason, "could not publish event");
+            if self.events.send((regarding, event)).await.is_err() {
+                tracing::warn!("the event queue is closed; event dropped");
             }
         })
     }

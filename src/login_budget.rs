@@ -1,8 +1,10 @@
 //! The failed-login budget of admin accounts. A target may lock an account after a few failed
 //! logins (Redis Software: 5 in 15 minutes lock it for 30 minutes), and every resource that
 //! uses one admin login spends the same budget: so the budget is kept per account (cluster and
-//! admin user), not per resource. Calls with one account go one at a time, and once its login
-//! is refused no call is sent with the same credentials until the target's lockout has surely
+//! admin user), not per resource. Calls with credentials not yet accepted go alone; once they
+//! are accepted, a few go at once: at most half the failed logins that lock the account, so
+//! that a password changed behind the operator's back costs at most half of it. Once a login is
+//! refused no call is sent with the same credentials until the target's lockout has surely
 //! passed (each target says how long: its lockout policy); new credentials (the Secret's data
 //! changed) may try at once.
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
-use tokio::sync::MutexGuard;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Why calls with an account are held back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,13 +34,45 @@ impl Refusal {
     }
 }
 
-#[derive(Debug, Default)]
+/// A target's lockout policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failed logins that lock the account; `None` when the target locks none.
+    pub failed_logins: Option<u32>,
+    /// How long no login is tried with refused credentials: longer than the lockout.
+    pub hold: Duration,
+}
+
+impl Lockout {
+    /// Calls in flight at once with accepted credentials.
+    fn parallel(self) -> u32 {
+        const WITHOUT_LOCKOUT: u32 = 64;
+        self.failed_logins
+            .map_or(WITHOUT_LOCKOUT, |failed| (failed / 2).max(1))
+    }
+}
+
+#[derive(Debug)]
 pub struct AdminAccount {
-    calls: tokio::sync::Mutex<()>,
+    /// A call with accepted credentials takes one permit; any other call takes them all.
+    calls: Semaphore,
+    parallel: u32,
+    /// [`crate::targets::credentials_hash`] of the credentials last accepted.
+    accepted: Mutex<Option<String>>,
     refusal: Mutex<Option<Refusal>>,
 }
 
 impl AdminAccount {
+    fn new(lockout: Lockout) -> Self {
+        let parallel = lockout.parallel();
+        AdminAccount {
+            calls: Semaphore::new(parallel as usize),
+            parallel,
+            accepted: Mutex::default(),
+            refusal: Mutex::default(),
+        }
+    }
+
     /// The refusal that still holds for `credentials` at `now`, if any.
     pub fn refusal_against(&self, credentials: &str, now: Timestamp) -> Option<Refusal> {
         self.refusal
@@ -49,12 +83,22 @@ impl AdminAccount {
             .cloned()
     }
 
-    /// One call at a time: a refused login is known before the next one is sent.
-    pub async fn one_call(&self) -> MutexGuard<'_, ()> {
-        self.calls.lock().await
+    /// Room for a call with `credentials`: alone unless they were accepted, so that a refused
+    /// login is known before the next one is sent.
+    pub async fn permit(&self, credentials: &str) -> SemaphorePermit<'_> {
+        let accepted = self.accepted.lock().expect("not poisoned").as_deref() == Some(credentials);
+        let permits = if accepted { 1 } else { self.parallel };
+        self.calls
+            .acquire_many(permits)
+            .await
+            .expect("never closed")
     }
 
     pub fn refused(&self, refusal: Refusal) {
+        let mut accepted = self.accepted.lock().expect("not poisoned");
+        if accepted.as_deref() == Some(refusal.credentials.as_str()) {
+            *accepted = None;
+        }
         let mut current = self.refusal.lock().expect("not poisoned");
         if current.as_ref().is_none_or(|c| c.at <= refusal.at) {
             *current = Some(refusal);
@@ -63,6 +107,7 @@ impl AdminAccount {
 
     /// A login with `credentials` worked.
     pub fn accepted(&self, credentials: &str) {
+        *self.accepted.lock().expect("not poisoned") = Some(credentials.to_owned());
         let mut current = self.refusal.lock().expect("not poisoned");
         if current
             .as_ref()
@@ -85,13 +130,14 @@ impl LoginBudgets {
     pub fn account(
         &self,
         key: &str,
+        lockout: Lockout,
         remembered: impl FnOnce() -> Option<Refusal>,
     ) -> Arc<AdminAccount> {
         let mut accounts = self.accounts.lock().expect("not poisoned");
         accounts
             .entry(key.to_owned())
             .or_insert_with(|| {
-                let account = AdminAccount::default();
+                let account = AdminAccount::new(lockout);
                 if let Some(refusal) = remembered() {
                     account.refused(refusal);
                 }
@@ -127,6 +173,10 @@ mod tests {
     use super::*;
 
     const HOLD: Duration = Duration::from_secs(31 * 60);
+    const REDIS_SOFTWARE: Lockout = Lockout {
+        failed_logins: Some(5),
+        hold: HOLD,
+    };
 
     fn refusal(at: Timestamp, credentials: &str) -> Refusal {
         Refusal {
@@ -141,9 +191,11 @@ mod tests {
     fn a_refusal_holds_the_same_credentials_for_longer_than_a_lockout() {
         let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
         let budgets = LoginBudgets::default();
-        let account = budgets.account("k", || None);
+        let account = budgets.account("k", REDIS_SOFTWARE, || None);
         account.refused(refusal(now, "h1"));
-        let same = budgets.account("k", || panic!("an existing entry is not seeded again"));
+        let same = budgets.account("k", REDIS_SOFTWARE, || {
+            panic!("an existing entry is not seeded again")
+        });
         assert!(
             same.refusal_against("h1", now + Duration::from_secs(30 * 60))
                 .is_some()
@@ -163,13 +215,37 @@ mod tests {
     fn a_new_entry_remembers_what_status_recorded() {
         let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
         let budgets = LoginBudgets::default();
-        let account = budgets.account("k", || Some(refusal(now, "h1")));
+        let account = budgets.account("k", REDIS_SOFTWARE, || Some(refusal(now, "h1")));
         assert_eq!(account.refusal_against("h1", now).unwrap().by, "ns/a");
         account.refused(refusal(now - Duration::from_secs(60), "h0"));
         assert!(
             account.refusal_against("h1", now).is_some(),
             "an older refusal never replaces a newer one"
         );
+    }
+
+    #[tokio::test]
+    async fn unproven_credentials_go_alone_and_accepted_ones_a_few_at_once() {
+        let account = LoginBudgets::default().account("k", REDIS_SOFTWARE, || None);
+        let first = account.permit("h1").await;
+        assert!(
+            account.calls.try_acquire().is_err(),
+            "nothing beside a login not yet accepted"
+        );
+        drop(first);
+        account.accepted("h1");
+        let (_a, _b) = (account.permit("h1").await, account.permit("h1").await);
+        assert!(
+            account.calls.try_acquire().is_err(),
+            "half of the 5 failed logins that lock the account, rounded down"
+        );
+        account.refused(refusal(Timestamp::now(), "h1"));
+        assert_eq!(account.accepted.lock().unwrap().as_deref(), None);
+        let unlocked = Lockout {
+            failed_logins: None,
+            hold: HOLD,
+        };
+        assert_eq!(unlocked.parallel(), 64);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum Reason {
     RotationInFlight,
     /// `SpecChangePending=False`: the changed fields apply now.
     Applied,
+    /// Event: a rotation started; its steps show in the `Progressing` condition.
+    Started,
     /// Event: the rotation starts again from the password the workload Secret holds now.
     Restaged,
     /// Event: the workload Secret holds the new password again after a drift.
@@ -88,6 +90,7 @@ impl Reason {
         Reason::StateLost,
         Reason::RotationInFlight,
         Reason::Applied,
+        Reason::Started,
         Reason::Restaged,
         Reason::SecretRestored,
         Reason::Abandoned,
@@ -121,6 +124,7 @@ impl Reason {
             Reason::StateLost => "StateLost",
             Reason::RotationInFlight => "RotationInFlight",
             Reason::Applied => "Applied",
+            Reason::Started => "Started",
             Reason::Restaged => "Restaged",
             Reason::SecretRestored => "SecretRestored",
             Reason::Abandoned => "Abandoned",

@@ -279,7 +279,7 @@ pub fn show_pending_changes(status: &mut PasswordRotationStatus, changed: &[&str
     }
 }
 
-/// What a step means, for its condition and Event.
+/// What a step means, for its condition.
 pub fn step_message(step: Step) -> &'static str {
     match step {
         Step::Staged => "a new password is staged",

@@ -116,19 +116,11 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
         .into_iter()
         .filter_map(|e| e.reason)
         .collect();
-    for reason in [
-        "Staged",
-        "Added",
-        "Published",
-        "RolledOut",
-        "Retired",
-        "Rotated",
-    ] {
-        assert!(
-            reasons.contains(reason),
-            "an event for {reason}: {reasons:?}"
-        );
-    }
+    // The start and the end; the steps in between show in status and metrics.
+    assert_eq!(
+        reasons,
+        HashSet::from(["Started".to_owned(), "Rotated".to_owned()])
+    );
     h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
     h.finish().await

@@ -24,7 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::login_budget::{AdminAccount, LoginBudgets, Refusal, digest};
+use crate::login_budget::{AdminAccount, Lockout, LoginBudgets, Refusal, digest};
 use crate::resource::Mode;
 use crate::rotation::CallFailure;
 use crate::validation::InvalidField;
@@ -364,15 +364,16 @@ impl Shared {
     pub fn account(
         &self,
         account: &str,
+        lockout: Lockout,
         remembered: impl FnOnce() -> Option<Refusal>,
     ) -> Arc<AdminAccount> {
-        self.logins.account(account, remembered)
+        self.logins.account(account, lockout, remembered)
     }
 }
 
 /// Runs a target's calls within its cluster's call cap and its admin account's failed-login
-/// budget: one call at a time per account, and none with credentials that were refused less
-/// than a lockout ago.
+/// budget (see [`crate::login_budget`]): none with credentials that were refused less than a
+/// lockout ago.
 pub struct Budget {
     pub calls: Arc<Semaphore>,
     pub account: Arc<AdminAccount>,
@@ -383,23 +384,23 @@ pub struct Budget {
     /// `namespace/name` of the resource the calls are for.
     pub resource: String,
     /// How long a refused login holds back the same credentials.
-    pub lockout: Duration,
+    pub hold: Duration,
 }
 
 impl Budget {
-    /// The budget of `login` on the cluster at `address`, for the resource `with` is for; a
-    /// refused login is not tried again for `lockout` (the target's lockout policy).
-    pub fn of(with: &Connect<'_>, address: &str, login: &str, lockout: Duration) -> Budget {
+    /// The budget of `login` on the cluster at `address`, for the resource `with` is for,
+    /// under the target's lockout policy.
+    pub fn of(with: &Connect<'_>, address: &str, login: &str, lockout: Lockout) -> Budget {
         let account = crate::login_budget::account_key(address, login);
         Budget {
             calls: with.shared.calls(address, with.settings.calls_per_cluster),
             account: with
                 .shared
-                .account(&account, || (with.remembered)(&account)),
+                .account(&account, lockout, || (with.remembered)(&account)),
             account_key: account,
             credentials: with.credentials.to_owned(),
             resource: with.resource.clone(),
-            lockout,
+            hold: lockout.hold,
         }
     }
 
@@ -422,7 +423,7 @@ impl Budget {
         {
             return Err(held(refusal));
         }
-        let _one = self.account.one_call().await;
+        let _account = self.account.permit(&self.credentials).await;
         if let Some(refusal) = self
             .account
             .refusal_against(&self.credentials, Timestamp::now())
@@ -436,7 +437,7 @@ impl Budget {
                 at: Timestamp::now(),
                 credentials: self.credentials.clone(),
                 by: self.resource.clone(),
-                hold: self.lockout,
+                hold: self.hold,
             }),
             Err(CallFailure::Transient { .. } | CallFailure::TlsUntrusted { .. }) => {}
             _ => self.account.accepted(&self.credentials),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ontap;
 use super::client::{Login, OntapClient, OntapConfig};
+use crate::login_budget::Lockout;
 use crate::reason::Reason;
 use crate::resource::Mode;
 use crate::targets::{
@@ -227,9 +228,13 @@ impl TargetSpec for OntapTarget {
             .map(|a| a.username.clone())
             .or_else(|| self.account.clone())
             .unwrap_or_default();
-        // Lockout is the cluster's policy (`security login role config`), commonly tens of
-        // minutes: hold a refused login as long as Redis Software's.
-        let budget = Budget::of(&with, &address, &login, Duration::from_secs(31 * 60));
+        // Lockout is the cluster's policy (`security login role config`: off by default,
+        // often a few attempts and tens of minutes where it is set): assume a strict one.
+        let lockout = Lockout {
+            failed_logins: Some(3),
+            hold: Duration::from_secs(31 * 60),
+        };
+        let budget = Budget::of(&with, &address, &login, lockout);
         let key = format!(
             "ontap|{}|{}|{}|{}",
             with.resource.split('/').next().unwrap_or_default(),

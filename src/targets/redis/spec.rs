@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Redis;
 use super::client::{AclAdmin, AclAdminConfig, AclTls};
+use crate::login_budget::Lockout;
 use crate::reason::Reason;
 use crate::targets::{
     Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
@@ -128,7 +129,11 @@ impl TargetSpec for RedisTarget {
         });
         let deployment = self.address();
         // Redis locks no account: a refused login is only not retried at once.
-        let budget = Budget::of(&with, &deployment, &username, Duration::from_secs(60));
+        let lockout = Lockout {
+            failed_logins: None,
+            hold: Duration::from_secs(60),
+        };
+        let budget = Budget::of(&with, &deployment, &username, lockout);
         let config = AclAdminConfig {
             endpoints: self.endpoints.clone(),
             username,

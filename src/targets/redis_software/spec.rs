@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{ClientConfig, PasswordBodyShape, RedisSoftwareClient};
 use super::{Object, RedisSoftware};
+use crate::login_budget::Lockout;
 use crate::reason::Reason;
 use crate::targets::{
     Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
@@ -138,7 +139,11 @@ impl TargetSpec for RedisSoftwareTarget {
         let ca_pem = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?;
         let cluster = self.address();
         // 5 failed logins in 15 minutes lock an account for 30 minutes.
-        let budget = Budget::of(&with, &cluster, &username, Duration::from_secs(31 * 60));
+        let lockout = Lockout {
+            failed_logins: Some(5),
+            hold: Duration::from_secs(31 * 60),
+        };
+        let budget = Budget::of(&with, &cluster, &username, lockout);
         let mut config = ClientConfig::new(url, username, password);
         config.ca_pem = ca_pem;
         config.insecure_http = self.insecure_http;

@@ -1,0 +1,84 @@
+//! Whether the watch cache's copy of a resource is fresh enough to decide on: it is unless it
+//! is older than the newest version this process wrote (or read since). Its own status writes
+//! come back through the watch a little later, and a decision on an older copy would repeat a
+//! step that is already done. A resource this process never wrote is as fresh in the cache as
+//! the watch keeps it: the watch started with a consistent list, after any earlier leader
+//! stopped writing (its Lease expired first).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::resource::PasswordRotation;
+
+#[derive(Default)]
+pub struct Freshness {
+    /// The newest resourceVersion this process knows each resource had.
+    known: Mutex<HashMap<ObjectRef<PasswordRotation>, u64>>,
+}
+
+/// resourceVersions are opaque, but etcd's are increasing integers; anything else is never
+/// taken as fresh, so that the resource is read instead.
+fn version(resource_version: Option<&str>) -> Option<u64> {
+    resource_version?.parse().ok()
+}
+
+impl Freshness {
+    /// True unless `cached` is older than the newest version this process knows.
+    pub fn is_fresh(&self, cached: &PasswordRotation) -> bool {
+        let key = ObjectRef::from_obj(cached);
+        self.is_fresh_at(&key, cached.resource_version().as_deref())
+    }
+
+    fn is_fresh_at(&self, key: &ObjectRef<PasswordRotation>, cached: Option<&str>) -> bool {
+        let known = self.known.lock().expect("not poisoned");
+        match (known.get(key), version(cached)) {
+            (None, _) => true,
+            (Some(newest), Some(cached)) => cached >= *newest,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Records a version this process wrote or read.
+    pub fn saw(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
+        let mut known = self.known.lock().expect("not poisoned");
+        match version(resource_version) {
+            Some(seen) => {
+                let newest = known.entry(key.clone()).or_insert(seen);
+                *newest = (*newest).max(seen);
+            }
+            // Never taken as fresh, so that the resource is read instead.
+            None => {
+                known.insert(key.clone(), u64::MAX);
+            }
+        }
+    }
+
+    pub fn forget(&self, key: &ObjectRef<PasswordRotation>) {
+        self.known.lock().expect("not poisoned").remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_older_than_the_newest_known_version_is_stale() {
+        let freshness = Freshness::default();
+        let key = ObjectRef::new("r").within("ns");
+        let fresh = |v: &str| freshness.is_fresh_at(&key, Some(v));
+        assert!(fresh("9"), "never written: as the watch keeps it");
+        freshness.saw(&key, Some("10"));
+        freshness.saw(&key, Some("7"));
+        assert!(!fresh("9"));
+        assert!(fresh("10"));
+        assert!(fresh("11"), "a later edit by someone else");
+        freshness.saw(&key, Some("not-a-number"));
+        assert!(!fresh("11"), "opaque versions are never trusted");
+        freshness.forget(&key);
+        assert!(fresh("11"));
+    }
+}
