@@ -78,8 +78,15 @@ struct RunArgs {
     fail_point: Option<String>,
 }
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written when main returns: after a SIGTERM, not a SIGKILL.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     match Cli::parse().command {
         Command::Crd => print!("{}", password_rotator::crd_yaml()),
         Command::Run(args) => {
