@@ -41,9 +41,17 @@ impl Operator {
         if let Some(namespace) = namespace {
             command.args(["--namespace", namespace]);
         }
+        // A heap profile (`--features dhat-heap`) lands beside the log.
+        if let Some(dir) = log.parent() {
+            command.current_dir(dir);
+        }
         let child = command
             .env("CALLS_PER_CLUSTER", calls_per_cluster.to_string())
-            .env("RUST_LOG", "info,kube=warn,hyper=warn,reqwest=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn,hyper=warn,reqwest=warn".into()),
+            )
             .env("REQUEST_TIMEOUT_SECONDS", "10")
             // Its /metrics and probes on a free loopback port: never a fixed or public one.
             .env("HTTP_ADDR", "127.0.0.1:0")
@@ -73,19 +81,7 @@ impl Operator {
     }
 
     pub fn memory(&self) -> Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .context("reading the operator's /proc status")?;
-        let field = |name: &str| -> Option<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kib| kib.parse().ok())
-        };
-        Ok(Memory {
-            peak_kib: field("VmHWM:").context("no VmHWM")?,
-            now_kib: field("VmRSS:").context("no VmRSS")?,
-        })
+        memory_of(self.pid).context("reading the operator's /proc status")
     }
 
     /// utime + stime, in clock ticks.
@@ -124,7 +120,19 @@ impl Operator {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod (a heap profile is written then), and SIGKILL if
+    /// it has not exited 30 s later.
     pub async fn stop(mut self) -> Result<()> {
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        if term.success()
+            && tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+                .await
+                .is_ok()
+        {
+            return Ok(());
+        }
         self.child.start_kill()?;
         tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
@@ -140,4 +148,20 @@ impl Operator {
             .filter(|l| l.contains(needle))
             .count()
     }
+}
+
+/// The memory of any process, from /proc/<pid>/status.
+pub fn memory_of(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+    };
+    Ok(Memory {
+        peak_kib: field("VmHWM:").context("no VmHWM")?,
+        now_kib: field("VmRSS:").context("no VmRSS")?,
+    })
 }
