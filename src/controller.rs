@@ -37,6 +37,7 @@ use crate::rotation::{
 };
 use crate::schedule::Trigger;
 use crate::secrets::{self, MANAGER, RotationState};
+use crate::shard;
 use crate::status::{self, Outcome, ceil_to_second, has_condition};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
@@ -62,6 +63,9 @@ pub struct Settings {
     pub allow_verify: bool,
     /// For tests: abort the process at this named point (see `Rotator::fail_point`).
     pub fail_point: Option<String>,
+    /// Act only on resources labelled `rotator.dev/shard=<this>`; without it, only on
+    /// resources without that label.
+    pub shard: Option<String>,
 }
 
 /// A password list across resources: the system (as it calls itself, else as the spec
@@ -155,7 +159,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 Some(ns) => Api::<PasswordRotation>::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            Controller::new(rotations, watcher::Config::default().any_semantic())
+            let in_shard = shard::selector(settings.shard.as_deref());
+            Controller::new(
+                rotations,
+                watcher::Config::default().any_semantic().labels(&in_shard),
+            )
         })
         .collect();
     metrics.calls_per_cluster(settings.calls_per_cluster);
@@ -253,6 +261,10 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
             }
         }
     };
+    // Relabelled since the watch saw it: the other shard's operator acts on it now.
+    if shard::of(&*rotation) != ctx.settings.shard.as_deref() {
+        return Ok(Action::await_change());
+    }
     // The finalizer is added here rather than by `finalizer()`, which would end this
     // reconcile and wait for the watch to bring the patched resource back.
     let rotation = if rotation.metadata.deletion_timestamp.is_none()
@@ -384,6 +396,7 @@ impl<'a> Rotator<'a> {
         let spec_workload_secret = self.spec.secret.name.clone();
         let spec_target = self.spec.target.clone();
         self.pin(state.as_ref());
+        self.leave_to_its_shard(state.as_ref()).await?;
         if self.spec.target == spec_target {
             self.prefetched_target_secrets = target_secrets;
         }
@@ -1105,6 +1118,7 @@ impl<'a> Rotator<'a> {
                 .target_spec()
                 .one_password()
                 .then(|| generate_os(&policy)),
+            shard: self.ctx.settings.shard.clone(),
         };
         secrets::create_state(&self.secrets, &self.rotation, &state).await?;
         Ok(state)
@@ -1296,6 +1310,33 @@ impl<'a> Rotator<'a> {
         Ok(Action::requeue(Duration::from_secs(60)))
     }
 
+    /// A rotation in flight belongs to the shard whose operator staged it, as its state
+    /// Secret's label says, whatever the resource's label says now: the operator of any other
+    /// shard reports so and stops here (with an error, so that it looks again with backoff
+    /// and sees a hand-over of the state Secret).
+    async fn leave_to_its_shard(&mut self, state: Option<&RotationState>) -> Result<()> {
+        let Some(state) = state else {
+            return Ok(());
+        };
+        let mine = self.ctx.settings.shard.as_deref();
+        if state.shard.as_deref() == mine {
+            self.record(self.after(Outcome::ShardReturned, Timestamp::now()));
+            return Ok(());
+        }
+        let message = shard::moved_message(
+            &state.rotation_id,
+            state.shard.as_deref(),
+            mine,
+            (
+                &self.namespace,
+                &self.rotation.name_any(),
+                &secrets::state_secret_name(&self.rotation),
+            ),
+        );
+        self.report_not_ready(Reason::ShardMoved, &message).await?;
+        Err(Error::ShardMoved(message))
+    }
+
     /// Ready=False with a Warning event, both only when they change: nothing is written
     /// while the reason stays the same.
     async fn report_not_ready(&mut self, reason: Reason, message: &str) -> Result<()> {
@@ -1321,6 +1362,7 @@ impl<'a> Rotator<'a> {
             return Ok(Action::await_change());
         };
         self.pin(Some(&state));
+        self.leave_to_its_shard(Some(&state)).await?;
         let step = match &self.status.rotation_id {
             Some(id) if *id == state.rotation_id => self.status.step.unwrap_or(Step::Staged),
             _ => Step::Staged,

@@ -16,6 +16,7 @@ pub mod rollout;
 pub mod rotation;
 pub mod schedule;
 pub mod secrets;
+pub mod shard;
 pub mod status;
 pub mod targets;
 pub mod telemetry;
@@ -56,6 +57,9 @@ pub enum Error {
     },
     #[error("verifying the new password on {endpoint}: {detail}")]
     Verify { endpoint: String, detail: String },
+    /// A rotation in flight was staged by another shard's operator; the message says which.
+    #[error("{0}")]
+    ShardMoved(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -69,6 +73,7 @@ impl Error {
             Error::Secret { .. } => "secret",
             Error::SecretNotAllowed { .. } => "SecretNotAllowed",
             Error::Verify { .. } => "verify",
+            Error::ShardMoved(_) => "ShardMoved",
             Error::Finalizer(_) => "finalizer",
         }
     }

@@ -10,6 +10,7 @@ use password_rotator::controller::{self, Settings};
 use password_rotator::http::{self, Health};
 use password_rotator::leader::LeaderElection;
 use password_rotator::metrics::Metrics;
+use password_rotator::shard;
 use password_rotator::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -28,7 +29,7 @@ enum Command {
     /// Print the PasswordRotation CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -60,8 +61,13 @@ struct RunArgs {
     /// Namespace of the Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    #[arg(long, env = "LEASE_NAME", default_value = "password-rotator")]
-    lease_name: String,
+    /// Name of the Lease (default: password-rotator, or password-rotator-<shard> with --shard).
+    #[arg(long, env = "LEASE_NAME")]
+    lease_name: Option<String>,
+    /// Act only on PasswordRotations labelled rotator.dev/shard=<SHARD> (default: only on
+    /// those without that label), so that several operators split them.
+    #[arg(long, env = "SHARD", value_parser = shard::parse)]
+    shard: Option<String>,
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
@@ -112,14 +118,19 @@ async fn main() -> anyhow::Result<()> {
                 allow_insecure_http: args.allow_insecure_http,
                 allow_verify: args.allow_verify_endpoints,
                 fail_point: args.fail_point.clone(),
+                shard: args.shard.clone(),
             };
-            run(Client::try_from(config)?, settings, args).await?;
+            run(Client::try_from(config)?, settings, *args).await?;
         }
     }
     Ok(())
 }
 
 async fn run(client: Client, settings: Settings, args: RunArgs) -> anyhow::Result<()> {
+    match &args.shard {
+        Some(shard) => tracing::info!(%shard, "acting only on resources of this shard"),
+        None => tracing::info!("unsharded: acting only on resources without a shard label"),
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Health::default();
     let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
@@ -132,14 +143,12 @@ async fn run(client: Client, settings: Settings, args: RunArgs) -> anyhow::Resul
         // A standby is ready, so that a rolling update of the operator never waits on it.
         health.set_ready(true);
         let lease = Duration::from_secs(args.lease_seconds.max(2));
-        let election = LeaderElection::new(
-            client.clone(),
-            &args.lease_namespace,
-            &args.lease_name,
-            identity,
-        )
-        .with_timing(lease, lease / 5);
-        tracing::info!(lease = %args.lease_name, "waiting for leadership");
+        let lease_name =
+            (args.lease_name.clone()).unwrap_or_else(|| shard::lease_name(args.shard.as_deref()));
+        let election =
+            LeaderElection::new(client.clone(), &args.lease_namespace, &lease_name, identity)
+                .with_timing(lease, lease / 5);
+        tracing::info!(lease = %lease_name, "waiting for leadership");
         let leadership = election.acquire().await?;
         tracing::info!("leading");
         Some(leadership)

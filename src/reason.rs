@@ -22,6 +22,8 @@ pub enum Reason {
     SecretMissing,
     /// `Ready=False`: another resource rotates the same password list.
     Conflict,
+    /// `Ready=False`: the rotation in flight was staged by another shard's operator.
+    ShardMoved,
     /// Blocked: the admin login was refused.
     Unauthorized,
     /// Blocked: the target refuses the password in the workload Secret.
@@ -78,6 +80,7 @@ impl Reason {
         Reason::SecretNotAllowed,
         Reason::SecretMissing,
         Reason::Conflict,
+        Reason::ShardMoved,
         Reason::Unauthorized,
         Reason::OldPasswordRejected,
         Reason::TlsUntrusted,
@@ -112,6 +115,7 @@ impl Reason {
             Reason::SecretNotAllowed => "SecretNotAllowed",
             Reason::SecretMissing => "SecretMissing",
             Reason::Conflict => "Conflict",
+            Reason::ShardMoved => "ShardMoved",
             Reason::Unauthorized => "Unauthorized",
             Reason::OldPasswordRejected => "OldPasswordRejected",
             Reason::TlsUntrusted => "TlsUntrusted",

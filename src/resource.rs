@@ -35,6 +35,10 @@ pub fn restart_annotation_key(resource_name: &str) -> String {
     format!("{RESTART_ANNOTATION_PREFIX}{head}-{hash:08x}")
 }
 pub const FINALIZER: &str = "rotator.dev/cleanup";
+/// Label that puts a resource in one shard: only the operator run with `--shard <value>` acts
+/// on it, and an operator run without `--shard` acts only on resources without it. The state
+/// Secret of a rotation carries the shard of the operator that staged it.
+pub const SHARD_LABEL: &str = "rotator.dev/shard";
 
 /// Rotates the password of a Redis Software user or database and keeps a Secret in step.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]

@@ -12,8 +12,9 @@ use serde_json::json;
 
 use crate::kubernetes::Secrets;
 use crate::plan::Plan;
-use crate::resource::PasswordRotation;
+use crate::resource::{PasswordRotation, SHARD_LABEL};
 use crate::rotation::SecretHolds;
+use crate::shard;
 use crate::{Error, Result};
 
 pub const MANAGER: &str = "password-rotator";
@@ -44,6 +45,8 @@ pub struct RotationState {
     pub pending_account: Option<String>,
     /// For accounts that hold one password: what the retired account's password becomes.
     pub retirement: Option<SecretString>,
+    /// The shard of the operator that staged the rotation (its label); `None`: unsharded.
+    pub shard: Option<String>,
 }
 
 impl RotationState {
@@ -118,10 +121,12 @@ pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<Rotation
         previous_account: text_value(&secret, PREVIOUS_ACCOUNT),
         pending_account: text_value(&secret, PENDING_ACCOUNT),
         retirement: value(&secret, RETIREMENT),
+        shard: shard::of(&secret).map(str::to_owned),
     }))
 }
 
-/// Creates the state Secret, owned by the resource so that it goes with it.
+/// Creates the state Secret, owned by the resource so that it goes with it, and labelled with
+/// the shard of the operator that stages the rotation.
 pub async fn create_state(
     api: &Secrets<'_>,
     rotation: &PasswordRotation,
@@ -149,14 +154,18 @@ pub async fn create_state(
     if let Some(retirement) = &state.retirement {
         data.insert(RETIREMENT.to_owned(), bytes(retirement.expose_secret()));
     }
+    let mut labels = BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_owned(),
+        MANAGER.to_owned(),
+    )]);
+    if let Some(shard) = &state.shard {
+        labels.insert(SHARD_LABEL.to_owned(), shard.clone());
+    }
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(state_secret_name(rotation)),
             owner_references: rotation.controller_owner_ref(&()).map(|o| vec![o]),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_owned(),
-                MANAGER.to_owned(),
-            )])),
+            labels: Some(labels),
             ..ObjectMeta::default()
         },
         data: Some(data),
@@ -270,6 +279,7 @@ mod tests {
             previous_account: Some("svc-a".into()),
             pending_account: Some("svc-b".into()),
             retirement: Some(SecretString::from("Retirement-Pass-1234")),
+            shard: Some("a".into()),
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));

@@ -59,6 +59,9 @@ pub enum Outcome<'a> {
     },
     /// The spec or a Secret it names is not usable as it is.
     NotReady { reason: Reason, message: &'a str },
+    /// The resource is back in the shard whose operator staged its rotation in flight: what
+    /// another shard's operator reported (`ShardMoved`) no longer holds.
+    ShardReturned,
 }
 
 /// The status after `outcome` at `now`, for a resource at `generation`.
@@ -249,6 +252,14 @@ pub fn after(
         Outcome::NotReady { reason, message } => {
             status.observed_generation = generation;
             set_condition(&mut status, "Ready", false, reason, message, now);
+        }
+        // A Blocked resource says why again when its block is retried.
+        Outcome::ShardReturned => {
+            if status.phase == Some(Phase::Rotating)
+                && has_condition_reason(&status, "Ready", "False", Reason::ShardMoved)
+            {
+                mark_rotating(&mut status, now);
+            }
         }
     }
     status
@@ -638,5 +649,34 @@ mod tests {
         assert!(round_trip.0 >= published);
         let whole = at("2026-06-01T12:00:02Z");
         assert_eq!(ceil_to_second(whole), whole);
+    }
+
+    #[test]
+    fn back_in_its_shard_a_rotation_is_ready_again_and_nothing_else_changes() {
+        let now = at("2030-01-01T00:00:00Z");
+        let moved = after(
+            &began(now),
+            Outcome::NotReady {
+                reason: Reason::ShardMoved,
+                message: "rotation r1 was started by shard a",
+            },
+            Some(3),
+            now,
+        );
+        let back = after(&moved, Outcome::ShardReturned, Some(3), now);
+        let ready = condition(&back, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Rotating")
+        );
+        assert_eq!(back.step, Some(Step::Staged));
+        // Nothing to undo: the status stays as it is, so nothing is written.
+        assert_eq!(after(&back, Outcome::ShardReturned, Some(3), now), back);
+        let mut blocked = moved.clone();
+        blocked.phase = Some(Phase::Blocked);
+        assert_eq!(
+            after(&blocked, Outcome::ShardReturned, Some(3), now),
+            blocked
+        );
     }
 }

@@ -19,7 +19,7 @@ use password_rotator::kubernetes::Kubernetes;
 use password_rotator::login_budget::Lockout;
 use password_rotator::metrics::Metrics;
 use password_rotator::resource::{
-    PasswordRotation, PasswordRotationStatus, Phase, Step, WorkloadRef,
+    PasswordRotation, PasswordRotationStatus, Phase, SHARD_LABEL, Step, WorkloadRef,
 };
 use password_rotator::rollout::Restart;
 use password_rotator::rotation::{CallFailure, RolloutProgress};
@@ -264,6 +264,11 @@ struct Engine {
 
 impl Engine {
     fn new(spec: Value) -> Result<Self> {
+        Self::in_shard(spec, None)
+    }
+
+    /// The engine of the operator run with `--shard <shard>`.
+    fn in_shard(spec: Value, shard: Option<&str>) -> Result<Self> {
         let log: Log = Arc::default();
         let kubernetes = Arc::new(FakeKubernetes {
             log: log.clone(),
@@ -308,6 +313,7 @@ impl Engine {
             allow_insecure_http: false,
             allow_verify: false,
             fail_point: None,
+            shard: shard.map(str::to_owned),
         };
         let store = Writer::<PasswordRotation>::default().as_reader();
         let ctx = Context::new(
@@ -366,6 +372,11 @@ impl Engine {
             }
         }
         bail!("never done: {:#?}", entries(&self.kubernetes.log))
+    }
+
+    fn state_secret(&self) -> Option<Secret> {
+        let secrets = self.kubernetes.secrets.lock().unwrap();
+        secrets.get(&format!("{NAME}-rotation")).cloned()
     }
 
     fn log(&self) -> Vec<String> {
@@ -551,5 +562,89 @@ async fn deleted_before_publishing_the_new_password_is_rolled_back() -> Result<(
     );
     assert!(log.iter().any(|e| e == "event RolledBack"), "{log:#?}");
     assert_eq!(engine.published(), OLD);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
+    let mut engine = Engine::in_shard(json!({"rotationRequest": "now"}), Some("a"))?;
+    engine.fail(
+        "add",
+        CallFailure::Transient {
+            detail: "503".into(),
+        },
+    );
+    engine.run_until(|s| s.step == Some(Step::Staged)).await?;
+    let staged = engine.state_secret().expect("the state Secret");
+    assert_eq!(
+        staged.metadata.labels.as_ref().unwrap()[SHARD_LABEL],
+        "a",
+        "the state Secret carries the shard of the operator that staged it"
+    );
+
+    // As if shard z had staged it and the resource were relabelled into shard a since.
+    let relabel = |engine: &Engine, shard: &str| {
+        let mut secrets = engine.kubernetes.secrets.lock().unwrap();
+        let state = secrets.get_mut(&format!("{NAME}-rotation")).unwrap();
+        let labels = state.metadata.labels.as_mut().unwrap();
+        labels.insert(SHARD_LABEL.into(), shard.into());
+    };
+    relabel(&engine, "z");
+    let before = engine.log().len();
+    engine.rotation.status = engine.kubernetes.status.lock().unwrap().clone();
+    for _ in 0..3 {
+        let error = controller::apply(&engine.ctx, engine.rotation.clone())
+            .await
+            .expect_err("another shard's rotation");
+        assert_eq!(error.kind(), "ShardMoved");
+        engine.rotation.status = engine.kubernetes.status.lock().unwrap().clone();
+    }
+    let error = controller::cleanup(&engine.ctx, engine.rotation.clone())
+        .await
+        .expect_err("a deletion never rolls back another shard's rotation");
+    assert_eq!(error.kind(), "ShardMoved");
+    let log = engine.log();
+    assert_eq!(
+        log[before..],
+        ["status Rotating Staged", "event ShardMoved"],
+        "one report, and nothing else: {log:#?}"
+    );
+    let status = engine.rotation.status.clone().unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ShardMoved")
+    );
+    assert!(
+        ready.message.starts_with("rotation ")
+            && ready
+                .message
+                .contains("was started by shard z; this operator (shard a)"),
+        "{}",
+        ready.message
+    );
+    assert!(engine.state_secret().is_some());
+    assert_eq!(engine.published(), OLD);
+
+    // Handed over to shard a: it finishes the rotation, and is Ready again meanwhile.
+    relabel(&engine, "a");
+    let status = engine.run_until(rotated).await?;
+    let log = engine.log();
+    assert!(
+        log[before + 2..].iter().all(|e| !e.contains("ShardMoved")),
+        "{log:#?}"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{status:#?}"
+    );
+    assert_ne!(engine.published(), OLD);
     Ok(())
 }

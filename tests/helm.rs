@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
+use password_rotator::resource::SHARD_LABEL;
 use rotator_test_support::cluster::{self, TestNamespace};
 use serde_json::json;
 use serde_yaml::Value;
@@ -184,11 +185,14 @@ async fn every_example_renders_and_is_created_on_the_api_server() -> Result<()> 
                 "{stem}: expected {} objects on the API server, got:\n{names}",
                 apply.len()
             );
-            // kwok runs the pods: the operator's Deployment really rolls out.
+            // kwok runs the pods: the operator's Deployments (one per shard) really roll out.
             let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
-            let deployment = find(&apply, "Deployment", &fullname(&release))?;
-            let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
-            cluster::wait_rollout_complete(&deployments, name, Duration::from_secs(60)).await?;
+            for deployment in apply.iter().filter(|o| kind(o) == "Deployment") {
+                let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+                cluster::wait_rollout_complete(&deployments, name, Duration::from_secs(60)).await?;
+            }
+            let name = fullname(&release);
+            let name = name.as_str();
             // Cluster-wide, the release's ServiceAccount may patch Deployments here: the
             // chart's admission policy lets it set a restart annotation and nothing else.
             let enforced =
@@ -235,70 +239,30 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
         .collect();
     let replicas = values["replicaCount"].as_i64().context("replicaCount")?;
     let leader = replicas > 1 || values["leaderElection"]["enabled"].as_bool() == Some(true);
+    let shards: Vec<&str> = values["shards"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
 
-    // The Deployment's args.
-    let deployment = find(all, "Deployment", &name)?;
-    assert_eq!(
-        deployment["metadata"]["namespace"].as_str(),
-        Some(ns),
-        "Deployment namespace"
-    );
-    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(replicas));
-    let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"].as_str(), Some(name.as_str()));
-    let args = args_of(&deployment);
-    ensure!(args.first().map(String::as_str) == Some("run"), "{args:?}");
-    let mut want: Vec<String> = Vec::new();
-    if !watched.is_empty() {
-        want.push(format!("--namespace={}", watched.join(",")));
+    // One Deployment without a shard, and one per shard.
+    let unsharded = std::iter::once(None);
+    let deployments: Vec<(Option<&str>, String)> = unsharded
+        .chain(shards.iter().map(|s| Some(*s)))
+        .map(|shard| (shard, suffixed(&name, shard)))
+        .collect();
+    let rendered: BTreeSet<&str> = all
+        .iter()
+        .filter(|o| kind(o) == "Deployment")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    let want_names: BTreeSet<&str> = deployments.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(rendered, want_names, "the Deployments");
+    for (shard, deployment_name) in &deployments {
+        check_deployment(all, values, (&name, ns), *shard)
+            .with_context(|| format!("Deployment {deployment_name}"))?;
     }
-    if leader {
-        want.push("--leader-election".into());
-        want.push(format!("--lease-name={name}"));
-        want.push(format!(
-            "--lease-seconds={}",
-            values["leaderElection"]["leaseSeconds"]
-                .as_i64()
-                .context("leaseSeconds")?
-        ));
-    }
-    for (flag, key) in [
-        ("--log-format", "logFormat"),
-        ("--concurrency", "concurrency"),
-        ("--calls-per-cluster", "callsPerCluster"),
-        ("--request-timeout-seconds", "requestTimeoutSeconds"),
-    ] {
-        let value = match &values[key] {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            other => anyhow::bail!("{key}: {other:?}"),
-        };
-        want.push(format!("{flag}={value}"));
-    }
-    want.push(format!(
-        "--http-addr=0.0.0.0:{}",
-        values["metricsPort"].as_i64().context("metricsPort")?
-    ));
-    for (flag, key) in [
-        ("--allow-insecure-http", "allowInsecureHttp"),
-        ("--allow-verify-endpoints", "allowVerifyEndpoints"),
-    ] {
-        if values[key].as_bool() == Some(true) {
-            want.push(flag.into());
-        }
-    }
-    assert_eq!(args[1..], want[..], "the Deployment's args");
-    let image = format!(
-        "{}:{}",
-        values["image"]["repository"].as_str().unwrap_or_default(),
-        values["image"]["tag"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .unwrap_or("0.1.0")
-    );
-    assert_eq!(pod["containers"][0]["image"].as_str(), Some(image.as_str()));
-    assert_eq!(pod["containers"][0]["resources"], values["resources"]);
-
     // RBAC objects: where they are, and that they grant to this release's ServiceAccount.
     let mut rbac = BTreeSet::new();
     if watched.is_empty() {
@@ -312,8 +276,20 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
     if leader {
         rbac.insert(format!("Role/{ns}/{name}-leader-election"));
         rbac.insert(format!("RoleBinding/{ns}/{name}-leader-election"));
+        // get/update on every Lease: the unsharded operator's and each shard's.
+        let role = find(all, "Role", &format!("{name}-leader-election"))?;
+        let leases: Vec<String> = deployments.iter().map(|(_, n)| n.clone()).collect();
+        assert_eq!(
+            role["rules"][0]["resourceNames"],
+            serde_yaml::to_value(&leases)?,
+            "the Leases of leader election"
+        );
     }
-    assert_eq!(rbac_objects(all), rbac, "the RBAC objects");
+    assert_eq!(
+        rbac_objects(all),
+        rbac,
+        "the RBAC objects, shared by the shards"
+    );
     for object in all.iter().filter(|o| kind(o).ends_with("Binding")) {
         if kind(object).starts_with("ValidatingAdmission") {
             continue;
@@ -430,6 +406,102 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
     } else {
         ensure!(!all.iter().any(|o| kind(o) == "NetworkPolicy"));
     }
+    Ok(())
+}
+
+/// The Deployment of `shard` (`None`: the unsharded one): its pod, and its args and
+/// environment, as the values say.
+fn check_deployment(
+    all: &[Value],
+    values: &Value,
+    (name, ns): (&str, &str),
+    shard: Option<&str>,
+) -> Result<()> {
+    let watched: Vec<&str> = values["watchNamespaces"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let replicas = values["replicaCount"].as_i64().context("replicaCount")?;
+    let leader = replicas > 1 || values["leaderElection"]["enabled"].as_bool() == Some(true);
+    let deployment = find(all, "Deployment", &suffixed(name, shard))?;
+    assert_eq!(
+        deployment["metadata"]["namespace"].as_str(),
+        Some(ns),
+        "Deployment namespace"
+    );
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(replicas));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"].as_str(), Some(name));
+    let args = args_of(&deployment);
+    ensure!(args.first().map(String::as_str) == Some("run"), "{args:?}");
+    let mut want: Vec<String> = Vec::new();
+    if !watched.is_empty() {
+        want.push(format!("--namespace={}", watched.join(",")));
+    }
+    if leader {
+        want.push("--leader-election".into());
+        want.push(format!("--lease-name={}", suffixed(name, shard)));
+        want.push(format!(
+            "--lease-seconds={}",
+            values["leaderElection"]["leaseSeconds"]
+                .as_i64()
+                .context("leaseSeconds")?
+        ));
+    }
+    for (flag, key) in [
+        ("--log-format", "logFormat"),
+        ("--concurrency", "concurrency"),
+        ("--calls-per-cluster", "callsPerCluster"),
+        ("--request-timeout-seconds", "requestTimeoutSeconds"),
+    ] {
+        let value = match &values[key] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => anyhow::bail!("{key}: {other:?}"),
+        };
+        want.push(format!("{flag}={value}"));
+    }
+    want.push(format!(
+        "--http-addr=0.0.0.0:{}",
+        values["metricsPort"].as_i64().context("metricsPort")?
+    ));
+    for (flag, key) in [
+        ("--allow-insecure-http", "allowInsecureHttp"),
+        ("--allow-verify-endpoints", "allowVerifyEndpoints"),
+    ] {
+        if values[key].as_bool() == Some(true) {
+            want.push(flag.into());
+        }
+    }
+    assert_eq!(args[1..], want[..], "the Deployment's args");
+    let image = format!(
+        "{}:{}",
+        values["image"]["repository"].as_str().unwrap_or_default(),
+        values["image"]["tag"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .unwrap_or("0.1.0")
+    );
+    assert_eq!(pod["containers"][0]["image"].as_str(), Some(image.as_str()));
+    assert_eq!(pod["containers"][0]["resources"], values["resources"]);
+
+    // The shard: the environment variable, and a label of its own in the selector, so that
+    // no two Deployments of shards select each other's pods.
+    let container = &pod["containers"][0];
+    let shard_env: Vec<&str> = container["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["name"].as_str() == Some("SHARD"))
+        .filter_map(|e| e["value"].as_str())
+        .collect();
+    assert_eq!(shard_env, Vec::from_iter(shard), "SHARD");
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(selector[SHARD_LABEL].as_str(), shard, "selector");
+    assert_eq!(pod_labels[SHARD_LABEL].as_str(), shard, "pod label");
     Ok(())
 }
 
@@ -743,6 +815,99 @@ async fn the_values_become_flags_the_binary_understands() -> Result<()> {
     Ok(())
 }
 
+/// `shards={a,b}`: three Deployments, the unsharded one and one per shard, each with its own
+/// shard and Lease, sharing the ServiceAccount and RBAC; the metrics Service and the
+/// NetworkPolicy select the pods of all three, and no shard's Deployment selects another's.
+#[tokio::test]
+async fn each_shard_gets_a_deployment_and_a_lease_of_its_own() -> Result<()> {
+    let sets = ["shards={a,b}", "metricsService.enabled=true"].map(str::to_owned);
+    let chart = objects(&template(RELEASE, OPERATOR_NAMESPACE, &[], &sets).await?)?;
+    let mut values = Value::Mapping(Default::default());
+    set_path(&mut values, "shards", Value::from(vec!["a", "b"]));
+    set_path(&mut values, "metricsService.enabled", Value::from(true));
+    check_rendered(&chart, &with_defaults(values)?, RELEASE, OPERATOR_NAMESPACE)?;
+
+    let deployments: Vec<&Value> = chart.iter().filter(|o| kind(o) == "Deployment").collect();
+    let env_shard = |d: &Value| -> Option<String> {
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()?
+            .iter()
+            .find(|e| e["name"].as_str() == Some("SHARD"))
+            .and_then(|e| e["value"].as_str().map(str::to_owned))
+    };
+    let lease = |d: &Value| -> Option<String> {
+        args_of(d)
+            .iter()
+            .find_map(|a| a.strip_prefix("--lease-name=").map(str::to_owned))
+    };
+    let shards_and_leases: BTreeSet<(Option<String>, Option<String>)> = deployments
+        .iter()
+        .map(|d| (env_shard(d), lease(d)))
+        .collect();
+    let want = [
+        (None, RELEASE),
+        (Some("a"), "password-rotator-a"),
+        (Some("b"), "password-rotator-b"),
+    ]
+    .map(|(shard, lease)| (shard.map(str::to_owned), Some(lease.to_owned())));
+    assert_eq!(
+        shards_and_leases,
+        BTreeSet::from(want),
+        "one shard and Lease each"
+    );
+
+    let unsharded = objects(&template(RELEASE, OPERATOR_NAMESPACE, &[], &[]).await?)?;
+    assert_eq!(
+        rbac_objects(&chart),
+        rbac_objects(&unsharded),
+        "the shards share the RBAC"
+    );
+
+    // Selection by labels: `selector` (matchLabels) selects a pod with `labels`.
+    let selects = |selector: &Value, labels: &Value| {
+        selector
+            .as_mapping()
+            .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    let service = find(&chart, "Service", &format!("{RELEASE}-metrics"))?;
+    let policy = find(&chart, "NetworkPolicy", RELEASE)?;
+    for deployment in &deployments {
+        let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        ensure!(
+            selects(&service["spec"]["selector"], labels),
+            "the metrics Service selects the pods of {name}"
+        );
+        ensure!(
+            selects(&policy["spec"]["podSelector"]["matchLabels"], labels),
+            "the NetworkPolicy selects the pods of {name}"
+        );
+        for other in deployments
+            .iter()
+            .filter(|o| env_shard(o) != env_shard(deployment))
+        {
+            let selector = &deployment["spec"]["selector"]["matchLabels"];
+            let other_labels = &other["spec"]["template"]["metadata"]["labels"];
+            ensure!(
+                env_shard(deployment).is_none() || !selects(selector, other_labels),
+                "{name} selects the pods of {}",
+                other["metadata"]["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
+
+    ensure!(
+        run_help().await?.contains("[env: SHARD="),
+        "the binary reads SHARD"
+    );
+    // What --shard refuses, and a shard listed twice, fail at render time.
+    for bad in ["shards={A}", "shards={a_b}", "shards={a,a}"] {
+        let rendered = template(RELEASE, OPERATOR_NAMESPACE, &[], &[bad.to_owned()]).await;
+        ensure!(rendered.is_err(), "{bad} must not render");
+    }
+    Ok(())
+}
+
 /// The ServiceMonitor scrapes the metrics Service, and the PrometheusRule's alerts use
 /// metrics the operator exports (src/metrics.rs, encoded by the library itself).
 #[tokio::test]
@@ -979,6 +1144,14 @@ fn examples() -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// `name`, or `name-<shard>` for a shard: a shard's Deployment and Lease.
+fn suffixed(name: &str, shard: Option<&str>) -> String {
+    match shard {
+        Some(shard) => format!("{name}-{shard}"),
+        None => name.to_owned(),
+    }
 }
 
 /// The chart's objects' name for `release` (the chart's fullname helper).

@@ -277,6 +277,16 @@ impl Harness {
     /// Another operator process, with extra arguments, that the caller owns; its log is
     /// part of `operator_logs`.
     pub fn spawn_operator(&mut self, extra_args: &[&str]) -> Result<Child> {
+        self.spawn_operator_with_env(extra_args, &[])
+    }
+
+    /// As `spawn_operator`, with these environment variables too (e.g. `POD_NAME`, which
+    /// names the process in its Events and its Lease).
+    pub fn spawn_operator_with_env(
+        &mut self,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Child> {
         self.operator_runs += 1;
         let log = std::fs::File::create(
             self.log_dir
@@ -284,6 +294,7 @@ impl Harness {
         )?;
         operator_command(&cluster::kubeconfig_path(), self.namespace.name(), log)?
             .args(extra_args)
+            .envs(env.iter().copied())
             .spawn()
             .context("starting the operator")
     }

@@ -26,9 +26,34 @@ unless it contains it). Release "password-rotator" gives deploy/'s names. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* The Lease of leader election (and the leader-election Role's resourceName). */}}
+{{/* The Lease of leader election of the unsharded operator; a shard's is this, "-", the
+shard. */}}
 {{- define "password-rotator.leaseName" -}}
 {{- include "password-rotator.fullname" . -}}
+{{- end -}}
+
+{{/* Every Lease of leader election, the shards' too (the leader-election Role's
+resourceNames), as a YAML flow list. */}}
+{{- define "password-rotator.leaseNames" -}}
+{{- $lease := include "password-rotator.leaseName" . -}}
+{{- $names := list ($lease | quote) -}}
+{{- range .Values.shards -}}
+{{- $names = append $names (printf "%s-%s" $lease . | quote) -}}
+{{- end -}}
+[{{ join ", " $names }}]
+{{- end -}}
+
+{{/* Fails on a shard name that the operator's --shard refuses, or a repeated one. */}}
+{{- define "password-rotator.checkShards" -}}
+{{- $shards := default (list) .Values.shards -}}
+{{- range $shards -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" (toString .)) -}}
+{{- fail (printf "shards: %q cannot name a shard: 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if ne (len $shards) (len (uniq $shards)) -}}
+{{- fail "shards: a shard is listed twice" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* "true" when leader election is on: explicitly, or with more than one replica. */}}

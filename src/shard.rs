@@ -1,0 +1,141 @@
+//! Sharding: several operators split the resources between them by the label
+//! `rotator.dev/shard` ([`SHARD_LABEL`]), each with its own Lease. A resource belongs to
+//! exactly one operator: the one run with `--shard <its label>`, or the unsharded one when it
+//! has no such label.
+
+use kube::ResourceExt;
+
+use crate::resource::SHARD_LABEL;
+
+/// The Lease of the unsharded operator; a shard's is this name, `-`, the shard.
+const LEASE_PREFIX: &str = "password-rotator";
+
+/// `name` as a shard's name: a label value that can also end the name of a Lease and of a
+/// Deployment, so lowercase letters, digits and `-`, at most 63.
+pub fn parse(name: &str) -> Result<String, String> {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = (1..=63).contains(&name.len())
+        && name.chars().all(|c| alphanumeric(c) || c == '-')
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric);
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} cannot name a shard: 1 to 63 lowercase letters, digits or '-', starting \
+             and ending with a letter or digit (it is the value of the label {SHARD_LABEL} and \
+             ends the name of the shard's Lease)"
+        ))
+    }
+}
+
+/// The label selector of the resources the operator of `shard` acts on.
+pub fn selector(shard: Option<&str>) -> String {
+    match shard {
+        Some(shard) => format!("{SHARD_LABEL}={shard}"),
+        None => format!("!{SHARD_LABEL}"),
+    }
+}
+
+/// The Lease that the replicas of `shard`'s operator elect their leader with, unless
+/// `--lease-name` names another.
+pub fn lease_name(shard: Option<&str>) -> String {
+    match shard {
+        Some(shard) => format!("{LEASE_PREFIX}-{shard}"),
+        None => LEASE_PREFIX.to_owned(),
+    }
+}
+
+/// The shard an object is labelled with; `None`: the unsharded operator's.
+pub fn of(object: &impl ResourceExt) -> Option<&str> {
+    object.labels().get(SHARD_LABEL).map(String::as_str)
+}
+
+/// How a message names the operator of `shard`.
+fn operator(shard: Option<&str>) -> String {
+    match shard {
+        Some(shard) => format!("shard {shard}"),
+        None => "the unsharded operator".to_owned(),
+    }
+}
+
+/// Why the operator of shard `mine` leaves rotation `rotation_id` (state Secret `state` of
+/// resource `resource` in `namespace`) to the shard that staged it, and how to let it finish.
+pub fn moved_message(
+    rotation_id: &str,
+    started_by: Option<&str>,
+    mine: Option<&str>,
+    (namespace, resource, state): (&str, &str, &str),
+) -> String {
+    let label_arg = |shard: Option<&str>| match shard {
+        Some(shard) => format!("{SHARD_LABEL}={shard} --overwrite"),
+        None => format!("{SHARD_LABEL}-"),
+    };
+    let by = operator(started_by);
+    let this = match mine {
+        Some(shard) => format!("shard {shard}"),
+        None => "unsharded".to_owned(),
+    };
+    format!(
+        "rotation {rotation_id} was started by {by}; this operator ({this}) does not touch it. \
+         Let it finish by labelling the resource as before (kubectl -n {namespace} label \
+         passwordrotation {resource} {}), or, once {by} runs no more, hand it over with: \
+         kubectl -n {namespace} label secret {state} {}",
+        label_arg(started_by),
+        label_arg(mine),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_name_is_a_label_value_that_can_end_a_lease_name() {
+        for good in ["a", "team-1", "0", &"x".repeat(63)] {
+            assert_eq!(parse(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in ["", "A", "team_1", "-a", "a-", "a.b", "a b", &"x".repeat(64)] {
+            let error = parse(bad).expect_err(bad);
+            assert!(error.contains(SHARD_LABEL), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_shard_selects_its_label_and_the_unsharded_operator_the_rest() {
+        assert_eq!(selector(Some("a")), "rotator.dev/shard=a");
+        assert_eq!(selector(None), "!rotator.dev/shard");
+        assert_eq!(lease_name(Some("a")), "password-rotator-a");
+        assert_eq!(lease_name(None), "password-rotator");
+    }
+
+    #[test]
+    fn the_message_says_who_started_the_rotation_and_how_to_let_it_finish() {
+        let message = moved_message(
+            "r1",
+            Some("a"),
+            Some("b"),
+            ("shop", "orders", "orders-rotation"),
+        );
+        assert_eq!(
+            message,
+            "rotation r1 was started by shard a; this operator (shard b) does not touch it. \
+             Let it finish by labelling the resource as before (kubectl -n shop label \
+             passwordrotation orders rotator.dev/shard=a --overwrite), or, once shard a runs no \
+             more, hand it over with: kubectl -n shop label secret orders-rotation \
+             rotator.dev/shard=b --overwrite"
+        );
+        let message = moved_message("r1", None, Some("b"), ("shop", "orders", "orders-rotation"));
+        assert!(
+            message.starts_with("rotation r1 was started by the unsharded operator;")
+                && message.contains("passwordrotation orders rotator.dev/shard-)"),
+            "{message}"
+        );
+        let message = moved_message("r1", Some("a"), None, ("shop", "orders", "orders-rotation"));
+        assert!(
+            message.contains("this operator (unsharded)")
+                && message.ends_with("secret orders-rotation rotator.dev/shard-"),
+            "{message}"
+        );
+    }
+}
