@@ -8,11 +8,10 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -265,42 +264,31 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
     if shard::of(&*rotation) != ctx.settings.shard.as_deref() {
         return Ok(Action::await_change());
     }
-    // The finalizer is added here rather than by `finalizer()`, which would end this
-    // reconcile and wait for the watch to bring the patched resource back.
-    let rotation = if rotation.metadata.deletion_timestamp.is_none()
-        && !rotation.finalizers().iter().any(|f| f == FINALIZER)
-    {
-        let mut finalizers = rotation.finalizers().to_vec();
-        finalizers.push(FINALIZER.into());
-        // The resourceVersion makes it a compare-and-swap: no finalizer of another
-        // controller added meanwhile is dropped.
-        let patch = serde_json::json!({"metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": rotation.resource_version(),
-        }});
-        let patched = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let action = if rotation.metadata.deletion_timestamp.is_some() {
+        if !rotation.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        let action = Rotator::new(&ctx, rotation.clone())
+            .cleanup()
             .instrument(span.clone())
             .await?;
-        ctx.freshness
-            .saw(&key, patched.resource_version().as_deref());
-        Arc::new(patched)
+        let others = rotation
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        ctx.kubernetes
+            .set_finalizers(&rotation, others)
+            .instrument(span)
+            .await?;
+        action
     } else {
-        rotation
+        Rotator::new(&ctx, rotation)
+            .apply()
+            .instrument(span)
+            .await?
     };
-    let action = finalizer(&api, FINALIZER, rotation, |event| async {
-        match event {
-            FinalizerEvent::Apply(rotation) => Rotator::new(&ctx, rotation).apply().await,
-            FinalizerEvent::Cleanup(rotation) => Rotator::new(&ctx, rotation).cleanup().await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    })?;
     ctx.failures.lock().expect("not poisoned").remove(&key);
     Ok(action)
 }
@@ -382,7 +370,8 @@ impl<'a> Rotator<'a> {
         // target may be called, the Secrets it reads. A pinned plan that names other Secrets
         // has them read again.
         let prefetch_target = self.may_call_target();
-        let (state, workload, target_secrets) = futures::join!(
+        let (finalized, state, workload, target_secrets) = futures::join!(
+            self.ensure_finalizer(),
             secrets::read_state(&self.secrets, &state_name),
             self.workload_secret(),
             async {
@@ -392,6 +381,7 @@ impl<'a> Rotator<'a> {
                 }
             }
         );
+        finalized?;
         let mut state = state?;
         let spec_workload_secret = self.spec.secret.name.clone();
         let spec_target = self.spec.target.clone();
@@ -757,6 +747,24 @@ impl<'a> Rotator<'a> {
     /// Fixes the resource's share of its schedule's jitter.
     fn seed(&self) -> String {
         format!("{}/{}", self.namespace, self.rotation.name_any())
+    }
+
+    /// The finalizer, before any effect: a deletion must find it to roll a rotation back.
+    async fn ensure_finalizer(&self) -> Result<()> {
+        if self.rotation.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let mut finalizers = self.rotation.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        let version = self
+            .ctx
+            .kubernetes
+            .set_finalizers(&self.rotation, finalizers)
+            .await?;
+        self.ctx
+            .freshness
+            .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
+        Ok(())
     }
 
     /// A guess of whether this reconcile calls the target (a rotation in flight or asked

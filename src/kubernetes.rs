@@ -48,6 +48,14 @@ pub trait Kubernetes: Send + Sync {
         status: &'a PasswordRotationStatus,
     ) -> BoxFuture<'a, Result<Option<String>>>;
 
+    /// Sets the resource's finalizers, unless it changed since it was read (a conflict then);
+    /// its resourceVersion after it.
+    fn set_finalizers<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+        finalizers: Vec<String>,
+    ) -> BoxFuture<'a, Result<Option<String>>>;
+
     /// Restarts each workload not yet carrying `restart` and reports which still roll.
     fn advance_rollout<'a>(
         &'a self,
@@ -211,6 +219,33 @@ impl Kubernetes for ApiServer {
                 )
                 .await?;
             Ok(written.resource_version())
+        })
+    }
+
+    fn set_finalizers<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+        finalizers: Vec<String>,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        let api: Api<PasswordRotation> = Api::namespaced(
+            self.client.clone(),
+            &rotation.namespace().unwrap_or_default(),
+        );
+        Box::pin(async move {
+            // The resourceVersion makes it a compare-and-swap: no finalizer another
+            // controller set meanwhile is dropped.
+            let patch = json!({"metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": rotation.resource_version(),
+            }});
+            let patched = api
+                .patch(
+                    &rotation.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            Ok(patched.resource_version())
         })
     }
 

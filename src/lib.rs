@@ -60,8 +60,6 @@ pub enum Error {
     /// A rotation in flight was staged by another shard's operator; the message says which.
     #[error("{0}")]
     ShardMoved(String),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -74,7 +72,6 @@ impl Error {
             Error::SecretNotAllowed { .. } => "SecretNotAllowed",
             Error::Verify { .. } => "verify",
             Error::ShardMoved(_) => "ShardMoved",
-            Error::Finalizer(_) => "finalizer",
         }
     }
 }

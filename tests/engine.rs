@@ -157,6 +157,20 @@ impl Kubernetes for FakeKubernetes {
         })
     }
 
+    fn set_finalizers<'a>(
+        &'a self,
+        _: &'a PasswordRotation,
+        finalizers: Vec<String>,
+    ) -> BoxFuture<'a, password_rotator::Result<Option<String>>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("finalizers {finalizers:?}"));
+            Ok(None)
+        })
+    }
+
     fn advance_rollout<'a>(
         &'a self,
         _: &'a str,
@@ -340,7 +354,10 @@ impl Engine {
         let rotation: PasswordRotation = serde_json::from_value(json!({
             "apiVersion": "rotator.dev/v1alpha1",
             "kind": "PasswordRotation",
-            "metadata": {"name": NAME, "namespace": NS, "uid": "u-1", "generation": 1},
+            "metadata": {
+                "name": NAME, "namespace": NS, "uid": "u-1", "generation": 1,
+                "finalizers": ["rotator.dev/cleanup"],
+            },
             "spec": base,
         }))?;
         Ok(Engine {

@@ -114,6 +114,7 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
         .events()
         .await?
         .into_iter()
+        .filter(|e| e.involved_object.kind.as_deref() == Some("PasswordRotation"))
         .filter_map(|e| e.reason)
         .collect();
     // The start and the end; the steps in between show in status and metrics.
@@ -187,7 +188,9 @@ async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
         h.redis.password_hashes(USER).await?,
         vec![password_hash(&new)]
     );
-    for step in [Step::Staged, Step::Added, Step::Published, Step::Retired] {
+    // Staged and Added are not written on their own (their replay is safe); every written
+    // step was seen.
+    for step in [Step::Publishing, Step::Published, Step::Retired] {
         assert!(
             seen.contains(&Some(step)),
             "killed right after {step:?}: {seen:?}"

@@ -375,19 +375,22 @@ async fn full_rotation_with_workloads(prefix: &str, setup: Setup) -> Result<()> 
         .await
 }
 
-/// The operator is killed right after it records each step (and right after it writes the
-/// workload Secret), each time restarted until the next; then it runs to the end.
+/// The operator is killed right after each step (and right after it writes the workload
+/// Secret), each time restarted until the next; then it runs to the end. Steps whose replay is
+/// safe are not written on their own: killed right after them, the status still shows the
+/// last step written (none before the workload Secret is about to be written: the state Secret
+/// holds the rotation).
 async fn sigkill_after_every_step(prefix: &str, setup: Setup) -> Result<()> {
     let (mut h, fixture) = prepare(prefix, setup).await?;
     let spec = fixture.spec(&h, json!({"rotationRequest": "crash"})).await;
     h.create_rotation(ROTATION, spec).await?;
     let mut known: HashSet<String> = HashSet::new();
     for (point, step_left) in [
-        ("after-step-Staged", Step::Staged),
-        ("after-step-Added", Step::Added),
-        ("after-publish-write", Step::Publishing),
-        ("after-step-Published", Step::Published),
-        ("after-step-Retired", Step::Retired),
+        ("after-step-Staged", None),
+        ("after-step-Added", None),
+        ("after-publish-write", Some(Step::Publishing)),
+        ("after-step-Published", Some(Step::Publishing)),
+        ("after-step-Retired", Some(Step::Retired)),
     ] {
         let mut args = h.operator_flags.clone();
         args.extend(["--fail-point", point]);
@@ -396,11 +399,7 @@ async fn sigkill_after_every_step(prefix: &str, setup: Setup) -> Result<()> {
             .await
             .with_context(|| format!("the operator never reached {point}"))??;
         assert!(!exit.success(), "the operator aborted at {point}");
-        assert_eq!(
-            step(&h.rotation(ROTATION).await?),
-            Some(step_left),
-            "at {point}"
-        );
+        assert_eq!(step(&h.rotation(ROTATION).await?), step_left, "at {point}");
         known.extend(fixture.check_invariants(&h).await?);
     }
     h.start_operator()?;

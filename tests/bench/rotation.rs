@@ -11,6 +11,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod heap_profile;
 mod informer;
 mod kube_metrics;
 mod operator;
@@ -1126,6 +1127,7 @@ async fn run() -> Result<(Value, bool)> {
     let mut memory = None;
     let mut memory_burst = None;
     let mut memory_comparison = None;
+    let mut heap = None;
     match bench.unrelated_secrets(&unrelated_name).await {
         Err(e) => {
             record::<Value>(&mut errors, "memory (unrelated Secrets)", Err(e), start);
@@ -1149,6 +1151,10 @@ async fn run() -> Result<(Value, bool)> {
                     "note: {foreign} PasswordRotations outside the bench exist; the \
                      all-namespaces operator manages them too"
                 ));
+            }
+            let profile = bench.log_dir.join("dhat-heap.json");
+            if profile.exists() {
+                std::fs::remove_file(&profile)?;
             }
             let mut op = bench.start_operator(true)?;
             let settled = op
@@ -1188,6 +1194,15 @@ async fn run() -> Result<(Value, bool)> {
             };
             memory = record(&mut errors, "memory", result, start);
             op.stop().await?;
+            // Only an operator built with --features dhat-heap writes one.
+            if profile.exists() {
+                heap = record(
+                    &mut errors,
+                    "memory (heap profile)",
+                    heap_profile::summarize(&profile, 15),
+                    start,
+                );
+            }
             bench.progress("client-go informers beside the same Secrets, for comparison");
             memory_comparison = record(
                 &mut errors,
@@ -1247,6 +1262,9 @@ async fn run() -> Result<(Value, bool)> {
     }
     if let (Value::Object(m), Some(c)) = (&mut memory_json, &memory_comparison) {
         m.insert("client_go_comparison".into(), c.clone());
+    }
+    if let (Value::Object(m), Some(h)) = (&mut memory_json, &heap) {
+        m.insert("heap_profile".into(), h.clone());
     }
     let idle_per_min = idle.as_ref().map(|i| i["writes_per_min"].clone());
 
