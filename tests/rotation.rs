@@ -188,9 +188,10 @@ async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
         h.redis.password_hashes(USER).await?,
         vec![password_hash(&new)]
     );
-    // Staged and Added are not written on their own (their replay is safe); every written
-    // step was seen.
-    for step in [Step::Publishing, Step::Published, Step::Retired] {
+    // Staged and Added are not written on their own (their replay is safe), and Publishing
+    // only for the moment of the Secret write (tests/targets.rs stops the operator there);
+    // the steps that wait were each seen.
+    for step in [Step::Published, Step::Retired] {
         assert!(
             seen.contains(&Some(step)),
             "killed right after {step:?}: {seen:?}"
