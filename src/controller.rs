@@ -12,8 +12,8 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use secrecy::SecretString;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -159,10 +159,14 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 None => Api::all(client.clone()),
             };
             let in_shard = shard::selector(settings.shard.as_deref());
-            Controller::new(
-                rotations,
-                watcher::Config::default().any_semantic().labels(&in_shard),
-            )
+            let config = watcher::Config::default().any_semantic().labels(&in_shard);
+            let (reader, writer) = reflector::store();
+            let cached = watcher(rotations, config)
+                .default_backoff()
+                .modify(forget_what_no_decision_reads)
+                .reflect(writer)
+                .applied_objects();
+            Controller::for_stream(cached, reader)
         })
         .collect();
     metrics.calls_per_cluster(settings.calls_per_cluster);
@@ -213,6 +217,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 })
         });
     futures::future::join_all(runs).await;
+}
+
+/// The cache keeps each resource as its decisions read it: without the record of who wrote
+/// which field and kubectl's copy of the last applied spec, which took most of its memory.
+fn forget_what_no_decision_reads(rotation: &mut PasswordRotation) {
+    rotation.managed_fields_mut().clear();
+    rotation
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// Ready once every watch has synced.

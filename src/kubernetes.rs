@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -127,11 +127,23 @@ impl ApiServer {
     /// Publishes Events in the order they are raised, from one task, so that no reconcile
     /// waits for them.
     pub fn new(client: Client, reporter: Reporter) -> Self {
-        let recorder = Recorder::new(client.clone(), reporter);
         let (events, mut queue) = mpsc::channel::<(ObjectReference, Event)>(EVENT_QUEUE);
+        let publisher = client.clone();
         tokio::spawn(async move {
+            // The Recorder keeps every Event it published for minutes, to fold a repeat into
+            // a series: warnings repeat (a retried failure), but the start and end of each
+            // rotation do not, and a burst of rotations would fill it with them.
+            let warnings = Recorder::new(publisher.clone(), reporter.clone());
             while let Some((regarding, event)) = queue.recv().await {
-                if let Err(error) = recorder.publish(&event, &regarding).await {
+                let published = match event.type_ {
+                    EventType::Warning => warnings.publish(&event, &regarding).await,
+                    EventType::Normal => {
+                        Recorder::new(publisher.clone(), reporter.clone())
+                            .publish(&event, &regarding)
+                            .await
+                    }
+                };
+                if let Err(error) = published {
                     tracing::warn!(%error, reason = event.reason, "could not publish event");
                 }
             }

@@ -1069,6 +1069,17 @@ async fn run() -> Result<(Value, bool)> {
     lap(&mut phases, "floor");
 
     let mut op = bench.start_operator(false)?;
+    // With no resource to manage yet: the base of the memory arithmetic.
+    let rss_no_resources = match op
+        .wait_quiet(Duration::from_secs(2), Duration::from_secs(60))
+        .await
+    {
+        Ok(_) => op
+            .memory()
+            .ok()
+            .map(|m| round(m.now_kib as f64 / 1024.0, 1)),
+        Err(_) => None,
+    };
     let latency = record(&mut errors, "latency", bench.latency(&mut op).await, start);
     lap(&mut phases, "latency");
     let api_calls = record(
@@ -1261,10 +1272,25 @@ async fn run() -> Result<(Value, bool)> {
         m.insert("burst".into(), b.clone());
     }
     if let (Value::Object(m), Some(c)) = (&mut memory_json, &memory_comparison) {
+        progress(
+            start,
+            format!(
+                "memory beside {} Secrets: this operator {} MiB at its peak (through a burst of \
+                 {} rotations); client-go informer caching Secrets {} MiB, metadata-only {} MiB",
+                bench.settings.unrelated_secrets,
+                m.get("peak_rss").unwrap_or(&Value::Null),
+                bench.settings.rotations,
+                c["full_secret_informer"]["peak_rss_mib"],
+                c["metadata_informer"]["peak_rss_mib"],
+            ),
+        );
         m.insert("client_go_comparison".into(), c.clone());
     }
     if let (Value::Object(m), Some(h)) = (&mut memory_json, &heap) {
         m.insert("heap_profile".into(), h.clone());
+    }
+    if let Value::Object(m) = &mut memory_json {
+        m.insert("rss_no_resources".into(), json!(rss_no_resources));
     }
     let idle_per_min = idle.as_ref().map(|i| i["writes_per_min"].clone());
 
