@@ -2,7 +2,7 @@
 //! databases' default users.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -268,7 +268,12 @@ pub struct RedisSoftwareClient {
     http: reqwest::Client,
     config: ClientConfig,
     observer: Option<Arc<dyn RequestObserver>>,
+    /// The cluster's `password_expiration_duration` and when it was asked, shared by clones.
+    expiration_days: Arc<Mutex<Option<AskedAt<Option<u64>>>>>,
 }
+
+/// An answer and when it was given.
+type AskedAt<T> = (Instant, T);
 
 impl RedisSoftwareClient {
     pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
@@ -285,6 +290,7 @@ impl RedisSoftwareClient {
             http,
             config,
             observer: None,
+            expiration_days: Arc::default(),
         })
     }
 
@@ -390,6 +396,21 @@ impl RedisSoftwareClient {
     /// `GET /v1/cluster`: what the cluster says it is, whichever node or address answers.
     pub async fn get_cluster(&self) -> Result<Cluster, ApiError> {
         self.get(Operation::GetCluster, &["v1", "cluster"]).await
+    }
+
+    /// The cluster's `password_expiration_duration`, asked at most once a minute: the end
+    /// of every rotation wants it, and a burst of rotations would ask it once each. A changed
+    /// policy is seen within a minute.
+    pub async fn password_expiration_days(&self) -> Result<Option<u64>, ApiError> {
+        const FRESH_FOR: Duration = Duration::from_secs(60);
+        if let Some((at, days)) = *self.expiration_days.lock().expect("not poisoned")
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(days);
+        }
+        let days = self.get_cluster().await?.password_expiration_duration;
+        *self.expiration_days.lock().expect("not poisoned") = Some((Instant::now(), days));
+        Ok(days)
     }
 
     pub async fn get_database(&self, uid: u64) -> Result<Database, ApiError> {

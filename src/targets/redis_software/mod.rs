@@ -193,11 +193,13 @@ impl PasswordTarget for RedisSoftware {
                 let detail = e.to_string();
                 classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
             };
-            let days = match self.client.get_cluster().await.map_err(failure)? {
-                client::Cluster {
-                    password_expiration_duration: Some(days @ 1..),
-                    ..
-                } => days,
+            let days = match self
+                .client
+                .password_expiration_days()
+                .await
+                .map_err(failure)?
+            {
+                Some(days @ 1..) => days,
                 _ => return Ok(None),
             };
             let found = self.client.find_user(user).await.map_err(failure)?;
