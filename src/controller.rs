@@ -197,15 +197,21 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             };
             let store = controller.store();
             controller
-                .watches(secrets, watcher::Config::default(), move |secret| {
-                    let (namespace, name) = (secret.namespace(), secret.name_any());
-                    store
-                        .state()
-                        .into_iter()
-                        .filter(|r| secrets::references(r, namespace.as_deref(), &name))
-                        .map(|r| ObjectRef::from_obj(&*r))
-                        .collect::<Vec<_>>()
-                })
+                // Small pages: the first list of every Secret's metadata passes through
+                // memory a page at a time.
+                .watches(
+                    secrets,
+                    watcher::Config::default().page_size(100),
+                    move |secret| {
+                        let (namespace, name) = (secret.namespace(), secret.name_any());
+                        store
+                            .state()
+                            .into_iter()
+                            .filter(|r| secrets::references(r, namespace.as_deref(), &name))
+                            .map(|r| ObjectRef::from_obj(&*r))
+                            .collect::<Vec<_>>()
+                    },
+                )
                 .with_config(ControllerConfig::default().concurrency(settings.concurrency))
                 .shutdown_on_signal()
                 .run(reconcile, error_policy, context.clone())
@@ -379,6 +385,10 @@ impl<'a> Rotator<'a> {
         // As read: a restarted operator exports what the resources' statuses say at once.
         self.export_status();
         let state_name = secrets::state_secret_name(&self.rotation);
+        if self.settled() && self.secrets.get_opt(&state_name).await?.is_none() {
+            let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
+            return Ok(wait_for_next(next, Timestamp::now()));
+        }
         // Read at once: the state Secret, the workload Secret the spec names and, when the
         // target may be called, the Secrets it reads. A pinned plan that names other Secrets
         // has them read again.
@@ -420,10 +430,12 @@ impl<'a> Rotator<'a> {
             && self.credentials_hash().await? != self.status.blocked_credentials_hash;
         let mut target: Option<Box<dyn PasswordTarget>> = None;
         // Asked once, for a resource that can rotate: its workload Secret allows it and no
-        // other resource rotates the same password list.
+        // other resource rotates the same password list. A rotation asked for now asks it
+        // when it ends.
         if self.target_spec().reports_expiry()
             && self.status.password_expiry_checked_time.is_none()
             && !self.in_flight()
+            && !self.rotation_asked()
             && !self.rotation.spec.suspend
             && conflict_with.is_none()
             && workload
@@ -787,10 +799,6 @@ impl<'a> Rotator<'a> {
         let Ok(target) = self.spec.target.selected() else {
             return false;
         };
-        let requested = self.spec.rotation_request.is_some()
-            && self.spec.rotation_request != self.status.handled_rotation_request;
-        let annotated = self.rotate_annotation().is_some()
-            && self.rotate_annotation() != self.status.handled_rotate_annotation.as_deref();
         let due = self
             .status
             .next_rotation_time
@@ -798,7 +806,30 @@ impl<'a> Rotator<'a> {
             .is_some_and(|t| t.0 <= Timestamp::now());
         let expiry_unasked =
             target.reports_expiry() && self.status.password_expiry_checked_time.is_none();
-        self.in_flight() || requested || annotated || due || expiry_unasked
+        self.in_flight() || self.rotation_asked() || due || expiry_unasked
+    }
+
+    /// Idle and Ready for its current spec, with nothing to show and no rotation asked for
+    /// or due: nothing to do unless a state Secret was left over (a crash between the end's
+    /// status write and its deletion). The reconciles that follow this operator's own writes,
+    /// and a restart's, end after that one read.
+    fn settled(&self) -> bool {
+        let status = &self.status;
+        status.phase == Some(Phase::Idle)
+            && status.observed_generation == self.rotation.metadata.generation
+            && has_condition(status, "Ready", "True")
+            && !has_condition(status, "Degraded", "True")
+            && !has_condition(status, "SpecChangePending", "True")
+            && !self.may_call_target()
+    }
+
+    /// A request or annotation not handled yet.
+    fn rotation_asked(&self) -> bool {
+        let requested = self.rotation.spec.rotation_request.is_some()
+            && self.rotation.spec.rotation_request != self.status.handled_rotation_request;
+        let annotated = self.rotate_annotation().is_some()
+            && self.rotate_annotation() != self.status.handled_rotate_annotation.as_deref();
+        requested || annotated
     }
 
     fn in_flight(&self) -> bool {
