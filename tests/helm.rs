@@ -227,11 +227,9 @@ async fn every_example_renders_and_is_created_on_the_api_server() -> Result<()> 
     Ok(())
 }
 
-/// What every rendering must say, given the (complete) values it was rendered with.
-fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Result<()> {
-    let name = fullname(release);
-    let account = format!("system:serviceaccount:{ns}:{name}");
-    let watched: Vec<&str> = values["watchNamespaces"]
+/// The namespaces the values watch, and whether they elect a leader.
+fn watched_and_leader(values: &Value) -> Result<(Vec<&str>, bool)> {
+    let watched = values["watchNamespaces"]
         .as_sequence()
         .into_iter()
         .flatten()
@@ -239,6 +237,14 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
         .collect();
     let replicas = values["replicaCount"].as_i64().context("replicaCount")?;
     let leader = replicas > 1 || values["leaderElection"]["enabled"].as_bool() == Some(true);
+    Ok((watched, leader))
+}
+
+/// What every rendering must say, given the (complete) values it was rendered with.
+fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Result<()> {
+    let name = fullname(release);
+    let account = format!("system:serviceaccount:{ns}:{name}");
+    let (watched, leader) = watched_and_leader(values)?;
     let shards: Vec<&str> = values["shards"]
         .as_sequence()
         .into_iter()
@@ -417,21 +423,17 @@ fn check_deployment(
     (name, ns): (&str, &str),
     shard: Option<&str>,
 ) -> Result<()> {
-    let watched: Vec<&str> = values["watchNamespaces"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let replicas = values["replicaCount"].as_i64().context("replicaCount")?;
-    let leader = replicas > 1 || values["leaderElection"]["enabled"].as_bool() == Some(true);
+    let (watched, leader) = watched_and_leader(values)?;
     let deployment = find(all, "Deployment", &suffixed(name, shard))?;
     assert_eq!(
         deployment["metadata"]["namespace"].as_str(),
         Some(ns),
         "Deployment namespace"
     );
-    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(replicas));
+    assert_eq!(
+        deployment["spec"]["replicas"].as_i64(),
+        values["replicaCount"].as_i64()
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"].as_str(), Some(name));
     let args = args_of(&deployment);
