@@ -418,16 +418,28 @@ async fn target_faults_are_ridden_out(prefix: &str, setup: Setup) -> Result<()> 
     fixture.break_transiently(&h).await?;
     let spec = fixture.spec(&h, json!({"rotationRequest": "faults"})).await;
     h.create_rotation(ROTATION, spec).await?;
+    // Each retry warns again: one Event, repeated as a series, not an object per retry.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !h
-        .events()
-        .await?
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("TargetUnavailable"))
-    {
+    loop {
+        let warnings: Vec<_> = h
+            .events()
+            .await?
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TargetUnavailable"))
+            .collect();
+        let repeated = warnings
+            .iter()
+            .filter_map(|e| e.series.as_ref())
+            .map(|series| series.count.unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        if repeated >= 2 {
+            assert_eq!(warnings.len(), 1, "the retries' warnings: {warnings:#?}");
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no TargetUnavailable event"
+            "no repeated TargetUnavailable event: {warnings:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
