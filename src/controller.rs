@@ -284,7 +284,7 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     let action = if rotation.metadata.deletion_timestamp.is_some() {
-        if !rotation.finalizers().iter().any(|f| f == FINALIZER) {
+        if !has_finalizer(&rotation) {
             return Ok(Action::await_change());
         }
         let action = Rotator::new(&ctx, rotation.clone())
@@ -776,7 +776,7 @@ impl<'a> Rotator<'a> {
 
     /// The finalizer, before any effect: a deletion must find it to roll a rotation back.
     async fn ensure_finalizer(&self) -> Result<()> {
-        if self.rotation.finalizers().iter().any(|f| f == FINALIZER) {
+        if has_finalizer(&self.rotation) {
             return Ok(());
         }
         let mut finalizers = self.rotation.finalizers().to_vec();
@@ -1671,6 +1671,10 @@ fn target_key(rotation: &PasswordRotation) -> Option<TargetIdentity> {
     let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
     let system = recorded.unwrap_or_else(|| target.address());
     Some((system, target.vendor(), target.object()))
+}
+
+fn has_finalizer(rotation: &PasswordRotation) -> bool {
+    rotation.finalizers().iter().any(|f| f == FINALIZER)
 }
 
 fn order_key(rotation: &PasswordRotation) -> (Option<Timestamp>, String, String) {
