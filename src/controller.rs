@@ -567,7 +567,11 @@ impl<'a> Rotator<'a> {
                         Ok(accounts) => accounts,
                         Err(invalid) => return self.report_invalid(invalid).await,
                     };
-                    let new_state = self.stage(&valid, previous, accounts, now).await?;
+                    let workload_version =
+                        workload.as_ref().and_then(ResourceExt::resource_version);
+                    let new_state = self
+                        .stage(&valid, previous, accounts, workload_version, now)
+                        .await?;
                     let rotation_id = new_state.rotation_id.clone();
                     state = Some(new_state);
                     self.begin(rotation_id, trigger, now).await;
@@ -582,17 +586,21 @@ impl<'a> Rotator<'a> {
                         Ok(accounts) => accounts,
                         Err(invalid) => return self.report_invalid(invalid).await,
                     };
+                    let workload_version =
+                        workload.as_ref().and_then(ResourceExt::resource_version);
                     secrets::restage(
                         &self.secrets,
                         &state_name,
                         &current,
                         (previous_account.as_deref(), pending_account.as_deref()),
+                        workload_version.as_deref(),
                     )
                     .await?;
                     if let Some(state) = state.as_mut() {
                         state.previous = Some(current);
                         state.previous_account = previous_account;
                         state.pending_account = pending_account;
+                        state.workload_version = workload_version;
                     }
                     self.record(self.after(Outcome::Restaged, now));
                     self.event(
@@ -657,12 +665,9 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::Publish => {
                     let state = state.as_ref().expect("publish runs with a state");
-                    if self.status.step != Some(Step::Publishing) {
-                        // From here on the workload Secret may hold the new password, so a
-                        // deletion of the resource must no longer roll it back.
-                        let status = self.after(Outcome::Stepped(Step::Publishing), now);
-                        self.write_status(status).await?;
-                    }
+                    // Not recorded first: the workload Secret's resourceVersion, kept in the
+                    // state Secret at Stage, tells a deletion whether it may hold the new
+                    // password (see `cleanup`).
                     workload = Some(self.publish(state).await?);
                     // The write's answer is the Secret as it is now.
                     workload_fresh = true;
@@ -1151,6 +1156,7 @@ impl<'a> Rotator<'a> {
         valid: &ValidSpec,
         previous: SecretString,
         (previous_account, pending_account): Accounts,
+        workload_version: Option<String>,
         now: Timestamp,
     ) -> Result<RotationState> {
         let forbidden = self.target_spec().forbidden_in_password();
@@ -1171,6 +1177,7 @@ impl<'a> Rotator<'a> {
                 .one_password()
                 .then(|| generate_os(&policy)),
             shard: self.ctx.settings.shard.clone(),
+            workload_version,
         };
         secrets::create_state(&self.secrets, &self.rotation, &state).await?;
         Ok(state)
@@ -1422,11 +1429,17 @@ impl<'a> Rotator<'a> {
         let workload = self.workload_secret().await?;
         let holds_new =
             state.holds(self.password_in(workload.as_ref()).as_ref()) == SecretHolds::Pending;
-        if step >= Step::Publishing || holds_new {
+        // Any write to the workload Secret since Stage may have been the publish, and pods
+        // may have read the new password from it even if it was changed back since.
+        let written_since_stage = state.workload_version.as_ref().is_some_and(|staged| {
+            workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
+        });
+        if step >= Step::Publishing || holds_new || written_since_stage {
             secrets::orphan_state(&self.secrets, &state_name).await?;
             let message = format!(
-                "deleted after the new password was published: both passwords remain valid; \
-                 the old one is kept in Secret {state_name}"
+                "deleted after the new password may have been published (the workload Secret \
+                 was written since the rotation began): both passwords remain valid; the old \
+                 one is kept in Secret {state_name}"
             );
             self.event(EventType::Warning, "LeftBothValid", "Delete", &message)
                 .await;

@@ -357,8 +357,8 @@ pub enum Step {
     Replacing,
     Added,
     Verified,
-    /// Recorded before the workload Secret is written: from here on a deletion of the
-    /// resource never rolls the new password back.
+    /// Recorded by earlier versions before the workload Secret was written; read as Added.
+    /// (The state Secret now keeps the workload Secret's resourceVersion from Stage instead.)
     Publishing,
     Published,
     RolledOut,

@@ -30,6 +30,7 @@ const PLAN: &str = "plan";
 const PREVIOUS_ACCOUNT: &str = "previousAccount";
 const PENDING_ACCOUNT: &str = "pendingAccount";
 const RETIREMENT: &str = "retirement";
+const WORKLOAD_VERSION: &str = "workloadSecretVersion";
 
 /// The passwords of a rotation in flight, and its plan. Debug shows no password.
 #[derive(Debug)]
@@ -47,6 +48,10 @@ pub struct RotationState {
     pub retirement: Option<SecretString>,
     /// The shard of the operator that staged the rotation (its label); `None`: unsharded.
     pub shard: Option<String>,
+    /// The workload Secret's resourceVersion when the rotation was staged: while the Secret
+    /// still has it, nothing was published into it. Absent in state Secrets of earlier
+    /// versions, which recorded `Publishing` in status instead.
+    pub workload_version: Option<String>,
 }
 
 impl RotationState {
@@ -122,6 +127,7 @@ pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<Rotation
         pending_account: text_value(&secret, PENDING_ACCOUNT),
         retirement: value(&secret, RETIREMENT),
         shard: shard::of(&secret).map(str::to_owned),
+        workload_version: text_value(&secret, WORKLOAD_VERSION),
     }))
 }
 
@@ -143,12 +149,13 @@ pub async fn create_state(
         let plan = serde_json::to_string(plan).expect("a plan always serializes");
         data.insert(PLAN.to_owned(), bytes(&plan));
     }
-    for (key, account) in [
+    for (key, text) in [
         (PREVIOUS_ACCOUNT, &state.previous_account),
         (PENDING_ACCOUNT, &state.pending_account),
+        (WORKLOAD_VERSION, &state.workload_version),
     ] {
-        if let Some(account) = account {
-            data.insert(key.to_owned(), bytes(account));
+        if let Some(text) = text {
+            data.insert(key.to_owned(), bytes(text));
         }
     }
     if let Some(retirement) = &state.retirement {
@@ -175,18 +182,20 @@ pub async fn create_state(
     api.create(&secret).await
 }
 
-/// Takes `previous` (of `accounts`: previous, pending) as the password the rotation starts
-/// from (nothing was added yet).
+/// Takes `previous` (of `accounts`: previous, pending), read from the workload Secret at
+/// `workload_version`, as the password the rotation starts from (nothing was added yet).
 pub async fn restage(
     api: &Secrets<'_>,
     name: &str,
     previous: &SecretString,
     accounts: (Option<&str>, Option<&str>),
+    workload_version: Option<&str>,
 ) -> Result<()> {
     let patch = json!({"data": {
         PREVIOUS: bytes(previous.expose_secret()),
         PREVIOUS_ACCOUNT: accounts.0.map(bytes),
         PENDING_ACCOUNT: accounts.1.map(bytes),
+        WORKLOAD_VERSION: workload_version.map(bytes),
     }});
     api.patch_merge(name, &patch).await.map(drop)
 }
@@ -195,7 +204,7 @@ pub async fn delete_state(api: &Secrets<'_>, name: &str) -> Result<()> {
     api.delete(name).await
 }
 
-/// Keeps the state Secret when its resource is deleted after publishing, so that the old
+/// Keeps the state Secret when its resource is deleted after (maybe) publishing, so that the old
 /// password, still valid in the database, stays known to Kubernetes.
 pub async fn orphan_state(api: &Secrets<'_>, name: &str) -> Result<()> {
     let patch = json!({"metadata": {
@@ -280,6 +289,7 @@ mod tests {
             pending_account: Some("svc-b".into()),
             retirement: Some(SecretString::from("Retirement-Pass-1234")),
             shard: Some("a".into()),
+            workload_version: Some("41".into()),
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));

@@ -22,8 +22,7 @@ pub enum Outcome<'a> {
     },
     /// The rotation starts again from the password the workload Secret holds now.
     Restaged,
-    /// A step's effect is done (or, for `Publishing`, `Replacing` and `Retired`, about to be
-    /// sent).
+    /// A step's effect is done (or, for `Replacing` and `Retired`, about to be sent).
     Stepped(Step),
     /// The workloads did not roll out within the timeout.
     RolloutTimedOut { message: &'a str },
@@ -110,8 +109,8 @@ pub fn after(
             set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
         }
         Outcome::Restaged => mark_rotating(&mut status, now),
-        Outcome::Stepped(step @ (Step::Publishing | Step::Replacing)) => {
-            status.step = Some(step);
+        Outcome::Stepped(Step::Replacing) => {
+            status.step = Some(Step::Replacing);
         }
         Outcome::Stepped(Step::Retired) => {
             status.step = Some(Step::Retired);
@@ -456,10 +455,10 @@ mod tests {
         let progressing = condition(&added, "Progressing");
         assert_eq!(progressing.reason, "Added");
         assert_eq!(progressing.last_transition_time, Time(start));
-        // Publishing is recorded before its effect, and changes nothing else.
-        let publishing = after(&added, Outcome::Stepped(Step::Publishing), Some(3), start);
-        assert_eq!(publishing.step, Some(Step::Publishing));
-        assert_eq!(publishing.conditions, added.conditions);
+        // Replacing is recorded before its PUT, and changes nothing else.
+        let replacing = after(&added, Outcome::Stepped(Step::Replacing), Some(3), start);
+        assert_eq!(replacing.step, Some(Step::Replacing));
+        assert_eq!(replacing.conditions, added.conditions);
     }
 
     #[test]

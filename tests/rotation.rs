@@ -188,9 +188,8 @@ async fn sigkill_after_every_step_still_completes_the_rotation() -> Result<()> {
         h.redis.password_hashes(USER).await?,
         vec![password_hash(&new)]
     );
-    // Staged and Added are not written on their own (their replay is safe), and Publishing
-    // only for the moment of the Secret write (tests/targets.rs stops the operator there);
-    // the steps that wait were each seen.
+    // Staged, Added and the Secret write are not recorded on their own (their replay is
+    // safe); the steps that wait were each seen.
     for step in [Step::Published, Step::Retired] {
         assert!(
             seen.contains(&Some(step)),

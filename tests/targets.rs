@@ -378,8 +378,8 @@ async fn full_rotation_with_workloads(prefix: &str, setup: Setup) -> Result<()> 
 /// The operator is killed right after each step (and right after it writes the workload
 /// Secret), each time restarted until the next; then it runs to the end. Steps whose replay is
 /// safe are not written on their own: killed right after them, the status still shows the
-/// last step written (none before the workload Secret is about to be written: the state Secret
-/// holds the rotation).
+/// last step written (none before the old password is about to be deleted: the state Secret
+/// holds the rotation, and the workload Secret's resourceVersion at Stage).
 async fn sigkill_after_every_step(prefix: &str, setup: Setup) -> Result<()> {
     let (mut h, fixture) = prepare(prefix, setup).await?;
     let spec = fixture.spec(&h, json!({"rotationRequest": "crash"})).await;
@@ -388,8 +388,8 @@ async fn sigkill_after_every_step(prefix: &str, setup: Setup) -> Result<()> {
     for (point, step_left) in [
         ("after-step-Staged", None),
         ("after-step-Added", None),
-        ("after-publish-write", Some(Step::Publishing)),
-        ("after-step-Published", Some(Step::Publishing)),
+        ("after-publish-write", None),
+        ("after-step-Published", None),
         ("after-step-Retired", Some(Step::Retired)),
     ] {
         let mut args = h.operator_flags.clone();

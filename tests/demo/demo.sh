@@ -365,7 +365,6 @@ describe() {
     Rotating/Staged) echo "new password generated and stored in Secret $STATE_SECRET" ;;
     Rotating/Added | Rotating/Replacing | Rotating/Retired) describe_call "$2" ;;
     Rotating/Verified) echo "new password verified by a login" ;;
-    Rotating/Publishing) echo "recorded before the Secret is written: from here on a deletion never rolls it back" ;;
     Rotating/Published) echo "new password written to Secret $USER_SECRET; Deployment $DEPLOYMENT restarting" ;;
     Rotating/RolledOut) echo "Deployment $DEPLOYMENT rolled out and overlap (3s) passed" ;;
     Idle/) if [ -n "$3" ]; then echo "rotation complete: state Secret removed, lastRotationTime $3"; else echo "waiting"; fi ;;
