@@ -16,6 +16,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use secrecy::SecretString;
+use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::freshness::Freshness;
@@ -344,6 +345,8 @@ struct Rotator<'a> {
     written: PasswordRotationStatus,
     /// The target's Secrets, read with the others at the start of the reconcile.
     prefetched_target_secrets: Option<Result<BTreeMap<String, Secret>>>,
+    /// The finalizer being added, awaited before the first change a deletion must undo.
+    adding_finalizer: Option<JoinHandle<Result<Option<String>>>>,
     secrets: Secrets<'a>,
     namespace: String,
 }
@@ -361,6 +364,7 @@ impl<'a> Rotator<'a> {
             written: status.clone(),
             status,
             prefetched_target_secrets: None,
+            adding_finalizer: None,
             spec: rotation.spec.clone(),
             plan_changes: Vec::new(),
             secrets: Secrets {
@@ -375,8 +379,10 @@ impl<'a> Rotator<'a> {
     /// The steps this reconcile can take, and one status write for what they recorded.
     async fn apply(mut self) -> Result<Action> {
         let result = self.steps().await;
+        let finalized = self.finalized().await;
         let written = self.checkpoint().await;
         let action = result?;
+        finalized?;
         written?;
         Ok(action)
     }
@@ -393,8 +399,8 @@ impl<'a> Rotator<'a> {
         // target may be called, the Secrets it reads. A pinned plan that names other Secrets
         // has them read again.
         let prefetch_target = self.may_call_target();
-        let (finalized, state, workload, target_secrets) = futures::join!(
-            self.ensure_finalizer(),
+        self.add_finalizer();
+        let (state, workload, target_secrets) = futures::join!(
             secrets::read_state(&self.secrets, &state_name),
             self.workload_secret(),
             async {
@@ -404,7 +410,6 @@ impl<'a> Rotator<'a> {
                 }
             }
         );
-        finalized?;
         let mut state = state?;
         let spec_workload_secret = self.spec.secret.name.clone();
         let spec_target = self.spec.target.clone();
@@ -780,17 +785,28 @@ impl<'a> Rotator<'a> {
     }
 
     /// The finalizer, before any effect: a deletion must find it to roll a rotation back.
-    async fn ensure_finalizer(&self) -> Result<()> {
+    /// Starts adding the finalizer, unless the resource has it: the reads and the state
+    /// Secret (which goes with the resource) need not wait for it, only the first change to
+    /// the target does.
+    fn add_finalizer(&mut self) {
         if has_finalizer(&self.rotation) {
-            return Ok(());
+            return;
         }
         let mut finalizers = self.rotation.finalizers().to_vec();
         finalizers.push(FINALIZER.into());
-        let version = self
-            .ctx
-            .kubernetes
-            .set_finalizers(&self.rotation, finalizers)
-            .await?;
+        let kubernetes = self.ctx.kubernetes.clone();
+        let rotation = self.rotation.clone();
+        self.adding_finalizer = Some(tokio::spawn(
+            async move { kubernetes.set_finalizers(&rotation, finalizers).await }.in_current_span(),
+        ));
+    }
+
+    /// Waits for the finalizer being added, if one is.
+    async fn finalized(&mut self) -> Result<()> {
+        let Some(adding) = self.adding_finalizer.take() else {
+            return Ok(());
+        };
+        let version = adding.await.expect("adding a finalizer never panics")?;
         self.ctx
             .freshness
             .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
@@ -1220,6 +1236,7 @@ impl<'a> Rotator<'a> {
             name: secrets::state_secret_name(&self.rotation),
             problem: "has no previous password".into(),
         })?;
+        self.finalized().await?;
         Ok(match decision {
             Decision::Add => {
                 let outcome = on_add(target.add(&change(state, previous)).await);

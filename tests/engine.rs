@@ -163,6 +163,8 @@ impl Kubernetes for FakeKubernetes {
         finalizers: Vec<String>,
     ) -> BoxFuture<'a, password_rotator::Result<Option<String>>> {
         Box::pin(async move {
+            // Slower than the other writes, so that what waits for it shows in the log.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             self.log
                 .lock()
                 .unwrap()
@@ -440,6 +442,25 @@ async fn every_effect_is_recorded_before_it_is_made() -> Result<()> {
     );
     assert_eq!(log.iter().filter(|e| e.starts_with("target ")).count(), 2);
     assert_ne!(engine.published(), OLD);
+    Ok(())
+}
+
+/// A new resource gets its finalizer beside the first reads and the state Secret, and before
+/// the first change to the target, which a deletion must be able to undo.
+#[tokio::test]
+async fn the_target_is_changed_only_once_the_finalizer_is_in_place() -> Result<()> {
+    let mut engine = Engine::new(json!({"rotationRequest": "now"}))?;
+    engine.rotation.metadata.finalizers = None;
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    let log = engine.log();
+    let state = first(&log, "create secret orders-cache-rotation");
+    let finalizer = first(&log, "finalizers [\"rotator.dev/cleanup\"]");
+    let add = first(&log, "target add");
+    assert!(
+        state < finalizer,
+        "the state Secret does not wait for the finalizer: {log:#?}"
+    );
+    assert!(finalizer < add, "{log:#?}");
     Ok(())
 }
 
