@@ -36,6 +36,7 @@ use crate::rotation::{
     earliest, on_add, on_delete, on_failure, on_replace, on_rollback, step_after,
 };
 use crate::schedule::Trigger;
+use crate::secret_cache::TargetSecretCache;
 use crate::secrets::{self, MANAGER, RotationState};
 use crate::shard;
 use crate::status::{self, Outcome, ceil_to_second, has_condition};
@@ -97,6 +98,7 @@ pub struct Context {
     claims: Mutex<HashMap<TargetIdentity, (ObjectRef<PasswordRotation>, Timestamp)>>,
     metrics: Arc<Metrics>,
     freshness: Freshness,
+    target_secret_cache: TargetSecretCache,
 }
 
 impl Context {
@@ -126,6 +128,7 @@ impl Context {
             claims: Mutex::default(),
             metrics,
             freshness: Freshness::default(),
+            target_secret_cache: TargetSecretCache::default(),
         })
     }
 }
@@ -197,6 +200,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 None => Api::all(client.clone()),
             };
             let store = controller.store();
+            let ctx = context.clone();
             controller
                 // Small pages: the first list of every Secret's metadata passes through
                 // memory a page at a time.
@@ -205,6 +209,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                     watcher::Config::default().page_size(100),
                     move |secret| {
                         let (namespace, name) = (secret.namespace(), secret.name_any());
+                        ctx.target_secret_cache.watched(
+                            namespace.as_deref().unwrap_or_default(),
+                            &name,
+                            secret.resource_version().as_deref(),
+                        );
                         store
                             .state()
                             .into_iter()
@@ -1077,8 +1086,7 @@ impl<'a> Rotator<'a> {
         let rotation = self.rotation.name_any();
         let used = self.target_spec().secrets();
         let found =
-            futures::future::try_join_all(used.iter().map(|u| self.secrets.get_opt(&u.name)))
-                .await?;
+            futures::future::try_join_all(used.iter().map(|u| self.target_secret(&u.name))).await?;
         let mut read = BTreeMap::new();
         for (used, found) in used.into_iter().zip(found) {
             let secret = found.ok_or_else(|| Error::Secret {
@@ -1093,6 +1101,19 @@ impl<'a> Rotator<'a> {
                 });
             }
             read.insert(used.name, secret);
+        }
+        Ok(read)
+    }
+
+    /// One of the target's Secrets: as last read while the watch shows it unchanged.
+    async fn target_secret(&self, name: &str) -> Result<Option<Secret>> {
+        let cache = &self.ctx.target_secret_cache;
+        if let Some(kept) = cache.get(&self.namespace, name) {
+            return Ok(Some(kept));
+        }
+        let read = self.secrets.get_opt(name).await?;
+        if let Some(secret) = &read {
+            cache.keep(&self.namespace, secret.clone());
         }
         Ok(read)
     }

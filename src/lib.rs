@@ -15,6 +15,7 @@ pub mod resource;
 pub mod rollout;
 pub mod rotation;
 pub mod schedule;
+pub mod secret_cache;
 pub mod secrets;
 pub mod shard;
 pub mod status;
