@@ -163,7 +163,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 None => Api::all(client.clone()),
             };
             let in_shard = shard::selector(settings.shard.as_deref());
-            let config = watcher::Config::default().any_semantic().labels(&in_shard);
+            // Pages of 100: a page of 500 was the heap's peak (dhat), its text and the
+            // objects with their managedFields, before the cache drops those.
+            let config = watcher::Config::default()
+                .any_semantic()
+                .labels(&in_shard)
+                .page_size(100);
             let (reader, writer) = reflector::store();
             let cached = watcher(rotations, config)
                 .default_backoff()
