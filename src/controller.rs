@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{self, Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -233,7 +233,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 .for_each(|result| async move {
                     match result {
                         Ok((object, _)) => debug!(%object, "reconciled"),
-                        Err(error) => warn!(%error, "reconcile failed"),
+                        // error_policy has logged it, with the resource's fields.
+                        Err(controller::Error::ReconcilerFailed(..)) => {}
+                        Err(controller::Error::ObjectNotFound(object)) => {
+                            debug!(%object, "gone before its reconcile")
+                        }
+                        Err(error) => warn!(%error, "the controller's queue failed"),
                     }
                 })
         });
@@ -333,10 +338,28 @@ fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context
     let mut failures = ctx.failures.lock().expect("not poisoned");
     let count = failures.entry(ObjectRef::from_obj(&*rotation)).or_insert(0);
     *count = count.saturating_add(1);
-    let delay = Duration::from_secs(1 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    let doublings = (*count - 1).min(11);
+    let (namespace, name) = (
+        rotation.namespace().unwrap_or_default(),
+        rotation.name_any(),
+    );
+    if error.kind() == "conflict" {
+        // Another writer changed the resource after this reconcile read it: expected, and the
+        // watch brings the newer version at once. A short wait, still doubling should the
+        // watch lag, and nothing to warn about.
+        let delay = (Duration::from_millis(200) * (1 << doublings)).min(Duration::from_secs(300));
+        info!(
+            namespace,
+            name,
+            retry_in_s = delay.as_secs_f32(),
+            "the resource changed while it was reconciled; reconciling the newer version"
+        );
+        return Action::requeue(delay);
+    }
+    let delay = Duration::from_secs(1 << doublings.min(8)).min(Duration::from_secs(300));
     warn!(
-        namespace = rotation.namespace().unwrap_or_default(),
-        name = rotation.name_any(),
+        namespace,
+        name,
         kind = error.kind(),
         %error,
         retry_in_s = delay.as_secs_f32(),

@@ -67,6 +67,7 @@ impl Error {
     /// A short, bounded label for metrics and condition reasons.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Error::Kube(_) => "kubernetes",
             Error::Target { reason, .. } => reason.as_str(),
             Error::Secret { .. } => "secret",
@@ -78,3 +79,23 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::Error;
+
+    fn api_error(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(Box::new(
+            Status::failure("refused", "").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn a_write_refused_for_a_stale_version_is_a_conflict_not_a_failure() {
+        assert_eq!(api_error(409).kind(), "conflict");
+        assert_eq!(api_error(500).kind(), "kubernetes");
+        assert_eq!(api_error(404).kind(), "kubernetes");
+    }
+}

@@ -11,6 +11,7 @@ use anyhow::Result;
 use common::checks::*;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
 use rotator_test_support::api_server::FaultRule;
@@ -1004,5 +1005,73 @@ async fn an_operator_watches_exactly_the_namespaces_it_is_given() -> Result<()> 
     operator.wait().await?;
     second.cleanup().await?;
     unwatched.cleanup().await?;
+    h.finish().await
+}
+
+/// GitOps tools and other controllers write labels and annotations to the resource while the
+/// operator writes its finalizer and status: the compare-and-swap refusals that follow are
+/// routine, so they are retried quietly, never logged as failures (which an alert counts).
+#[tokio::test]
+async fn edits_by_other_writers_mid_reconcile_are_retried_without_a_warning() -> Result<()> {
+    const USERS: u64 = 12;
+    let mut h = Harness::with_users("edits", USERS).await?;
+    h.start_operator()?;
+    let edits = (0..USERS).map(|i| {
+        let rotations = h.rotations();
+        let spec = h.user_spec(json!({
+            "target": {"redisSoftware": {"user": format!("app-{i}")}},
+            "secret": {"name": format!("app-{i}-redis")},
+        }));
+        let name = format!("app-{i}");
+        async move {
+            let mut rotation: PasswordRotation = serde_json::from_value(json!({
+                "apiVersion": "rotator.dev/v1alpha1",
+                "kind": "PasswordRotation",
+                "metadata": {"name": name},
+                "spec": spec,
+            }))?;
+            rotation = rotations.create(&PostParams::default(), &rotation).await?;
+            for edit in 0..40 {
+                let labels = json!({"metadata": {"labels": {"sync-generation": edit.to_string()}}});
+                rotations
+                    .patch(
+                        &name_of(&rotation),
+                        &PatchParams::default(),
+                        &Patch::Merge(labels),
+                    )
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::Ok(())
+        }
+    });
+    futures::future::try_join_all(edits).await?;
+    for i in 0..USERS {
+        h.wait_for(&format!("app-{i}"), Duration::from_secs(60), "Idle", |r| {
+            phase(r) == Some(Phase::Idle)
+        })
+        .await?;
+    }
+    // A refused finalizer write is written again before the first change to the target.
+    for i in 0..USERS {
+        h.request_rotation(&format!("app-{i}"), "after-the-edits")
+            .await?;
+    }
+    for i in 0..USERS {
+        let rotated = h
+            .wait_rotated(&format!("app-{i}"), ROTATION_TIMEOUT)
+            .await?;
+        assert!(
+            !rotated.finalizers().is_empty(),
+            "app-{i} has its finalizer"
+        );
+    }
+    let logs = h.operator_logs()?;
+    assert!(
+        logs.contains("the resource changed while it was reconciled"),
+        "the edits raced the operator's writes at least once"
+    );
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "no warnings: {warnings:#?}");
     h.finish().await
 }
