@@ -867,13 +867,14 @@ impl<'a> Rotator<'a> {
         self.in_flight() || self.rotation_asked() || due || expiry_unasked
     }
 
-    /// Idle and Ready for its current spec, with nothing to show and no rotation asked for
-    /// or due: nothing to do unless a state Secret was left over (a crash between the end's
-    /// status write and its deletion). The reconciles that follow this operator's own writes,
-    /// and a restart's, end after that one read.
+    /// Idle and Ready for its current spec, with its finalizer, nothing to show and no
+    /// rotation asked for or due: nothing to do unless a state Secret was left over (a crash
+    /// between the end's status write and its deletion). The reconciles that follow this
+    /// operator's own writes, and a restart's, end after that one read.
     fn settled(&self) -> bool {
         let status = &self.status;
-        status.phase == Some(Phase::Idle)
+        has_finalizer(&self.rotation)
+            && status.phase == Some(Phase::Idle)
             && status.observed_generation == self.rotation.metadata.generation
             && has_condition(status, "Ready", "True")
             && !has_condition(status, "Degraded", "True")
