@@ -1,6 +1,6 @@
 //! The kube-runtime Controller: observes, asks `rotation::decide`, and acts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +73,13 @@ pub struct Settings {
 /// addresses it), the target kind, and what holds the passwords in that system.
 type TargetIdentity = (String, &'static str, String);
 
+/// How long a claim on a password list holds off other resources: long enough for the
+/// status of the claim's rotation to show it.
+const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
+
+/// How often [`Context::forget_the_gone`] runs.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
 /// Builds a target from its spec section and the Secrets it reads.
 pub type Connector =
     Arc<dyn Fn(&dyn TargetSpec, Connect<'_>) -> Result<Box<dyn PasswordTarget>> + Send + Sync>;
@@ -130,6 +137,56 @@ impl Context {
             freshness: Freshness::default(),
             target_secret_cache: TargetSecretCache::default(),
         })
+    }
+}
+
+impl Context {
+    /// Drops what is kept for resources the watches no longer show (deleted, or relabelled to
+    /// another shard), for Secrets and systems none of them uses, and claims older than their
+    /// hold. With churn these would grow without bound, and the admin credentials of a deleted
+    /// resource would stay in memory. A resource that comes back is read and connected anew.
+    pub fn forget_the_gone(&self, now: Timestamp) {
+        let live: Vec<_> = self.stores.iter().flat_map(Store::state).collect();
+        let resources: HashSet<_> = live.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
+        let mut secrets = HashSet::new();
+        let mut systems = HashSet::new();
+        for rotation in &live {
+            let namespace = rotation.namespace().unwrap_or_default();
+            for target in rotation.spec.target.members() {
+                secrets.extend(
+                    target
+                        .secrets()
+                        .into_iter()
+                        .map(|used| (namespace.clone(), used.name)),
+                );
+                systems.insert((target.vendor(), target.address()));
+            }
+        }
+        self.freshness.retain(|key| resources.contains(key));
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .retain(|key, _| resources.contains(key));
+        self.claims
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, (_, at)| now < *at + UNTIL_STATUS_SHOWS);
+        self.identities
+            .lock()
+            .expect("not poisoned")
+            .retain(|system, _| systems.contains(system));
+        self.target_secret_cache
+            .retain(|namespace, name| secrets.contains(&(namespace.to_owned(), name.to_owned())));
+    }
+}
+
+/// Runs [`Context::forget_the_gone`] now and then, for as long as the controller runs.
+async fn forget_the_gone_now_and_then(ctx: Arc<Context>) {
+    let mut every = tokio::time::interval(FORGET_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        ctx.forget_the_gone(Timestamp::now());
     }
 }
 
@@ -195,6 +252,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         settings.clone(),
         metrics,
     );
+    tokio::spawn(forget_the_gone_now_and_then(context.clone()));
     let runs = controllers
         .into_iter()
         .zip(scopes)
@@ -1018,7 +1076,6 @@ impl<'a> Rotator<'a> {
     /// Takes `mine` for this resource's rotation, unless another resource took it moments ago
     /// (before its status could show it).
     fn claim(&self, mine: TargetIdentity, now: Timestamp) -> Option<String> {
-        const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
         let me = ObjectRef::from_obj(&*self.rotation);
         let mut claims = self.ctx.claims.lock().expect("not poisoned");
         if let Some((holder, at)) = claims.get(&mine)

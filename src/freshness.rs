@@ -59,6 +59,14 @@ impl Freshness {
     pub fn forget(&self, key: &ObjectRef<PasswordRotation>) {
         self.known.lock().expect("not poisoned").remove(key);
     }
+
+    /// Forgets every resource but those `live` keeps.
+    pub fn retain(&self, live: impl Fn(&ObjectRef<PasswordRotation>) -> bool) {
+        self.known
+            .lock()
+            .expect("not poisoned")
+            .retain(|key, _| live(key));
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +86,13 @@ mod tests {
         assert!(fresh("11"), "a later edit by someone else");
         freshness.saw(&key, Some("not-a-number"));
         assert!(!fresh("11"), "opaque versions are never trusted");
+        freshness.retain(|kept| *kept == key);
+        assert!(!fresh("11"), "kept while the watch shows it");
+        freshness.retain(|_| false);
+        assert!(
+            fresh("11"),
+            "gone: a resource by that name is as fresh as the watch keeps it"
+        );
         freshness.forget(&key);
         assert!(fresh("11"));
     }

@@ -55,6 +55,14 @@ impl TargetSecretCache {
         self.read.lock().expect("not poisoned").get(&key).cloned()
     }
 
+    /// Drops every Secret but those `used` keeps, by namespace and name.
+    pub fn retain(&self, used: impl Fn(&str, &str) -> bool) {
+        self.read
+            .lock()
+            .expect("not poisoned")
+            .retain(|(namespace, name), _| used(namespace, name));
+    }
+
     /// Keeps a Secret as just read.
     pub fn keep(&self, namespace: &str, mut secret: Secret) {
         secret.metadata.managed_fields = None;

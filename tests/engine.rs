@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::ObjectMeta;
 use kube::runtime::events::Event;
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
 use password_rotator::controller::{self, Connector, Context, Settings};
 use password_rotator::kubernetes::Kubernetes;
 use password_rotator::login_budget::Lockout;
@@ -51,7 +53,15 @@ fn first(log: &[String], prefix: &str) -> usize {
 struct FakeKubernetes {
     log: Log,
     secrets: Mutex<BTreeMap<String, Secret>>,
+    /// How often each Secret was read.
+    reads: Mutex<BTreeMap<String, usize>>,
     status: Mutex<Option<PasswordRotationStatus>>,
+}
+
+impl FakeKubernetes {
+    fn reads(&self, name: &str) -> usize {
+        self.reads.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
 }
 
 /// RFC 7386: what a JSON merge patch makes of `target`.
@@ -80,7 +90,15 @@ impl Kubernetes for FakeKubernetes {
         _: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, password_rotator::Result<Option<Secret>>> {
-        Box::pin(async move { Ok(self.secrets.lock().unwrap().get(name).cloned()) })
+        Box::pin(async move {
+            *self
+                .reads
+                .lock()
+                .unwrap()
+                .entry(name.to_owned())
+                .or_default() += 1;
+            Ok(self.secrets.lock().unwrap().get(name).cloned())
+        })
     }
 
     fn create_secret<'a>(
@@ -276,6 +294,8 @@ struct Engine {
     kubernetes: Arc<FakeKubernetes>,
     failures: Arc<Mutex<VecDeque<(&'static str, CallFailure)>>>,
     rotation: PasswordRotation,
+    /// What the resource watch shows the engine.
+    watched: Writer<PasswordRotation>,
 }
 
 impl Engine {
@@ -331,7 +351,8 @@ impl Engine {
             fail_point: None,
             shard: shard.map(str::to_owned),
         };
-        let store = Writer::<PasswordRotation>::default().as_reader();
+        let watched = Writer::<PasswordRotation>::default();
+        let store = watched.as_reader();
         let ctx = Context::new(
             client,
             kubernetes.clone(),
@@ -367,6 +388,7 @@ impl Engine {
             kubernetes,
             failures,
             rotation,
+            watched,
         })
     }
 
@@ -678,5 +700,46 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
         "{status:#?}"
     );
     assert_ne!(engine.published(), OLD);
+    Ok(())
+}
+
+/// What is kept for a resource (its admin Secret as read, its place in the backoff, which
+/// version of it is fresh) stays while the watch shows the resource and goes once it does not:
+/// a deleted resource's admin credentials do not stay in memory, and churn does not grow the
+/// operator.
+#[tokio::test]
+async fn what_is_kept_for_a_resource_goes_with_it() -> Result<()> {
+    let mut engine = Engine::new(json!({"rotationRequest": "first"}))?;
+    engine
+        .watched
+        .apply_watcher_event(&watcher::Event::Apply(engine.rotation.clone()));
+    engine.run_until(rotated).await?;
+    let read_for_the_first = engine.kubernetes.reads("rs-admin");
+    assert!(read_for_the_first >= 1);
+
+    let rotate_again = async |engine: &mut Engine, request: &str| -> Result<()> {
+        engine.rotation.spec.rotation_request = Some(request.into());
+        engine
+            .run_until(|s| s.handled_rotation_request.as_deref() == Some(request) && rotated(s))
+            .await?;
+        Ok(())
+    };
+    engine.ctx.forget_the_gone(Timestamp::now());
+    rotate_again(&mut engine, "second").await?;
+    assert_eq!(
+        engine.kubernetes.reads("rs-admin"),
+        read_for_the_first,
+        "kept while the watch shows the resource"
+    );
+
+    engine
+        .watched
+        .apply_watcher_event(&watcher::Event::Delete(engine.rotation.clone()));
+    engine.ctx.forget_the_gone(Timestamp::now());
+    rotate_again(&mut engine, "third").await?;
+    assert!(
+        engine.kubernetes.reads("rs-admin") > read_for_the_first,
+        "read again once the resource was gone"
+    );
     Ok(())
 }
