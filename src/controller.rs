@@ -165,6 +165,9 @@ impl Context {
             }
         }
         self.freshness.retain(|key| resources.contains(key));
+        self.metrics.retain_resources(|namespace, name| {
+            resources.contains(&ObjectRef::new(name).within(namespace))
+        });
         self.failures
             .lock()
             .expect("not poisoned")

@@ -346,6 +346,23 @@ impl Metrics {
         }
     }
 
+    /// Drops the series of every resource but those `live` keeps, by namespace and name: one
+    /// deleted while its finalizer was removed by hand, or relabelled to another shard (whose
+    /// operator exports it now).
+    pub fn retain_resources(&self, live: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<ResourceLabels> = self
+            .conditions
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .filter(|r| !live(&r.namespace, &r.name))
+            .cloned()
+            .collect();
+        for r in gone {
+            self.forget(&r.namespace, &r.name);
+        }
+    }
+
     /// The most Redis Software requests in flight at once since the start.
     pub fn peak_in_flight(&self) -> i64 {
         self.in_flight_peak.get()
@@ -528,6 +545,15 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("name=\"orders\""), "{text}");
         assert!(text.contains("name=\"payments\""), "{text}");
+
+        m.resource_status("shop", "orders", &status);
+        m.retain_resources(|namespace, name| (namespace, name) == ("shop", "orders"));
+        let text = m.encode();
+        assert!(text.contains("name=\"orders\""), "{text}");
+        assert!(
+            !text.contains("name=\"payments\""),
+            "gone from the watch: {text}"
+        );
     }
 
     #[test]
