@@ -3,11 +3,12 @@
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::events::EventPublisher;
 use crate::resource::{PasswordRotation, PasswordRotationStatus, WorkloadRef};
 use crate::rollout::{Restart, Workloads};
 use crate::rotation::RolloutProgress;
@@ -128,22 +129,10 @@ impl ApiServer {
     /// waits for them.
     pub fn new(client: Client, reporter: Reporter) -> Self {
         let (events, mut queue) = mpsc::channel::<(ObjectReference, Event)>(EVENT_QUEUE);
-        let publisher = client.clone();
+        let mut publisher = EventPublisher::new(client.clone(), reporter);
         tokio::spawn(async move {
-            // The Recorder keeps every Event it published for minutes, to fold a repeat into
-            // a series: warnings repeat (a retried failure), but the start and end of each
-            // rotation do not, and a burst of rotations would fill it with them.
-            let warnings = Recorder::new(publisher.clone(), reporter.clone());
             while let Some((regarding, event)) = queue.recv().await {
-                let published = match event.type_ {
-                    EventType::Warning => warnings.publish(&event, &regarding).await,
-                    EventType::Normal => {
-                        Recorder::new(publisher.clone(), reporter.clone())
-                            .publish(&event, &regarding)
-                            .await
-                    }
-                };
-                if let Err(error) = published {
+                if let Err(error) = publisher.publish(&event, &regarding).await {
                     tracing::warn!(%error, reason = event.reason, "could not publish event");
                 }
             }
@@ -279,8 +268,8 @@ impl Kubernetes for ApiServer {
         rotation: &'a PasswordRotation,
         event: Event,
     ) -> BoxFuture<'a, ()> {
-        // Without its resourceVersion the reference stays the same across status writes,
-        // so the Recorder folds a repeated Event into a series instead of a new object.
+        // Without its resourceVersion the reference stays the same across status writes, so
+        // a repeated warning is counted in its series instead of being a new object.
         let regarding = ObjectReference {
             resource_version: None,
             ..rotation.object_ref(&())

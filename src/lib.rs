@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod duration;
+pub mod events;
 pub mod freshness;
 pub mod http;
 pub mod kubernetes;

@@ -821,6 +821,48 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
         Some(USER_PASSWORD)
     );
 
+    // Another explanation under the same reason is another Event: what `kubectl describe`
+    // shows last is what is wrong now, not the first note of a series.
+    let credentials_secret = |name: &str| {
+        Patch::Merge(json!({"spec": {"target": {"redisSoftware": {"credentialsSecret": name}}}}))
+    };
+    h.rotations()
+        .patch(
+            "no-credentials",
+            &PatchParams::default(),
+            &credentials_secret("other-admin"),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let notes: Vec<String> = h
+            .events()
+            .await?
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SecretMissing"))
+            .filter_map(|e| e.message)
+            .collect();
+        if notes.iter().any(|n| n.contains("other-admin")) {
+            assert!(
+                notes.iter().any(|n| n.contains("absent-admin")),
+                "the first explanation stays as it was: {notes:#?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no SecretMissing event names other-admin: {notes:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.rotations()
+        .patch(
+            "no-credentials",
+            &PatchParams::default(),
+            &credentials_secret("absent-admin"),
+        )
+        .await?;
+
     // The Secret appearing resumes the rotation.
     h.put_secret(
         "absent-admin",
