@@ -31,7 +31,30 @@ use kube::CustomResourceExt;
 
 /// The CustomResourceDefinition as YAML, as `password-rotator crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&resource::PasswordRotation::crd()).expect("a CRD always serializes")
+    let mut crd =
+        serde_json::to_value(resource::PasswordRotation::crd()).expect("a CRD always serializes");
+    to_known_formats(&mut crd);
+    serde_yaml::to_string(&crd).expect("a CRD always serializes")
+}
+
+/// Rewrites the integer formats schemars gives Rust's types (`uint32`, `uint64`, ...) to the
+/// two the API server knows: any other `format` makes every `kubectl apply` of the CRD print a
+/// warning. The range is kept by the `minimum` schemars writes beside an unsigned format.
+fn to_known_formats(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
+                match format.as_str() {
+                    "int8" | "int16" | "uint8" | "uint16" => *format = "int32".to_owned(),
+                    "uint32" | "uint64" | "uint" | "int" => *format = "int64".to_owned(),
+                    _ => {}
+                }
+            }
+            map.values_mut().for_each(to_known_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(to_known_formats),
+        _ => {}
+    }
 }
 
 /// Everything a reconcile can fail with. Messages never carry a password: target clients
