@@ -5,15 +5,22 @@ CARGO ?= cargo
 
 .PHONY: deps build test lint crds demo bench cluster-up cluster-down clean-cluster image
 
-## deps: Debian packages the tests use (redis-server, openssl) and the control-plane binaries
+## deps: everything the tests need, installed once before any test runs: Debian packages
+## (redis-server, redis-tools, openssl, curl, prometheus for promtool, buildah), the
+## control-plane binaries and Helm (both built once, cached outside the work tree)
 deps:
-	tests/install-deps.sh
+	tests/install-deps.sh test
+
+## deps-demo: what the demo needs (no promtool, buildah or Helm)
+.PHONY: deps-demo
+deps-demo:
+	tests/install-deps.sh demo
 
 build:
 	$(CARGO) build --workspace --all-targets
 
 ## cluster-up: start (or reuse) the local control plane; kubeconfig in target/cluster/kubeconfig
-cluster-up: deps
+cluster-up: deps-demo
 	tests/cluster/up.sh
 
 ## cluster-down: stop the local control plane and remove its data
@@ -23,12 +30,13 @@ cluster-down:
 ## image: the static binary and, with buildah (no Docker engine), the Dockerfile's final stage
 ## as target/image/password-rotator.oci.tar; rebuilt only when the binary changed
 image:
+	tests/install-packages.sh buildah
 	CARGO="$(CARGO)" tests/image/build.sh
 
 ## helm-lint: lint the Helm chart with its defaults and each example values file
 .PHONY: helm-lint
 helm-lint:
-	helm="$$(tests/cluster/helm.sh)"; chart=deploy/helm/password-rotator; \
+	helm="$$(tests/cluster/helm.sh --build)"; chart=deploy/helm/password-rotator; \
 	"$$helm" lint --strict "$$chart"; \
 	for f in "$$chart"/examples/*.yaml; do "$$helm" lint --strict "$$chart" -f "$$f"; done
 
@@ -41,21 +49,22 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## test: every test, against the real control plane, redis-server and the API test server,
-## after the demo of each target (so that `make demo` is proven too)
-test: lint cluster-up
-	@mkdir -p target
-	@for target in redis-software redis ontap; do \
-	  TARGET=$$target tests/demo/demo.sh > target/demo-$$target.log 2>&1 || \
-	    { tail -40 target/demo-$$target.log; echo "make demo TARGET=$$target failed"; exit 1; }; \
-	  echo "demo $$target: $$(grep -m1 "Password rotated" target/demo-$$target.log)"; \
-	done
+## test: the lint, the demo of each target (so that `make demo` is proven too) and every test,
+## against the real control plane, redis-server and the API test server; every check runs
+## whatever failed before it, and the failures are listed at the end
+test: deps cluster-up
 	tests/run-all.sh
 
 ## demo: a full rotation on the local control plane, shown step by step; TARGET=redis or
 ## TARGET=ontap for the other targets
 TARGET ?= redis-software
-demo: cluster-up
+## On a cold machine the operator compiles while the control plane builds.
+demo:
+	@mkdir -p target
+	@$(CARGO) build --workspace --quiet >target/demo-build.log 2>&1 & build=$$!; \
+	  tests/install-deps.sh demo; \
+	  tests/cluster/up.sh; \
+	  wait $$build || { cat target/demo-build.log; exit 1; }
 	TARGET="$(TARGET)" tests/demo/demo.sh
 
 ## bench: rotation latency, throughput, memory and API calls; writes target/bench/summary.json

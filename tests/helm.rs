@@ -1073,7 +1073,7 @@ async fn policy_enforced_for(account: &str, ns: &str, name: &str, policy: &str) 
 // ----------------------------------------------------------------------------------------
 // helpers
 
-/// The helm binary: tests/cluster/helm.sh builds it once (cached) and prints its path.
+/// The helm binary that `make deps` built (tests/cluster/helm.sh prints its path).
 fn helm_path() -> Result<PathBuf> {
     static PATH: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     PATH.get_or_init(|| {

@@ -10,7 +10,9 @@
 # rebuilt. The binary is built into a temporary directory next to its final place and moved
 # there, so an interrupted build never leaves a half-written binary behind.
 #
-# Prints the path of the helm binary on stdout (and nothing else).
+# Prints the path of the helm binary on stdout (and nothing else). Builds it only with --build
+# (make deps); without, a missing binary is an error that names `make deps`, so no test
+# builds it.
 set -euo pipefail
 
 CACHE="${ROTATOR_CACHE:-$HOME/.cache/password-rotator}"
@@ -21,6 +23,10 @@ HELM="$HELM_DIR/helm"
 if [ -x "$HELM" ]; then
   echo "$HELM"
   exit 0
+fi
+if [ "${1:-}" != "--build" ]; then
+  echo "helm.sh: $HELM not found: run \`make deps\` (it builds Helm $HELM_VERSION)" >&2
+  exit 1
 fi
 
 command -v go >/dev/null || { echo "helm.sh: go is not on PATH" >&2; exit 1; }

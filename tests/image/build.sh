@@ -10,8 +10,8 @@
 #     `docker build` gives;
 #  3. written to target/image/password-rotator.oci.tar (an oci-archive).
 #
-# The image is rebuilt only when the binary, that stage or this script changed. buildah is
-# installed from Debian when missing. Prints the archive's path and size.
+# The image is rebuilt only when the binary, that stage or this script changed. buildah comes
+# from `make deps` (`make image` installs it first). Prints the archive's path and size.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -25,6 +25,7 @@ tag="localhost/password-rotator:$version"
 
 say() { echo "image: $*" >&2; }
 die() { echo "image: $*" >&2; exit 1; }
+command -v buildah >/dev/null || die "buildah not found: run \`make deps\` (or tests/install-packages.sh buildah)"
 
 # --- 1. the static binary ------------------------------------------------------------------
 # A clean environment: what `cargo test` sets for the test that runs this script (CARGO_PKG_*,
@@ -68,14 +69,6 @@ if [ -f "$archive" ] && [ "$(cat "$out/key" 2>/dev/null)" = "$key" ]; then
 fi
 
 # --- 3. buildah ----------------------------------------------------------------------------
-if ! command -v buildah >/dev/null; then
-  say "installing buildah"
-  sudo_cmd=""
-  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq --no-install-recommends buildah >/dev/null
-fi
 start=$SECONDS
 # Without its symbol table, as the Dockerfile's builder stage installs it.
 install -m 0755 --strip "$binary" "$ctx/password-rotator"
