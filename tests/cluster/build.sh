@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds (once) the binaries of the local test control plane and caches them
-# outside the work tree, keyed by version:
+# Builds (once) the binaries of the local test control plane, all in one go build of the
+# wrapper module (go.mod), and caches them outside the work tree, keyed by version:
 #
 #   $ROTATOR_CACHE/bin/k8s-v1.36.3/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   $ROTATOR_CACHE/bin/etcd-v3.6.8/etcd
@@ -8,8 +8,8 @@
 #   $ROTATOR_CACHE/go/{mod,build}        Go module and build caches
 #
 # ROTATOR_CACHE defaults to ~/.cache/password-rotator. A binary that is already
-# there is never rebuilt, so a warm run costs nothing. Every binary is built into
-# a temporary directory next to its final place and moved there, so an
+# there is never rebuilt, so a warm run costs nothing. The binaries are built into
+# a temporary directory beside their final places and moved there, so an
 # interrupted build never leaves a half-written binary behind.
 #
 # Prints the path of each binary directory as KEY=DIR lines on stdout when
@@ -22,7 +22,8 @@ CACHE="${ROTATOR_CACHE:-$HOME/.cache/password-rotator}"
 K8S_VERSION="v1.36.3"
 # etcd is built from the same wrapper module, at the version Kubernetes itself requires.
 ETCD_VERSION="$(awk '$1=="go.etcd.io/etcd/server/v3"{print $2; exit}' "$here/go.mod")"
-KWOK_VERSION="v0.8.0"
+# kwok is built in the wrapper module too, at the version go.mod pins.
+KWOK_VERSION="$(awk '$1=="sigs.k8s.io/kwok"{print $2; exit}' "$here/go.mod")"
 
 K8S_BIN="$CACHE/bin/k8s-$K8S_VERSION"
 ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
@@ -60,64 +61,36 @@ flock 9
 now() { date +%s; }
 t_all=$(now)
 # Leftovers of interrupted builds (we hold the lock, so nobody else is building).
-rm -rf "$CACHE"/bin/*/.tmp-build.* "$CACHE"/bin/*/.stages.*
+rm -rf "$CACHE"/bin/.tmp-build.* "$CACHE"/bin/*/.tmp-build.* "$CACHE"/bin/*/.stages.*
 
-# build_into FINAL_DIR NAME... -- GO_ARGS... : runs GO_ARGS with the word @OUT@
-# replaced by a temporary dir under FINAL_DIR, then moves NAME... into FINAL_DIR.
-build_into() {
-  local dest="$1"; shift
-  local names=()
-  while [ "$1" != "--" ]; do names+=("$1"); shift; done
-  shift
-  mkdir -p "$dest"
-  local tmp; tmp="$(mktemp -d "$dest/.tmp-build.XXXXXX")"
-  trap 'rm -rf "$tmp"' RETURN
-  local args=(); for a in "$@"; do [ "$a" = "@OUT@" ] && a="$tmp/"; args+=("$a"); done
-  "${args[@]}"
-  for n in "${names[@]}"; do
-    [ -x "$tmp/$n" ] || { echo "build.sh: $n was not produced" >&2; return 1; }
-    mv -f "$tmp/$n" "$dest/$n"
-  done
-}
-
-if [ ${#missing[@]} -gt 0 ]; then
+# One go build for every missing binary: kube-*, kubectl, etcd and kwok compile against the
+# same modules of the wrapper, so their shared packages compile once.
+pkgs=(); names=()
+for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); names+=("$c"); done
+# go.etcd.io/etcd/server/v3 is etcd's server main package; go names the binary "server".
+[ $need_etcd = 1 ] && { pkgs+=(go.etcd.io/etcd/server/v3); names+=(server); }
+[ $need_kwok = 1 ] && { pkgs+=(sigs.k8s.io/kwok/cmd/kwok); names+=(kwok); }
+if [ ${#pkgs[@]} -gt 0 ]; then
   t=$(now)
-  echo "build.sh: building ${missing[*]} $K8S_VERSION (cold: ~5-6 min on 2 cores)..." >&2
+  echo "build.sh: building ${names[*]} (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION; cold: ~5 min on 2 cores)..." >&2
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  ld="-s -w"
+  ld="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  pkgs=(); for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-  (cd "$here" && build_into "$K8S_BIN" "${missing[@]}" -- \
-      go build -p 2 -trimpath -ldflags "$ld" -o @OUT@ "${pkgs[@]}")
-  echo "build.sh: kubernetes binaries built in $(( $(now) - t ))s" >&2
-fi
-
-if [ $need_etcd = 1 ]; then
-  t=$(now)
-  echo "build.sh: building etcd $ETCD_VERSION..." >&2
-  # go.etcd.io/etcd/server/v3 is etcd's server main package; the module builds it
-  # "server" (go drops the /v3 major suffix); rename it to etcd.
-  (cd "$here" && build_into "$ETCD_BIN" server -- \
-      go build -p 2 -trimpath -ldflags "-s -w" -o @OUT@ go.etcd.io/etcd/server/v3)
-  mv -f "$ETCD_BIN/server" "$ETCD_BIN/etcd"
-  echo "build.sh: etcd built in $(( $(now) - t ))s" >&2
-fi
-
-if [ $need_kwok = 1 ]; then
-  t=$(now)
-  echo "build.sh: building kwok $KWOK_VERSION..." >&2
-  mkdir -p "$KWOK_BIN"
-  tmp="$(mktemp -d "$KWOK_BIN/.tmp-build.XXXXXX")"
-  # kwok is a plain module without replace directives: go install pkg@version works.
-  # It runs outside the wrapper module (GOFLAGS=-mod=readonly does not apply there).
-  (cd "$tmp" && GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -p 2 -trimpath \
-      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
-      "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
-  mv -f "$tmp/kwok" "$KWOK_BIN/kwok"
-  rm -rf "$tmp"
-  echo "build.sh: kwok built in $(( $(now) - t ))s" >&2
+  mkdir -p "$CACHE/bin"
+  out="$(mktemp -d "$CACHE/bin/.tmp-build.XXXXXX")"
+  trap 'rm -rf "$out"' EXIT
+  (cd "$here" && go build -p 2 -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
+  for n in "${names[@]}"; do
+    [ -x "$out/$n" ] || { echo "build.sh: $n was not produced" >&2; exit 1; }
+    case "$n" in
+      server) mkdir -p "$ETCD_BIN"; mv -f "$out/server" "$ETCD_BIN/etcd" ;;
+      kwok) mkdir -p "$KWOK_BIN"; mv -f "$out/kwok" "$KWOK_BIN/kwok" ;;
+      *) mkdir -p "$K8S_BIN"; mv -f "$out/$n" "$K8S_BIN/$n" ;;
+    esac
+  done
+  echo "build.sh: built in $(( $(now) - t ))s" >&2
 fi
 
 if [ $need_stages = 1 ]; then

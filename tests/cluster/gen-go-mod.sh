@@ -8,10 +8,14 @@
 # read from k8s.io/kubernetes's own go.mod so new staging modules (1.36 added
 # cri-streaming and streaming) are never missed.
 #
+# kwok is built in the same module (tools.go), pinned here: it then compiles against the same
+# k8s.io modules and shares their compiled packages instead of building its own copies.
+#
 # Usage: tests/cluster/gen-go-mod.sh [k8s-version]   (default v1.36.3)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 K8S_VERSION="${1:-v1.36.3}"
+KWOK_VERSION=v0.8.0
 STAGING_VERSION="v0.${K8S_VERSION#v1.}"
 cache="${ROTATOR_CACHE:-$HOME/.cache/password-rotator}"
 export GOMODCACHE="${GOMODCACHE:-$cache/go/mod}" GOCACHE="${GOCACHE:-$cache/go/build}"
@@ -29,7 +33,10 @@ goversion="$(awk '$1=="go"{print $2; exit}' "$gomod")"
   echo
   echo "go ${goversion}"
   echo
-  echo "require k8s.io/kubernetes ${K8S_VERSION}"
+  echo "require ("
+  echo "	k8s.io/kubernetes ${K8S_VERSION}"
+  echo "	sigs.k8s.io/kwok ${KWOK_VERSION}"
+  echo ")"
   echo
   echo "replace ("
   for m in $staging; do echo "	$m => $m ${STAGING_VERSION}"; done
