@@ -1810,8 +1810,9 @@ fn rotation_id(now: Timestamp) -> String {
 /// the resource last started a rotation (else as its spec addresses it), the target kind, and
 /// what holds the passwords.
 fn target_key(rotation: &PasswordRotation) -> Option<TargetIdentity> {
+    // A resource refused for its spec never holds another back.
+    crate::validation::validate(&rotation.spec).ok()?;
     let target = rotation.spec.target.selected().ok()?;
-    target.validate().ok()?;
     let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
     let system = recorded.unwrap_or_else(|| target.address());
     Some((system, target.vendor(), target.object()))

@@ -37,6 +37,20 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
     if spec.secret.name.is_empty() {
         return Err(invalid("spec.secret.name", "must not be empty"));
     }
+    if let Some(used) = target
+        .secrets()
+        .into_iter()
+        .find(|used| used.name == spec.secret.name)
+    {
+        return Err(invalid(
+            "spec.secret.name",
+            format!(
+                "is the Secret {} names: the workloads' Secret must be one of its own, never \
+                 one that holds the target's credentials",
+                used.field
+            ),
+        ));
+    }
     for (key, text) in &spec.secret.template {
         crate::template::check(text)
             .map_err(|e| invalid("spec.secret.template", format!("key {key}: {e}")))?;
@@ -127,4 +141,28 @@ pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> 
         timeout,
         password_length: length as usize,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(target: serde_json::Value, secret: serde_json::Value) -> PasswordRotationSpec {
+        serde_json::from_value(json!({"target": target, "secret": secret})).unwrap()
+    }
+
+    #[test]
+    fn the_workload_secret_is_never_a_secret_of_the_target() {
+        let redis_software = json!({"redisSoftware": {
+            "url": "https://rs:9443", "credentialsSecret": "admin", "user": "app",
+            "caSecret": {"name": "rs-ca"},
+        }});
+        for name in ["admin", "rs-ca"] {
+            let refused = validate(&spec(redis_software.clone(), json!({"name": name})));
+            assert_eq!(refused.unwrap_err().field, "spec.secret.name", "{name}");
+        }
+        assert!(validate(&spec(redis_software, json!({"name": "app-redis"}))).is_ok());
+    }
 }

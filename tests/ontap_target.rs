@@ -305,3 +305,61 @@ async fn a_secret_on_neither_account_changes_nothing() -> Result<()> {
     );
     h.finish().await
 }
+
+/// What a tenant who may edit PasswordRotations tried: name the admin Secret as the workload
+/// Secret with its keys swapped, so that the admin password is read as the account in use;
+/// and swap the keys of the resource's own workload Secret. Both are refused with a condition
+/// naming the field, nothing is written, and no value of any Secret in the namespace reaches
+/// a status, an event or the operator's log.
+#[tokio::test]
+async fn a_misnamed_secret_is_refused_and_no_secret_value_leaks() -> Result<()> {
+    let mut h = Harness::new("ontap-leak").await?;
+    let server = ontap().await?;
+    secrets_for(&h, &server).await?;
+    h.create_deployment(DEPLOYMENT, 1).await?;
+    h.start_operator()?;
+
+    let swapped = json!({"usernameKey": "password", "passwordKey": "username"});
+    let mut on_admin = ontap_spec(&server, alternating(), json!({"rotationRequest": "first"}));
+    on_admin["secret"] = json!({"name": "ontap-admin"});
+    on_admin["secret"]
+        .as_object_mut()
+        .expect("an object")
+        .extend(swapped.as_object().expect("an object").clone());
+    h.create_rotation("on-admin", on_admin).await?;
+    let mut own_swapped = ontap_spec(&server, alternating(), json!({"rotationRequest": "first"}));
+    own_swapped["secret"]
+        .as_object_mut()
+        .expect("an object")
+        .extend(swapped.as_object().expect("an object").clone());
+    h.create_rotation("own-swapped", own_swapped).await?;
+
+    for (name, field) in [
+        ("on-admin", "spec.secret.name"),
+        ("own-swapped", "spec.secret"),
+    ] {
+        let refused = h
+            .wait_for(name, Duration::from_secs(60), "Ready=False", |r| {
+                condition_reason(r, "Ready").as_deref() == Some("InvalidSpec")
+            })
+            .await?;
+        let message = ready_message(&refused);
+        assert!(message.contains(field), "{name}: {message}");
+    }
+    // Nothing was written: the admin Secret and the workload Secret are as they were, and
+    // every password still works.
+    assert_eq!(
+        h.secret_value("ontap-admin", "password").await?.as_deref(),
+        Some(ADMIN.1)
+    );
+    assert_eq!(
+        published(&h).await?,
+        (ACCOUNT_A.0.into(), ACCOUNT_A.1.into())
+    );
+    assert!(server.login_works(ADMIN.0, ADMIN.1));
+    assert!(server.login_works(ACCOUNT_A.0, ACCOUNT_A.1));
+    assert!(server.login_works(ACCOUNT_B.0, ACCOUNT_B.1));
+
+    h.assert_no_secret_value_leaks().await?;
+    h.finish().await
+}

@@ -406,6 +406,49 @@ impl Harness {
         Ok(())
     }
 
+    /// Fails if the value of any key of any Secret in the namespace (every one, not only the
+    /// passwords a test knows) appears in the operator's log, the namespace's events or any
+    /// PasswordRotation's status. Values a resource's spec itself names (a user name) are
+    /// public and skipped, as are values too short to be told from ordinary words.
+    pub async fn assert_no_secret_value_leaks(&self) -> Result<()> {
+        let logs = self.operator_logs()?;
+        let events = serde_json::to_string(&self.events().await?)?;
+        let rotations = self.rotations().list(&ListParams::default()).await?.items;
+        let statuses = serde_json::to_string(
+            &rotations
+                .iter()
+                .map(|r| (&r.metadata.annotations, &r.status))
+                .collect::<Vec<_>>(),
+        )?;
+        let specs = serde_json::to_string(&rotations.iter().map(|r| &r.spec).collect::<Vec<_>>())?;
+        assert!(!logs.is_empty(), "the operator wrote no log at all");
+        let mut scanned = 0;
+        for secret in self.secrets().list(&ListParams::default()).await?.items {
+            for (key, value) in secret.data.iter().flatten() {
+                let Ok(value) = std::str::from_utf8(&value.0) else {
+                    continue;
+                };
+                if value.len() < 8 || specs.contains(value) {
+                    continue;
+                }
+                scanned += 1;
+                for (place, text) in [
+                    ("operator log", &logs),
+                    ("events", &events),
+                    ("status", &statuses),
+                ] {
+                    assert!(
+                        !text.contains(value),
+                        "the value of key {key} of Secret {} appears in the {place}",
+                        secret.name_any()
+                    );
+                }
+            }
+        }
+        assert!(scanned > 0, "no Secret value was scanned");
+        Ok(())
+    }
+
     /// Deletes the resources while an operator runs, so their finalizers finish, then the
     /// namespace. A finalizer that cannot finish is removed, so the namespace never hangs.
     pub async fn finish(mut self) -> Result<()> {

@@ -186,10 +186,16 @@ impl TargetSpec for OntapTarget {
             Some(active) => Ok((Some(pair[active].clone()), Some(pair[1 - active].clone()))),
             None => Err(Self::invalid(
                 "spec.secret",
+                // The value is never quoted: a key named wrongly on purpose can make it a
+                // password.
                 format!(
                     "the workload Secret's user name must be one of {ALTERNATING_FIELD} (the \
                      account the workloads use now); it is {}",
-                    published.map_or("missing".into(), |p| format!("{p:?}"))
+                    if published.is_some() {
+                        "another value"
+                    } else {
+                        "missing"
+                    }
                 ),
             )),
         }
