@@ -38,15 +38,18 @@ fi
 
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
-missing=()
-for c in "${K8S_CMDS[@]}"; do [ -x "$K8S_BIN/$c" ] || missing+=("$c"); done
-need_etcd=1; [ -x "$ETCD_BIN/etcd" ] && need_etcd=0
-need_kwok=1; [ -x "$KWOK_BIN/kwok" ] && need_kwok=0
-need_stages=1; [ -f "$KWOK_BIN/stages.yaml" ] && need_stages=0
-if [ ${#missing[@]} -eq 0 ] && [ $need_etcd = 0 ] && [ $need_kwok = 0 ] && [ $need_stages = 0 ]; then
-  echo "build.sh: all control-plane binaries cached under $CACHE/bin" >&2
-  exit 0
-fi
+# what_is_missing: sets missing (the k8s commands) and need_etcd/need_kwok/need_stages;
+# fails when nothing is.
+what_is_missing() {
+  missing=()
+  for c in "${K8S_CMDS[@]}"; do [ -x "$K8S_BIN/$c" ] || missing+=("$c"); done
+  need_etcd=1; [ -x "$ETCD_BIN/etcd" ] && need_etcd=0
+  need_kwok=1; [ -x "$KWOK_BIN/kwok" ] && need_kwok=0
+  need_stages=1; [ -f "$KWOK_BIN/stages.yaml" ] && need_stages=0
+  [ ${#missing[@]} -gt 0 ] || [ $need_etcd = 1 ] || [ $need_kwok = 1 ] || [ $need_stages = 1 ]
+}
+cached() { echo "build.sh: all control-plane binaries cached under $CACHE/bin" >&2; exit 0; }
+what_is_missing || cached
 
 command -v go >/dev/null || { echo "build.sh: go is not on PATH" >&2; exit 1; }
 mkdir -p "$CACHE/go/mod" "$CACHE/go/build" "$CACHE/bin"
@@ -57,6 +60,8 @@ export GOFLAGS="-buildvcs=false -mod=readonly"
 # One build at a time per cache (another shell or test process may be here too).
 exec 9>"$CACHE/build.lock"
 flock 9
+# Whoever held the lock may have built them meanwhile.
+what_is_missing || cached
 
 now() { date +%s; }
 t_all=$(now)
