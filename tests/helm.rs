@@ -434,6 +434,18 @@ fn check_deployment(
         deployment["spec"]["replicas"].as_i64(),
         values["replicaCount"].as_i64()
     );
+    // A rolling update starts the new pod before the old one stops: without leader election,
+    // two operators would act at once during every upgrade.
+    let strategy = deployment["spec"]["strategy"]["type"].as_str();
+    if leader {
+        assert_ne!(strategy, Some("Recreate"), "leader election hands over");
+    } else {
+        assert_eq!(
+            strategy,
+            Some("Recreate"),
+            "without leader election an upgrade must not run the old and the new pod together"
+        );
+    }
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"].as_str(), Some(name));
     let args = args_of(&deployment);
