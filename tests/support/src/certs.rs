@@ -129,7 +129,7 @@ fn san_args(sans: &[&str]) -> Vec<String> {
 fn openssl(command: &mut Command) -> anyhow::Result<String> {
     let output = command
         .output()
-        .context("running openssl (is it installed?)")?;
+        .context("running openssl: not installed? `make deps` installs it")?;
     if !output.status.success() {
         bail!(
             "{command:?} failed: {}",
