@@ -30,11 +30,18 @@ async fn crds_apply_without_warnings() -> anyhow::Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("K8S_BIN=").map(|d| format!("{d}/kubectl")))
         .context("build.sh --print-dirs printed no K8S_BIN")?;
-    // A server-side dry run is validated (and warned about) as a real apply is.
+    // A server-side dry run is validated (and warned about) as a real apply is; server-side,
+    // so that kubectl's own warning about a CRD the tests created without it stays out.
     let out = tokio::process::Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["apply", "--dry-run=server", "-f"])
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+        ])
         .arg(cluster::repo_root().join("crds"))
         .output()
         .await
