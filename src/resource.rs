@@ -98,6 +98,7 @@ pub struct PasswordRotationSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.previousPasswordKey) || (self.previousPasswordKey != self.passwordKey && self.previousPasswordKey != self.usernameKey)").message("previousPasswordKey must differ from passwordKey and usernameKey"))]
 #[x_kube(validation = Rule::new("!has(self.template) || self.template.all(k, k != self.passwordKey && k != self.usernameKey && (!has(self.previousPasswordKey) || k != self.previousPasswordKey))").message("template keys must differ from passwordKey, usernameKey and previousPasswordKey"))]
+#[x_kube(validation = Rule::new("!has(self.template) || self.template.all(k, !self.template[k].contains('-----BEGIN'))").message("a template renders .username, .password and text, never a PEM block (-----BEGIN): a Secret a tenant can write must not carry a certificate or key"))]
 pub struct WorkloadSecret {
     pub name: String,
     #[serde(default = "default_password_key")]
@@ -107,8 +108,9 @@ pub struct WorkloadSecret {
     pub username_key: String,
     /// More keys rendered from the credentials in the same write as the password, e.g.
     /// `url: "rediss://{{ .username }}:{{ .password | urlquery }}@cache:6380"`. Fields:
-    /// `.username`, `.password`; function: `urlquery`.
+    /// `.username`, `.password`; function: `urlquery`. At most 16 keys of 4096 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub template: BTreeMap<String, String>,
     /// Also keep the old password under this key, from publishing until just before it is
     /// deleted, for clients that can try two.

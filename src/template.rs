@@ -66,8 +66,13 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(pieces)
 }
 
-/// Why `template` cannot be rendered, if it cannot.
+/// Why `template` cannot be rendered, if it cannot. A PEM block is refused: the workload
+/// Secret is one a tenant can have written, and it must never carry a certificate a target's
+/// `caSecret` could be pointed at.
 pub fn check(template: &str) -> Result<(), String> {
+    if template.contains("-----BEGIN") {
+        return Err("a template renders .username, .password and text, never a PEM block".into());
+    }
     parse(template).map(drop)
 }
 
@@ -134,6 +139,10 @@ mod tests {
             ("{{ .password | urlquery | urlquery }}", "the only function"),
             ("{{ .password ", "never closed"),
             ("oops }}", "closes nothing"),
+            (
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                "never a PEM block",
+            ),
         ] {
             let error = check(template).unwrap_err();
             assert!(error.contains(says), "{template}: {error}");

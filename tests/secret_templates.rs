@@ -139,6 +139,17 @@ async fn bad_templates_are_refused_and_change_nothing() -> Result<()> {
         .await
         .expect_err("refused at admission");
     assert!(refused.to_string().contains("template keys"), "{refused}");
+    // A PEM block in an allowed Secret could become a CA that a target's caSecret names.
+    let pem = h
+        .create_rotation(
+            "pem",
+            h.user_spec(json!({"secret": {"name": USER_SECRET, "template": {
+                "ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            }}})),
+        )
+        .await
+        .expect_err("refused at admission");
+    assert!(pem.to_string().contains("never a PEM block"), "{pem}");
 
     h.start_operator()?;
     h.create_rotation(
