@@ -21,17 +21,19 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Client, ResourceExt};
+use password_rotator::resource::PasswordRotation;
 use rotator_test_support::cluster::{self, TestNamespace};
 use serde_json::json;
 use serde_yaml::Value;
 
 use common::rbac::{
-    self, EXPECTED_LEADER_RULES, EXPECTED_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT, can, find,
-    impersonating_client, kind, kubectl, kustomize, objects, rbac_objects, rule_set, run_help,
-    same_rules, wait_allowed,
+    self, EXPECTED_LEADER_RULES, EXPECTED_RULES, EXPECTED_TENANT_EDIT_RULES,
+    EXPECTED_TENANT_VIEW_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT, TENANT_EDIT_ROLE,
+    TENANT_VIEW_ROLE, can, find, impersonating_client, kind, kubectl, kustomize, objects,
+    rbac_objects, rule_set, run_help, same_rules, wait_allowed,
 };
 
 const OPERATOR_NAMESPACE: &str = "password-rotator-system";
@@ -141,6 +143,8 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
             format!("ClusterRoleBinding//{ROLE}"),
             format!("Role/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
             format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
+            format!("ClusterRole//{TENANT_EDIT_ROLE}"),
+            format!("ClusterRole//{TENANT_VIEW_ROLE}"),
         ]),
         "deploy/base's RBAC objects"
     );
@@ -151,9 +155,24 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
             format!("RoleBinding/{WATCHED_NAMESPACE}/{ROLE}"),
             format!("Role/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
             format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
+            format!("ClusterRole//{TENANT_EDIT_ROLE}"),
+            format!("ClusterRole//{TENANT_VIEW_ROLE}"),
         ]),
-        "the namespaced overlay's RBAC objects (no cluster-scoped ones)"
+        "the namespaced overlay's RBAC objects (no cluster-scoped ones for the operator)"
     );
+    for rendered in [&base, &overlay] {
+        for (name, rules) in [
+            (TENANT_EDIT_ROLE, EXPECTED_TENANT_EDIT_RULES),
+            (TENANT_VIEW_ROLE, EXPECTED_TENANT_VIEW_RULES),
+        ] {
+            let expected: BTreeSet<String> = rules.iter().map(|s| s.to_string()).collect();
+            same_rules(
+                &rule_set(&find(rendered, "ClusterRole", name)?["rules"])?,
+                &expected,
+                name,
+            )?;
+        }
+    }
 
     let cluster_role = find(&base, "ClusterRole", ROLE)?;
     let role = find(&overlay, "Role", ROLE)?;
@@ -305,6 +324,96 @@ async fn the_deployment_uses_only_what_the_binary_understands() -> Result<()> {
 async fn the_operator_rotates_with_only_the_namespaced_role() -> Result<()> {
     let overlay = objects(&kustomize("deploy/overlays/namespaced").await?)?;
     rbac::rotates_with_only_these_roles("rbac", &overlay).await
+}
+
+/// A tenant with the built-in `edit` role in its namespace (deploy/base's tenant ClusterRoles,
+/// aggregated by the API server's controller) creates, changes and deletes PasswordRotations
+/// but is refused every write of their status, which the operator trusts; `view` only reads.
+#[tokio::test]
+async fn a_tenant_manages_passwordrotations_but_never_their_status() -> Result<()> {
+    let admin = cluster::client().await?;
+    common::install_crd(&admin).await?;
+    let base = objects(&kustomize("deploy/base").await?)?;
+    let mut manifest = String::new();
+    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE] {
+        manifest += "---\n";
+        manifest += &serde_yaml::to_string(&find(&base, "ClusterRole", name)?)?;
+    }
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rotator-tests",
+            "-f",
+            "-",
+        ],
+        Some(&manifest),
+    )
+    .await?;
+
+    let namespace = TestNamespace::new(&admin, "tenant").await?;
+    let ns = namespace.name().to_owned();
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
+    for (account, role) in [("tenant", "edit"), ("viewer", "view")] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": account},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        }))?;
+        bindings.create(&PostParams::default(), &binding).await?;
+    }
+    let tenant = impersonating_client(&format!("system:serviceaccount:{ns}:tenant")).await?;
+    let viewer = impersonating_client(&format!("system:serviceaccount:{ns}:viewer")).await?;
+    // The aggregation controller adds the rules to the built-in roles a moment later.
+    wait_allowed(&tenant, &ns, "rotator.dev", "passwordrotations", "create").await?;
+    wait_allowed(&viewer, &ns, "rotator.dev", "passwordrotations", "get").await?;
+
+    let rotation: PasswordRotation = serde_json::from_value(json!({
+        "apiVersion": "rotator.dev/v1alpha1", "kind": "PasswordRotation",
+        "metadata": {"name": "orders-cache"},
+        "spec": {
+            "target": {"redisSoftware": {
+                "url": "https://rs.example.internal:9443", "credentialsSecret": "rs-admin", "user": "orders",
+            }},
+            "secret": {"name": "orders-redis"},
+        },
+    }))?;
+    let as_tenant: Api<PasswordRotation> = Api::namespaced(tenant, &ns);
+    as_tenant.create(&PostParams::default(), &rotation).await?;
+    as_tenant
+        .patch(
+            "orders-cache",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rotationRequest": "now"}})),
+        )
+        .await?;
+    let forged = json!({"status": {"phase": "Idle", "handledRotationRequest": "now"}});
+    let as_viewer: Api<PasswordRotation> = Api::namespaced(viewer, &ns);
+    for (who, api) in [("tenant", &as_tenant), ("viewer", &as_viewer)] {
+        let refused = api
+            .patch_status(
+                "orders-cache",
+                &PatchParams::default(),
+                &Patch::Merge(&forged),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403),
+            "{who} wrote the status: {refused:?}"
+        );
+    }
+    assert!(as_viewer.get("orders-cache").await.is_ok());
+    let refused = as_viewer
+        .delete("orders-cache", &DeleteParams::default())
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403),
+        "the viewer deleted it: {refused:?}"
+    );
+    as_tenant
+        .delete("orders-cache", &DeleteParams::default())
+        .await?;
+    namespace.cleanup().await
 }
 
 // ----------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ use serde_yaml::Value;
 use tokio::process::Command;
 
 use common::rbac::{
-    self, EXPECTED_LEADER_RULES, EXPECTED_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT, find,
-    impersonating_client, kind, kubectl, kustomize, objects, rbac_objects, rule_set, run_help,
-    same_rules,
+    self, EXPECTED_LEADER_RULES, EXPECTED_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT,
+    TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, find, impersonating_client, kind, kubectl, kustomize,
+    objects, rbac_objects, rule_set, run_help, same_rules,
 };
 
 const CHART: &str = "deploy/helm/password-rotator";
@@ -278,6 +278,10 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
     for w in &watched {
         rbac.insert(format!("Role/{w}/{name}"));
         rbac.insert(format!("RoleBinding/{w}/{name}"));
+    }
+    if values["tenantRoles"]["create"].as_bool() == Some(true) {
+        rbac.insert(format!("ClusterRole//{name}-edit"));
+        rbac.insert(format!("ClusterRole//{name}-view"));
     }
     if leader {
         rbac.insert(format!("Role/{ns}/{name}-leader-election"));
@@ -575,11 +579,32 @@ async fn the_charts_rbac_is_exactly_the_kustomize_rbac() -> Result<()> {
     }
     want.insert(format!("Role/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"));
     want.insert(format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"));
+    want.insert(format!("ClusterRole//{TENANT_EDIT_ROLE}"));
+    want.insert(format!("ClusterRole//{TENANT_VIEW_ROLE}"));
     assert_eq!(
         rbac_objects(&chart),
         want,
-        "the chart's RBAC objects, namespaced"
+        "the chart's RBAC objects, namespaced (the tenant roles are cluster-scoped)"
     );
+    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE] {
+        let original = find(&base, "ClusterRole", name)?;
+        let rendered = find(&chart, "ClusterRole", name)?;
+        same_rules(
+            &rule_set(&rendered["rules"])?,
+            &rule_set(&original["rules"])?,
+            &format!("the chart's {name} (vs deploy/base)"),
+        )?;
+        for label in [
+            "rbac.authorization.k8s.io/aggregate-to-admin",
+            "rbac.authorization.k8s.io/aggregate-to-edit",
+            "rbac.authorization.k8s.io/aggregate-to-view",
+        ] {
+            assert_eq!(
+                rendered["metadata"]["labels"][label], original["metadata"]["labels"][label],
+                "{name}: {label}"
+            );
+        }
+    }
     // One namespace, as the overlay: the very same objects.
     let chart = render_example("namespaced", &["watchNamespaces={shop}"]).await?;
     assert_eq!(rbac_objects(&chart), rbac_objects(&overlay));

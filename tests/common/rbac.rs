@@ -57,6 +57,27 @@ pub const EXPECTED_RULES: &[&str] = &[
     "events.k8s.io/events patch",
 ];
 
+/// The tenant ClusterRoles, aggregated into the built-in roles: `admin` and `edit` write
+/// PasswordRotations, `view` (and through it `edit` and `admin`) reads them. Nothing writes
+/// their status.
+pub const TENANT_EDIT_ROLE: &str = "password-rotator-edit";
+pub const TENANT_VIEW_ROLE: &str = "password-rotator-view";
+pub const EXPECTED_TENANT_EDIT_RULES: &[&str] = &[
+    "rotator.dev/passwordrotations create",
+    "rotator.dev/passwordrotations update",
+    "rotator.dev/passwordrotations patch",
+    "rotator.dev/passwordrotations delete",
+    "rotator.dev/passwordrotations deletecollection",
+];
+pub const EXPECTED_TENANT_VIEW_RULES: &[&str] = &[
+    "rotator.dev/passwordrotations get",
+    "rotator.dev/passwordrotations list",
+    "rotator.dev/passwordrotations watch",
+    "rotator.dev/passwordrotations/status get",
+    "rotator.dev/passwordrotations/status list",
+    "rotator.dev/passwordrotations/status watch",
+];
+
 /// The leader-election Role, in the operator's own namespace (`verb[resourceName]`).
 pub const EXPECTED_LEADER_RULES: &[&str] = &[
     "coordination.k8s.io/leases get[password-rotator]",
