@@ -41,7 +41,8 @@ use crate::secrets::{self, MANAGER, RotationState};
 use crate::shard;
 use crate::status::{self, Outcome, ceil_to_second, has_condition};
 use crate::targets::{
-    Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec, credentials_hash,
+    Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec,
+    credentials_fingerprint,
 };
 use crate::validation::{InvalidField, ValidSpec, validate};
 use crate::{Error, Result, template, verify};
@@ -534,7 +535,7 @@ impl<'a> Rotator<'a> {
         // return instead) and the other resources are as the stores hold them.
         let conflict_with = self.conflict();
         let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
-            && self.credentials_hash().await? != self.status.blocked_credentials_hash;
+            && self.credentials_fingerprint().await? != self.status.blocked_credentials_hash;
         let mut target: Option<Box<dyn PasswordTarget>> = None;
         // Asked once, for a resource that can rotate: its workload Secret allows it and no
         // other resource rotates the same password list. A rotation asked for now asks it
@@ -1211,10 +1212,10 @@ impl<'a> Rotator<'a> {
         Ok(read)
     }
 
-    /// The hash of the target's Secrets now; `None` while one is missing or not allowed.
-    async fn credentials_hash(&self) -> Result<Option<String>> {
+    /// The fingerprint of the target's Secrets now; `None` while one is missing or not allowed.
+    async fn credentials_fingerprint(&self) -> Result<Option<String>> {
         match self.target_secrets().await {
-            Ok(secrets) => Ok(Some(credentials_hash(&secrets))),
+            Ok(secrets) => Ok(Some(credentials_fingerprint(&secrets))),
             Err(Error::Secret { .. } | Error::SecretNotAllowed { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -1228,7 +1229,7 @@ impl<'a> Rotator<'a> {
         &self,
         secrets: &BTreeMap<String, Secret>,
     ) -> Result<Box<dyn PasswordTarget>> {
-        let credentials = credentials_hash(secrets);
+        let credentials = credentials_fingerprint(secrets);
         let remembered = |account: &str| self.remembered_refusal(account);
         (self.ctx.connect)(
             self.target_spec(),

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub at: Timestamp,
-    /// [`crate::targets::credentials_hash`] of the credentials that were refused.
+    /// [`crate::targets::credentials_fingerprint`] of the credentials that were refused.
     pub credentials: String,
     /// The resource whose call was refused (`namespace/name`).
     pub by: String,
@@ -57,7 +57,7 @@ pub struct AdminAccount {
     /// A call with accepted credentials takes one permit; any other call takes them all.
     calls: Semaphore,
     parallel: u32,
-    /// [`crate::targets::credentials_hash`] of the credentials last accepted.
+    /// [`crate::targets::credentials_fingerprint`] of the credentials last accepted.
     accepted: Mutex<Option<String>>,
     refusal: Mutex<Option<Refusal>>,
 }

@@ -325,8 +325,9 @@ pub struct PasswordRotationStatus {
     /// Last `rotator.dev/rotate-requested` annotation token acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_rotate_annotation: Option<String>,
-    /// When the resource became Blocked, and a hash of the credentials and CA Secrets' data
-    /// then: it is retried when that data changes or after a wait longer than a lockout.
+    /// When the resource became Blocked, and a fingerprint of the credentials and CA Secrets'
+    /// data then (an HMAC keyed with their uids, never a plain hash of a password): it is
+    /// retried when that data changes or after a wait longer than a lockout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

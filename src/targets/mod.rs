@@ -24,7 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::login_budget::{AdminAccount, Lockout, LoginBudgets, Refusal, digest};
+use crate::login_budget::{AdminAccount, Lockout, LoginBudgets, Refusal};
 use crate::resource::Mode;
 use crate::rotation::CallFailure;
 use crate::validation::InvalidField;
@@ -178,7 +178,7 @@ pub struct SecretUse {
 pub struct Connect<'a> {
     /// The Secrets of [`TargetSpec::secrets`], by name.
     pub secrets: &'a BTreeMap<String, Secret>,
-    /// [`credentials_hash`] of those Secrets.
+    /// [`credentials_fingerprint`] of those Secrets.
     pub credentials: &'a str,
     pub shared: &'a Shared,
     pub settings: &'a TargetSettings,
@@ -244,17 +244,30 @@ pub trait PasswordTarget: Send + Sync {
     }
 }
 
-/// A hash of the referenced Secrets' data: it changes when, and only when, one of them does.
-pub fn credentials_hash(secrets: &BTreeMap<String, Secret>) -> String {
-    let mut parts: Vec<&[u8]> = Vec::new();
+/// A fingerprint of the referenced Secrets' data, an HMAC-SHA256 keyed with their uids: it
+/// changes when, and only when, one of them changes its data (or is made anew). It is kept in
+/// a status every reader of the resource sees, where a plain hash could be checked against
+/// guessed passwords; the uids that key it are seen only by those who may read the Secrets.
+pub fn credentials_fingerprint(secrets: &BTreeMap<String, Secret>) -> String {
+    use hmac::{Hmac, Mac};
+    let mut key = Vec::new();
+    for secret in secrets.values() {
+        let uid = secret.metadata.uid.as_deref().unwrap_or_default();
+        key.extend((uid.len() as u64).to_be_bytes());
+        key.extend(uid.as_bytes());
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key");
     for (name, secret) in secrets {
-        parts.push(name.as_bytes());
-        for (key, value) in secret.data.iter().flatten() {
-            parts.push(key.as_bytes());
-            parts.push(&value.0);
+        let data = secret.data.iter().flatten();
+        let parts = std::iter::once(name.as_bytes())
+            .chain(data.flat_map(|(key, value)| [key.as_bytes(), value.0.as_slice()]));
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
         }
     }
-    digest(&parts)
+    let tag = mac.finalize().into_bytes();
+    tag.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sees every request a target client sends, e.g. to count them in metrics.
@@ -379,7 +392,7 @@ pub struct Budget {
     pub account: Arc<AdminAccount>,
     /// Identifies the account in status.
     pub account_key: String,
-    /// [`credentials_hash`] of what the calls log in with.
+    /// [`credentials_fingerprint`] of what the calls log in with.
     pub credentials: String,
     /// `namespace/name` of the resource the calls are for.
     pub resource: String,
@@ -545,26 +558,39 @@ mod tests {
     }
 
     #[test]
-    fn credentials_hashes_change_with_the_data_only() {
-        let a = credentials_hash(&secrets(&[("admin", "password", b"pw")]));
+    fn credentials_fingerprints_change_with_the_data_and_are_keyed_by_the_uids() {
+        let with_uid = |entries: &[(&str, &str, &[u8])], uid: &str| {
+            let mut all = secrets(entries);
+            for secret in all.values_mut() {
+                secret.metadata.uid = Some(uid.into());
+                secret.metadata.resource_version = Some(uid.len().to_string());
+            }
+            all
+        };
+        let a = credentials_fingerprint(&with_uid(&[("admin", "password", b"pw")], "u1"));
         assert_eq!(
             a,
-            credentials_hash(&secrets(&[("admin", "password", b"pw")]))
+            credentials_fingerprint(&with_uid(&[("admin", "password", b"pw")], "u1"))
         );
         assert_ne!(
             a,
-            credentials_hash(&secrets(&[("admin", "password", b"pw2")]))
+            credentials_fingerprint(&with_uid(&[("admin", "password", b"pw2")], "u1"))
         );
         assert_ne!(
             a,
-            credentials_hash(&secrets(&[
-                ("admin", "password", b"pw"),
-                ("ca", "ca.crt", b"c")
-            ]))
+            credentials_fingerprint(&with_uid(&[("admin", "password", b"pw")], "u2")),
+            "keyed: without the uid, a guessed password cannot be checked against it"
         );
         assert_ne!(
-            credentials_hash(&secrets(&[("admin", "ab", b"c")])),
-            credentials_hash(&secrets(&[("admin", "a", b"bc")]))
+            a,
+            credentials_fingerprint(&with_uid(
+                &[("admin", "password", b"pw"), ("ca", "ca.crt", b"c")],
+                "u1"
+            ))
+        );
+        assert_ne!(
+            credentials_fingerprint(&with_uid(&[("admin", "ab", b"c")], "u1")),
+            credentials_fingerprint(&with_uid(&[("admin", "a", b"bc")], "u1"))
         );
     }
 }
