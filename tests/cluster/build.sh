@@ -13,7 +13,8 @@
 # interrupted build never leaves a half-written binary behind.
 #
 # Prints the path of each binary directory as KEY=DIR lines on stdout when
-# called with --print-dirs (used by up.sh).
+# called with --print-dirs (used by up.sh). With --check it builds nothing: it fails,
+# naming `make deps`, when a binary is missing (what tests use).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +51,10 @@ what_is_missing() {
 }
 cached() { echo "build.sh: all control-plane binaries cached under $CACHE/bin" >&2; exit 0; }
 what_is_missing || cached
+if [ "${1:-}" = "--check" ]; then
+  echo "build.sh: the control plane is not built under $CACHE/bin: run \`make deps\`" >&2
+  exit 1
+fi
 
 command -v go >/dev/null || { echo "build.sh: go is not on PATH" >&2; exit 1; }
 mkdir -p "$CACHE/go/mod" "$CACHE/go/build" "$CACHE/bin"

@@ -72,9 +72,10 @@ pub async fn ensure_cluster() -> Result<PathBuf> {
     CLUSTER_UP
         .get_or_try_init(|| async {
             let script = repo_root().join("tests/cluster/up.sh");
-            // Output goes to the terminal: a cold first run builds for many minutes.
+            // Tests build nothing: `make deps` built the control plane before any test ran.
             let status = tokio::process::Command::new("bash")
                 .arg(&script)
+                .env("ROTATOR_NO_BUILD", "1")
                 .current_dir(repo_root())
                 .stdin(std::process::Stdio::null())
                 .status()
