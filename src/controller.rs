@@ -32,14 +32,15 @@ use crate::resource::{
     ROTATE_REQUESTED_ANNOTATION, Step, restart_annotation_key,
 };
 use crate::rotation::{
-    CallFailure, CallOutcome, Decision, Observation, SecretHolds, StateSummary, by_expiry, decide,
-    earliest, on_add, on_delete, on_failure, on_replace, on_rollback, step_after,
+    CallFailure, CallOutcome, Decision, Observation, RolloutTrouble, SecretHolds, StateSummary,
+    by_expiry, decide, earliest, on_add, on_delete, on_failure, on_replace, on_rollback,
+    step_after,
 };
 use crate::schedule::Trigger;
 use crate::secret_cache::TargetSecretCache;
 use crate::secrets::{self, MANAGER, RotationState};
 use crate::shard;
-use crate::status::{self, Outcome, ceil_to_second, has_condition};
+use crate::status::{self, Outcome, ceil_to_second, has_condition, has_condition_reason};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec,
     credentials_fingerprint,
@@ -788,16 +789,8 @@ impl<'a> Rotator<'a> {
                     degraded,
                     requeue_after,
                 } => {
-                    if degraded && !has_condition(&self.status, "Degraded", "True") {
-                        let message = format!(
-                            "rollout not finished within spec.rollout.timeout: {}; both passwords stay valid",
-                            pending.join(", ")
-                        );
-                        let status =
-                            self.after(Outcome::RolloutTimedOut { message: &message }, now);
-                        self.write_status(status).await?;
-                        self.event(EventType::Warning, "RolloutTimeout", "Rollout", &message)
-                            .await;
+                    if let Some(trouble) = degraded {
+                        self.report_rollout_trouble(trouble, &pending, now).await?;
                     }
                     return Ok(Action::requeue(requeue_after));
                 }
@@ -1489,6 +1482,43 @@ impl<'a> Rotator<'a> {
         let message = format!("{}: {}", invalid.field, invalid.message);
         self.report_not_ready(Reason::InvalidSpec, &message).await?;
         Ok(Action::await_change())
+    }
+
+    /// Degraded for the rollout, once per reason: both passwords stay valid meanwhile.
+    async fn report_rollout_trouble(
+        &mut self,
+        trouble: RolloutTrouble,
+        pending: &[String],
+        now: Timestamp,
+    ) -> Result<()> {
+        let (reason, message) = match trouble {
+            RolloutTrouble::TimedOut => (
+                Reason::RolloutTimeout,
+                format!(
+                    "rollout not finished within spec.rollout.timeout: {}; both passwords stay valid",
+                    pending.join(", ")
+                ),
+            ),
+            RolloutTrouble::CannotComplete => (
+                Reason::RolloutCannotComplete,
+                format!(
+                    "the rollout cannot finish by itself: {}; both passwords stay valid until it does",
+                    pending.join(", ")
+                ),
+            ),
+        };
+        if has_condition_reason(&self.status, "Degraded", "True", reason) {
+            return Ok(());
+        }
+        let outcome = match trouble {
+            RolloutTrouble::TimedOut => Outcome::RolloutTimedOut { message: &message },
+            RolloutTrouble::CannotComplete => Outcome::RolloutCannotComplete { message: &message },
+        };
+        let status = self.after(outcome, now);
+        self.write_status(status).await?;
+        self.event(EventType::Warning, reason, "Rollout", &message)
+            .await;
+        Ok(())
     }
 
     async fn report_conflict(&mut self, with: String) -> Result<Action> {

@@ -40,6 +40,9 @@ pub enum Reason {
     AsExpected,
     /// `Degraded=True`: a workload did not roll out within `rollout.timeout`.
     RolloutTimeout,
+    /// `Degraded=True`: a workload cannot finish rolling out by itself (a paused Deployment, a
+    /// StatefulSet or DaemonSet with `OnDelete`, a StatefulSet partition).
+    RolloutCannotComplete,
     /// `Degraded=True`: the workload Secret stopped holding the new password.
     SecretDrifted,
     /// `Degraded=True`: the state Secret was deleted mid-rotation.
@@ -89,6 +92,7 @@ impl Reason {
         Reason::PasswordNotComplex,
         Reason::AsExpected,
         Reason::RolloutTimeout,
+        Reason::RolloutCannotComplete,
         Reason::SecretDrifted,
         Reason::StateLost,
         Reason::RotationInFlight,
@@ -124,6 +128,7 @@ impl Reason {
             Reason::PasswordNotComplex => "PasswordNotComplex",
             Reason::AsExpected => "AsExpected",
             Reason::RolloutTimeout => "RolloutTimeout",
+            Reason::RolloutCannotComplete => "RolloutCannotComplete",
             Reason::SecretDrifted => "SecretDrifted",
             Reason::StateLost => "StateLost",
             Reason::RotationInFlight => "RotationInFlight",

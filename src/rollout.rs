@@ -18,12 +18,17 @@ pub enum WorkloadState {
     /// The pod template does not carry this rotation yet.
     NotRestarted,
     Rolling,
+    /// Rolling, and its controller will not finish by itself: why.
+    CannotComplete(String),
     /// The controller reports the rollout done; whether any older pod remains is still to
     /// be seen (the selector to look with).
     Updated {
         selector: String,
     },
 }
+
+const ON_DELETE: &str = "has updateStrategy OnDelete: its pods keep the old template until \
+                         they are deleted";
 
 /// The restart annotation, as `(key, value)`.
 pub type Restart<'a> = (&'a str, &'a str);
@@ -44,7 +49,10 @@ impl WorkloadState {
                 && status.replicas.unwrap_or(0) == wanted
                 && status.terminating_replicas.unwrap_or(0) == 0
         });
-        Self::updated_if(done, &spec.selector)
+        let stuck = (spec.paused == Some(true)).then(|| {
+            "is paused: it rolls out nothing until resumed (kubectl rollout resume)".into()
+        });
+        Self::updated_if(done, stuck, &spec.selector)
     }
 
     pub fn of_stateful_set(s: &StatefulSet, restart: Restart<'_>) -> Self {
@@ -62,7 +70,22 @@ impl WorkloadState {
                 && status.current_revision.is_some()
                 && status.current_revision == status.update_revision
         });
-        Self::updated_if(done, &spec.selector)
+        let strategy = spec.update_strategy.as_ref();
+        let partition = strategy
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0);
+        let stuck = if strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete") {
+            Some(ON_DELETE.into())
+        } else if partition > 0 {
+            Some(format!(
+                "has updateStrategy.rollingUpdate.partition {partition}: pods with a lower \
+                 ordinal keep the old template until it is lowered to 0"
+            ))
+        } else {
+            None
+        };
+        Self::updated_if(done, stuck, &spec.selector)
     }
 
     pub fn of_daemon_set(d: &DaemonSet, restart: Restart<'_>) -> Self {
@@ -78,16 +101,21 @@ impl WorkloadState {
                 && status.updated_number_scheduled.unwrap_or(0) == wanted
                 && status.number_available.unwrap_or(0) == wanted
         });
-        Self::updated_if(done, &spec.selector)
+        let on_delete = spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.type_.as_deref())
+            == Some("OnDelete");
+        Self::updated_if(done, on_delete.then(|| ON_DELETE.into()), &spec.selector)
     }
 
-    fn updated_if(done: bool, selector: &LabelSelector) -> Self {
-        if done {
-            Self::Updated {
+    fn updated_if(done: bool, stuck: Option<String>, selector: &LabelSelector) -> Self {
+        match (done, stuck) {
+            (true, _) => Self::Updated {
                 selector: label_selector(selector),
-            }
-        } else {
-            Self::Rolling
+            },
+            (false, Some(why)) => Self::CannotComplete(why),
+            (false, None) => Self::Rolling,
         }
     }
 }
@@ -209,6 +237,7 @@ impl Workloads {
         restart: Restart<'_>,
     ) -> Result<RolloutProgress> {
         let mut pending = Vec::new();
+        let mut cannot_complete = false;
         for workload in workloads {
             let state = match self.state(workload, restart).await? {
                 WorkloadState::NotRestarted => {
@@ -230,13 +259,17 @@ impl Workloads {
                     }
                 }
                 WorkloadState::Missing => pending.push(format!("{name} (not found)")),
-                _ => pending.push(name),
+                WorkloadState::CannotComplete(why) => {
+                    cannot_complete = true;
+                    pending.push(format!("{name} {why}"));
+                }
+                WorkloadState::NotRestarted | WorkloadState::Rolling => pending.push(name),
             }
         }
-        Ok(if pending.is_empty() {
-            RolloutProgress::Complete
-        } else {
-            RolloutProgress::Pending(pending)
+        Ok(match (pending.is_empty(), cannot_complete) {
+            (true, _) => RolloutProgress::Complete,
+            (false, true) => RolloutProgress::CannotComplete(pending),
+            (false, false) => RolloutProgress::Pending(pending),
         })
     }
 
@@ -303,6 +336,69 @@ mod tests {
             WorkloadState::of_deployment(&deployment("r1", 2, terminating), (KEY, "r1")),
             WorkloadState::Rolling
         );
+    }
+
+    #[test]
+    fn workloads_that_cannot_finish_by_themselves_say_why() {
+        let rolling = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 0});
+        let mut paused = deployment("r1", 2, rolling);
+        paused.spec.as_mut().unwrap().paused = Some(true);
+        assert!(matches!(
+            WorkloadState::of_deployment(&paused, (KEY, "r1")),
+            WorkloadState::CannotComplete(why) if why.contains("paused")
+        ));
+
+        let stateful_set = |strategy: serde_json::Value| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "app", "generation": 2},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "a"}},
+                    "serviceName": "app",
+                    "updateStrategy": strategy,
+                    "template": {"metadata": {"annotations": {KEY: "r1"}}},
+                },
+                "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1,
+                           "currentRevision": "a", "updateRevision": "b"},
+            }))
+            .unwrap()
+        };
+        for (strategy, says) in [
+            (json!({"type": "OnDelete"}), "OnDelete"),
+            (
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
+                "partition 2",
+            ),
+        ] {
+            assert!(matches!(
+                WorkloadState::of_stateful_set(&stateful_set(strategy), (KEY, "r1")),
+                WorkloadState::CannotComplete(why) if why.contains(says)
+            ));
+        }
+        assert_eq!(
+            WorkloadState::of_stateful_set(
+                &stateful_set(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})),
+                (KEY, "r1")
+            ),
+            WorkloadState::Rolling
+        );
+
+        let on_delete: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "app", "generation": 2},
+            "spec": {
+                "selector": {"matchLabels": {"app": "a"}},
+                "updateStrategy": {"type": "OnDelete"},
+                "template": {"metadata": {"annotations": {KEY: "r1"}}},
+            },
+            "status": {"observedGeneration": 2, "desiredNumberScheduled": 2,
+                       "updatedNumberScheduled": 0, "numberAvailable": 2,
+                       "currentNumberScheduled": 2, "numberMisscheduled": 0, "numberReady": 2},
+        }))
+        .unwrap();
+        assert!(matches!(
+            WorkloadState::of_daemon_set(&on_delete, (KEY, "r1")),
+            WorkloadState::CannotComplete(why) if why.contains("OnDelete")
+        ));
     }
 
     #[test]

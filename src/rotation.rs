@@ -53,6 +53,18 @@ pub enum RolloutProgress {
     Complete,
     /// Not yet: the names of workloads still rolling out.
     Pending(Vec<String>),
+    /// Not by itself: at least one workload cannot finish (each named with why), beside any
+    /// still rolling.
+    CannotComplete(Vec<String>),
+}
+
+/// Why waiting for the workloads makes the resource Degraded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutTrouble {
+    /// Not finished within `spec.rollout.timeout`.
+    TimedOut,
+    /// A workload cannot finish rolling out by itself.
+    CannotComplete,
 }
 
 /// Everything the decision looks at.
@@ -108,10 +120,11 @@ pub enum Decision {
     Verify,
     /// Write the new password into the workload Secret and restart the workloads.
     Publish,
-    /// Wait for the workloads; `degraded` once the timeout has passed.
+    /// Wait for the workloads; `degraded` once the timeout has passed, or at once when a
+    /// workload cannot finish by itself.
     AwaitRollout {
         pending: Vec<String>,
-        degraded: bool,
+        degraded: Option<RolloutTrouble>,
         requeue_after: Duration,
     },
     /// The workload Secret no longer holds the new password (a GitOps sync, another
@@ -246,15 +259,22 @@ fn await_rollout(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     } else {
         Duration::ZERO
     };
-    let pending = match &obs.rollout {
-        Some(RolloutProgress::Complete) => Vec::new(),
-        Some(RolloutProgress::Pending(names)) => names.clone(),
-        None => vec!["(not observed)".to_owned()],
+    let (pending, cannot_complete) = match &obs.rollout {
+        Some(RolloutProgress::Complete) => (Vec::new(), false),
+        Some(RolloutProgress::Pending(names)) => (names.clone(), false),
+        Some(RolloutProgress::CannotComplete(names)) => (names.clone(), true),
+        None => (vec!["(not observed)".to_owned()], false),
     };
     if pending.is_empty() && elapsed >= overlap {
         return Decision::MarkRolledOut;
     }
-    let degraded = !pending.is_empty() && elapsed >= timeout;
+    // A workload that cannot finish by itself is reported at once: waiting out the timeout
+    // would only delay the page.
+    let degraded = if cannot_complete {
+        Some(RolloutTrouble::CannotComplete)
+    } else {
+        (!pending.is_empty() && elapsed >= timeout).then_some(RolloutTrouble::TimedOut)
+    };
     let until_overlap = overlap.saturating_sub(elapsed);
     let requeue_after = if pending.is_empty() {
         until_overlap
@@ -825,7 +845,7 @@ mod tests {
             case.decide(),
             Decision::AwaitRollout {
                 pending: vec![],
-                degraded: false,
+                degraded: None,
                 requeue_after: Duration::from_secs(180)
             }
         );
@@ -846,7 +866,27 @@ mod tests {
                 pending, degraded, ..
             } => {
                 assert_eq!(pending, vec!["Deployment/app".to_owned()]);
-                assert!(degraded);
+                assert_eq!(degraded, Some(RolloutTrouble::TimedOut));
+            }
+            other => panic!("expected to keep waiting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rollout_that_cannot_complete_is_degraded_at_once_and_keeps_both_passwords() {
+        let mut case = Case::new(spec(
+            json!({"rollout": {"overlap": "0s", "timeout": "30m"}}),
+        ))
+        .in_flight(Step::Published);
+        case.status.published_time = Some(Time(ts("2026-06-01T11:59:00Z")));
+        let paused = "Deployment/app is paused".to_owned();
+        case.rollout = Some(RolloutProgress::CannotComplete(vec![paused.clone()]));
+        match case.decide() {
+            Decision::AwaitRollout {
+                pending, degraded, ..
+            } => {
+                assert_eq!(pending, vec![paused]);
+                assert_eq!(degraded, Some(RolloutTrouble::CannotComplete));
             }
             other => panic!("expected to keep waiting, got {other:?}"),
         }

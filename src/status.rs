@@ -26,6 +26,8 @@ pub enum Outcome<'a> {
     Stepped(Step),
     /// The workloads did not roll out within the timeout.
     RolloutTimedOut { message: &'a str },
+    /// A workload cannot finish rolling out by itself.
+    RolloutCannotComplete { message: &'a str },
     /// The workload Secret stopped holding the new password.
     Drifted { message: &'a str },
     /// It holds the new password again: the workloads restart once more.
@@ -138,6 +140,16 @@ pub fn after(
                 "Degraded",
                 true,
                 Reason::RolloutTimeout,
+                message,
+                now,
+            );
+        }
+        Outcome::RolloutCannotComplete { message } => {
+            set_condition(
+                &mut status,
+                "Degraded",
+                true,
+                Reason::RolloutCannotComplete,
                 message,
                 now,
             );
@@ -349,7 +361,7 @@ pub fn has_condition(status: &PasswordRotationStatus, type_: &str, value: &str) 
         .any(|c| c.type_ == type_ && c.status == value)
 }
 
-fn has_condition_reason(
+pub fn has_condition_reason(
     status: &PasswordRotationStatus,
     type_: &str,
     value: &str,

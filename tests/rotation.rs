@@ -484,6 +484,75 @@ async fn deleting_after_publish_keeps_both_passwords() -> Result<()> {
     h.finish().await
 }
 
+/// A paused Deployment never rolls out the restart: that is said at once with a reason of its
+/// own, not after the timeout, both passwords stay valid, and the rotation finishes by itself
+/// once the Deployment is resumed.
+#[tokio::test]
+async fn a_paused_deployment_is_reported_at_once_and_the_rotation_resumes_with_it() -> Result<()> {
+    let mut h = Harness::new("paused").await?;
+    h.create_deployment("orders", 2).await?;
+    let deployments: Api<Deployment> = h.namespace.api();
+    let pause = |paused: bool| json!({"spec": {"paused": paused}});
+    deployments
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(pause(true)),
+        )
+        .await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rotationRequest": "r",
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s", "timeout": "30m"},
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let degraded = h
+        .wait_for(
+            "orders-cache",
+            Duration::from_secs(60),
+            "Degraded=True RolloutCannotComplete",
+            |r| condition_reason(r, "Degraded").as_deref() == Some("RolloutCannotComplete"),
+        )
+        .await?;
+    assert_eq!(step(&degraded), Some(Step::Published));
+    let message = degraded
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("Deployment/orders is paused"), "{message}");
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await? && h.redis.auth(USER, USER_PASSWORD).await?);
+    assert!(
+        h.events()
+            .await?
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RolloutCannotComplete")),
+        "a Warning event says so too"
+    );
+
+    deployments
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(pause(false)),
+        )
+        .await?;
+    let done = h
+        .wait_rotated("orders-cache", Duration::from_secs(120))
+        .await?;
+    assert_eq!(
+        condition_reason(&done, "Degraded").as_deref(),
+        Some("AsExpected")
+    );
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
 async fn wait_gone(h: &Harness, name: &str) -> Result<()> {
     for _ in 0..300 {
         if h.rotations().get_opt(name).await?.is_none() {
