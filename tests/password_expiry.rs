@@ -40,8 +40,7 @@ async fn a_password_about_to_expire_is_rotated_ahead_of_it() -> Result<()> {
     );
     let next = status.next_rotation_time.context("a next rotation")?.0;
     assert_eq!(next, expires - SignedDuration::from_hours(72));
-    let events = serde_json::to_string(&h.events().await?)?;
-    assert!(events.contains("PasswordExpiring"), "the event says why");
+    h.wait_event_mentioning("PasswordExpiring").await?;
     h.finish().await
 }
 

@@ -240,14 +240,12 @@ async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()
         "the new password still works"
     );
     check_invariants(&h, NAME).await?;
-    let warned = h.events().await?.into_iter().any(|e| {
-        e.reason.as_deref() == Some("SecretDrifted")
-            && e.type_.as_deref() == Some("Warning")
-            && e.message
-                .as_deref()
-                .is_some_and(|n| n.contains("argocd-controller"))
-    });
-    assert!(warned, "a Warning event names the field manager");
+    let warned = h.wait_event("SecretDrifted", "argocd-controller").await?;
+    assert_eq!(
+        warned.type_.as_deref(),
+        Some("Warning"),
+        "a Warning event names the field manager"
+    );
 
     // The repository is updated: the Secret holds the new password again.
     let heal = secret(USER_SECRET, &[("username", USER), ("password", &new)]);
@@ -722,10 +720,12 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
         Some(USER_PASSWORD),
         "the Secret was not rewritten"
     );
-    let warned = h.events().await?.into_iter().any(|e| {
-        e.reason.as_deref() == Some("SecretNotAllowed") && e.type_.as_deref() == Some("Warning")
-    });
-    assert!(warned, "a Warning event says why");
+    let warned = h.wait_event("SecretNotAllowed", "").await?;
+    assert_eq!(
+        warned.type_.as_deref(),
+        Some("Warning"),
+        "a Warning event says why"
+    );
 
     // Allowed: the rotation runs.
     h.secrets()

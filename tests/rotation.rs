@@ -524,13 +524,10 @@ async fn a_paused_deployment_is_reported_at_once_and_the_rotation_resumes_with_i
     assert!(message.contains("Deployment/orders is paused"), "{message}");
     let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
     assert!(h.redis.auth(USER, &new).await? && h.redis.auth(USER, USER_PASSWORD).await?);
-    assert!(
-        h.events()
-            .await?
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RolloutCannotComplete")),
-        "a Warning event says so too"
-    );
+    let warned = h
+        .wait_event("RolloutCannotComplete", "Deployment/orders")
+        .await?;
+    assert_eq!(warned.type_.as_deref(), Some("Warning"));
 
     deployments
         .patch(
@@ -747,14 +744,7 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
         .await?;
     let message = ready_message(&invalid);
     assert!(message.contains("spec.schedule.cron"), "{message}");
-    let events = h.events().await?;
-    assert!(events.iter().any(|e| {
-        e.reason.as_deref() == Some("InvalidSpec")
-            && e.message
-                .as_deref()
-                .unwrap_or_default()
-                .contains("spec.schedule.cron")
-    }));
+    h.wait_event("InvalidSpec", "spec.schedule.cron").await?;
     assert!(
         h.api.requests().is_empty(),
         "an invalid resource called the API"
@@ -875,12 +865,7 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
         "{}",
         ready_message(&missing)
     );
-    let events = h.events().await?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("SecretMissing"))
-    );
+    h.wait_event("SecretMissing", "").await?;
     assert!(
         h.api.requests().is_empty(),
         "the API was called without credentials"

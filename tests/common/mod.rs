@@ -374,6 +374,37 @@ impl Harness {
         Ok(api.list(&ListParams::default()).await?.items)
     }
 
+    /// The first event with `reason` whose note contains `says`. An event is sent just after
+    /// the status write that shows the same thing: it is waited for, never read once.
+    pub async fn wait_event(&self, reason: &str, says: &str) -> Result<CoreEvent> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.events().await?.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().unwrap_or_default().contains(says)
+            });
+            if let Some(event) = found {
+                return Ok(event);
+            }
+            if Instant::now() > deadline {
+                bail!("no {reason} event saying {says:?} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until some event of the namespace mentions `text` (in its reason or note).
+    pub async fn wait_event_mentioning(&self, text: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !serde_json::to_string(&self.events().await?)?.contains(text) {
+            if Instant::now() > deadline {
+                bail!("no event mentions {text:?} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Fails if any of `passwords` appears in the operator's logs, the namespace's events,
     /// or any PasswordRotation's status.
     pub async fn assert_no_leak(&self, passwords: &[String]) -> Result<()> {
