@@ -1069,7 +1069,12 @@ impl<'a> Rotator<'a> {
             .iter()
             .flat_map(Store::state)
             .filter(|other| other.uid() != uid && target_key(other).as_ref() == Some(mine))
-            .filter(|other| precedes(other, &self.rotation) || (busy && rotating(other)))
+            // One refused for its spec holds none back, unless it is rotating now: its plan
+            // is pinned, and a spec edited mid-rotation must not free the password list.
+            .filter(|other| {
+                (busy && rotating(other))
+                    || (precedes(other, &self.rotation) && validate(&other.spec).is_ok())
+            })
             .min_by_key(|other| order_key(other))
             .map(|other| qualified_name(&other))
     }
@@ -1841,9 +1846,8 @@ fn rotation_id(now: Timestamp) -> String {
 /// the resource last started a rotation (else as its spec addresses it), the target kind, and
 /// what holds the passwords.
 fn target_key(rotation: &PasswordRotation) -> Option<TargetIdentity> {
-    // A resource refused for its spec never holds another back.
-    crate::validation::validate(&rotation.spec).ok()?;
     let target = rotation.spec.target.selected().ok()?;
+    target.validate().ok()?;
     let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
     let system = recorded.unwrap_or_else(|| target.address());
     Some((system, target.vendor(), target.object()))
