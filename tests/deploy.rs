@@ -38,6 +38,13 @@ use common::rbac::{
 
 const OPERATOR_NAMESPACE: &str = "password-rotator-system";
 const WATCHED_NAMESPACE: &str = "shop";
+const SERVER_SIDE_APPLY: [&str; 5] = [
+    "apply",
+    "--server-side",
+    "--field-manager=deploy-test",
+    "-f",
+    "-",
+];
 
 // ----------------------------------------------------------------------------------------
 // a. server-side dry run
@@ -56,12 +63,12 @@ async fn every_manifest_passes_a_server_side_dry_run() -> Result<()> {
         .find(|o| kind(o) == "Namespace")
         .context("deploy/base has no Namespace")?;
     kubectl(
-        &["apply", "-f", "-"],
+        &SERVER_SIDE_APPLY,
         Some(&serde_yaml::to_string(&namespace)?),
     )
     .await?;
     let shop = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {WATCHED_NAMESPACE}\n");
-    kubectl(&["apply", "-f", "-"], Some(&shop)).await?;
+    kubectl(&SERVER_SIDE_APPLY, Some(&shop)).await?;
 
     for (name, rendered) in [
         ("deploy/base", &base),
@@ -69,10 +76,16 @@ async fn every_manifest_passes_a_server_side_dry_run() -> Result<()> {
     ] {
         // --warnings-as-errors: the operator's namespace has pod-security.kubernetes.io/warn:
         // restricted, so a pod template that breaks the restricted profile fails here.
+        // Server-side apply: other tests create the same cluster-scoped objects at the same
+        // moment, and a client-side apply would race them (AlreadyExists) or warn about their
+        // missing last-applied annotation.
         let out = kubectl(
             &[
                 "--warnings-as-errors",
                 "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=deploy-dry-run",
                 "--dry-run=server",
                 "-f",
                 "-",
