@@ -42,8 +42,8 @@ helm-lint:
 
 ## crds: regenerate crds/ from the Rust types
 crds:
-	$(CARGO) run --quiet -- crd > crds/passwordrotations.rotator.dev.yaml
-	cp crds/passwordrotations.rotator.dev.yaml deploy/helm/password-rotator/crds/
+	$(CARGO) run --quiet -- crd --dir crds
+	cp crds/*.yaml deploy/helm/password-rotator/crds/
 
 lint:
 	$(CARGO) fmt --all --check

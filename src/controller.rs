@@ -12,7 +12,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use secrecy::SecretString;
@@ -28,19 +28,22 @@ use crate::password::{PasswordPolicy, generate_os};
 use crate::plan::Plan;
 use crate::reason::Reason;
 use crate::resource::{
-    FINALIZER, Mode, PasswordRotation, PasswordRotationSpec, PasswordRotationStatus, Phase,
-    ROTATE_REQUESTED_ANNOTATION, Step, restart_annotation_key,
+    FINALIZER, Mode, PasswordRotation, PasswordRotationStatus, Phase, ROTATE_REQUESTED_ANNOTATION,
+    Step, restart_annotation_key,
 };
 use crate::rotation::{
     CallFailure, CallOutcome, Decision, Observation, RolloutTrouble, SecretHolds, StateSummary,
     by_expiry, decide, earliest, on_add, on_delete, on_failure, on_replace, on_rollback,
     step_after,
 };
+use crate::rotation_spec::{RotationSpec, Unresolved};
+use crate::rotation_target::{RotationTarget, TargetKind};
 use crate::schedule::Trigger;
 use crate::secret_cache::TargetSecretCache;
 use crate::secrets::{self, MANAGER, RotationState};
 use crate::shard;
 use crate::status::{self, Outcome, ceil_to_second, has_condition, has_condition_reason};
+use crate::target_index::{self, ClusterHandles, TargetIndex};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec,
     credentials_fingerprint,
@@ -69,6 +72,8 @@ pub struct Settings {
     /// Act only on resources labelled `rotator.dev/shard=<this>`; without it, only on
     /// resources without that label.
     pub shard: Option<String>,
+    /// Serve ClusterRotationTargets, whose Secrets are in this namespace.
+    pub cluster_target_namespace: Option<String>,
 }
 
 /// A password list across resources: the system (as it calls itself, else as the spec
@@ -95,6 +100,8 @@ pub struct Context {
     connect: Connector,
     /// One store per watched namespace (or one for all): conflicts are looked up in each.
     stores: Vec<Store<PasswordRotation>>,
+    /// The targets resources name.
+    target_index: TargetIndex,
     settings: Settings,
     failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
     /// Call caps, login budgets and clients, shared by the resources of every target.
@@ -118,6 +125,7 @@ impl Context {
         kubernetes: Arc<dyn Kubernetes>,
         connect: Connector,
         stores: Vec<Store<PasswordRotation>>,
+        target_index: TargetIndex,
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -126,6 +134,7 @@ impl Context {
             kubernetes,
             connect,
             stores,
+            target_index,
             target_settings: TargetSettings {
                 request_timeout: settings.request_timeout,
                 calls_per_cluster: settings.calls_per_cluster,
@@ -143,6 +152,34 @@ impl Context {
 }
 
 impl Context {
+    /// Whether `rotation` reads the Secret `namespace`/`name`: its workload Secret, or one of
+    /// its target's.
+    fn reads_secret(&self, rotation: &PasswordRotation, namespace: &str, name: &str) -> bool {
+        if rotation.namespace().as_deref() == Some(namespace) && rotation.spec.secret.name == name {
+            return true;
+        }
+        self.target_index.resolve(rotation).is_ok_and(|spec| {
+            spec.secrets_namespace == namespace
+                && spec
+                    .target
+                    .members()
+                    .iter()
+                    .any(|target| target.secrets().iter().any(|used| used.name == name))
+        })
+    }
+
+    /// What identifies a password list across resources: the system, as it called itself
+    /// when the resource last started a rotation (else as its target addresses it), the
+    /// target kind, and what holds the passwords.
+    fn target_key(&self, rotation: &PasswordRotation) -> Option<TargetIdentity> {
+        let spec = self.target_index.resolve(rotation).ok()?;
+        let target = spec.target.selected().ok()?;
+        target.validate().ok()?;
+        let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
+        let system = recorded.unwrap_or_else(|| target.address());
+        Some((system, target.vendor(), target.object()))
+    }
+
     /// Drops what is kept for resources the watches no longer show (deleted, or relabelled to
     /// another shard), for Secrets and systems none of them uses, and claims older than their
     /// hold. With churn these would grow without bound, and the admin credentials of a deleted
@@ -155,13 +192,15 @@ impl Context {
         let mut secrets = HashSet::new();
         let mut systems = HashSet::new();
         for rotation in &live {
-            let namespace = rotation.namespace().unwrap_or_default();
-            for target in rotation.spec.target.members() {
+            let Ok(spec) = self.target_index.resolve(rotation) else {
+                continue;
+            };
+            for target in spec.target.members() {
                 secrets.extend(
                     target
                         .secrets()
                         .into_iter()
-                        .map(|used| (namespace.clone(), used.name)),
+                        .map(|used| (spec.secrets_namespace.clone(), used.name)),
                 );
                 systems.insert((target.vendor(), target.address()));
             }
@@ -245,6 +284,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         })
         .collect();
     metrics.calls_per_cluster(settings.calls_per_cluster);
+    let (target_index, namespaced_targets, cluster_targets) =
+        TargetIndex::watch(&client, &scopes, settings.cluster_target_namespace.clone());
     let stores: Vec<_> = controllers.iter().map(Controller::store).collect();
     tokio::spawn(report_ready(stores.clone(), health));
     let reporter = Reporter {
@@ -258,6 +299,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         kubernetes,
         connect,
         stores,
+        target_index,
         settings.clone(),
         metrics,
     );
@@ -265,7 +307,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     let runs = controllers
         .into_iter()
         .zip(scopes)
-        .map(|(controller, scope)| {
+        .zip(namespaced_targets)
+        .map(|((controller, scope), namespaced_targets)| {
             // Secrets are watched as metadata only, so no Secret data is ever cached.
             let secrets = match scope {
                 Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
@@ -273,6 +316,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             };
             let store = controller.store();
             let ctx = context.clone();
+            let controller =
+                watch_targets(controller, namespaced_targets, cluster_targets.as_ref());
             controller
                 // Small pages: the first list of every Secret's metadata passes through
                 // memory a page at a time.
@@ -286,10 +331,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                             &name,
                             secret.resource_version().as_deref(),
                         );
+                        let namespace = namespace.unwrap_or_default();
                         store
                             .state()
                             .into_iter()
-                            .filter(|r| secrets::references(r, namespace.as_deref(), &name))
+                            .filter(|r| ctx.reads_secret(r, &namespace, &name))
                             .map(|r| ObjectRef::from_obj(&*r))
                             .collect::<Vec<_>>()
                     },
@@ -310,6 +356,40 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 })
         });
     futures::future::join_all(runs).await;
+}
+
+/// Reconciles the resources that name a target when it changes, and those on a
+/// ClusterRotationTarget when their namespace's labels change.
+fn watch_targets(
+    controller: Controller<PasswordRotation>,
+    namespaced: ReflectHandle<RotationTarget>,
+    cluster: Option<&ClusterHandles>,
+) -> Controller<PasswordRotation> {
+    let store = controller.store();
+    let mut controller = controller.watches_shared_stream(namespaced, move |target| {
+        target_index::naming(
+            &store,
+            TargetKind::RotationTarget,
+            target.namespace().as_deref(),
+            &target.name_any(),
+        )
+    });
+    if let Some(handles) = cluster {
+        let store = controller.store();
+        controller = controller.watches_shared_stream(handles.targets.clone(), move |target| {
+            target_index::naming(
+                &store,
+                TargetKind::ClusterRotationTarget,
+                None,
+                &target.name_any(),
+            )
+        });
+        let store = controller.store();
+        controller = controller.watches_shared_stream(handles.namespaces.clone(), move |ns| {
+            target_index::in_namespace_on_cluster_targets(&store, &ns.name_any())
+        });
+    }
+    controller
 }
 
 /// The cache keeps each resource as its decisions read it: without the record of who wrote
@@ -439,8 +519,11 @@ fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context
 struct Rotator<'a> {
     ctx: &'a Context,
     rotation: Arc<PasswordRotation>,
-    /// What this reconcile acts on: the spec, with a rotation's pinned plan put back.
-    spec: PasswordRotationSpec,
+    /// What this reconcile acts on: the spec on its target, with a rotation's pinned plan
+    /// put back.
+    spec: RotationSpec,
+    /// Why the target could not be resolved; it matters only when no plan is pinned.
+    unresolved: Option<Unresolved>,
     /// Spec fields edited since the rotation in flight pinned its plan.
     plan_changes: Vec<&'static str>,
     /// The status as this reconcile knows it; steps whose replay is safe change it here only.
@@ -463,13 +546,21 @@ impl<'a> Rotator<'a> {
     fn new(ctx: &'a Context, rotation: Arc<PasswordRotation>) -> Self {
         let namespace = rotation.namespace().unwrap_or_default();
         let status = rotation.status.clone().unwrap_or_default();
+        let (spec, unresolved) = match ctx.target_index.resolve(&rotation) {
+            Ok(spec) => (spec, None),
+            Err(unresolved) => (
+                RotationSpec::unresolved(&rotation.spec, &namespace),
+                Some(unresolved),
+            ),
+        };
         Self {
             ctx,
             written: status.clone(),
             status,
             prefetched_target_secrets: None,
             adding_finalizer: None,
-            spec: rotation.spec.clone(),
+            spec,
+            unresolved,
             plan_changes: Vec::new(),
             secrets: Secrets {
                 kubernetes: ctx.kubernetes.as_ref(),
@@ -494,6 +585,10 @@ impl<'a> Rotator<'a> {
     async fn steps(&mut self) -> Result<Action> {
         // As read: a restarted operator exports what the resources' statuses say at once.
         self.export_status();
+        // A target not seen yet may only not be listed yet.
+        if self.unresolved.is_some() && !self.ctx.target_index.synced() {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         let state_name = secrets::state_secret_name(&self.rotation);
         if self.settled() && self.secrets.get_opt(&state_name).await?.is_none() {
             let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
@@ -519,6 +614,14 @@ impl<'a> Rotator<'a> {
         let spec_target = self.spec.target.clone();
         self.pin(state.as_ref());
         self.leave_to_its_shard(state.as_ref()).await?;
+        // A rotation in flight finishes on its pinned plan; no new one starts on a target
+        // that cannot be resolved.
+        let pinned = state.as_ref().is_some_and(|s| s.plan.is_some());
+        if let Some(unresolved) = self.unresolved.take()
+            && !pinned
+        {
+            return self.report_unresolved(unresolved).await;
+        }
         if self.spec.target == spec_target {
             self.prefetched_target_secrets = target_secrets;
         }
@@ -987,8 +1090,8 @@ impl<'a> Rotator<'a> {
     /// Acts on the rotation's pinned plan while one is in flight, on the spec otherwise.
     fn pin(&mut self, state: Option<&RotationState>) {
         if let Some(plan) = state.and_then(|s| s.plan.as_ref()) {
-            self.spec = plan.applied_to(&self.rotation.spec);
-            self.plan_changes = plan.changed_fields(&self.rotation.spec);
+            self.plan_changes = plan.changed_fields(&self.spec);
+            self.spec = plan.applied_to(&self.spec);
         }
     }
 
@@ -1056,7 +1159,7 @@ impl<'a> Rotator<'a> {
 
     /// The oldest other resource that rotates the same user or database of the same cluster.
     fn conflict(&self) -> Option<String> {
-        let mine = target_key(&self.rotation)?;
+        let mine = self.ctx.target_key(&self.rotation)?;
         self.competitor(&mine, false)
     }
 
@@ -1068,12 +1171,17 @@ impl<'a> Rotator<'a> {
             .stores
             .iter()
             .flat_map(Store::state)
-            .filter(|other| other.uid() != uid && target_key(other).as_ref() == Some(mine))
+            .filter(|other| other.uid() != uid && self.ctx.target_key(other).as_ref() == Some(mine))
             // One refused for its spec holds none back, unless it is rotating now: its plan
             // is pinned, and a spec edited mid-rotation must not free the password list.
             .filter(|other| {
                 (busy && rotating(other))
-                    || (precedes(other, &self.rotation) && validate(&other.spec).is_ok())
+                    || (precedes(other, &self.rotation)
+                        && self
+                            .ctx
+                            .target_index
+                            .resolve(other)
+                            .is_ok_and(|spec| validate(&spec).is_ok()))
             })
             .min_by_key(|other| order_key(other))
             .map(|other| qualified_name(&other))
@@ -1144,11 +1252,6 @@ impl<'a> Rotator<'a> {
                     .await?;
                 Ok(Some(Action::await_change()))
             }
-            Err(refused @ Error::SecretNotAllowed { .. }) => {
-                self.report_not_ready(Reason::SecretNotAllowed, &refused.to_string())
-                    .await?;
-                Ok(Some(Action::await_change()))
-            }
             Err(e) => Err(e),
         }
     }
@@ -1173,9 +1276,8 @@ impl<'a> Rotator<'a> {
         }
     }
 
-    /// The Secrets the target reads, as they are now; each must allow this resource.
+    /// The Secrets the target reads, as they are now.
     async fn target_secrets(&self) -> Result<BTreeMap<String, Secret>> {
-        let rotation = self.rotation.name_any();
         let used = self.target_spec().secrets();
         let found =
             futures::future::try_join_all(used.iter().map(|u| self.target_secret(&u.name))).await?;
@@ -1183,15 +1285,11 @@ impl<'a> Rotator<'a> {
         for (used, found) in used.into_iter().zip(found) {
             let secret = found.ok_or_else(|| Error::Secret {
                 name: used.name.clone(),
-                problem: format!("not found ({})", used.field),
+                problem: format!(
+                    "not found in namespace {} ({} of the target)",
+                    self.spec.secrets_namespace, used.field
+                ),
             })?;
-            if !secrets::allows(&secret, &rotation) {
-                return Err(Error::SecretNotAllowed {
-                    name: used.name,
-                    field: used.field,
-                    rotation,
-                });
-            }
             read.insert(used.name, secret);
         }
         Ok(read)
@@ -1200,12 +1298,17 @@ impl<'a> Rotator<'a> {
     /// One of the target's Secrets: as last read while the watch shows it unchanged.
     async fn target_secret(&self, name: &str) -> Result<Option<Secret>> {
         let cache = &self.ctx.target_secret_cache;
-        if let Some(kept) = cache.get(&self.namespace, name) {
+        let namespace = &self.spec.secrets_namespace;
+        if let Some(kept) = cache.get(namespace, name) {
             return Ok(Some(kept));
         }
-        let read = self.secrets.get_opt(name).await?;
+        let secrets = Secrets {
+            kubernetes: self.ctx.kubernetes.as_ref(),
+            namespace: namespace.clone(),
+        };
+        let read = secrets.get_opt(name).await?;
         if let Some(secret) = &read {
-            cache.keep(&self.namespace, secret.clone());
+            cache.keep(namespace, secret.clone());
         }
         Ok(read)
     }
@@ -1214,7 +1317,7 @@ impl<'a> Rotator<'a> {
     async fn credentials_fingerprint(&self) -> Result<Option<String>> {
         match self.target_secrets().await {
             Ok(secrets) => Ok(Some(credentials_fingerprint(&secrets))),
-            Err(Error::Secret { .. } | Error::SecretNotAllowed { .. }) => Ok(None),
+            Err(Error::Secret { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -1234,6 +1337,8 @@ impl<'a> Rotator<'a> {
             Connect {
                 secrets,
                 credentials: &credentials,
+                secrets_namespace: &self.spec.secrets_namespace,
+                lockout: self.spec.lockout.as_ref(),
                 shared: &self.ctx.targets,
                 settings: &self.ctx.target_settings,
                 resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
@@ -1298,7 +1403,7 @@ impl<'a> Rotator<'a> {
             rotation_id: rotation_id(now),
             pending: generate_os(&policy),
             previous: Some(previous),
-            plan: Some(Plan::of(&self.rotation.spec)),
+            plan: Some(Plan::of(&self.spec)),
             previous_account,
             pending_account,
             retirement: self
@@ -1481,6 +1586,12 @@ impl<'a> Rotator<'a> {
         self.event(EventType::Warning, reason, "Rotate", &message)
             .await;
         Ok(requeue_at(now + crate::rotation::BLOCKED_RETRY, now))
+    }
+
+    async fn report_unresolved(&mut self, unresolved: Unresolved) -> Result<Action> {
+        self.report_not_ready(unresolved.reason, &unresolved.message)
+            .await?;
+        Ok(Action::await_change())
     }
 
     async fn report_invalid(&mut self, invalid: InvalidField) -> Result<Action> {
@@ -1840,17 +1951,6 @@ fn restart_value(rotation_id: &str, round: Option<u32>) -> String {
 fn rotation_id(now: Timestamp) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", now.strftime("%Y%m%d%H%M%S"), &suffix[..6])
-}
-
-/// What identifies a password list across resources: the system, as it called itself when
-/// the resource last started a rotation (else as its spec addresses it), the target kind, and
-/// what holds the passwords.
-fn target_key(rotation: &PasswordRotation) -> Option<TargetIdentity> {
-    let target = rotation.spec.target.selected().ok()?;
-    target.validate().ok()?;
-    let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
-    let system = recorded.unwrap_or_else(|| target.address());
-    Some((system, target.vendor(), target.object()))
 }
 
 fn has_finalizer(rotation: &PasswordRotation) -> bool {

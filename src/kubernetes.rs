@@ -208,8 +208,8 @@ impl Kubernetes for ApiServer {
         );
         Box::pin(async move {
             let patch = json!({
-                "apiVersion": "rotator.dev/v1alpha1",
-                "kind": "PasswordRotation",
+                "apiVersion": PasswordRotation::api_version(&()),
+                "kind": PasswordRotation::kind(&()),
                 "status": status,
             });
             let written = api

@@ -1,6 +1,7 @@
 //! password-rotator: rotates Redis Software passwords without downtime.
 
 pub mod controller;
+pub mod convert;
 pub mod duration;
 pub mod events;
 pub mod freshness;
@@ -15,11 +16,14 @@ pub mod reason;
 pub mod resource;
 pub mod rollout;
 pub mod rotation;
+pub mod rotation_spec;
+pub mod rotation_target;
 pub mod schedule;
 pub mod secret_cache;
 pub mod secrets;
 pub mod shard;
 pub mod status;
+pub mod target_index;
 pub mod targets;
 pub mod telemetry;
 pub mod template;
@@ -29,12 +33,45 @@ pub mod verify;
 
 use kube::CustomResourceExt;
 
-/// The CustomResourceDefinition as YAML, as `password-rotator crd` prints it and `crds/` holds it.
-pub fn crd_yaml() -> String {
-    let mut crd =
+/// The CustomResourceDefinitions, each as a file name of `crds/` and its YAML, as
+/// `password-rotator crd` prints them.
+pub fn crds() -> Vec<(String, String)> {
+    let mut rotations =
         serde_json::to_value(resource::PasswordRotation::crd()).expect("a CRD always serializes");
-    to_known_formats(&mut crd);
-    serde_yaml::to_string(&crd).expect("a CRD always serializes")
+    keep_v1alpha1_stored(&mut rotations);
+    [
+        rotations,
+        serde_json::to_value(rotation_target::RotationTarget::crd()).expect("serializes"),
+        serde_json::to_value(rotation_target::ClusterRotationTarget::crd()).expect("serializes"),
+    ]
+    .into_iter()
+    .map(|mut crd| {
+        to_known_formats(&mut crd);
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let yaml = serde_yaml::to_string(&crd).expect("a CRD always serializes");
+        (format!("{name}.yaml"), yaml)
+    })
+    .collect()
+}
+
+/// v1alpha1 stays listed, neither served nor stored: the API server refuses a CRD that drops a
+/// version its objects may still be stored in. The README says how to move them to v1alpha2
+/// (`password-rotator convert`).
+fn keep_v1alpha1_stored(crd: &mut serde_json::Value) {
+    if let Some(versions) = crd["spec"]["versions"].as_array_mut() {
+        versions.push(serde_json::json!({
+            "name": "v1alpha1",
+            "served": false,
+            "storage": false,
+            "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+            }},
+        }));
+    }
 }
 
 /// Rewrites the integer formats schemars gives Rust's types (`uint32`, `uint64`, ...) to the

@@ -26,8 +26,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the PasswordRotation CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (PasswordRotation, RotationTarget,
+    /// ClusterRotationTarget) as YAML, or write each into a directory.
+    Crd {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the RotationTargets and v1alpha2 PasswordRotations that replace v1alpha1
+    /// PasswordRotations (`kubectl get pwrot -A -o yaml`), read from a file or stdin.
+    Convert {
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+    },
     /// Run the controller.
     Run(Box<RunArgs>),
 }
@@ -68,6 +78,10 @@ struct RunArgs {
     /// those without that label), so that several operators split them.
     #[arg(long, env = "SHARD", value_parser = shard::parse)]
     shard: Option<String>,
+    /// Serve ClusterRotationTargets, whose Secrets (admin credentials, CAs) are in this
+    /// namespace; without it, resources may name only RotationTargets of their own namespace.
+    #[arg(long, env = "CLUSTER_TARGET_NAMESPACE")]
+    cluster_target_namespace: Option<String>,
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
@@ -133,7 +147,21 @@ async fn start() -> anyhow::Result<()> {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
     match Cli::parse().command {
-        Command::Crd => print!("{}", password_rotator::crd_yaml()),
+        Command::Crd { dir } => {
+            for (file, yaml) in password_rotator::crds() {
+                match &dir {
+                    Some(dir) => std::fs::write(dir.join(file), yaml)?,
+                    None => print!("---\n{yaml}"),
+                }
+            }
+        }
+        Command::Convert { file } => {
+            let input = match file {
+                Some(path) => std::fs::read_to_string(path)?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            print!("{}", password_rotator::convert::convert(&input)?);
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             tokio::spawn(trim_allocator_now_and_then());
@@ -159,6 +187,7 @@ async fn start() -> anyhow::Result<()> {
                 allow_verify: args.allow_verify_endpoints,
                 fail_point: args.fail_point.clone(),
                 shard: args.shard.clone(),
+                cluster_target_namespace: args.cluster_target_namespace.clone(),
             };
             run(Client::try_from(config)?, settings, *args).await?;
         }

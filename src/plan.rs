@@ -5,12 +5,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::resource::{Mode, PasswordRotationSpec, Target, Verify, WorkloadRef, WorkloadSecret};
+use crate::resource::{Mode, Verify, WorkloadRef, WorkloadSecret};
+use crate::rotation_spec::RotationSpec;
+use crate::rotation_target::LockoutPolicy;
+use crate::targets::Target;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
+    /// The target as resolved: an edit of the target resource does not reach the rotation
+    /// either.
     pub target: Target,
+    /// Absent in plans staged by v1alpha1 operators: their Secrets were the resource's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout: Option<LockoutPolicy>,
     pub secret: WorkloadSecret,
     pub mode: Mode,
     pub workloads: Vec<WorkloadRef>,
@@ -19,9 +29,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn of(spec: &PasswordRotationSpec) -> Self {
+    pub fn of(spec: &RotationSpec) -> Self {
         Self {
             target: spec.target.clone(),
+            secrets_namespace: Some(spec.secrets_namespace.clone()),
+            lockout: spec.lockout.clone(),
             secret: spec.secret.clone(),
             mode: spec.mode,
             workloads: spec.rollout.workloads.clone(),
@@ -31,9 +43,13 @@ impl Plan {
 
     /// `spec` with the pinned fields put back: what the rotation in flight acts on. The rest
     /// (schedule, suspend, requests, overlap, timeout) stays as the spec says now.
-    pub fn applied_to(&self, spec: &PasswordRotationSpec) -> PasswordRotationSpec {
+    pub fn applied_to(&self, spec: &RotationSpec) -> RotationSpec {
         let mut effective = spec.clone();
         effective.target = self.target.clone();
+        if let Some(namespace) = &self.secrets_namespace {
+            effective.secrets_namespace = namespace.clone();
+        }
+        effective.lockout = self.lockout.clone();
         effective.secret = self.secret.clone();
         effective.mode = self.mode;
         effective.rollout.workloads = self.workloads.clone();
@@ -42,10 +58,12 @@ impl Plan {
     }
 
     /// The spec fields edited since the plan was pinned; they apply to the next rotation.
-    pub fn changed_fields(&self, spec: &PasswordRotationSpec) -> Vec<&'static str> {
+    pub fn changed_fields(&self, spec: &RotationSpec) -> Vec<&'static str> {
         let now = Self::of(spec);
+        let target_moved = self.secrets_namespace.is_some()
+            && (self.secrets_namespace != now.secrets_namespace || self.lockout != now.lockout);
         [
-            ("spec.target", self.target != now.target),
+            ("spec.target", self.target != now.target || target_moved),
             ("spec.secret", self.secret != now.secret),
             ("spec.mode", self.mode != now.mode),
             ("spec.rollout.workloads", self.workloads != now.workloads),
@@ -63,7 +81,7 @@ mod tests {
 
     use super::*;
 
-    fn spec(extra: serde_json::Value) -> PasswordRotationSpec {
+    fn spec(extra: serde_json::Value) -> RotationSpec {
         let mut base = json!({
             "target": {"redisSoftware": {"url": "https://rs:9443", "credentialsSecret": "admin", "user": "app"}},
             "secret": {"name": "app-redis"},
@@ -72,7 +90,7 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             base[k] = v.clone();
         }
-        serde_json::from_value(base).unwrap()
+        RotationSpec::from_v1alpha1(base)
     }
 
     #[test]

@@ -16,7 +16,13 @@ pub enum Reason {
     Suspended,
     /// `Ready=False`: a field is wrong; the message names it.
     InvalidSpec,
-    /// `Ready=False`: a referenced Secret does not allow this resource.
+    /// `Ready=False`: the target `spec.target.ref` names does not exist (or this operator
+    /// serves no ClusterRotationTarget).
+    TargetMissing,
+    /// `Ready=False`: the target's policy (`spec.allow`) does not allow this resource; the
+    /// message names the rule.
+    TargetNotAllowed,
+    /// `Ready=False`: the workload Secret does not allow this resource.
     SecretNotAllowed,
     /// `Ready=False`: a referenced Secret, or a key of it, is missing.
     SecretMissing,
@@ -80,6 +86,8 @@ impl Reason {
         Reason::Rotating,
         Reason::Suspended,
         Reason::InvalidSpec,
+        Reason::TargetMissing,
+        Reason::TargetNotAllowed,
         Reason::SecretNotAllowed,
         Reason::SecretMissing,
         Reason::Conflict,
@@ -116,6 +124,8 @@ impl Reason {
             Reason::Rotating => "Rotating",
             Reason::Suspended => "Suspended",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::TargetMissing => "TargetMissing",
+            Reason::TargetNotAllowed => "TargetNotAllowed",
             Reason::SecretNotAllowed => "SecretNotAllowed",
             Reason::SecretMissing => "SecretMissing",
             Reason::Conflict => "Conflict",

@@ -1,4 +1,5 @@
-//! The `PasswordRotation` custom resource (group `rotator.dev`, version `v1alpha1`).
+//! The `PasswordRotation` custom resource (group `rotator.dev`, version `v1alpha2`): which
+//! target, which object there, which Secret, when, and which workloads to roll.
 
 // Each printer column repeats `type_ = ...`, which this lint takes for a duplicate.
 #![allow(clippy::duplicated_attributes)]
@@ -11,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
-pub use crate::targets::Target;
+use crate::rotation_target::TargetKind;
 
 /// Annotation that requests one rotation: any token not seen before starts one.
 pub const ROTATE_REQUESTED_ANNOTATION: &str = "rotator.dev/rotate-requested";
@@ -40,11 +41,11 @@ pub const FINALIZER: &str = "rotator.dev/cleanup";
 /// Secret of a rotation carries the shard of the operator that staged it.
 pub const SHARD_LABEL: &str = "rotator.dev/shard";
 
-/// Rotates the password of a Redis Software user or database and keeps a Secret in step.
+/// Rotates the password of a user, database or account of a target and keeps a Secret in step.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "rotator.dev",
-    version = "v1alpha1",
+    version = "v1alpha2",
     kind = "PasswordRotation",
     plural = "passwordrotations",
     shortname = "pwrot",
@@ -69,10 +70,10 @@ pub const SHARD_LABEL: &str = "rotator.dev/shard";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.target.ontap) || has(self.target.ontap.alternatingAccounts) || (has(self.mode) && self.mode == 'Replace')").message("an ONTAP account holds one password: add-then-delete needs spec.target.ontap.alternatingAccounts (two accounts with the same role), or mode: Replace (a short outage until the workloads restart)"))]
-#[x_kube(validation = Rule::new("!has(self.target.ontap) || !has(self.target.ontap.alternatingAccounts) || !has(self.mode) || self.mode == 'AddThenDelete'").message("alternatingAccounts rotate without an outage: use mode AddThenDelete"))]
+#[x_kube(validation = Rule::new("!has(self.target.account) || (has(self.mode) && self.mode == 'Replace')").message("an ONTAP account holds one password: add-then-delete needs spec.target.alternatingAccounts (two accounts with the same role), or mode: Replace (a short outage until the workloads restart)"))]
+#[x_kube(validation = Rule::new("!has(self.target.alternatingAccounts) || !has(self.mode) || self.mode == 'AddThenDelete'").message("alternatingAccounts rotate without an outage: use mode AddThenDelete"))]
 pub struct PasswordRotationSpec {
-    pub target: Target,
+    pub target: TargetRef,
     pub secret: WorkloadSecret,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
@@ -91,6 +92,50 @@ pub struct PasswordRotationSpec {
     /// `rotator.dev/rotate-requested` annotation instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_request: Option<String>,
+}
+
+/// The target, and the object there whose password rotates: a user or a database
+/// (`redisSoftware`), a user (`redis`), an account or two that alternate (`ontap`).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.user), has(self.databaseUid), has(self.account), has(self.alternatingAccounts)].filter(x, x).size() == 1").message("set exactly one of user, databaseUid, account or alternatingAccounts"))]
+pub struct TargetRef {
+    #[serde(rename = "ref")]
+    pub reference: TargetReference,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("user must not be empty"))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_uid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("account must not be empty"))]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) == 2 && self[0] != self[1] && self.all(a, size(a) > 0)").message("alternatingAccounts names two different accounts"))]
+    pub alternating_accounts: Option<Vec<String>>,
+}
+
+impl TargetRef {
+    /// The users, database uids or accounts named, as a target's `allow.objects` matches them.
+    pub fn objects(&self) -> Vec<String> {
+        let uid = self.database_uid.map(|uid| uid.to_string());
+        self.user
+            .iter()
+            .chain(&uid)
+            .chain(&self.account)
+            .chain(self.alternating_accounts.iter().flatten())
+            .cloned()
+            .collect()
+    }
+}
+
+/// A `RotationTarget` of the resource's namespace, or a `ClusterRotationTarget`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetReference {
+    pub kind: TargetKind,
+    #[x_kube(validation = Rule::new("size(self) > 0").message("name must not be empty"))]
+    pub name: String,
 }
 
 /// The Secret the workloads read, in the resource's namespace.

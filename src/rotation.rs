@@ -6,7 +6,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::reason::Reason;
-use crate::resource::{Mode, PasswordRotationSpec, PasswordRotationStatus, Phase, Step};
+use crate::resource::{Mode, PasswordRotationStatus, Phase, Step};
+use crate::rotation_spec::RotationSpec;
 use crate::schedule::Trigger;
 use crate::validation::ValidSpec;
 
@@ -74,7 +75,7 @@ pub struct Observation<'a> {
     /// `namespace/name` of the resource: fixes its share of the schedule's jitter.
     pub seed: &'a str,
     pub generation: Option<i64>,
-    pub spec: &'a PasswordRotationSpec,
+    pub spec: &'a RotationSpec,
     pub status: &'a PasswordRotationStatus,
     pub rotate_annotation: Option<&'a str>,
     pub state: Option<&'a StateSummary>,
@@ -538,7 +539,7 @@ mod tests {
     use super::*;
     use crate::validation::validate;
 
-    fn spec(extra: serde_json::Value) -> PasswordRotationSpec {
+    fn spec(extra: serde_json::Value) -> RotationSpec {
         let mut base = json!({
             "target": {"redisSoftware": {"url": "https://rs:9443", "credentialsSecret": "admin", "user": "app"}},
             "secret": {"name": "app-redis"},
@@ -546,7 +547,7 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             base[k] = v.clone();
         }
-        serde_json::from_value(base).unwrap()
+        RotationSpec::from_v1alpha1(base)
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -556,7 +557,7 @@ mod tests {
     const NOW: &str = "2026-06-01T12:00:00Z";
 
     struct Case {
-        spec: PasswordRotationSpec,
+        spec: RotationSpec,
         status: PasswordRotationStatus,
         annotation: Option<&'static str>,
         state: Option<StateSummary>,
@@ -568,7 +569,7 @@ mod tests {
     }
 
     impl Case {
-        fn new(spec: PasswordRotationSpec) -> Self {
+        fn new(spec: RotationSpec) -> Self {
             Case {
                 spec,
                 status: PasswordRotationStatus::default(),

@@ -260,20 +260,6 @@ fn bytes(text: &str) -> ByteString {
     ByteString(text.as_bytes().to_vec())
 }
 
-/// The watch on Secrets sees metadata only; this maps a Secret to the resources that read it.
-pub fn references(rotation: &PasswordRotation, namespace: Option<&str>, name: &str) -> bool {
-    if rotation.namespace().as_deref() != namespace {
-        return false;
-    }
-    let spec = &rotation.spec;
-    spec.secret.name == name
-        || spec
-            .target
-            .members()
-            .iter()
-            .any(|target| target.secrets().iter().any(|used| used.name == name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

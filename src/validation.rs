@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::resource::PasswordRotationSpec;
+use crate::rotation_spec::RotationSpec;
 use crate::schedule::{Schedule, ScheduleRule, Window};
 
 /// The spec, checked and parsed.
@@ -30,7 +30,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     }
 }
 
-pub fn validate(spec: &PasswordRotationSpec) -> Result<ValidSpec, InvalidField> {
+pub fn validate(spec: &RotationSpec) -> Result<ValidSpec, InvalidField> {
     let target = spec.target.selected()?;
     target.validate()?;
     target.supports(spec.mode)?;
@@ -149,8 +149,8 @@ mod tests {
 
     use super::*;
 
-    fn spec(target: serde_json::Value, secret: serde_json::Value) -> PasswordRotationSpec {
-        serde_json::from_value(json!({"target": target, "secret": secret})).unwrap()
+    fn spec(target: serde_json::Value, secret: serde_json::Value) -> RotationSpec {
+        RotationSpec::from_v1alpha1(json!({"target": target, "secret": secret}))
     }
 
     #[test]

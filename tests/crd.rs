@@ -1,16 +1,18 @@
-//! `crds/` must be what `password-rotator crd` prints: regenerate it with
-//! `cargo run -- crd > crds/passwordrotations.rotator.dev.yaml`.
+//! `crds/` must be what `password-rotator crd` prints: regenerate it with `make crds`.
 
 #[test]
 fn crds_directory_is_current() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/passwordrotations.rotator.dev.yaml"
-    );
-    let committed = std::fs::read_to_string(path).expect("crds/ holds the CRD");
-    assert!(
-        committed == password_rotator::crd_yaml(),
-        "crds/ is stale: run `cargo run -- crd > crds/passwordrotations.rotator.dev.yaml`"
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let generated = password_rotator::crds();
+    for (file, yaml) in &generated {
+        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        assert!(committed == *yaml, "crds/{file} is stale: run `make crds`");
+    }
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        files,
+        generated.len(),
+        "crds/ holds a file no CRD is generated into"
     );
 }
 

@@ -382,7 +382,7 @@ async fn a_tenant_manages_passwordrotations_but_never_their_status() -> Result<(
     wait_allowed(&viewer, &ns, "rotator.dev", "passwordrotations", "get").await?;
 
     let rotation: PasswordRotation = serde_json::from_value(json!({
-        "apiVersion": "rotator.dev/v1alpha1", "kind": "PasswordRotation",
+        "apiVersion": "rotator.dev/v1alpha2", "kind": "PasswordRotation",
         "metadata": {"name": "orders-cache"},
         "spec": {
             "target": {"redisSoftware": {

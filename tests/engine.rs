@@ -25,6 +25,8 @@ use password_rotator::resource::{
 };
 use password_rotator::rollout::Restart;
 use password_rotator::rotation::{CallFailure, RolloutProgress};
+use password_rotator::rotation_target::RotationTarget;
+use password_rotator::target_index::TargetIndex;
 use password_rotator::targets::{BoxFuture, Budget, Change, PasswordTarget};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -350,24 +352,32 @@ impl Engine {
             allow_verify: false,
             fail_point: None,
             shard: shard.map(str::to_owned),
+            cluster_target_namespace: None,
         };
         let watched = Writer::<PasswordRotation>::default();
         let store = watched.as_reader();
+        let mut targets = Writer::<RotationTarget>::default();
+        targets.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha2",
+            "kind": "RotationTarget",
+            "metadata": {"name": "rs", "namespace": NS},
+            "spec": {"redisSoftware": {
+                "url": "https://rs.example:9443",
+                "credentialsSecret": "rs-admin",
+                "caSecret": {"name": "rs-admin", "key": "username"},
+            }},
+        }))?));
         let ctx = Context::new(
             client,
             kubernetes.clone(),
             connect,
             vec![store],
+            TargetIndex::of(vec![targets.as_reader()]),
             settings,
             Arc::new(Metrics::new()),
         );
         let mut base = json!({
-            "target": {"redisSoftware": {
-                "url": "https://rs.example:9443",
-                "credentialsSecret": "rs-admin",
-                "caSecret": {"name": "rs-admin", "key": "username"},
-                "user": "orders-app",
-            }},
+            "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": "orders-app"},
             "secret": {"name": WORKLOAD_SECRET},
             "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
         });
@@ -375,7 +385,7 @@ impl Engine {
             base.extend(spec.clone());
         }
         let rotation: PasswordRotation = serde_json::from_value(json!({
-            "apiVersion": "rotator.dev/v1alpha1",
+            "apiVersion": "rotator.dev/v1alpha2",
             "kind": "PasswordRotation",
             "metadata": {
                 "name": NAME, "namespace": NS, "uid": "u-1", "generation": 1,

@@ -715,7 +715,7 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
     for (i, (overrides, expected)) in cases.into_iter().enumerate() {
         let spec = h.user_spec(overrides);
         let object: PasswordRotation = serde_json::from_value(json!({
-            "apiVersion": "rotator.dev/v1alpha1", "kind": "PasswordRotation",
+            "apiVersion": "rotator.dev/v1alpha2", "kind": "PasswordRotation",
             "metadata": {"name": format!("bad-{i}")}, "spec": spec,
         }))?;
         match h.rotations().create(&PostParams::default(), &object).await {
@@ -1031,7 +1031,7 @@ async fn an_operator_watches_exactly_the_namespaces_it_is_given() -> Result<()> 
     let mut operator = h.spawn_operator(&["--namespace", second.name()])?;
     let rotation = |ns: &str, spec| -> Result<PasswordRotation> {
         Ok(serde_json::from_value(json!({
-            "apiVersion": "rotator.dev/v1alpha1", "kind": "PasswordRotation",
+            "apiVersion": "rotator.dev/v1alpha2", "kind": "PasswordRotation",
             "metadata": {"name": "orders-db", "namespace": ns}, "spec": spec,
         }))?)
     };
@@ -1121,7 +1121,7 @@ async fn edits_by_other_writers_mid_reconcile_are_retried_without_a_warning() ->
         let name = format!("app-{i}");
         async move {
             let mut rotation: PasswordRotation = serde_json::from_value(json!({
-                "apiVersion": "rotator.dev/v1alpha1",
+                "apiVersion": "rotator.dev/v1alpha2",
                 "kind": "PasswordRotation",
                 "metadata": {"name": name},
                 "spec": spec,

@@ -65,7 +65,7 @@ async fn create_in_shard(h: &Harness, name: &str, shard: Option<&str>, spec: Val
         metadata["labels"] = json!({ SHARD_LABEL: shard });
     }
     let rotation: PasswordRotation = serde_json::from_value(json!({
-        "apiVersion": "rotator.dev/v1alpha1",
+        "apiVersion": "rotator.dev/v1alpha2",
         "kind": "PasswordRotation",
         "metadata": metadata,
         "spec": spec,

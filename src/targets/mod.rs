@@ -3,7 +3,7 @@
 //! for conflicts, its capabilities, its failure classification and lockout policy. The engine
 //! (`controller`, `rotation`) names no vendor: it sees a [`TargetSpec`] and the
 //! [`PasswordTarget`] it connects to. A new vendor is one folder here plus its line in
-//! [`Target`].
+//! `one_of!`.
 
 pub mod http;
 pub mod ontap;
@@ -25,28 +25,61 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::login_budget::{AdminAccount, Lockout, LoginBudgets, Refusal};
-use crate::resource::Mode;
+use crate::resource::{Mode, TargetRef};
 use crate::rotation::CallFailure;
+use crate::rotation_target::LockoutPolicy;
 use crate::validation::InvalidField;
 use crate::{Error, Result};
 
-/// Declares the one-of `spec.target`: a member per vendor folder, its CEL rule and
-/// [`Target::members`], from one line per vendor.
+/// Declares, from one line per vendor, the one-of of a target's spec ([`Connection`]) and
+/// the target a resource rotates on ([`Target`]: a connection with the object there).
 macro_rules! one_of {
-    ($($field:ident: $vendor:ident::$spec:ident as $name:literal,)+) => {
-        /// What holds the password. Exactly one member is set.
+    ($($field:ident: $vendor:ident::$connection:ident => $target:ident as $name:literal,)+) => {
+        /// How to reach a password system. Exactly one member is set.
         #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
         #[serde(rename_all = "camelCase")]
-        #[x_kube(validation = Rule::new(concat!("0" $(, " + (has(self.", $name, ") ? 1 : 0)")+, " == 1")).message("exactly one target must be set"))]
+        pub struct Connection {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$vendor::$connection>,
+            )+
+        }
+
+        impl Connection {
+            /// The target for one resource: this connection and the object it names, which
+            /// must be one this vendor has.
+            pub fn with_object(&self, object: &TargetRef) -> Result<Target, InvalidField> {
+                let mut target = Target::default();
+                let mut set = 0;
+                $(
+                    if let Some(connection) = &self.$field {
+                        target.$field = Some(connection.with_object(object)?);
+                        set += 1;
+                    }
+                )+
+                match set {
+                    1 => Ok(target),
+                    _ => Err(InvalidField {
+                        field: "spec",
+                        message: concat!("exactly one of " $(, $name, " ")+, "must be set").into(),
+                    }),
+                }
+            }
+        }
+
+        /// What holds the password: a system and the object there. Kept in the state
+        /// Secret's plan, in the shape of v1alpha1's `spec.target`.
+        #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+        #[serde(rename_all = "camelCase")]
         pub struct Target {
             $(
                 #[serde(default, skip_serializing_if = "Option::is_none")]
-                pub $field: Option<$vendor::$spec>,
+                pub $field: Option<$vendor::$target>,
             )+
         }
 
         impl Target {
-            /// The members that are set; a valid spec has exactly one.
+            /// The members that are set; a resolved target has exactly one.
             pub fn members(&self) -> Vec<&dyn TargetSpec> {
                 [$(self.$field.as_ref().map(|t| t as &dyn TargetSpec),)+]
                     .into_iter()
@@ -58,9 +91,9 @@ macro_rules! one_of {
 }
 
 one_of! {
-    redis_software: redis_software::RedisSoftwareTarget as "redisSoftware",
-    redis: redis::RedisTarget as "redis",
-    ontap: ontap::OntapTarget as "ontap",
+    redis_software: redis_software::RedisSoftwareConnection => RedisSoftwareTarget as "redisSoftware",
+    redis: redis::RedisConnection => RedisTarget as "redis",
+    ontap: ontap::OntapConnection => OntapTarget as "ontap",
 }
 
 impl Target {
@@ -76,18 +109,45 @@ impl Target {
     }
 }
 
+/// Refuses an object field that `vendor` has no such thing for, naming the field.
+fn only_objects(
+    object: &TargetRef,
+    vendor: &str,
+    allowed: &[&'static str],
+) -> Result<(), InvalidField> {
+    let set = [
+        ("user", object.user.is_some()),
+        ("databaseUid", object.database_uid.is_some()),
+        ("account", object.account.is_some()),
+        ("alternatingAccounts", object.alternating_accounts.is_some()),
+    ];
+    match set
+        .iter()
+        .find(|(name, set)| *set && !allowed.contains(name))
+    {
+        Some((name, _)) => Err(InvalidField {
+            field: "spec.target",
+            message: format!(
+                "{name} is not an object of a {vendor} target: set {}",
+                allowed.join(" or ")
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a vendor's spec section tells the engine.
 pub trait TargetSpec: Send + Sync + fmt::Debug {
-    /// The member's name under `spec.target`, e.g. `redisSoftware`; also the `target` metrics
+    /// The member's name in a target's spec, e.g. `redisSoftware`; also the `target` metrics
     /// label.
     fn vendor(&self) -> &'static str;
 
     /// Checks CEL cannot make, naming the field.
     fn validate(&self) -> Result<(), InvalidField>;
 
-    /// The Secrets (in the resource's namespace) it reads: each must allow the resource.
+    /// The Secrets (in the target's Secret namespace) it reads.
     fn secrets(&self) -> Vec<SecretUse>;
 
     /// The system as the spec addresses it (e.g. `host:port`), until it says its own name.
@@ -180,6 +240,10 @@ pub struct Connect<'a> {
     pub secrets: &'a BTreeMap<String, Secret>,
     /// [`credentials_fingerprint`] of those Secrets.
     pub credentials: &'a str,
+    /// Where those Secrets are: resources of one target share its clients.
+    pub secrets_namespace: &'a str,
+    /// The target's own lockout policy, where it describes one.
+    pub lockout: Option<&'a LockoutPolicy>,
     pub shared: &'a Shared,
     pub settings: &'a TargetSettings,
     /// `namespace/name` of the resource the calls are for.
@@ -402,8 +466,10 @@ pub struct Budget {
 
 impl Budget {
     /// The budget of `login` on the cluster at `address`, for the resource `with` is for,
-    /// under the target's lockout policy.
-    pub fn of(with: &Connect<'_>, address: &str, login: &str, lockout: Lockout) -> Budget {
+    /// under the target's lockout policy (the vendor's `default` unless the target describes
+    /// its own).
+    pub fn of(with: &Connect<'_>, address: &str, login: &str, default: Lockout) -> Budget {
+        let lockout = with.lockout.map_or(default, |policy| policy.over(default));
         let account = crate::login_budget::account_key(address, login);
         Budget {
             calls: with.shared.calls(address, with.settings.calls_per_cluster),

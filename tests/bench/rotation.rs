@@ -317,7 +317,7 @@ impl Bench {
             metadata["labels"] = json!({ SET_LABEL: set });
         }
         Ok(serde_json::from_value(json!({
-            "apiVersion": "rotator.dev/v1alpha1",
+            "apiVersion": "rotator.dev/v1alpha2",
             "kind": "PasswordRotation",
             "metadata": metadata,
             "spec": spec,
@@ -516,7 +516,7 @@ impl Bench {
                 &name,
                 &PatchParams::apply("bench-floor").force(),
                 &Patch::Apply(json!({
-                    "apiVersion": "rotator.dev/v1alpha1",
+                    "apiVersion": "rotator.dev/v1alpha2",
                     "kind": "PasswordRotation",
                     "status": {
                         "phase": "Idle",

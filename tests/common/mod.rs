@@ -15,8 +15,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use password_rotator::resource::PasswordRotation;
+use password_rotator::rotation_target::RotationTarget;
 use password_rotator::secrets::ALLOWED_ROTATIONS_ANNOTATION;
 use rotator_test_support::api_server::{
     AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, ServerTls, UserConfig,
@@ -34,6 +35,8 @@ pub const DATABASE_UID: u64 = 3;
 pub const DATABASE_PASSWORD: &str = "Initial-Db-Pass-8zW2m";
 pub const USER_SECRET: &str = "orders-redis";
 pub const DATABASE_SECRET: &str = "db3-redis";
+/// The RotationTarget every harness creates: the API server with `rs-admin` and `rs-ca`.
+pub const TARGET: &str = "rs";
 
 pub struct Harness {
     pub client: Client,
@@ -148,6 +151,12 @@ impl Harness {
         harness
             .put_secret(DATABASE_SECRET, &[("password", DATABASE_PASSWORD)])
             .await?;
+        harness
+            .put_target(
+                TARGET,
+                json!({"redisSoftware": harness.rs_connection(), "allow": {"modes": ["AddThenDelete", "Replace"]}}),
+            )
+            .await?;
         for i in 0..extra {
             let user = format!("app-{i}");
             harness
@@ -170,6 +179,38 @@ impl Harness {
 
     pub fn secrets(&self) -> Api<Secret> {
         self.namespace.api()
+    }
+
+    pub fn targets(&self) -> Api<RotationTarget> {
+        self.namespace.api()
+    }
+
+    /// `spec.redisSoftware` of a RotationTarget for the API server, with `rs-admin` and
+    /// `rs-ca`.
+    pub fn rs_connection(&self) -> Value {
+        json!({
+            "url": self.api.url(),
+            "credentialsSecret": "rs-admin",
+            "caSecret": {"name": "rs-ca", "key": "ca.crt"},
+        })
+    }
+
+    /// Creates or replaces the RotationTarget `name` of this namespace with `spec`.
+    pub async fn put_target(&self, name: &str, spec: Value) -> Result<RotationTarget> {
+        let target: RotationTarget = serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha2",
+            "kind": "RotationTarget",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))?;
+        Ok(self
+            .targets()
+            .patch(
+                name,
+                &PatchParams::apply("rotator-tests").force(),
+                &Patch::Apply(&target),
+            )
+            .await?)
     }
 
     pub async fn put_secret(&self, name: &str, data: &[(&str, &str)]) -> Result<()> {
@@ -206,24 +247,22 @@ impl Harness {
         )
     }
 
+    /// On RotationTarget `rs` ([`TARGET`]); `{"target": {"ref": {"name": "other"}}}` names
+    /// another.
     fn spec(&self, what: Value, secret: &str, overrides: Value) -> Value {
         let mut spec = json!({
-            "target": {"redisSoftware": {
-                "url": self.api.url(),
-                "credentialsSecret": "rs-admin",
-                "caSecret": {"name": "rs-ca", "key": "ca.crt"},
-            }},
+            "target": {"ref": {"kind": "RotationTarget", "name": TARGET}},
             "secret": {"name": secret},
             "rollout": {"overlap": "0s", "timeout": "5m"},
         });
-        merge(&mut spec, json!({"target": {"redisSoftware": what}}));
+        merge(&mut spec, json!({"target": what}));
         merge(&mut spec, overrides);
         spec
     }
 
     pub async fn create_rotation(&self, name: &str, spec: Value) -> Result<PasswordRotation> {
         let object: PasswordRotation = serde_json::from_value(json!({
-            "apiVersion": "rotator.dev/v1alpha1",
+            "apiVersion": "rotator.dev/v1alpha2",
             "kind": "PasswordRotation",
             "metadata": {"name": name},
             "spec": spec,
@@ -566,34 +605,42 @@ pub fn unshared_secret(name: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
-/// Installs the CRD from `crds/` (the file users apply), and waits until it is served.
+/// Installs the CRDs of `crds/` (the files users apply), and waits until they are served.
 pub async fn install_crd(client: &Client) -> Result<()> {
-    let path = cluster::repo_root().join("crds/passwordrotations.rotator.dev.yaml");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        PasswordRotation::crd_name(),
-        &PatchParams::apply("rotator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let crd = api.get(PasswordRotation::crd_name()).await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the CRD was not established in 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(cluster::repo_root().join("crds"))? {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(entry?.path())?)?;
+        let name = crd.metadata.name.clone().context("a CRD has a name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("rotator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        names.push(name);
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the CRD {name} was not established in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Merges `overrides` into `base`, object by object.

@@ -11,7 +11,7 @@
 pub mod client;
 mod spec;
 
-pub use spec::OntapTarget;
+pub use spec::{OntapConnection, OntapTarget};
 
 use secrecy::SecretString;
 

@@ -1,4 +1,4 @@
-//! `spec.target.ontap`: one NetApp ONTAP account, or two that alternate.
+//! `spec.ontap` of a target, and the ONTAP account (or two that alternate) a resource rotates.
 
 use std::time::Duration;
 
@@ -10,30 +10,29 @@ use super::client::{Login, OntapClient, OntapConfig};
 use crate::login_budget::Lockout;
 use crate::reason::Reason;
 use crate::resource::Mode;
+use crate::resource::TargetRef;
 use crate::targets::{
     Accounts, Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec,
-    ca_pem, credentials_and_ca, login, url_address,
+    ca_pem, credentials_and_ca, login, only_objects, url_address,
 };
 use crate::validation::InvalidField;
 use crate::{Error, Result};
 
-const CREDENTIALS_FIELD: &str = "spec.target.ontap.credentialsSecret";
-const CA_FIELD: &str = "spec.target.ontap.caSecret";
-const URL_FIELD: &str = "spec.target.ontap.url";
-const ALTERNATING_FIELD: &str = "spec.target.ontap.alternatingAccounts";
+const CREDENTIALS_FIELD: &str = "spec.ontap.credentialsSecret";
+const CA_FIELD: &str = "spec.ontap.caSecret";
+const URL_FIELD: &str = "spec.ontap.url";
+const ALTERNATING_FIELD: &str = "spec.target.alternatingAccounts";
 
+/// `spec.ontap` of a target: a cluster's management address and, usually, an administrator.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.account) != has(self.alternatingAccounts)").message("set exactly one of account or alternatingAccounts"))]
-#[x_kube(validation = Rule::new("!has(self.alternatingAccounts) || (size(self.alternatingAccounts) == 2 && self.alternatingAccounts[0] != self.alternatingAccounts[1])").message("alternatingAccounts names two different accounts"))]
-#[x_kube(validation = Rule::new("!has(self.alternatingAccounts) || has(self.credentialsSecret)").message("alternatingAccounts needs credentialsSecret: an administrator sets the standby account's password"))]
 #[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.insecureHttp) && self.insecureHttp)").message("url must start with https:// (http:// only with insecureHttp: true)"))]
-pub struct OntapTarget {
+pub struct OntapConnection {
     /// The cluster management address, e.g. https://cluster1.example.internal
     pub url: String,
-    /// Secret in this namespace with keys `username` and `password` of a cluster
-    /// administrator. Without it, the account changes its own password with its current one
-    /// (self-service; `account` only).
+    /// Secret with keys `username` and `password` of a cluster administrator. Without it,
+    /// each account changes its own password with its current one (self-service; `account`
+    /// only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
     /// The cluster's certificate (pinned: its exact bytes, e.g. the default self-signed one)
@@ -48,6 +47,27 @@ pub struct OntapTarget {
     /// The SVM that owns the accounts, for SVM-scoped accounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svm: Option<String>,
+}
+
+impl OntapConnection {
+    /// The target for one resource: this cluster, and the account or pair it rotates.
+    pub fn with_object(&self, object: &TargetRef) -> Result<OntapTarget, InvalidField> {
+        only_objects(object, "ontap", &["account", "alternatingAccounts"])?;
+        Ok(OntapTarget {
+            connection: self.clone(),
+            account: object.account.clone(),
+            alternating_accounts: object.alternating_accounts.clone(),
+        })
+    }
+}
+
+/// One ONTAP account, or two that alternate, and the cluster that holds them. Kept in the
+/// state Secret's plan in the v1alpha1 shape.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OntapTarget {
+    #[serde(flatten)]
+    pub connection: OntapConnection,
     /// One account, rotated with `mode: Replace` (a short outage until the workloads
     /// restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,11 +87,11 @@ impl OntapTarget {
     }
 
     fn url(&self) -> Result<url::Url, InvalidField> {
-        let url = url::Url::parse(&self.url)
+        let url = url::Url::parse(&self.connection.url)
             .map_err(|e| Self::invalid(URL_FIELD, format!("not a URL: {e}")))?;
         match url.scheme() {
             "https" => Ok(url),
-            "http" if self.insecure_http => Ok(url),
+            "http" if self.connection.insecure_http => Ok(url),
             _ => Err(Self::invalid(
                 URL_FIELD,
                 "must start with https:// (http:// only with insecureHttp: true)",
@@ -100,7 +120,7 @@ impl TargetSpec for OntapTarget {
             (None, Some(pair))
                 if pair.len() == 2 && pair[0] != pair[1] && pair.iter().all(|a| !a.is_empty()) =>
             {
-                if self.credentials_secret.is_none() {
+                if self.connection.credentials_secret.is_none() {
                     return Err(Self::invalid(
                         CREDENTIALS_FIELD,
                         "alternatingAccounts needs credentialsSecret: an administrator sets \
@@ -116,7 +136,7 @@ impl TargetSpec for OntapTarget {
             }
             _ => {
                 return Err(Self::invalid(
-                    "spec.target.ontap",
+                    "spec.target",
                     "set exactly one of account or alternatingAccounts",
                 ));
             }
@@ -129,7 +149,7 @@ impl TargetSpec for OntapTarget {
             (Mode::AddThenDelete, false) => Err(Self::invalid(
                 "spec.mode",
                 "an ONTAP account holds one password: add-then-delete needs \
-                 spec.target.ontap.alternatingAccounts (two accounts with the same role), or \
+                 spec.target.alternatingAccounts (two accounts with the same role), or \
                  mode: Replace (a short outage until the workloads restart)",
             )),
             (Mode::Replace, true) => Err(Self::invalid(
@@ -142,19 +162,20 @@ impl TargetSpec for OntapTarget {
 
     fn secrets(&self) -> Vec<SecretUse> {
         credentials_and_ca(
-            self.credentials_secret.as_deref(),
+            self.connection.credentials_secret.as_deref(),
             CREDENTIALS_FIELD,
-            self.ca_secret.as_ref(),
+            self.connection.ca_secret.as_ref(),
             CA_FIELD,
         )
     }
 
     fn address(&self) -> String {
-        url_address(&self.url)
+        url_address(&self.connection.url)
     }
 
     fn object(&self) -> String {
         let svm = self
+            .connection
             .svm
             .as_ref()
             .map(|svm| format!(" of SVM {svm}"))
@@ -206,8 +227,9 @@ impl TargetSpec for OntapTarget {
     }
 
     fn insecure_field(&self) -> Option<&'static str> {
-        self.insecure_http
-            .then_some("spec.target.ontap.insecureHttp")
+        self.connection
+            .insecure_http
+            .then_some("spec.ontap.insecureHttp")
     }
 
     fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
@@ -216,7 +238,7 @@ impl TargetSpec for OntapTarget {
             detail: format!("{}: {}", e.field, e.message),
         };
         let url = self.url().map_err(invalid_spec)?;
-        let admin = match &self.credentials_secret {
+        let admin = match &self.connection.credentials_secret {
             Some(name) => {
                 let (username, password) = login(with.secrets, name, CREDENTIALS_FIELD)?;
                 Some(Login::new(username, password))
@@ -224,9 +246,13 @@ impl TargetSpec for OntapTarget {
             None => None,
         };
         let mut config = OntapConfig::new(url);
-        config.ca_pem = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?;
-        config.server_name = self.tls.as_ref().and_then(|t| t.server_name.clone());
-        config.insecure_http = self.insecure_http;
+        config.ca_pem = ca_pem(with.secrets, self.connection.ca_secret.as_ref(), CA_FIELD)?;
+        config.server_name = self
+            .connection
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone());
+        config.insecure_http = self.connection.insecure_http;
         config.timeout = with.settings.request_timeout;
         let address = self.address();
         let login = admin
@@ -243,25 +269,34 @@ impl TargetSpec for OntapTarget {
         let budget = Budget::of(&with, &address, &login, lockout);
         let key = format!(
             "ontap|{}|{}|{}|{}",
-            with.resource.split('/').next().unwrap_or_default(),
-            self.credentials_secret.as_deref().unwrap_or_default(),
-            self.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
-            self.url
+            with.secrets_namespace,
+            self.connection
+                .credentials_secret
+                .as_deref()
+                .unwrap_or_default(),
+            self.connection
+                .ca_secret
+                .as_ref()
+                .map_or("", |ca| ca.name.as_str()),
+            self.connection.url
         );
-        let fingerprint = format!("{}|{}|{:?}", with.credentials, self.insecure_http, self.tls);
+        let fingerprint = format!(
+            "{}|{}|{:?}",
+            with.credentials, self.connection.insecure_http, self.connection.tls
+        );
         let observer = with.observer.clone();
         let client = with.shared.client(key, fingerprint, || {
             OntapClient::new(config)
                 .map(|c| c.with_observer(observer))
                 .map_err(|e| Error::Target {
                     reason: Reason::InvalidSpec,
-                    detail: format!("spec.target.ontap: {e}"),
+                    detail: format!("spec.ontap: {e}"),
                 })
         })?;
         Ok(Box::new(Ontap {
             client,
             admin,
-            svm: self.svm.clone(),
+            svm: self.connection.svm.clone(),
             address,
             budget,
         }))

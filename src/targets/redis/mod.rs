@@ -5,7 +5,7 @@
 pub mod client;
 mod spec;
 
-pub use spec::RedisTarget;
+pub use spec::{RedisConnection, RedisTarget};
 
 use std::sync::Mutex;
 

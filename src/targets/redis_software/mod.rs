@@ -5,7 +5,7 @@
 pub mod client;
 mod spec;
 
-pub use spec::RedisSoftwareTarget;
+pub use spec::{RedisSoftwareConnection, RedisSoftwareTarget};
 
 use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;

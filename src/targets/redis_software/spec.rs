@@ -1,4 +1,4 @@
-//! `spec.target.redisSoftware`: a Redis Software user or a database's default user.
+//! `spec.redisSoftware` of a target, and the user or database a resource rotates there.
 
 use std::time::Duration;
 
@@ -9,25 +9,26 @@ use super::client::{ClientConfig, PasswordBodyShape, RedisSoftwareClient};
 use super::{Object, RedisSoftware};
 use crate::login_budget::Lockout;
 use crate::reason::Reason;
+use crate::resource::TargetRef;
 use crate::targets::{
     Budget, Connect, PasswordTarget, SecretKeyRef, SecretUse, TargetSpec, TlsSpec, ca_pem,
-    credentials_and_ca, login, url_address,
+    credentials_and_ca, login, only_objects, url_address,
 };
 use crate::validation::InvalidField;
 use crate::{Error, Result};
 
-const CREDENTIALS_FIELD: &str = "spec.target.redisSoftware.credentialsSecret";
-const CA_FIELD: &str = "spec.target.redisSoftware.caSecret";
-const URL_FIELD: &str = "spec.target.redisSoftware.url";
+const CREDENTIALS_FIELD: &str = "spec.redisSoftware.credentialsSecret";
+const CA_FIELD: &str = "spec.redisSoftware.caSecret";
+const URL_FIELD: &str = "spec.redisSoftware.url";
 
+/// `spec.redisSoftware` of a target: a cluster's REST API and an admin login.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.user) != has(self.databaseUid)").message("exactly one of user or databaseUid must be set"))]
 #[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.insecureHttp) && self.insecureHttp)").message("url must start with https:// (http:// only with insecureHttp: true)"))]
-pub struct RedisSoftwareTarget {
+pub struct RedisSoftwareConnection {
     /// REST API base URL, e.g. https://cluster.example.internal:9443
     pub url: String,
-    /// Secret in this namespace with keys `username` and `password` of an admin.
+    /// Secret with keys `username` and `password` of an admin.
     pub credentials_secret: String,
     /// The cluster's certificate (pinned: its exact bytes, e.g. the default self-signed `api`
     /// certificate) or a CA that signs it.
@@ -38,16 +39,38 @@ pub struct RedisSoftwareTarget {
     /// Allow a plain http:// URL. For tests only.
     #[serde(default)]
     pub insecure_http: bool,
+    /// Body shape of /v1/users/password requests: Legacy {username, old_password, new_password}
+    /// or Caller {new_password, username}, for newer clusters.
+    #[serde(default)]
+    pub password_body: PasswordBodyShape,
+}
+
+impl RedisSoftwareConnection {
+    /// The target for one resource: this connection, and the user or database it rotates.
+    pub fn with_object(&self, object: &TargetRef) -> Result<RedisSoftwareTarget, InvalidField> {
+        only_objects(object, "redisSoftware", &["user", "databaseUid"])?;
+        Ok(RedisSoftwareTarget {
+            connection: self.clone(),
+            user: object.user.clone(),
+            database_uid: object.database_uid,
+        })
+    }
+}
+
+/// A Redis Software user or database's default user, and the cluster that holds it. Kept in
+/// the state Secret's plan in the v1alpha1 shape, so a rotation staged before the upgrade
+/// finishes after it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSoftwareTarget {
+    #[serde(flatten)]
+    pub connection: RedisSoftwareConnection,
     /// Rotate this user's passwords.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Or rotate the default user's passwords of this database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_uid: Option<u64>,
-    /// Body shape of /v1/users/password requests: Legacy {username, old_password, new_password}
-    /// or Caller {new_password, username}, for newer clusters.
-    #[serde(default)]
-    pub password_body: PasswordBodyShape,
 }
 
 impl RedisSoftwareTarget {
@@ -56,20 +79,20 @@ impl RedisSoftwareTarget {
             (Some(user), None) if !user.is_empty() => Ok(Object::User(user.clone())),
             (None, Some(uid)) => Ok(Object::Database(uid)),
             _ => Err(InvalidField {
-                field: "spec.target.redisSoftware",
+                field: "spec.target",
                 message: "exactly one of user or databaseUid must be set".into(),
             }),
         }
     }
 
     fn url(&self) -> Result<url::Url, InvalidField> {
-        let url = url::Url::parse(&self.url).map_err(|e| InvalidField {
+        let url = url::Url::parse(&self.connection.url).map_err(|e| InvalidField {
             field: URL_FIELD,
             message: format!("not a URL: {e}"),
         })?;
         match url.scheme() {
             "https" => Ok(url),
-            "http" if self.insecure_http => Ok(url),
+            "http" if self.connection.insecure_http => Ok(url),
             _ => Err(InvalidField {
                 field: URL_FIELD,
                 message: "must start with https:// (http:// only with insecureHttp: true)".into(),
@@ -98,15 +121,15 @@ impl TargetSpec for RedisSoftwareTarget {
 
     fn secrets(&self) -> Vec<SecretUse> {
         credentials_and_ca(
-            Some(&self.credentials_secret),
+            Some(&self.connection.credentials_secret),
             CREDENTIALS_FIELD,
-            self.ca_secret.as_ref(),
+            self.connection.ca_secret.as_ref(),
             CA_FIELD,
         )
     }
 
     fn address(&self) -> String {
-        url_address(&self.url)
+        url_address(&self.connection.url)
     }
 
     fn object(&self) -> String {
@@ -127,16 +150,20 @@ impl TargetSpec for RedisSoftwareTarget {
     }
 
     fn insecure_field(&self) -> Option<&'static str> {
-        self.insecure_http
-            .then_some("spec.target.redisSoftware.insecureHttp")
+        self.connection
+            .insecure_http
+            .then_some("spec.redisSoftware.insecureHttp")
     }
 
     fn connect(&self, with: Connect<'_>) -> Result<Box<dyn PasswordTarget>> {
         let object = self.object_kind().map_err(invalid_spec)?;
         let url = self.url().map_err(invalid_spec)?;
-        let (username, password) =
-            login(with.secrets, &self.credentials_secret, CREDENTIALS_FIELD)?;
-        let ca_pem = ca_pem(with.secrets, self.ca_secret.as_ref(), CA_FIELD)?;
+        let (username, password) = login(
+            with.secrets,
+            &self.connection.credentials_secret,
+            CREDENTIALS_FIELD,
+        )?;
+        let ca_pem = ca_pem(with.secrets, self.connection.ca_secret.as_ref(), CA_FIELD)?;
         let cluster = self.address();
         // 5 failed logins in 15 minutes lock an account for 30 minutes.
         let lockout = Lockout {
@@ -146,23 +173,33 @@ impl TargetSpec for RedisSoftwareTarget {
         let budget = Budget::of(&with, &cluster, &username, lockout);
         let mut config = ClientConfig::new(url, username, password);
         config.ca_pem = ca_pem;
-        config.insecure_http = self.insecure_http;
-        config.server_name = self.tls.as_ref().and_then(|t| t.server_name.clone());
-        config.body_shape = self.password_body;
+        config.insecure_http = self.connection.insecure_http;
+        config.server_name = self
+            .connection
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone());
+        config.body_shape = self.connection.password_body;
         config.request_timeout = with.settings.request_timeout;
         // Resources that share credentials share one client, and so its connections: a
         // burst of rotations makes no TLS handshake per rotation. Changed Secret data or
         // settings build a new one.
         let key = format!(
             "redisSoftware|{}|{}|{}|{}",
-            with.resource.split('/').next().unwrap_or_default(),
-            self.credentials_secret,
-            self.ca_secret.as_ref().map_or("", |ca| ca.name.as_str()),
-            self.url
+            with.secrets_namespace,
+            self.connection.credentials_secret,
+            self.connection
+                .ca_secret
+                .as_ref()
+                .map_or("", |ca| ca.name.as_str()),
+            self.connection.url
         );
         let fingerprint = format!(
             "{}|{:?}|{}|{:?}",
-            with.credentials, self.password_body, self.insecure_http, self.tls
+            with.credentials,
+            self.connection.password_body,
+            self.connection.insecure_http,
+            self.connection.tls
         );
         let observer = with.observer.clone();
         let client = with.shared.client(key, fingerprint, || {
