@@ -25,15 +25,17 @@ use kube::api::{
 };
 use kube::{Client, ResourceExt};
 use password_rotator::resource::PasswordRotation;
+use password_rotator::rotation_target::RotationTarget;
 use rotator_test_support::cluster::{self, TestNamespace};
 use serde_json::json;
 use serde_yaml::Value;
 
 use common::rbac::{
-    self, EXPECTED_LEADER_RULES, EXPECTED_RULES, EXPECTED_TENANT_EDIT_RULES,
+    self, CLUSTER_TARGETS_ROLE, EXPECTED_CLUSTER_TARGETS_RULES, EXPECTED_LEADER_RULES,
+    EXPECTED_RULES, EXPECTED_TARGET_ADMIN_RULES, EXPECTED_TENANT_EDIT_RULES,
     EXPECTED_TENANT_VIEW_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT, TENANT_EDIT_ROLE,
-    TENANT_VIEW_ROLE, can, find, impersonating_client, kind, kubectl, kustomize, objects,
-    rbac_objects, rule_set, run_help, same_rules, wait_allowed,
+    TENANT_TARGET_ADMIN_ROLE, TENANT_VIEW_ROLE, can, find, impersonating_client, kind, kubectl,
+    kustomize, objects, rbac_objects, rule_set, run_help, same_rules, wait_allowed,
 };
 
 const OPERATOR_NAMESPACE: &str = "password-rotator-system";
@@ -154,10 +156,13 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
         BTreeSet::from([
             format!("ClusterRole//{ROLE}"),
             format!("ClusterRoleBinding//{ROLE}"),
+            format!("ClusterRole//{CLUSTER_TARGETS_ROLE}"),
+            format!("ClusterRoleBinding//{CLUSTER_TARGETS_ROLE}"),
             format!("Role/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
             format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
             format!("ClusterRole//{TENANT_EDIT_ROLE}"),
             format!("ClusterRole//{TENANT_VIEW_ROLE}"),
+            format!("ClusterRole//{TENANT_TARGET_ADMIN_ROLE}"),
         ]),
         "deploy/base's RBAC objects"
     );
@@ -170,6 +175,7 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
             format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"),
             format!("ClusterRole//{TENANT_EDIT_ROLE}"),
             format!("ClusterRole//{TENANT_VIEW_ROLE}"),
+            format!("ClusterRole//{TENANT_TARGET_ADMIN_ROLE}"),
         ]),
         "the namespaced overlay's RBAC objects (no cluster-scoped ones for the operator)"
     );
@@ -177,6 +183,7 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
         for (name, rules) in [
             (TENANT_EDIT_ROLE, EXPECTED_TENANT_EDIT_RULES),
             (TENANT_VIEW_ROLE, EXPECTED_TENANT_VIEW_RULES),
+            (TENANT_TARGET_ADMIN_ROLE, EXPECTED_TARGET_ADMIN_RULES),
         ] {
             let expected: BTreeSet<String> = rules.iter().map(|s| s.to_string()).collect();
             same_rules(
@@ -187,6 +194,15 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
         }
     }
 
+    let cluster_targets: BTreeSet<String> = EXPECTED_CLUSTER_TARGETS_RULES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    same_rules(
+        &rule_set(&find(&base, "ClusterRole", CLUSTER_TARGETS_ROLE)?["rules"])?,
+        &cluster_targets,
+        CLUSTER_TARGETS_ROLE,
+    )?;
     let cluster_role = find(&base, "ClusterRole", ROLE)?;
     let role = find(&overlay, "Role", ROLE)?;
     same_rules(
@@ -211,6 +227,12 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
     // Every binding grants its role to the operator's ServiceAccount and to nobody else.
     for (rendered, kind, name, role_kind) in [
         (&base, "ClusterRoleBinding", ROLE, "ClusterRole"),
+        (
+            &base,
+            "ClusterRoleBinding",
+            CLUSTER_TARGETS_ROLE,
+            "ClusterRole",
+        ),
         (&base, "RoleBinding", LEADER_ROLE, "Role"),
         (&overlay, "RoleBinding", ROLE, "Role"),
         (&overlay, "RoleBinding", LEADER_ROLE, "Role"),
@@ -292,6 +314,15 @@ async fn the_rbac_rules_are_exactly_the_expected_set() -> Result<()> {
             watch.map(str::to_owned),
             "WATCH_NAMESPACE"
         );
+        // ClusterRotationTargets' Secrets are in the operator's own namespace; a namespaced
+        // install serves none.
+        assert_eq!(
+            env("CLUSTER_TARGET_NAMESPACE").and_then(|e| e["valueFrom"]["fieldRef"]["fieldPath"]
+                .as_str()
+                .map(str::to_owned)),
+            watch.is_none().then(|| "metadata.namespace".to_owned()),
+            "CLUSTER_TARGET_NAMESPACE"
+        );
     }
     Ok(())
 }
@@ -341,14 +372,16 @@ async fn the_operator_rotates_with_only_the_namespaced_role() -> Result<()> {
 
 /// A tenant with the built-in `edit` role in its namespace (deploy/base's tenant ClusterRoles,
 /// aggregated by the API server's controller) creates, changes and deletes PasswordRotations
-/// but is refused every write of their status, which the operator trusts; `view` only reads.
+/// but is refused every write of their status, which the operator trusts, and every write of a
+/// RotationTarget, which decides where admin credentials go; `view` only reads; the
+/// namespace's `admin` writes RotationTargets.
 #[tokio::test]
-async fn a_tenant_manages_passwordrotations_but_never_their_status() -> Result<()> {
+async fn a_tenant_manages_passwordrotations_but_never_their_status_or_targets() -> Result<()> {
     let admin = cluster::client().await?;
     common::install_crd(&admin).await?;
     let base = objects(&kustomize("deploy/base").await?)?;
     let mut manifest = String::new();
-    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE] {
+    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, TENANT_TARGET_ADMIN_ROLE] {
         manifest += "---\n";
         manifest += &serde_yaml::to_string(&find(&base, "ClusterRole", name)?)?;
     }
@@ -367,7 +400,7 @@ async fn a_tenant_manages_passwordrotations_but_never_their_status() -> Result<(
     let namespace = TestNamespace::new(&admin, "tenant").await?;
     let ns = namespace.name().to_owned();
     let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
-    for (account, role) in [("tenant", "edit"), ("viewer", "view")] {
+    for (account, role) in [("tenant", "edit"), ("viewer", "view"), ("owner", "admin")] {
         let binding: RoleBinding = serde_json::from_value(json!({
             "metadata": {"name": account},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -380,14 +413,38 @@ async fn a_tenant_manages_passwordrotations_but_never_their_status() -> Result<(
     // The aggregation controller adds the rules to the built-in roles a moment later.
     wait_allowed(&tenant, &ns, "rotator.dev", "passwordrotations", "create").await?;
     wait_allowed(&viewer, &ns, "rotator.dev", "passwordrotations", "get").await?;
+    let owner = impersonating_client(&format!("system:serviceaccount:{ns}:owner")).await?;
+    wait_allowed(&owner, &ns, "rotator.dev", "rotationtargets", "create").await?;
+
+    let target: RotationTarget = serde_json::from_value(json!({
+        "apiVersion": "rotator.dev/v1alpha2", "kind": "RotationTarget",
+        "metadata": {"name": "rs"},
+        "spec": {"redisSoftware": {
+            "url": "https://rs.example.internal:9443", "credentialsSecret": "rs-admin",
+        }},
+    }))?;
+    let refused = Api::<RotationTarget>::namespaced(tenant.clone(), &ns)
+        .create(&PostParams::default(), &target)
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403),
+        "the tenant created a RotationTarget: {refused:?}"
+    );
+    Api::<RotationTarget>::namespaced(owner, &ns)
+        .create(&PostParams::default(), &target)
+        .await?;
+    assert!(
+        Api::<RotationTarget>::namespaced(viewer.clone(), &ns)
+            .get("rs")
+            .await
+            .is_ok()
+    );
 
     let rotation: PasswordRotation = serde_json::from_value(json!({
         "apiVersion": "rotator.dev/v1alpha2", "kind": "PasswordRotation",
         "metadata": {"name": "orders-cache"},
         "spec": {
-            "target": {"redisSoftware": {
-                "url": "https://rs.example.internal:9443", "credentialsSecret": "rs-admin", "user": "orders",
-            }},
+            "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": "orders"},
             "secret": {"name": "orders-redis"},
         },
     }))?;

@@ -36,8 +36,8 @@ use tokio::process::Command;
 
 use common::rbac::{
     self, EXPECTED_LEADER_RULES, EXPECTED_RULES, LEADER_ROLE, ROLE, SERVICE_ACCOUNT,
-    TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, find, impersonating_client, kind, kubectl, kustomize,
-    objects, rbac_objects, rule_set, run_help, same_rules,
+    TENANT_EDIT_ROLE, TENANT_TARGET_ADMIN_ROLE, TENANT_VIEW_ROLE, find, impersonating_client, kind,
+    kubectl, kustomize, objects, rbac_objects, rule_set, run_help, same_rules,
 };
 
 const CHART: &str = "deploy/helm/password-rotator";
@@ -76,24 +76,27 @@ async fn the_chart_lints_with_the_defaults_and_every_example() -> Result<()> {
 }
 
 #[test]
-fn the_charts_crd_is_the_one_in_crds() -> Result<()> {
+fn the_charts_crds_are_the_ones_in_crds() -> Result<()> {
     let root = cluster::repo_root();
-    let file = "passwordrotations.rotator.dev.yaml";
-    let chart: BTreeSet<String> = std::fs::read_dir(root.join(CHART).join("crds"))?
-        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_>>()?;
+    let files = |dir: PathBuf| -> Result<BTreeSet<String>> {
+        std::fs::read_dir(dir)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect()
+    };
+    let chart = files(root.join(CHART).join("crds"))?;
     assert_eq!(
         chart,
-        BTreeSet::from([file.to_owned()]),
-        "the chart's crds/ holds exactly the CRD"
+        files(root.join("crds"))?,
+        "the chart's crds/ holds exactly the CRDs of crds/"
     );
-    let original = std::fs::read_to_string(root.join("crds").join(file))?;
-    let copy = std::fs::read_to_string(root.join(CHART).join("crds").join(file))?;
-    ensure!(
-        copy == original,
-        "{CHART}/crds/{file} differs from crds/{file}: copy crds/{file} into the chart \
-         (after `make crds`)"
-    );
+    for file in chart {
+        let original = std::fs::read_to_string(root.join("crds").join(&file))?;
+        let copy = std::fs::read_to_string(root.join(CHART).join("crds").join(&file))?;
+        ensure!(
+            copy == original,
+            "{CHART}/crds/{file} differs from crds/{file}: run `make crds`"
+        );
+    }
     Ok(())
 }
 
@@ -103,6 +106,7 @@ fn the_charts_crd_is_the_one_in_crds() -> Result<()> {
 #[tokio::test]
 async fn every_example_renders_and_is_created_on_the_api_server() -> Result<()> {
     let admin = cluster::client().await?;
+    common::install_crd(&admin).await?;
     for example in examples()? {
         let stem = example
             .file_stem()
@@ -274,6 +278,8 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
     if watched.is_empty() {
         rbac.insert(format!("ClusterRole//{name}"));
         rbac.insert(format!("ClusterRoleBinding//{name}"));
+        rbac.insert(format!("ClusterRole//{name}-cluster-targets"));
+        rbac.insert(format!("ClusterRoleBinding//{name}-cluster-targets"));
     }
     for w in &watched {
         rbac.insert(format!("Role/{w}/{name}"));
@@ -282,6 +288,7 @@ fn check_rendered(all: &[Value], values: &Value, release: &str, ns: &str) -> Res
     if values["tenantRoles"]["create"].as_bool() == Some(true) {
         rbac.insert(format!("ClusterRole//{name}-edit"));
         rbac.insert(format!("ClusterRole//{name}-view"));
+        rbac.insert(format!("ClusterRole//{name}-target-admin"));
     }
     if leader {
         rbac.insert(format!("Role/{ns}/{name}-leader-election"));
@@ -581,12 +588,13 @@ async fn the_charts_rbac_is_exactly_the_kustomize_rbac() -> Result<()> {
     want.insert(format!("RoleBinding/{OPERATOR_NAMESPACE}/{LEADER_ROLE}"));
     want.insert(format!("ClusterRole//{TENANT_EDIT_ROLE}"));
     want.insert(format!("ClusterRole//{TENANT_VIEW_ROLE}"));
+    want.insert(format!("ClusterRole//{TENANT_TARGET_ADMIN_ROLE}"));
     assert_eq!(
         rbac_objects(&chart),
         want,
         "the chart's RBAC objects, namespaced (the tenant roles are cluster-scoped)"
     );
-    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE] {
+    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, TENANT_TARGET_ADMIN_ROLE] {
         let original = find(&base, "ClusterRole", name)?;
         let rendered = find(&chart, "ClusterRole", name)?;
         same_rules(

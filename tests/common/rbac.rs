@@ -40,6 +40,9 @@ pub const EXPECTED_RULES: &[&str] = &[
     "rotator.dev/passwordrotations watch",
     "rotator.dev/passwordrotations patch",
     "rotator.dev/passwordrotations/status patch",
+    "rotator.dev/rotationtargets get",
+    "rotator.dev/rotationtargets list",
+    "rotator.dev/rotationtargets watch",
     "/secrets get",
     "/secrets list",
     "/secrets watch",
@@ -58,8 +61,8 @@ pub const EXPECTED_RULES: &[&str] = &[
 ];
 
 /// The tenant ClusterRoles, aggregated into the built-in roles: `admin` and `edit` write
-/// PasswordRotations, `view` (and through it `edit` and `admin`) reads them. Nothing writes
-/// their status.
+/// PasswordRotations, `view` (and through it `edit` and `admin`) reads them and the
+/// namespace's RotationTargets. Nothing writes their status.
 pub const TENANT_EDIT_ROLE: &str = "password-rotator-edit";
 pub const TENANT_VIEW_ROLE: &str = "password-rotator-view";
 pub const EXPECTED_TENANT_EDIT_RULES: &[&str] = &[
@@ -76,6 +79,31 @@ pub const EXPECTED_TENANT_VIEW_RULES: &[&str] = &[
     "rotator.dev/passwordrotations/status get",
     "rotator.dev/passwordrotations/status list",
     "rotator.dev/passwordrotations/status watch",
+    "rotator.dev/rotationtargets get",
+    "rotator.dev/rotationtargets list",
+    "rotator.dev/rotationtargets watch",
+];
+
+/// Namespace admins (the built-in `admin` role) write the RotationTargets of their
+/// namespace; tenants who only `edit` do not.
+pub const TENANT_TARGET_ADMIN_ROLE: &str = "password-rotator-target-admin";
+pub const EXPECTED_TARGET_ADMIN_RULES: &[&str] = &[
+    "rotator.dev/rotationtargets create",
+    "rotator.dev/rotationtargets update",
+    "rotator.dev/rotationtargets patch",
+    "rotator.dev/rotationtargets delete",
+    "rotator.dev/rotationtargets deletecollection",
+];
+
+/// ClusterRotationTargets, and namespaces' labels for their policies: cluster-wide only.
+pub const CLUSTER_TARGETS_ROLE: &str = "password-rotator-cluster-targets";
+pub const EXPECTED_CLUSTER_TARGETS_RULES: &[&str] = &[
+    "rotator.dev/clusterrotationtargets get",
+    "rotator.dev/clusterrotationtargets list",
+    "rotator.dev/clusterrotationtargets watch",
+    "/namespaces get",
+    "/namespaces list",
+    "/namespaces watch",
 ];
 
 /// The leader-election Role, in the operator's own namespace (`verb[resourceName]`).

@@ -82,6 +82,10 @@ deploy/base/clusterrole.yaml explains each. */}}
 - apiGroups: ["rotator.dev"]
   resources: ["passwordrotations"]
   verbs: ["get", "list", "watch", "patch"]
+# RotationTargets: list/watch (a reflector), get.
+- apiGroups: ["rotator.dev"]
+  resources: ["rotationtargets"]
+  verbs: ["get", "list", "watch"]
 # Status, by server-side apply.
 - apiGroups: ["rotator.dev"]
   resources: ["passwordrotations/status"]
