@@ -8,10 +8,13 @@
 #
 # What runs (all on 127.0.0.1, stopped again when this script exits): what the target needs
 # (tests/demo/targets/<TARGET>.sh: redis-server(s), an API test server) and password-rotator,
-# the operator, watching only the namespace `demo`. In the namespace `demo`: Secrets
-# target-admin, target-ca (when the target speaks TLS), orders-credentials, a Deployment `orders`
-# (2 replicas, faked by kwok) that reads orders-credentials, and a PasswordRotation
-# `orders-cache`.
+# the operator, watching only the namespace `demo`. As the platform team would: a
+# ClusterRotationTarget `demo-<TARGET>` allowed to the namespace `demo` for the demo's user only,
+# its Secrets target-admin and target-ca (when the target speaks TLS) in the namespace
+# `demo-platform` (the operator's --cluster-target-namespace), where no tenant reads. As the
+# tenant would, in the namespace `demo`: Secret orders-credentials, a Deployment `orders`
+# (2 replicas, faked by kwok) that reads it, and a PasswordRotation `orders-cache` naming the
+# target and the user.
 #
 # At every step it shows whether the OLD and the NEW password authenticate right now, with a
 # real AUTH on redis-server (or a real login on the ONTAP server). Passwords are never printed:
@@ -32,6 +35,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 NS=demo
+PLATFORM_NS=demo-platform
 WORK="$root/target/demo"
 KCFG="${ROTATOR_CLUSTER_DIR:-$root/target/cluster}/kubeconfig"
 TIMEOUT="${DEMO_TIMEOUT:-120}"
@@ -131,6 +135,8 @@ if kubectl get namespace "$NS" >/dev/null 2>&1; then
   kubectl wait --for=delete "namespace/$NS" --timeout=120s >/dev/null 2>&1 ||
     fail "namespace $NS of a previous run is still there after 120 s: $(kubectl get namespace "$NS" -o jsonpath='{.status.conditions}' 2>&1)"
 fi
+kubectl delete namespace "$PLATFORM_NS" --ignore-not-found --timeout=120s >/dev/null 2>&1 ||
+  fail "namespace $PLATFORM_NS of a previous run is still there after 120 s"
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -253,32 +259,50 @@ OLD_HASH="$(short_hash "$OLD_PASSWORD")"
 ok "$OLD_USER has its initial password, sha256 $OLD_HASH...: $(shown accepted)"
 
 # ---- 2. Kubernetes: the CRD, the namespace, the Secrets and the workload -------------------
-section "2. CRD, namespace $NS, Secrets and Deployment $DEPLOYMENT"
-"$OPERATOR" crd | kubectl apply -f - >/dev/null
-kubectl wait --for=condition=Established crd/passwordrotations.rotator.dev --timeout=60s >/dev/null
-ok "CRD passwordrotations.rotator.dev established"
+section "2. CRDs; the platform's target; namespace $NS, its Secret and Deployment $DEPLOYMENT"
+"$OPERATOR" crd | kubectl apply --server-side -f - >/dev/null
+for crd in passwordrotations rotationtargets clusterrotationtargets; do
+  kubectl wait --for=condition=Established "crd/$crd.rotator.dev" --timeout=60s >/dev/null
+done
+ok "CRDs passwordrotations, rotationtargets, clusterrotationtargets (rotator.dev) established"
 
-kubectl create namespace "$NS" >/dev/null
-# Secrets through stdin (a heredoc), so no password is ever a command-line argument.
-kubectl -n "$NS" apply -f - >/dev/null <<EOF
+# The platform team's part: the admin Secrets where no tenant reads, and the target with its
+# policy. Secrets through stdin (a heredoc), so no password is ever a command-line argument.
+kubectl create namespace "$PLATFORM_NS" >/dev/null
+kubectl -n "$PLATFORM_NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Secret
-metadata: {name: target-admin, annotations: {rotator.dev/allowed-rotations: orders-cache}}
+metadata: {name: target-admin}
 $(target_admin_secret)
----
+EOF
+secrets="target-admin (the admin login)"
+if [ -f "$WORK/api-cert.pem" ]; then
+  kubectl -n "$PLATFORM_NS" create secret generic target-ca --from-file=ca.crt="$WORK/api-cert.pem" >/dev/null
+  secrets="$secrets, target-ca (the server's certificate)"
+fi
+ok "namespace $PLATFORM_NS (the platform's): Secrets $secrets"
+CLUSTER_TARGET="demo-$TARGET"
+TARGET_YAML="apiVersion: rotator.dev/v1alpha2
+kind: ClusterRotationTarget
+metadata: {name: $CLUSTER_TARGET}
+spec:
+$(target_connection)
+  allow:
+    namespaces: {names: [$NS]}
+    objects: [$(target_objects)]
+    modes: [$(target_modes)]"
+printf '%s\n' "$TARGET_YAML" | sed "s/^/   ${DIM}|${N} /"
+printf '%s\n' "$TARGET_YAML" | kubectl apply --server-side -f - >/dev/null
+ok "ClusterRotationTarget $CLUSTER_TARGET: the connection, and who may use it for what"
+
+kubectl create namespace "$NS" >/dev/null
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Secret
 metadata: {name: $USER_SECRET, annotations: {rotator.dev/allowed-rotations: orders-cache}}
 stringData: {username: "$OLD_USER", password: "$OLD_PASSWORD"}
 EOF
-secrets="target-admin (the admin login)"
-if [ -f "$WORK/api-cert.pem" ]; then
-  kubectl -n "$NS" create secret generic target-ca --from-file=ca.crt="$WORK/api-cert.pem" >/dev/null
-  kubectl -n "$NS" annotate secret target-ca rotator.dev/allowed-rotations=orders-cache >/dev/null
-  secrets="$secrets, target-ca (the server's certificate)"
-fi
-ok "Secrets $secrets, $USER_SECRET (what the app reads)"
-ok "each allows PasswordRotation orders-cache to use it (annotation rotator.dev/allowed-rotations)"
+ok "namespace $NS (the tenant's): Secret $USER_SECRET (what the app reads; it allows PasswordRotation orders-cache to write it)"
 
 # Pods run nowhere: kwok marks them Running and Ready on its fake node, so any image will do.
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
@@ -307,18 +331,17 @@ ok "Deployment $DEPLOYMENT available: 2/2 replicas (ReplicaSet $OLD_RS)"
 
 # ---- 3. the operator and the PasswordRotation ------------------------------------------------
 section "3. Operator and PasswordRotation $ROTATION"
-LOG_FORMAT=text "$OPERATOR" run --kubeconfig "$KCFG" --namespace "$NS" ${OPERATOR_FLAGS[@]+"${OPERATOR_FLAGS[@]}"} \
+LOG_FORMAT=text "$OPERATOR" run --kubeconfig "$KCFG" --namespace "$NS" --cluster-target-namespace "$PLATFORM_NS" ${OPERATOR_FLAGS[@]+"${OPERATOR_FLAGS[@]}"} \
   </dev/null >"$WORK/operator.log" 2>&1 &
 echo $! >"$WORK/operator.pid"
-ok "password-rotator running (namespace $NS, log in target/demo/operator.log)"
+ok "password-rotator running (namespace $NS; ClusterRotationTargets' Secrets in $PLATFORM_NS; log in target/demo/operator.log)"
 
 # Three watches feed one FIFO, each line stamped on arrival with its source and the time, so
 # that no change is missed (a poll could miss a step that lasts a few milliseconds) and the
 # times shown are those of the changes. The loop below makes no API call while the rotation
 # runs: a kubectl call takes longer than some steps do (Added -> Published: ~20 ms), and the
 # AUTH checks must run while the step they describe still holds.
-# The Secret watch carries the two passwords (base64) through the FIFO, in memory only; it
-# excludes target-admin and target-ca, which the demo does not need to see.
+# The Secret watch carries the two passwords (base64) through the FIFO, in memory only.
 mkfifo "$WORK/changes.fifo"
 exec 3<>"$WORK/changes.fifo"   # read-write: opening does not block, no EOF if a watch ends
 # (EPOCHREALTIME inline rather than $(now_us): no fork per line.)
@@ -332,20 +355,20 @@ echo $! >"$WORK/watch-rotation.pid"
   -o jsonpath='{.metadata.generation}|{.status.observedGeneration}|{.status.updatedReplicas}|{.status.availableReplicas}|{.status.replicas}|{.spec.template.metadata.annotations.rotation\.rotator\.dev/orders-cache}|{.status.conditions[?(@.type=="Progressing")].message}{"\n"}' \
   > >(stamp deployment >&3) 2>"$WORK/watch-deployment.log" &
 echo $! >"$WORK/watch-deployment.pid"
-"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get secrets --field-selector "metadata.name!=target-admin,metadata.name!=target-ca" \
-  --watch --output-watch-events \
+"$KUBECTL" --kubeconfig "$KCFG" -n "$NS" get secrets --watch --output-watch-events \
   -o jsonpath='{.type}|{.object.metadata.name}|{.object.data.pending}|{.object.data.password}|{.object.data.username}|{.object.data.pendingAccount}{"\n"}' \
   > >(stamp secret >&3) 2>"$WORK/watch-secrets.log" &
 echo $! >"$WORK/watch-secrets.pid"
 sleep 1   # let the watches start before anything changes
 
 REQUEST="demo-$(date -u +%Y%m%dT%H%M%SZ)"
-ROTATION_YAML="apiVersion: rotator.dev/v1alpha1
+ROTATION_YAML="apiVersion: rotator.dev/v1alpha2
 kind: PasswordRotation
 metadata: {name: $ROTATION, namespace: $NS}
 spec:
   target:
-$(target_spec)
+    ref: {kind: ClusterRotationTarget, name: $CLUSTER_TARGET}
+$(target_object)
   secret: {name: $USER_SECRET, passwordKey: password, usernameKey: username}
   rollout:
     workloads: [{kind: Deployment, name: $DEPLOYMENT}]

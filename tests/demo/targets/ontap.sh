@@ -34,15 +34,19 @@ target_admin_secret() {
   printf 'stringData: {username: admin, password: "%s"}\n' "$ADMIN_PASSWORD"
 }
 
-target_spec() {
+# The platform's part: the connection of the ClusterRotationTarget, and the objects it allows.
+target_connection() {
   cat <<YAML
-    ontap:
-      url: $SERVER_URL
-      credentialsSecret: target-admin
-      caSecret: {name: target-ca, key: ca.crt}
-      alternatingAccounts: [$OLD_USER, $STANDBY_USER]
+  ontap:
+    url: $SERVER_URL
+    credentialsSecret: target-admin
+    caSecret: {name: target-ca, key: ca.crt}
 YAML
 }
+target_objects() { echo "$OLD_USER, $STANDBY_USER"; }
+target_modes() { echo AddThenDelete; }
+# The tenant's part: the object under the PasswordRotation's spec.target.
+target_object() { echo "    alternatingAccounts: [$OLD_USER, $STANDBY_USER]"; }
 
 # auth_batch: reads "user password" lines; one HTTPS login each (GET /api/cluster). The
 # credentials reach curl through its config on stdin, never as arguments.

@@ -1,4 +1,4 @@
-# Target hooks of the demo for spec.target.redisSoftware (sourced by demo.sh).
+# Target hooks of the demo for a redisSoftware target (sourced by demo.sh).
 # A real redis-server, and the Redis Software REST API test server in front of it, which
 # applies every password change to redis-server with ACL SETUSER; the proof is a real AUTH.
 
@@ -43,15 +43,19 @@ target_admin_secret() {
   printf 'stringData: {username: "admin@demo.test", password: "%s"}\n' "$RS_ADMIN_PASSWORD"
 }
 
-target_spec() {
+# The platform's part: the connection of the ClusterRotationTarget, and the objects it allows.
+target_connection() {
   cat <<YAML
-    redisSoftware:
-      url: $SERVER_URL
-      credentialsSecret: target-admin
-      caSecret: {name: target-ca, key: ca.crt}
-      user: $OLD_USER
+  redisSoftware:
+    url: $SERVER_URL
+    credentialsSecret: target-admin
+    caSecret: {name: target-ca, key: ca.crt}
 YAML
 }
+target_objects() { echo "$OLD_USER"; }
+target_modes() { echo AddThenDelete; }
+# The tenant's part: the object under the PasswordRotation's spec.target.
+target_object() { echo "    user: $OLD_USER"; }
 
 # auth_batch: reads "user password" lines, prints accepted/rejected for each, in one fork.
 auth_batch() { redis_auth_batch "$REDIS_PORT"; }

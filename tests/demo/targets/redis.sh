@@ -34,15 +34,19 @@ target_admin_secret() {
   printf 'stringData: {username: rotator-admin, password: "%s"}\n' "$ADMIN_PASSWORD"
 }
 
-target_spec() {
+# The platform's part: the connection of the ClusterRotationTarget, and the objects it allows.
+target_connection() {
   cat <<YAML
-    redis:
-      endpoints: ["127.0.0.1:$PRIMARY_PORT"]
-      user: $OLD_USER
-      credentialsSecret: target-admin
-      insecurePlaintext: true
+  redis:
+    endpoints: ["127.0.0.1:$PRIMARY_PORT"]
+    credentialsSecret: target-admin
+    insecurePlaintext: true
 YAML
 }
+target_objects() { echo "$OLD_USER"; }
+target_modes() { echo AddThenDelete; }
+# The tenant's part: the object under the PasswordRotation's spec.target.
+target_object() { echo "    user: $OLD_USER"; }
 
 # auth_batch: reads "user password" lines; accepted only where both nodes accept.
 auth_batch() {
