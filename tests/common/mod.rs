@@ -46,6 +46,9 @@ pub struct Harness {
     operator: Option<Child>,
     /// Flags every `start_operator` passes, e.g. `--allow-verify-endpoints`.
     pub operator_flags: Vec<&'static str>,
+    /// `--cluster-target-namespace` of every operator process: ClusterRotationTargets served,
+    /// with their Secrets there.
+    pub cluster_target_namespace: Option<String>,
     operator_runs: u32,
     log_dir: PathBuf,
 }
@@ -130,6 +133,7 @@ impl Harness {
             api,
             operator: None,
             operator_flags: Vec::new(),
+            cluster_target_namespace: None,
             operator_runs: 0,
             log_dir,
         };
@@ -331,7 +335,12 @@ impl Harness {
             self.log_dir
                 .join(format!("operator-{}.log", self.operator_runs)),
         )?;
+        let cluster_targets = self
+            .cluster_target_namespace
+            .iter()
+            .flat_map(|ns| ["--cluster-target-namespace", ns]);
         operator_command(&cluster::kubeconfig_path(), self.namespace.name(), log)?
+            .args(cluster_targets)
             .args(extra_args)
             .envs(env.iter().copied())
             .spawn()
@@ -481,6 +490,12 @@ impl Harness {
     /// PasswordRotation's status. Values a resource's spec itself names (a user name) are
     /// public and skipped, as are values too short to be told from ordinary words.
     pub async fn assert_no_secret_value_leaks(&self) -> Result<()> {
+        self.assert_no_secret_value_leaks_in(&[]).await
+    }
+
+    /// As [`Self::assert_no_secret_value_leaks`], scanning the Secrets of `more` namespaces
+    /// too (e.g. where a ClusterRotationTarget's Secrets are).
+    pub async fn assert_no_secret_value_leaks_in(&self, more: &[&str]) -> Result<()> {
         let logs = self.operator_logs()?;
         let events = serde_json::to_string(&self.events().await?)?;
         let rotations = self.rotations().list(&ListParams::default()).await?.items;
@@ -493,7 +508,12 @@ impl Harness {
         let specs = serde_json::to_string(&rotations.iter().map(|r| &r.spec).collect::<Vec<_>>())?;
         assert!(!logs.is_empty(), "the operator wrote no log at all");
         let mut scanned = 0;
-        for secret in self.secrets().list(&ListParams::default()).await?.items {
+        let mut secrets = self.secrets().list(&ListParams::default()).await?.items;
+        for ns in more {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            secrets.extend(api.list(&ListParams::default()).await?.items);
+        }
+        for secret in secrets {
             for (key, value) in secret.data.iter().flatten() {
                 let Ok(value) = std::str::from_utf8(&value.0) else {
                     continue;
