@@ -635,6 +635,69 @@ mod tests {
         })
     }
 
+    /// What the engine rotates is the same before and after: each converted resource,
+    /// resolved on its converted target, is the v1alpha1 resource's target exactly.
+    #[test]
+    fn converted_objects_resolve_to_what_v1alpha1_rotated() {
+        use crate::resource::PasswordRotation;
+        use crate::rotation_spec::{Found, RotationSpec};
+        use crate::rotation_target::{RotationTarget, TargetView};
+
+        let rs = json!({"url": "https://rs:9443", "credentialsSecret": "rs-admin", "caSecret": {"name": "rs-ca", "key": "ca.crt"}});
+        let mut user = rs.clone();
+        user["user"] = json!("orders-app");
+        let mut database = rs.clone();
+        database["databaseUid"] = json!(3);
+        let mut replace = rotation(
+            "shop",
+            "replaced",
+            json!({"ontap": {"url": "https://ontap", "credentialsSecret": "ontap-admin", "account": "svc"}}),
+        );
+        replace["spec"]["mode"] = json!("Replace");
+        let originals = [
+            rotation("shop", "orders", json!({"redisSoftware": user})),
+            rotation("shop", "db", json!({"redisSoftware": database})),
+            rotation("shop", "cache", redis("app")),
+            replace,
+        ];
+        let documents = converted(&originals);
+        let targets: Vec<RotationTarget> = of_kind(&documents, "RotationTarget")
+            .into_iter()
+            .map(|t| serde_json::from_value(serde_json::to_value(t).unwrap()).unwrap())
+            .collect();
+        for original in &originals {
+            let name = original["metadata"]["name"].as_str().unwrap();
+            let converted: PasswordRotation = serde_json::from_value(
+                serde_json::to_value(
+                    of_kind(&documents, "PasswordRotation")
+                        .into_iter()
+                        .find(|r| r["metadata"]["name"] == name)
+                        .unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let reference = &converted.spec.target.reference;
+            let target = targets
+                .iter()
+                .find(|t| t.metadata.name.as_deref() == Some(reference.name.as_str()))
+                .unwrap();
+            let resolved = RotationSpec::resolve(
+                &converted.spec,
+                "shop",
+                Some(Found {
+                    target: TargetView::of_namespaced(target),
+                    secrets_namespace: "shop",
+                    namespace_labels: None,
+                }),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let before = RotationSpec::from_v1alpha1(original["spec"].clone());
+            assert_eq!(resolved.target, before.target, "{name}");
+            assert_eq!(resolved.mode, before.mode, "{name}");
+        }
+    }
+
     #[test]
     fn a_user_and_a_database_on_one_connection_share_a_target() {
         let connection = json!({
