@@ -379,23 +379,7 @@ async fn the_operator_rotates_with_only_the_namespaced_role() -> Result<()> {
 async fn a_tenant_manages_passwordrotations_but_never_their_status_or_targets() -> Result<()> {
     let admin = cluster::client().await?;
     common::install_crd(&admin).await?;
-    let base = objects(&kustomize("deploy/base").await?)?;
-    let mut manifest = String::new();
-    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, TENANT_TARGET_ADMIN_ROLE] {
-        manifest += "---\n";
-        manifest += &serde_yaml::to_string(&find(&base, "ClusterRole", name)?)?;
-    }
-    kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=rotator-tests",
-            "-f",
-            "-",
-        ],
-        Some(&manifest),
-    )
-    .await?;
+    rbac::install_tenant_roles().await?;
 
     let namespace = TestNamespace::new(&admin, "tenant").await?;
     let ns = namespace.name().to_owned();

@@ -27,10 +27,7 @@ use rotator_test_support::cluster::TestNamespace;
 use serde_json::{Value, json};
 
 use common::checks::assert_only_password;
-use common::rbac::{
-    TENANT_EDIT_ROLE, TENANT_TARGET_ADMIN_ROLE, TENANT_VIEW_ROLE, find, impersonating_client,
-    kubectl, kustomize, objects, wait_allowed,
-};
+use common::rbac::{self, impersonating_client, wait_allowed};
 use common::{ADMIN_PASSWORD, Harness, extra_password, merge, unshared_secret};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -199,23 +196,7 @@ async fn a_tenant_rotates_only_what_the_cluster_target_allows() -> Result<()> {
 /// A ServiceAccount `tenant` of the harness's namespace, bound to the built-in `edit` role
 /// that deploy/base's tenant ClusterRoles extend.
 async fn tenant_client(h: &Harness) -> Result<Client> {
-    let base = objects(&kustomize("deploy/base").await?)?;
-    let mut manifest = String::new();
-    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, TENANT_TARGET_ADMIN_ROLE] {
-        manifest += "---\n";
-        manifest += &serde_yaml::to_string(&find(&base, "ClusterRole", name)?)?;
-    }
-    kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=rotator-tests",
-            "-f",
-            "-",
-        ],
-        Some(&manifest),
-    )
-    .await?;
+    rbac::install_tenant_roles().await?;
     let binding: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "tenant"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},

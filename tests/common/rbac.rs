@@ -445,6 +445,26 @@ pub async fn assert_nothing_more_is_granted(
     Ok(())
 }
 
+/// deploy/base's tenant ClusterRoles, which the API server aggregates into the built-in
+/// `admin`, `edit` and `view` roles.
+pub async fn install_tenant_roles() -> Result<()> {
+    let base = objects(&kustomize("deploy/base").await?)?;
+    let mut manifest = String::new();
+    for name in [TENANT_EDIT_ROLE, TENANT_VIEW_ROLE, TENANT_TARGET_ADMIN_ROLE] {
+        manifest += "---\n";
+        manifest += &serde_yaml::to_string(&find(&base, "ClusterRole", name)?)?;
+    }
+    let apply = [
+        "apply",
+        "--server-side",
+        "--field-manager=rotator-tests",
+        "-f",
+        "-",
+    ];
+    kubectl(&apply, Some(&manifest)).await?;
+    Ok(())
+}
+
 /// The admin kubeconfig, acting as `user`.
 pub async fn impersonating_client(user: &str) -> Result<Client> {
     let mut config = Config::from_custom_kubeconfig(
