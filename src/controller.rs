@@ -314,32 +314,26 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            let store = controller.store();
-            let ctx = context.clone();
-            let controller =
+            let mut controller =
                 watch_targets(controller, namespaced_targets, cluster_targets.as_ref());
+            // Small pages: the first list of every Secret's metadata passes through memory a
+            // page at a time.
+            let pages = watcher::Config::default().page_size(100);
+            let store = controller.store();
+            controller = controller.watches(
+                secrets,
+                pages.clone(),
+                secret_mapper(store.clone(), context.clone()),
+            );
+            // ClusterRotationTargets' Secrets, when the watched namespaces do not hold them.
+            if let (Some(scope), Some(targets)) = (scope, &settings.cluster_target_namespace)
+                && scope != targets
+            {
+                let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), targets);
+                controller =
+                    controller.watches(secrets, pages, secret_mapper(store, context.clone()));
+            }
             controller
-                // Small pages: the first list of every Secret's metadata passes through
-                // memory a page at a time.
-                .watches(
-                    secrets,
-                    watcher::Config::default().page_size(100),
-                    move |secret| {
-                        let (namespace, name) = (secret.namespace(), secret.name_any());
-                        ctx.target_secret_cache.watched(
-                            namespace.as_deref().unwrap_or_default(),
-                            &name,
-                            secret.resource_version().as_deref(),
-                        );
-                        let namespace = namespace.unwrap_or_default();
-                        store
-                            .state()
-                            .into_iter()
-                            .filter(|r| ctx.reads_secret(r, &namespace, &name))
-                            .map(|r| ObjectRef::from_obj(&*r))
-                            .collect::<Vec<_>>()
-                    },
-                )
                 .with_config(ControllerConfig::default().concurrency(settings.concurrency))
                 .shutdown_on_signal()
                 .run(reconcile, error_policy, context.clone())
@@ -356,6 +350,25 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 })
         });
     futures::future::join_all(runs).await;
+}
+
+/// Maps a Secret the watch shows to the resources of `store` that read it, and drops the
+/// version kept of it when it changed.
+fn secret_mapper(
+    store: Store<PasswordRotation>,
+    ctx: Arc<Context>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<PasswordRotation>> {
+    move |secret| {
+        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        ctx.target_secret_cache
+            .watched(&namespace, &name, secret.resource_version().as_deref());
+        store
+            .state()
+            .into_iter()
+            .filter(|r| ctx.reads_secret(r, &namespace, &name))
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect()
+    }
 }
 
 /// Reconciles the resources that name a target when it changes, and those on a

@@ -193,6 +193,69 @@ async fn a_tenant_rotates_only_what_the_cluster_target_allows() -> Result<()> {
     h.finish().await
 }
 
+/// The operator watches one namespace; the ClusterRotationTarget's Secrets are in another.
+/// Wrong admin credentials there block the rotation; once the platform team fixes the Secret,
+/// the rotation goes on at once, not after the 31 minutes a refused login otherwise holds.
+#[tokio::test]
+async fn a_fixed_admin_secret_in_the_platform_namespace_is_seen_at_once() -> Result<()> {
+    let mut h = Harness::with_users("platform-secret", 1).await?;
+    let platform = TestNamespace::new(&h.client, "platform-secret-platform").await?;
+    let platform_secrets: Api<Secret> = platform.api();
+    let ca = h.api.ca_pem();
+    let admin = |password: &str| {
+        unshared_secret(
+            "rs-admin",
+            &[("username", common::ADMIN_EMAIL), ("password", password)],
+        )
+    };
+    for secret in [
+        admin("Not-The-Admin-Password-1"),
+        unshared_secret("rs-ca", &[("ca.crt", ca.as_str())]),
+    ] {
+        platform_secrets
+            .create(&PostParams::default(), &secret)
+            .await?;
+    }
+    let target = format!("{}-target", h.ns());
+    put_cluster_target(
+        &h,
+        &target,
+        json!({"namespaces": {"names": [h.ns()]}, "objects": ["app-0"]}),
+    )
+    .await?;
+    h.cluster_target_namespace = Some(platform.name().to_owned());
+    h.start_operator()?;
+    h.create_rotation(
+        "orders",
+        h.user_spec(json!({
+            "target": {"ref": {"kind": "ClusterRotationTarget", "name": target}, "user": "app-0"},
+            "secret": {"name": "app-0-redis"},
+            "rotationRequest": "first",
+        })),
+    )
+    .await?;
+    h.wait_for("orders", TIMEOUT, "Blocked", |r| {
+        condition(r, "Ready").is_some_and(|(_, reason, _)| reason == "Unauthorized")
+    })
+    .await?;
+    platform_secrets
+        .replace("rs-admin", &PostParams::default(), &admin(ADMIN_PASSWORD))
+        .await?;
+    h.wait_rotated("orders", TIMEOUT).await?;
+    let new = h
+        .secret_value("app-0-redis", "password")
+        .await?
+        .expect("a password");
+    assert_only_password(&h, "app-0", &new).await?;
+    h.assert_no_secret_value_leaks_in(&[platform.name()])
+        .await?;
+    Api::<ClusterRotationTarget>::all(h.client.clone())
+        .delete(&target, &Default::default())
+        .await?;
+    platform.cleanup().await?;
+    h.finish().await
+}
+
 /// A ServiceAccount `tenant` of the harness's namespace, bound to the built-in `edit` role
 /// that deploy/base's tenant ClusterRoles extend.
 async fn tenant_client(h: &Harness) -> Result<Client> {
