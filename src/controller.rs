@@ -1639,9 +1639,9 @@ impl<'a> Rotator<'a> {
         if has_condition_reason(&self.status, "Degraded", "True", reason) {
             return Ok(());
         }
-        let outcome = match trouble {
-            RolloutTrouble::TimedOut => Outcome::RolloutTimedOut { message: &message },
-            RolloutTrouble::CannotComplete => Outcome::RolloutCannotComplete { message: &message },
+        let outcome = Outcome::RolloutStuck {
+            reason,
+            message: &message,
         };
         let status = self.after(outcome, now);
         self.write_status(status).await?;

@@ -24,10 +24,9 @@ pub enum Outcome<'a> {
     Restaged,
     /// A step's effect is done (or, for `Replacing` and `Retired`, about to be sent).
     Stepped(Step),
-    /// The workloads did not roll out within the timeout.
-    RolloutTimedOut { message: &'a str },
-    /// A workload cannot finish rolling out by itself.
-    RolloutCannotComplete { message: &'a str },
+    /// The workloads did not roll out within the timeout (`RolloutTimeout`), or one cannot
+    /// finish by itself (`RolloutCannotComplete`).
+    RolloutStuck { reason: Reason, message: &'a str },
     /// The workload Secret stopped holding the new password.
     Drifted { message: &'a str },
     /// It holds the new password again: the workloads restart once more.
@@ -134,25 +133,8 @@ pub fn after(
                 set_condition(&mut status, "Degraded", false, Reason::AsExpected, "", now);
             }
         }
-        Outcome::RolloutTimedOut { message } => {
-            set_condition(
-                &mut status,
-                "Degraded",
-                true,
-                Reason::RolloutTimeout,
-                message,
-                now,
-            );
-        }
-        Outcome::RolloutCannotComplete { message } => {
-            set_condition(
-                &mut status,
-                "Degraded",
-                true,
-                Reason::RolloutCannotComplete,
-                message,
-                now,
-            );
+        Outcome::RolloutStuck { reason, message } => {
+            set_condition(&mut status, "Degraded", true, reason, message, now);
         }
         Outcome::Drifted { message } => {
             status.drifted_time.get_or_insert(Time(now));
