@@ -46,7 +46,7 @@ use crate::status::{self, Outcome, ceil_to_second, has_condition, has_condition_
 use crate::target_index::{self, ClusterHandles, TargetIndex};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec,
-    credentials_fingerprint,
+    credentials_fingerprint, not_its_own_admin,
 };
 use crate::validation::{InvalidField, ValidSpec, validate};
 use crate::{Error, Result, template, verify};
@@ -1265,6 +1265,13 @@ impl<'a> Rotator<'a> {
                     .await?;
                 Ok(Some(Action::await_change()))
             }
+            Err(Error::Target {
+                reason: reason @ Reason::TargetNotAllowed,
+                detail,
+            }) => {
+                self.report_not_ready(reason, &detail).await?;
+                Ok(Some(Action::await_change()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -1343,6 +1350,7 @@ impl<'a> Rotator<'a> {
         &self,
         secrets: &BTreeMap<String, Secret>,
     ) -> Result<Box<dyn PasswordTarget>> {
+        not_its_own_admin(self.target_spec(), secrets)?;
         let credentials = credentials_fingerprint(secrets);
         let remembered = |account: &str| self.remembered_refusal(account);
         (self.ctx.connect)(

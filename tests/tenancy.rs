@@ -193,6 +193,46 @@ async fn a_tenant_rotates_only_what_the_cluster_target_allows() -> Result<()> {
     h.finish().await
 }
 
+/// Whatever the policy allows, the login the target itself logs in with is never rotated:
+/// its new password would be published into the tenant's Secret.
+#[tokio::test]
+async fn the_targets_own_admin_login_is_never_rotated() -> Result<()> {
+    let mut h = Harness::with_users("own-admin", 1).await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "admin",
+        h.user_spec(json!({
+            "target": {"user": common::ADMIN_EMAIL},
+            "secret": {"name": "app-0-redis"},
+            "rotationRequest": "first",
+        })),
+    )
+    .await?;
+    let refused = h
+        .wait_for("admin", TIMEOUT, "TargetNotAllowed", |r| {
+            condition(r, "Ready").is_some_and(|(status, reason, _)| {
+                status == "False" && reason == "TargetNotAllowed"
+            })
+        })
+        .await?;
+    let (_, _, message) = condition(&refused, "Ready").expect("Ready");
+    assert!(
+        message.contains("the login of the target's own administrator"),
+        "{message}"
+    );
+    assert!(
+        h.api.requests().is_empty(),
+        "a call was made: {:?}",
+        h.api.requests()
+    );
+    assert_eq!(
+        h.secret_value("app-0-redis", "password").await?,
+        Some(extra_password(0))
+    );
+    h.assert_no_secret_value_leaks().await?;
+    h.finish().await
+}
+
 /// The operator watches one namespace; the ClusterRotationTarget's Secrets are in another.
 /// Wrong admin credentials there block the rotation; once the platform team fixes the Secret,
 /// the rotation goes on at once, not after the 31 minutes a refused login otherwise holds.

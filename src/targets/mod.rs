@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::login_budget::{AdminAccount, Lockout, LoginBudgets, Refusal};
+use crate::reason::Reason;
 use crate::resource::{Mode, TargetRef};
 use crate::rotation::CallFailure;
 use crate::rotation_target::LockoutPolicy;
@@ -169,9 +170,15 @@ pub trait TargetSpec: Send + Sync + fmt::Debug {
         self.username().is_some()
     }
 
+    /// The logins whose passwords rotate: the user, or both alternating accounts; none for a
+    /// database's default user.
+    fn logins(&self) -> Vec<String> {
+        self.username().map(str::to_owned).into_iter().collect()
+    }
+
     /// Strings a generated password must not contain.
     fn forbidden_in_password(&self) -> Vec<String> {
-        self.username().map(str::to_owned).into_iter().collect()
+        self.logins()
     }
 
     /// The accounts of the old and the new password (previous, pending), given the one the
@@ -554,6 +561,32 @@ pub fn credentials_and_ca(
         field: ca_field,
     });
     credentials.into_iter().chain(ca).collect()
+}
+
+/// Refuses to rotate the login the target itself logs in with (its credentials Secret's
+/// `username`), whatever the target's policy allows: its new password would be published
+/// into a tenant's Secret.
+pub fn not_its_own_admin(
+    target: &dyn TargetSpec,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<()> {
+    let admin = target
+        .secrets()
+        .into_iter()
+        .filter(|used| used.field.ends_with(".credentialsSecret"))
+        .find_map(|used| login(secrets, &used.name, used.field).ok())
+        .map(|(username, _)| username);
+    match admin {
+        Some(admin) if target.logins().contains(&admin) => Err(Error::Target {
+            reason: Reason::TargetNotAllowed,
+            detail: format!(
+                "spec.target: {} is the login of the target's own administrator \
+                 (credentialsSecret): its password is never rotated into a workload Secret",
+                target.object()
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The `username` and `password` keys of a credentials Secret the target read.

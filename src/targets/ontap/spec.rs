@@ -195,7 +195,7 @@ impl TargetSpec for OntapTarget {
         true
     }
 
-    fn forbidden_in_password(&self) -> Vec<String> {
+    fn logins(&self) -> Vec<String> {
         self.names().into_iter().map(str::to_owned).collect()
     }
 
