@@ -424,8 +424,13 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
     )
     .await?;
     h.wait_rotated("scheduled", Duration::from_secs(60)).await?;
-    let mut spec = h.database_spec(json!({"rotationRequest": "first"}));
-    spec["target"]["redisSoftware"]["credentialsSecret"] = json!("rs-admin-unknown");
+    let mut connection = h.rs_connection();
+    connection["credentialsSecret"] = json!("rs-admin-unknown");
+    h.put_target("unknown-admin", json!({"redisSoftware": connection}))
+        .await?;
+    let spec = h.database_spec(
+        json!({"target": {"ref": {"name": "unknown-admin"}}, "rotationRequest": "first"}),
+    );
     h.create_rotation("blocked", spec).await?;
     h.wait_for("blocked", Duration::from_secs(60), "Blocked", |r| {
         r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Blocked)

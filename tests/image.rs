@@ -1,5 +1,5 @@
 //! The operator's container image, built without a Docker engine and run as the Deployment
-//! runs it (`deploy/base/deployment.yaml`), proven by a full rotation.
+//! runs it (`deploy/base/deployment.yaml`, installed namespaced), proven by a full rotation.
 //!
 //! * `tests/image/build.sh` (`make image`) builds the static binary and, with buildah, the
 //!   final stage of the `Dockerfile` into `target/image/password-rotator.oci.tar` (cached:
@@ -7,18 +7,19 @@
 //! * The test reads that OCI archive with `tar` (index, manifest, config, layers, each blob's
 //!   digest checked), checks the image (one file, `/password-rotator`, statically linked;
 //!   entrypoint, command, user 65532:65532, labels), and unpacks its root filesystem.
-//! * `tests/image/run-as-pod.sh` runs the entrypoint with the Deployment's args (plus
-//!   `--namespace <test ns>` and `--http-addr 127.0.0.1:0`) and env, and nothing else of the
-//!   host's environment: chrooted in that root filesystem, mounted read-only, as UID/GID
-//!   65532 with group 65532 only, no_new_privs and no capabilities, with what the kubelet
-//!   mounts: the ServiceAccount's token (from the TokenRequest API, for a ServiceAccount bound
-//!   to the namespaced overlay's Roles), the API server's CA and the namespace at
+//! * `tests/image/run-as-pod.sh` runs the entrypoint with the args (plus `--namespace <test
+//!   ns>` and `--http-addr 127.0.0.1:0`) and env of the Deployment as the namespaced overlay
+//!   renders it (`WATCH_NAMESPACE` the test's namespace), and nothing else of the host's
+//!   environment: chrooted in that root filesystem, mounted read-only, as UID/GID 65532 with
+//!   group 65532 only, no_new_privs and no capabilities, with what the kubelet mounts: the
+//!   ServiceAccount's token (from the TokenRequest API, for a ServiceAccount bound to the
+//!   namespaced overlay's Roles), the API server's CA and the namespace at
 //!   `/var/run/secrets/kubernetes.io/serviceaccount`, `/etc/hosts` and `/etc/resolv.conf`;
 //!   `KUBERNETES_SERVICE_HOST`/`PORT` point at the local API server. It has no kubeconfig,
 //!   so it must use the in-cluster configuration.
-//! * The rotation's Redis Software URL names `localhost`, so static glibc's name resolution
-//!   (through the mounted `/etc/hosts`) is exercised too; real `AUTH` on redis-server proves
-//!   the new password works and the old one is refused.
+//! * The Redis Software URL of the rotation's target names `localhost`, so static glibc's name
+//!   resolution (through the mounted `/etc/hosts`) is exercised too; real `AUTH` on
+//!   redis-server proves the new password works and the old one is refused.
 //!
 //! Where this differs from a kubelet: no container runtime (a chroot in new mount and PID
 //! namespaces, not a pivot_root), no seccomp profile, no cgroup limits, the host's network
@@ -45,7 +46,7 @@ use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
 use common::checks::assert_rotated;
-use common::rbac::{SERVICE_ACCOUNT, install_rbac, kustomize, objects, wait_allowed};
+use common::rbac::{SERVICE_ACCOUNT, find, install_rbac, kustomize, objects, wait_allowed};
 use common::{Harness, USER_PASSWORD};
 
 const UID: u32 = 65532;
@@ -164,9 +165,9 @@ async fn the_image_rotates_a_password_run_as_the_deployment_runs_it() -> Result<
     wait_allowed(&sa_client, &ns, "rotator.dev", "passwordrotations", "list").await?;
 
     // --- the operator, from the image --------------------------------------------------------
-    let deployment: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
-        cluster::repo_root().join("deploy/base/deployment.yaml"),
-    )?)?;
+    // The Deployment of the install whose RBAC the token has: the namespaced overlay's, which
+    // watches one namespace (here the test's) and serves no ClusterRotationTargets.
+    let deployment = find(&rendered, "Deployment", "password-rotator")?;
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let mut args: Vec<String> = serde_yaml::from_value(container["args"].clone())?;
     args.extend(["--namespace".into(), ns.clone()]);
@@ -175,14 +176,22 @@ async fn the_image_rotates_a_password_run_as_the_deployment_runs_it() -> Result<
         serde_json::from_value::<Vec<String>>(config["Env"].clone()).unwrap_or_default();
     for var in container["env"].as_sequence().into_iter().flatten() {
         let name = var["name"].as_str().context("env without name")?;
-        let value = match (name, var["value"].as_str()) {
-            (_, Some(value)) => value.to_owned(),
-            ("POD_NAME", None) => POD_NAME.to_owned(),
-            ("POD_NAMESPACE", None) => ns.clone(),
-            (other, None) => bail!("the Deployment sets {other} in a way this test does not know"),
+        let field = var["valueFrom"]["fieldRef"]["fieldPath"].as_str();
+        let value = match (name, var["value"].as_str(), field) {
+            ("WATCH_NAMESPACE", Some(_), _) => ns.clone(),
+            (_, Some(value), _) => value.to_owned(),
+            (_, None, Some("metadata.name")) => POD_NAME.to_owned(),
+            (_, None, Some("metadata.namespace")) => ns.clone(),
+            (other, _, _) => {
+                bail!("the Deployment sets {other} in a way this test does not know")
+            }
         };
         env.push(format!("{name}={value}"));
     }
+    ensure!(
+        env.contains(&format!("WATCH_NAMESPACE={ns}")),
+        "the namespaced overlay's Deployment sets no WATCH_NAMESPACE: {env:?}"
+    );
     // What the runtime and the kubelet add (the `kubernetes` Service's variables are set even
     // with enableServiceLinks: false).
     env.push(format!("HOSTNAME={POD_NAME}"));
@@ -258,10 +267,14 @@ async fn the_image_rotates_a_password_run_as_the_deployment_runs_it() -> Result<
     // --- one full rotation -------------------------------------------------------------------
     let url = h.api.url().replace("127.0.0.1", "localhost");
     ensure!(url.contains("://localhost:"), "unexpected API URL {url}");
+    let mut connection = h.rs_connection();
+    connection["url"] = json!(url);
+    h.put_target("by-name", json!({"redisSoftware": connection}))
+        .await?;
     h.create_rotation(
         "orders-cache",
         h.user_spec(json!({
-            "target": {"redisSoftware": {"url": url}},
+            "target": {"ref": {"name": "by-name"}},
             "rotationRequest": "image",
         })),
     )

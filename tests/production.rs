@@ -164,7 +164,7 @@ async fn a_target_edit_mid_rotation_never_reaches_another_user() -> Result<()> {
     wait_step(&h, Step::Published).await?;
     patch_spec(
         &h,
-        json!({"target": {"redisSoftware": {"user": "app-0"}}, "secret": {"name": "app-0-redis"}}),
+        json!({"target": {"user": "app-0"}, "secret": {"name": "app-0-redis"}}),
     )
     .await?;
     let pending = h
@@ -294,7 +294,7 @@ async fn two_resources_restarting_one_deployment_roll_it_once_each() -> Result<(
     h.start_operator()?;
     let rollout = json!({"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s", "timeout": "5m"});
     let mut second = h.user_spec(json!({"rollout": rollout, "rotationRequest": "one"}));
-    second["target"]["redisSoftware"]["user"] = json!("app-0");
+    second["target"]["user"] = json!("app-0");
     second["secret"]["name"] = json!("app-0-redis");
     h.create_rotation(
         NAME,
@@ -555,7 +555,7 @@ async fn resources_sharing_a_wrong_admin_spend_one_budget() -> Result<()> {
     let names: Vec<String> = (0..3).map(|i| format!("app{i}-cache")).collect();
     for (i, name) in names.iter().enumerate() {
         let mut spec = h.user_spec(json!({"rotationRequest": "one"}));
-        spec["target"]["redisSoftware"]["user"] = json!(format!("app-{i}"));
+        spec["target"]["user"] = json!(format!("app-{i}"));
         spec["secret"]["name"] = json!(format!("app-{i}-redis"));
         h.create_rotation(name, spec).await?;
     }
@@ -644,18 +644,12 @@ async fn resources_sharing_a_wrong_admin_spend_one_budget() -> Result<()> {
 async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag() -> Result<()> {
     let mut h = Harness::new("tenant").await?;
     h.start_operator()?;
-    // A tenant's resource names Secrets that never allowed it.
-    let admin = unshared_secret(
-        "other-admin",
-        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
-    );
+    // A tenant's resource names a workload Secret that never allowed it.
     let workload = unshared_secret(
         "other-app",
         &[("username", USER), ("password", USER_PASSWORD)],
     );
-    for secret in [&admin, &workload] {
-        h.secrets().create(&Default::default(), secret).await?;
-    }
+    h.secrets().create(&Default::default(), &workload).await?;
     let mut spec = h.user_spec(json!({"rotationRequest": "one"}));
     spec["secret"]["name"] = json!("other-app");
     h.create_rotation(NAME, spec.clone()).await?;
@@ -670,12 +664,20 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
         "{message}"
     );
 
-    // The admin credentials do not allow it; then the workload Secret does.
-    patch_spec(
-        &h,
-        json!({"target": {"redisSoftware": {"credentialsSecret": "other-admin"}}}),
-    )
-    .await?;
+    // The platform team's target serves other users only; then the workload Secret allows
+    // the resource. The target's admin Secret needs no annotation: the target is what
+    // allows or refuses.
+    let admin = unshared_secret(
+        "other-admin",
+        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    );
+    h.secrets().create(&Default::default(), &admin).await?;
+    let mut connection = h.rs_connection();
+    connection["credentialsSecret"] = json!("other-admin");
+    let tenant = |objects: serde_json::Value| json!({"redisSoftware": connection.clone(), "allow": {"objects": objects}});
+    h.put_target("tenant", tenant(json!(["payments-*"])))
+        .await?;
+    patch_spec(&h, json!({"target": {"ref": {"name": "tenant"}}})).await?;
     h.wait_for(NAME, Duration::from_secs(30), "the edit seen", |r| {
         r.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
     })
@@ -690,17 +692,17 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
         )
         .await?;
     let refused = h
-        .wait_for(
-            NAME,
-            Duration::from_secs(30),
-            "credentials not allowed",
-            |r| {
-                condition(r, "Ready").is_some_and(|c| {
-                    c.reason == "SecretNotAllowed" && c.message.contains("credentialsSecret")
-                })
-            },
-        )
+        .wait_for(NAME, Duration::from_secs(30), "TargetNotAllowed", |r| {
+            has(r, "Ready", "False", "TargetNotAllowed")
+        })
         .await?;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(
+        message.starts_with(&format!(
+            "spec.allow.objects: RotationTarget tenant: {USER} matches none of the allowed objects"
+        )),
+        "{message}"
+    );
     assert_eq!(refused.status.unwrap().step, None, "nothing was staged");
     assert!(
         h.secrets()
@@ -712,7 +714,7 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         h.api.requests().is_empty(),
-        "nothing read from a Secret that did not allow it was sent: {:?}",
+        "nothing was sent to a target that does not allow the resource: {:?}",
         h.api.requests()
     );
     assert_eq!(
@@ -720,7 +722,9 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
         Some(USER_PASSWORD),
         "the Secret was not rewritten"
     );
-    let warned = h.wait_event("SecretNotAllowed", "").await?;
+    let warned = h
+        .wait_event("TargetNotAllowed", "spec.allow.objects")
+        .await?;
     assert_eq!(
         warned.type_.as_deref(),
         Some("Warning"),
@@ -728,23 +732,23 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
     );
 
     // Allowed: the rotation runs.
-    h.secrets()
-        .patch(
-            "other-admin",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"rotator.dev/allowed-rotations": format!("x,{NAME}")}}})),
-        )
+    h.put_target("tenant", tenant(json!(["payments-*", "orders-*"])))
         .await?;
     h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
     let new = h.secret_value("other-app", "password").await?.unwrap();
     assert_only_password(&h, USER, &new).await?;
 
     // Plain HTTP and verify endpoints are refused by an operator without the flags.
+    let mut plain = h.rs_connection();
+    plain["url"] = json!(h.api.url().replace("https://", "http://"));
+    plain["insecureHttp"] = json!(true);
+    h.put_target("plain-http", json!({"redisSoftware": plain}))
+        .await?;
     for (name, extra, field) in [
         (
             "plain-http",
-            json!({"target": {"redisSoftware": {"url": h.api.url().replace("https://", "http://"), "insecureHttp": true}}}),
-            "spec.target.redisSoftware.insecureHttp",
+            json!({"target": {"ref": {"name": "plain-http"}}}),
+            "spec.redisSoftware.insecureHttp",
         ),
         (
             "verify",
@@ -754,7 +758,7 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
     ] {
         let mut spec = h.user_spec(extra);
         spec["rotationRequest"] = json!("one");
-        spec["target"]["redisSoftware"]["user"] = json!(format!("{name}-user"));
+        spec["target"]["user"] = json!(format!("{name}-user"));
         h.create_rotation(name, spec).await?;
         let refused = h
             .wait_for(name, Duration::from_secs(30), "InvalidSpec", |r| {
@@ -785,9 +789,12 @@ async fn one_user_reached_through_two_addresses_is_one_target() -> Result<()> {
     let rotated = h.secret_value(USER_SECRET, "password").await?.unwrap();
 
     // The same cluster by name: another string, the same user.
-    let mut by_name = h.user_spec(json!({"rotationRequest": "one"}));
-    by_name["target"]["redisSoftware"]["url"] =
-        json!(h.api.url().replace("127.0.0.1", "localhost"));
+    let mut connection = h.rs_connection();
+    connection["url"] = json!(h.api.url().replace("127.0.0.1", "localhost"));
+    h.put_target("by-name", json!({"redisSoftware": connection}))
+        .await?;
+    let by_name =
+        h.user_spec(json!({"target": {"ref": {"name": "by-name"}}, "rotationRequest": "one"}));
     h.create_rotation("orders-by-name", by_name).await?;
     let refused = h
         .wait_for("orders-by-name", Duration::from_secs(30), "Conflict", |r| {

@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
+use password_rotator::rotation_target::RotationTarget;
 use rotator_test_support::api_server::FaultRule;
 use rotator_test_support::redis_server::password_hash;
 use serde_json::json;
@@ -683,13 +684,28 @@ async fn a_second_resource_for_the_same_user_is_refused() -> Result<()> {
     h.finish().await
 }
 
+/// Fails unless admission refused the object with a message containing `expected`.
+fn assert_refused<T: std::fmt::Debug>(created: kube::Result<T>, expected: &str, case: &str) {
+    match created {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{case}: {status:?}");
+            assert!(
+                status.message.contains(expected),
+                "{case}: {expected:?} not in {}",
+                status.message
+            );
+        }
+        other => panic!("{case} was admitted: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
     let mut h = Harness::new("invalid").await?;
     let cases = [
         (
-            json!({"target": {"redisSoftware": {"databaseUid": 3}}}),
-            "exactly one of user or databaseUid",
+            json!({"target": {"databaseUid": 3}}),
+            "set exactly one of user, databaseUid, account or alternatingAccounts",
         ),
         (
             json!({"schedule": {"every": "30m"}}),
@@ -704,10 +720,6 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
             "overlap must not exceed timeout",
         ),
         (
-            json!({"target": {"redisSoftware": {"url": "http://127.0.0.1:9443"}}}),
-            "url must start with https://",
-        ),
-        (
             json!({"schedule": {"every": "24h", "cron": "0 3 * * *"}}),
             "set at most one of every or cron",
         ),
@@ -718,18 +730,21 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
             "apiVersion": "rotator.dev/v1alpha2", "kind": "PasswordRotation",
             "metadata": {"name": format!("bad-{i}")}, "spec": spec,
         }))?;
-        match h.rotations().create(&PostParams::default(), &object).await {
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "{status:?}");
-                assert!(
-                    status.message.contains(expected),
-                    "{expected:?} not in {}",
-                    status.message
-                );
-            }
-            other => panic!("case {i} was admitted: {other:?}"),
-        }
+        let created = h.rotations().create(&PostParams::default(), &object).await;
+        assert_refused(created, expected, &format!("case {i}"));
     }
+    // The connection is the target's: its url is checked there.
+    let target: RotationTarget = serde_json::from_value(json!({
+        "apiVersion": "rotator.dev/v1alpha2", "kind": "RotationTarget",
+        "metadata": {"name": "plain-http"},
+        "spec": {"redisSoftware": {"url": "http://127.0.0.1:9443", "credentialsSecret": "rs-admin"}},
+    }))?;
+    let created = h.targets().create(&PostParams::default(), &target).await;
+    assert_refused(
+        created,
+        "url must start with https://",
+        "the http:// target",
+    );
     // What CEL cannot check gets a condition and an event naming the field.
     h.start_operator()?;
     h.create_rotation(
@@ -847,9 +862,17 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
         .await?;
     wait_gone(&h, "no-workload-secret").await?;
 
+    // A target whose admin credentials Secret does not exist.
+    let credentials_secret = |name: &str| {
+        let mut connection = h.rs_connection();
+        connection["credentialsSecret"] = json!(name);
+        json!({"redisSoftware": connection})
+    };
+    h.put_target("no-credentials", credentials_secret("absent-admin"))
+        .await?;
     h.create_rotation(
         "no-credentials",
-        h.user_spec(json!({"target": {"redisSoftware": {"credentialsSecret": "absent-admin"}}, "rotationRequest": "r"})),
+        h.user_spec(json!({"target": {"ref": {"name": "no-credentials"}}, "rotationRequest": "r"})),
     )
     .await?;
     let missing = h
@@ -860,10 +883,13 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
             |r| condition_reason(r, "Ready").as_deref() == Some("SecretMissing"),
         )
         .await?;
+    let message = ready_message(&missing);
     assert!(
-        ready_message(&missing).contains("spec.target.redisSoftware.credentialsSecret"),
-        "{}",
-        ready_message(&missing)
+        message.contains(&format!(
+            "Secret absent-admin not found in namespace {} (spec.redisSoftware.credentialsSecret of the target)",
+            h.ns()
+        )),
+        "{message}"
     );
     h.wait_event("SecretMissing", "").await?;
     assert!(
@@ -877,15 +903,7 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
 
     // Another explanation under the same reason is another Event: what `kubectl describe`
     // shows last is what is wrong now, not the first note of a series.
-    let credentials_secret = |name: &str| {
-        Patch::Merge(json!({"spec": {"target": {"redisSoftware": {"credentialsSecret": name}}}}))
-    };
-    h.rotations()
-        .patch(
-            "no-credentials",
-            &PatchParams::default(),
-            &credentials_secret("other-admin"),
-        )
+    h.put_target("no-credentials", credentials_secret("other-admin"))
         .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -909,12 +927,7 @@ async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    h.rotations()
-        .patch(
-            "no-credentials",
-            &PatchParams::default(),
-            &credentials_secret("absent-admin"),
-        )
+    h.put_target("no-credentials", credentials_secret("absent-admin"))
         .await?;
 
     // The Secret appearing resumes the rotation.
@@ -939,7 +952,7 @@ async fn a_burst_of_requests_rotates_each_user_exactly_once() -> Result<()> {
     h.start_operator()?;
     for i in 0..USERS {
         let spec = h.user_spec(json!({
-            "target": {"redisSoftware": {"user": format!("app-{i}")}},
+            "target": {"user": format!("app-{i}")},
             "secret": {"name": format!("app-{i}-redis")},
         }));
         h.create_rotation(&format!("app-{i}"), spec).await?;
@@ -1017,6 +1030,13 @@ async fn an_operator_watches_exactly_the_namespaces_it_is_given() -> Result<()> 
     let unwatched = TestNamespace::new(&h.client, "unwatched").await?;
     // The database target, with its Secrets, lives in the second namespace.
     for ns in [&second, &unwatched] {
+        let target: RotationTarget = serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha2", "kind": "RotationTarget",
+            "metadata": {"name": TARGET}, "spec": {"redisSoftware": h.rs_connection()},
+        }))?;
+        ns.api::<RotationTarget>()
+            .create(&PostParams::default(), &target)
+            .await?;
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
         for name in ["rs-admin", "rs-ca", DATABASE_SECRET] {
             let mut secret = h.secrets().get(name).await?;
@@ -1115,7 +1135,7 @@ async fn edits_by_other_writers_mid_reconcile_are_retried_without_a_warning() ->
     let edits = (0..USERS).map(|i| {
         let rotations = h.rotations();
         let spec = h.user_spec(json!({
-            "target": {"redisSoftware": {"user": format!("app-{i}")}},
+            "target": {"user": format!("app-{i}")},
             "secret": {"name": format!("app-{i}-redis")},
         }));
         let name = format!("app-{i}");

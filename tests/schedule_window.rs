@@ -37,7 +37,7 @@ async fn a_due_rotation_waits_for_its_window_and_one_inside_runs() -> Result<()>
     .await?;
     let mut open_spec =
         h.user_spec(json!({"schedule": {"cron": "* * * * *", "window": {"hours": open}}}));
-    open_spec["target"]["redisSoftware"]["user"] = json!("app-0");
+    open_spec["target"]["user"] = json!("app-0");
     open_spec["secret"]["name"] = json!("app-0-redis");
     h.create_rotation("open", open_spec).await?;
 
