@@ -1,7 +1,7 @@
-//! `spec.target.ontap` end to end, beyond the scenarios every target runs (`tests/targets.rs`):
-//! the operator process on the local control plane changes account passwords on the ONTAP API
-//! test server (HTTPS with a self-signed certificate, as a
-//! cluster has by default). Which password works is proven by logging in to the server.
+//! A RotationTarget's `spec.ontap` end to end, beyond the scenarios every target runs
+//! (`tests/targets.rs`): the operator process on the local control plane changes account
+//! passwords on the ONTAP API test server (HTTPS with a self-signed certificate, as a cluster
+//! has by default). Which password works is proven by logging in to the server.
 
 mod common;
 
@@ -21,6 +21,7 @@ const ACCOUNT_B: (&str, &str) = ("orders-b", "Orders-B-Pa55word-1");
 const SECRET: &str = "orders-ontap";
 const DEPLOYMENT: &str = "orders";
 const ROTATION: &str = "orders-ontap";
+const ONTAP_TARGET: &str = "ontap";
 
 async fn ontap() -> Result<Arc<OntapServer>> {
     let config = OntapServerConfig::new(vec![
@@ -50,12 +51,30 @@ async fn secrets_for(h: &Harness, server: &OntapServer) -> Result<()> {
     .await
 }
 
-fn ontap_spec(server: &OntapServer, target: Value, overrides: Value) -> Value {
+/// RotationTarget `ontap` on `server`, trusting its certificate, logging in as the admin when
+/// `admin` (each account changes its own password otherwise). It allows both modes: one
+/// account rotates with `Replace`.
+async fn put_ontap_target(h: &Harness, server: &OntapServer, admin: bool) -> Result<()> {
+    let mut ontap = json!({
+        "url": server.base_url(),
+        "caSecret": {"name": "ontap-ca"},
+    });
+    if admin {
+        ontap["credentialsSecret"] = json!("ontap-admin");
+    }
+    h.put_target(
+        ONTAP_TARGET,
+        json!({"ontap": ontap, "allow": {"modes": ["AddThenDelete", "Replace"]}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A resource on RotationTarget `ontap` that rotates `object` (its account or accounts),
+/// merged with `overrides`.
+fn ontap_spec(object: Value, overrides: Value) -> Value {
     let mut spec = json!({
-        "target": {"ontap": {
-            "url": server.base_url(),
-            "caSecret": {"name": "ontap-ca"},
-        }},
+        "target": {"ref": {"kind": "RotationTarget", "name": ONTAP_TARGET}},
         "secret": {"name": SECRET},
         "rollout": {
             "workloads": [{"kind": "Deployment", "name": DEPLOYMENT}],
@@ -63,22 +82,13 @@ fn ontap_spec(server: &OntapServer, target: Value, overrides: Value) -> Value {
             "timeout": "5m",
         },
     });
-    let ontap = spec["target"]["ontap"].as_object_mut().expect("an object");
-    for (key, value) in target.as_object().expect("an object") {
-        ontap.insert(key.clone(), value.clone());
-    }
-    let spec_object = spec.as_object_mut().expect("an object");
-    for (key, value) in overrides.as_object().expect("an object") {
-        spec_object.insert(key.clone(), value.clone());
-    }
+    merge(&mut spec, json!({"target": object}));
+    merge(&mut spec, overrides);
     spec
 }
 
 fn alternating() -> Value {
-    json!({
-        "credentialsSecret": "ontap-admin",
-        "alternatingAccounts": [ACCOUNT_A.0, ACCOUNT_B.0],
-    })
+    json!({"alternatingAccounts": [ACCOUNT_A.0, ACCOUNT_B.0]})
 }
 
 async fn published(h: &Harness) -> Result<(String, String)> {
@@ -99,12 +109,13 @@ async fn alternating_accounts_take_turns() -> Result<()> {
     let mut h = Harness::new("ontap-alt").await?;
     let server = ontap().await?;
     secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, true).await?;
     h.create_deployment(DEPLOYMENT, 2).await?;
     h.start_operator()?;
 
     h.create_rotation(
         ROTATION,
-        ontap_spec(&server, alternating(), json!({"rotationRequest": "first"})),
+        ontap_spec(alternating(), json!({"rotationRequest": "first"})),
     )
     .await?;
     let first = h.wait_rotated(ROTATION, Duration::from_secs(120)).await?;
@@ -164,11 +175,12 @@ async fn a_crash_after_publishing_resumes_on_the_new_account() -> Result<()> {
     let mut h = Harness::new("ontap-crash").await?;
     let server = ontap().await?;
     secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, true).await?;
     h.create_deployment(DEPLOYMENT, 1).await?;
     let mut crashing = h.spawn_operator(&["--fail-point", "after-publish-write"])?;
     h.create_rotation(
         ROTATION,
-        ontap_spec(&server, alternating(), json!({"rotationRequest": "first"})),
+        ontap_spec(alternating(), json!({"rotationRequest": "first"})),
     )
     .await?;
     let status = tokio::time::timeout(Duration::from_secs(60), crashing.wait()).await??;
@@ -198,14 +210,12 @@ async fn a_crash_after_publishing_resumes_on_the_new_account() -> Result<()> {
 async fn one_account_is_refused_add_then_delete_at_admission() -> Result<()> {
     let h = Harness::new("ontap-admission").await?;
     let server = ontap().await?;
+    secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, true).await?;
     let refused = h
         .create_rotation(
             ROTATION,
-            ontap_spec(
-                &server,
-                json!({"credentialsSecret": "ontap-admin", "account": ACCOUNT_A.0}),
-                json!({}),
-            ),
+            ontap_spec(json!({"account": ACCOUNT_A.0}), json!({})),
         )
         .await
         .expect_err("refused at admission");
@@ -213,22 +223,38 @@ async fn one_account_is_refused_add_then_delete_at_admission() -> Result<()> {
         refused.to_string().contains("alternatingAccounts"),
         "{refused}"
     );
-    let self_service_pair = h
-        .create_rotation(
-            ROTATION,
-            ontap_spec(
-                &server,
-                json!({"alternatingAccounts": [ACCOUNT_A.0, ACCOUNT_B.0]}),
-                json!({}),
-            ),
-        )
-        .await
-        .expect_err("refused at admission");
-    assert!(
-        self_service_pair.to_string().contains("credentialsSecret"),
-        "{self_service_pair}"
-    );
     assert!(server.login_works(ACCOUNT_A.0, ACCOUNT_A.1));
+    h.finish().await
+}
+
+/// The accounts alternate only where an administrator sets the standby one's password: a pair
+/// on a target without credentialsSecret is refused (the target is another object than the
+/// resource, so the operator refuses it, not admission) before any call.
+#[tokio::test]
+async fn a_pair_on_a_target_without_an_admin_is_refused() -> Result<()> {
+    let mut h = Harness::new("ontap-self-pair").await?;
+    let server = ontap().await?;
+    secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, false).await?;
+    h.start_operator()?;
+    h.create_rotation(
+        ROTATION,
+        ontap_spec(alternating(), json!({"rotationRequest": "first"})),
+    )
+    .await?;
+    let refused = h
+        .wait_for(ROTATION, Duration::from_secs(30), "InvalidSpec", |r| {
+            condition_reason(r, "Ready").as_deref() == Some("InvalidSpec")
+        })
+        .await?;
+    let message = ready_message(&refused);
+    assert!(
+        message.contains("spec.ontap.credentialsSecret"),
+        "{message}"
+    );
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert!(server.login_works(ACCOUNT_A.0, ACCOUNT_A.1));
+    assert!(server.login_works(ACCOUNT_B.0, ACCOUNT_B.1));
     h.finish().await
 }
 
@@ -237,12 +263,12 @@ async fn one_account_replaced_by_itself_without_an_admin() -> Result<()> {
     let mut h = Harness::new("ontap-self").await?;
     let server = ontap().await?;
     secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, false).await?;
     h.create_deployment(DEPLOYMENT, 1).await?;
     h.start_operator()?;
     h.create_rotation(
         ROTATION,
         ontap_spec(
-            &server,
             json!({"account": ACCOUNT_A.0}),
             json!({"mode": "Replace", "rotationRequest": "first"}),
         ),
@@ -274,6 +300,7 @@ async fn a_secret_on_neither_account_changes_nothing() -> Result<()> {
     let mut h = Harness::new("ontap-neither").await?;
     let server = ontap().await?;
     secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, true).await?;
     h.put_secret(
         SECRET,
         &[("username", "someone"), ("password", ACCOUNT_A.1)],
@@ -283,7 +310,7 @@ async fn a_secret_on_neither_account_changes_nothing() -> Result<()> {
     h.start_operator()?;
     h.create_rotation(
         ROTATION,
-        ontap_spec(&server, alternating(), json!({"rotationRequest": "first"})),
+        ontap_spec(alternating(), json!({"rotationRequest": "first"})),
     )
     .await?;
     let refused = h
@@ -316,18 +343,19 @@ async fn a_misnamed_secret_is_refused_and_no_secret_value_leaks() -> Result<()> 
     let mut h = Harness::new("ontap-leak").await?;
     let server = ontap().await?;
     secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, true).await?;
     h.create_deployment(DEPLOYMENT, 1).await?;
     h.start_operator()?;
 
     let swapped = json!({"usernameKey": "password", "passwordKey": "username"});
-    let mut on_admin = ontap_spec(&server, alternating(), json!({"rotationRequest": "first"}));
+    let mut on_admin = ontap_spec(alternating(), json!({"rotationRequest": "first"}));
     on_admin["secret"] = json!({"name": "ontap-admin"});
     on_admin["secret"]
         .as_object_mut()
         .expect("an object")
         .extend(swapped.as_object().expect("an object").clone());
     h.create_rotation("on-admin", on_admin).await?;
-    let mut own_swapped = ontap_spec(&server, alternating(), json!({"rotationRequest": "first"}));
+    let mut own_swapped = ontap_spec(alternating(), json!({"rotationRequest": "first"}));
     own_swapped["secret"]
         .as_object_mut()
         .expect("an object")

@@ -1,7 +1,8 @@
-//! `spec.target.redis` end to end, beyond the scenarios every target runs (`tests/targets.rs`):
-//! the operator process on the local control plane rotates an ACL user of real redis-servers (a
-//! primary with a replica found from the primary, a three-primary cluster, a node restarted or
-//! down). Which passwords work is proven with real `AUTH` on every node.
+//! A RotationTarget's `spec.redis` end to end, beyond the scenarios every target runs
+//! (`tests/targets.rs`): the operator process on the local control plane rotates an ACL user of
+//! real redis-servers (a primary with a replica found from the primary, a three-primary
+//! cluster, a node restarted or down). Which passwords work is proven with real `AUTH` on every
+//! node.
 
 mod common;
 
@@ -14,10 +15,11 @@ use kube::api::Api;
 use password_rotator::resource::Phase;
 use password_rotator::targets::redis::client::ADMIN_ACL_RULES;
 use rotator_test_support::redis_topology::{Options, Persist, Topology};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SECRET: &str = "cache-credentials";
 const ADMIN_SECRET: &str = "redis-admin";
+const REDIS_TARGET: &str = "redis-target";
 
 /// Puts the admin and workload Secrets of `topology` into the test's namespace.
 async fn secrets_for(h: &Harness, topology: &Topology) -> Result<()> {
@@ -39,23 +41,37 @@ async fn secrets_for(h: &Harness, topology: &Topology) -> Result<()> {
     .await
 }
 
-fn redis_spec(topology: &Topology, endpoints: &[String], overrides: Value) -> Value {
-    let mut spec = json!({
-        "target": {"redis": {
+/// The RotationTarget on `endpoints`, in plaintext with the admin Secret, and the resource
+/// `cache` on it that rotates the app user at once (request `request`).
+async fn create_cache(
+    h: &Harness,
+    topology: &Topology,
+    endpoints: &[String],
+    request: &str,
+) -> Result<()> {
+    h.put_target(
+        REDIS_TARGET,
+        json!({"redis": {
             "endpoints": endpoints,
-            "user": topology.app.user,
             "credentialsSecret": ADMIN_SECRET,
             "insecurePlaintext": true,
-        }},
-        "secret": {"name": SECRET},
-        "rollout": {"overlap": "0s", "timeout": "5m"},
-    });
-    if let (Some(spec), Some(overrides)) = (spec.as_object_mut(), overrides.as_object()) {
-        for (key, value) in overrides {
-            spec.insert(key.clone(), value.clone());
-        }
-    }
-    spec
+        }}),
+    )
+    .await?;
+    h.create_rotation(
+        "cache",
+        json!({
+            "target": {
+                "ref": {"kind": "RotationTarget", "name": REDIS_TARGET},
+                "user": topology.app.user,
+            },
+            "secret": {"name": SECRET},
+            "rollout": {"overlap": "0s", "timeout": "5m"},
+            "rotationRequest": request,
+        }),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn new_password(h: &Harness, initial: &str) -> Result<String> {
@@ -80,11 +96,7 @@ async fn a_primary_and_its_replica_rotate_together_found_from_the_primary() -> R
     let initial = topology.app.password.clone();
     // Only the primary is named: the replica is found from it.
     let primary = topology.nodes[0].addr();
-    h.create_rotation(
-        "cache",
-        redis_spec(&topology, &[primary], json!({"rotationRequest": "first"})),
-    )
-    .await?;
+    create_cache(&h, &topology, &[primary], "first").await?;
     let rotated = h.wait_rotated("cache", Duration::from_secs(60)).await?;
     let new = new_password(&h, &initial).await?;
     topology.assert_passwords(&[&new], &[&initial]).await;
@@ -114,11 +126,7 @@ async fn a_cluster_rotates_on_every_node_and_a_restarted_node_keeps_only_the_new
     h.start_operator()?;
     let initial = topology.app.password.clone();
     let seed = topology.nodes[1].addr();
-    h.create_rotation(
-        "cache",
-        redis_spec(&topology, &[seed], json!({"rotationRequest": "first"})),
-    )
-    .await?;
+    create_cache(&h, &topology, &[seed], "first").await?;
     let rotated = h.wait_rotated("cache", Duration::from_secs(60)).await?;
     let new = new_password(&h, &initial).await?;
     topology.assert_passwords(&[&new], &[&initial]).await;
@@ -141,11 +149,7 @@ async fn a_node_down_mid_rotation_leaves_both_passwords_valid_until_it_is_back()
     let initial = topology.app.password.clone();
     // Both nodes are listed: a replica that is down is not listed by its primary.
     let endpoints = topology.addrs();
-    h.create_rotation(
-        "cache",
-        redis_spec(&topology, &endpoints, json!({"rotationRequest": "first"})),
-    )
-    .await?;
+    create_cache(&h, &topology, &endpoints, "first").await?;
     let rotated = h.wait_rotated("cache", Duration::from_secs(60)).await?;
     let first = new_password(&h, &initial).await?;
     let first_rotation = rotated.status.and_then(|s| s.last_rotation_time);
@@ -204,18 +208,14 @@ async fn plaintext_needs_the_operator_flag() -> Result<()> {
     secrets_for(&h, &topology).await?;
     h.start_operator()?;
     let endpoint = topology.nodes[0].addr();
-    h.create_rotation(
-        "cache",
-        redis_spec(&topology, &[endpoint], json!({"rotationRequest": "first"})),
-    )
-    .await?;
+    create_cache(&h, &topology, &[endpoint], "first").await?;
     let refused = h
         .wait_for("cache", Duration::from_secs(30), "InvalidSpec", |r| {
             condition_reason(r, "Ready").as_deref() == Some("InvalidSpec")
         })
         .await?;
     assert!(
-        ready_message(&refused).contains("spec.target.redis.insecurePlaintext"),
+        ready_message(&refused).contains("spec.redis.insecurePlaintext"),
         "{}",
         ready_message(&refused)
     );
@@ -236,15 +236,11 @@ async fn plaintext_needs_the_operator_flag() -> Result<()> {
 #[tokio::test]
 async fn exactly_one_target_is_admitted() -> Result<()> {
     let h = Harness::new("one-of").await?;
-    let mut both = h.user_spec(json!({}));
-    both["target"]["redis"] = json!({
-        "endpoints": ["127.0.0.1:6379"],
-        "user": "app",
-        "credentialsSecret": ADMIN_SECRET,
-        "insecurePlaintext": true,
-    });
+    // A resource names exactly one object on its target.
+    let mut both = h.user_spec(json!({"mode": "Replace"}));
+    both["target"]["account"] = json!("orders-a");
     let mut none = h.user_spec(json!({}));
-    none["target"] = json!({});
+    none["target"] = json!({"ref": {"kind": "RotationTarget", "name": TARGET}});
     for spec in [both, none] {
         let refused = h
             .create_rotation("two", spec)
@@ -253,9 +249,31 @@ async fn exactly_one_target_is_admitted() -> Result<()> {
         assert!(
             refused
                 .to_string()
-                .contains("exactly one target must be set"),
+                .contains("set exactly one of user, databaseUid, account or alternatingAccounts"),
             "{refused}"
         );
     }
+    // A target is exactly one system.
+    let redis = json!({
+        "endpoints": ["127.0.0.1:6379"],
+        "credentialsSecret": ADMIN_SECRET,
+        "insecurePlaintext": true,
+    });
+    let both = json!({"redisSoftware": h.rs_connection(), "redis": redis});
+    let none = json!({});
+    for spec in [both, none] {
+        let refused = h
+            .put_target("two", spec)
+            .await
+            .expect_err("refused at admission");
+        assert!(
+            refused
+                .to_string()
+                .contains("exactly one of redisSoftware, redis or ontap must be set"),
+            "{refused}"
+        );
+    }
+    assert!(h.rotations().get_opt("two").await?.is_none());
+    assert!(h.targets().get_opt("two").await?.is_none());
     h.finish().await
 }

@@ -212,7 +212,7 @@ async fn three_operators_split_the_resources_by_shard() -> Result<()> {
     ];
     for (name, shard, _, user, secret, _) in &resources {
         let spec = h.user_spec(json!({
-            "target": {"redisSoftware": {"user": user}},
+            "target": {"user": user},
             "secret": {"name": secret},
             "rotationRequest": "first",
         }));

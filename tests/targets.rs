@@ -44,6 +44,8 @@ enum Backend {
 /// for every target: `username` and `password`.
 struct Fixture {
     backend: Backend,
+    /// The resource's `spec.target`: the RotationTarget and the object there.
+    target: Value,
     /// The admin Secret and its login.
     admin_secret: &'static str,
     admin: (String, String),
@@ -55,6 +57,7 @@ impl Fixture {
     async fn redis_software(_: &mut Harness) -> Result<Self> {
         Ok(Fixture {
             backend: Backend::RedisSoftware,
+            target: json!({"ref": {"kind": "RotationTarget", "name": TARGET}, "user": USER}),
             admin_secret: "rs-admin",
             admin: (ADMIN_EMAIL.into(), ADMIN_PASSWORD.into()),
             initial: (USER.into(), USER_PASSWORD.into()),
@@ -76,9 +79,19 @@ impl Fixture {
             &[("username", &initial.0), ("password", &initial.1)],
         )
         .await?;
+        h.put_target(
+            "redis",
+            json!({"redis": {
+                "endpoints": topology.addrs(),
+                "credentialsSecret": "redis-admin",
+                "insecurePlaintext": true,
+            }}),
+        )
+        .await?;
         h.operator_flags.push("--allow-insecure-http");
         Ok(Fixture {
             backend: Backend::Redis(Mutex::new(topology)),
+            target: json!({"ref": {"kind": "RotationTarget", "name": "redis"}, "user": initial.0}),
             admin_secret: "redis-admin",
             admin,
             initial,
@@ -107,8 +120,21 @@ impl Fixture {
             &[("username", ONTAP_A.0), ("password", ONTAP_A.1)],
         )
         .await?;
+        h.put_target(
+            "ontap",
+            json!({"ontap": {
+                "url": server.base_url(),
+                "credentialsSecret": "ontap-admin",
+                "caSecret": {"name": "ontap-ca"},
+            }}),
+        )
+        .await?;
         Ok(Fixture {
             backend: Backend::Ontap(Arc::new(server)),
+            target: json!({
+                "ref": {"kind": "RotationTarget", "name": "ontap"},
+                "alternatingAccounts": [ONTAP_A.0, ONTAP_B.0],
+            }),
             admin_secret: "ontap-admin",
             admin: (ONTAP_ADMIN.0.into(), ONTAP_ADMIN.1.into()),
             initial: (ONTAP_A.0.into(), ONTAP_A.1.into()),
@@ -117,24 +143,9 @@ impl Fixture {
 
     /// A resource that rotates the target's password, restarts Deployment `orders` and keeps
     /// both passwords `overlap` after publishing; merged with `overrides`.
-    async fn spec(&self, h: &Harness, overrides: Value) -> Value {
-        let target = match &self.backend {
-            Backend::RedisSoftware => h.user_spec(json!({}))["target"].clone(),
-            Backend::Redis(topology) => json!({"redis": {
-                "endpoints": topology.lock().await.addrs(),
-                "user": self.initial.0,
-                "credentialsSecret": self.admin_secret,
-                "insecurePlaintext": true,
-            }}),
-            Backend::Ontap(server) => json!({"ontap": {
-                "url": server.base_url(),
-                "credentialsSecret": self.admin_secret,
-                "caSecret": {"name": "ontap-ca"},
-                "alternatingAccounts": [ONTAP_A.0, ONTAP_B.0],
-            }}),
-        };
+    fn spec(&self, overrides: Value) -> Value {
         let mut spec = json!({
-            "target": target,
+            "target": self.target,
             "secret": {"name": USER_SECRET},
             "rollout": {
                 "workloads": [{"kind": "Deployment", "name": DEPLOYMENT}],
@@ -362,7 +373,7 @@ async fn prepare(prefix: &str, setup: Setup) -> Result<(Harness, Fixture)> {
 async fn full_rotation_with_workloads(prefix: &str, setup: Setup) -> Result<()> {
     let (mut h, fixture) = prepare(prefix, setup).await?;
     h.start_operator()?;
-    let spec = fixture.spec(&h, json!({"rotationRequest": "first"})).await;
+    let spec = fixture.spec(json!({"rotationRequest": "first"}));
     let (h, fixture) = (Arc::new(h), Arc::new(fixture));
     let workloads = Workloads::start(&h, &fixture);
     h.create_rotation(ROTATION, spec).await?;
@@ -389,7 +400,7 @@ async fn full_rotation_with_workloads(prefix: &str, setup: Setup) -> Result<()> 
 /// holds the rotation, and the workload Secret's resourceVersion at Stage).
 async fn sigkill_after_every_step(prefix: &str, setup: Setup) -> Result<()> {
     let (mut h, fixture) = prepare(prefix, setup).await?;
-    let spec = fixture.spec(&h, json!({"rotationRequest": "crash"})).await;
+    let spec = fixture.spec(json!({"rotationRequest": "crash"}));
     h.create_rotation(ROTATION, spec).await?;
     let mut known: HashSet<String> = HashSet::new();
     for (point, step_left) in [
@@ -423,7 +434,7 @@ async fn target_faults_are_ridden_out(prefix: &str, setup: Setup) -> Result<()> 
     let (mut h, fixture) = prepare(prefix, setup).await?;
     h.start_operator()?;
     fixture.break_transiently(&h).await?;
-    let spec = fixture.spec(&h, json!({"rotationRequest": "faults"})).await;
+    let spec = fixture.spec(json!({"rotationRequest": "faults"}));
     h.create_rotation(ROTATION, spec).await?;
     // Each retry warns again: one Event, repeated as a series, not an object per retry.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -473,9 +484,7 @@ async fn a_wrong_admin_blocks_until_the_secret_is_fixed(prefix: &str, setup: Set
     )
     .await?;
     h.start_operator()?;
-    let spec = fixture
-        .spec(&h, json!({"rotationRequest": "wrong-admin"}))
-        .await;
+    let spec = fixture.spec(json!({"rotationRequest": "wrong-admin"}));
     h.create_rotation(ROTATION, spec).await?;
     let blocked = h
         .wait_for(ROTATION, Duration::from_secs(60), "Blocked", |r| {
@@ -514,12 +523,7 @@ async fn a_wrong_admin_blocks_until_the_secret_is_fixed(prefix: &str, setup: Set
 async fn an_idle_restart_writes_nothing(prefix: &str, setup: Setup) -> Result<()> {
     let (mut h, fixture) = prepare(prefix, setup).await?;
     h.start_operator()?;
-    let spec = fixture
-        .spec(
-            &h,
-            json!({"rotationRequest": "once", "schedule": {"every": "720h"}}),
-        )
-        .await;
+    let spec = fixture.spec(json!({"rotationRequest": "once", "schedule": {"every": "720h"}}));
     h.create_rotation(ROTATION, spec).await?;
     h.wait_rotated(ROTATION, Duration::from_secs(120)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -31,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use password_rotator::resource::PasswordRotation;
+use password_rotator::rotation_target::RotationTarget;
 use rotator_test_support::api_server::{AdminLogin, ApiServer, ApiServerConfig, UserConfig};
 use rotator_test_support::cluster::{self, TEST_NAMESPACE_LABEL, TestNamespace};
 use rotator_test_support::redis_server::RedisServer;
@@ -250,6 +251,7 @@ impl Bench {
         bench
             .put_secret("rs-ca", &[("ca.crt", &bench.api.ca_pem())])
             .await?;
+        bench.create_target().await?;
         Ok(bench)
     }
 
@@ -270,6 +272,26 @@ impl Bench {
             .create(&PostParams::default(), &common::secret(name, data))
             .await
             .with_context(|| format!("creating Secret {name}"))?;
+        Ok(())
+    }
+
+    /// RotationTarget `rs` ([`common::TARGET`]) of the bench namespace, on the API test server
+    /// with `rs-admin` and `rs-ca`: every resource of the bench names it.
+    async fn create_target(&self) -> Result<()> {
+        let target: RotationTarget = serde_json::from_value(json!({
+            "apiVersion": "rotator.dev/v1alpha2",
+            "kind": "RotationTarget",
+            "metadata": {"name": common::TARGET},
+            "spec": {"redisSoftware": {
+                "url": self.api.url(),
+                "credentialsSecret": "rs-admin",
+                "caSecret": {"name": "rs-ca", "key": "ca.crt"},
+            }},
+        }))?;
+        Api::<RotationTarget>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &target)
+            .await
+            .context("creating the RotationTarget")?;
         Ok(())
     }
 
@@ -300,12 +322,10 @@ impl Bench {
         request: Option<&str>,
     ) -> Result<PasswordRotation> {
         let mut spec = json!({
-            "target": {"redisSoftware": {
-                "url": self.api.url(),
-                "credentialsSecret": "rs-admin",
-                "caSecret": {"name": "rs-ca", "key": "ca.crt"},
+            "target": {
+                "ref": {"kind": "RotationTarget", "name": common::TARGET},
                 "user": user,
-            }},
+            },
             "secret": {"name": format!("{name}-redis")},
             "rollout": {"overlap": "0s", "timeout": "5m"},
         });
