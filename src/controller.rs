@@ -638,7 +638,7 @@ impl<'a> Rotator<'a> {
         if self.spec.target == spec_target {
             self.prefetched_target_secrets = target_secrets;
         }
-        let valid = match validate(&self.spec).and_then(|valid| self.permitted(valid)) {
+        let valid = match validate(&self.spec, &self.namespace).and_then(|v| self.permitted(v)) {
             Ok(valid) => valid,
             Err(invalid) => return self.report_invalid(invalid).await,
         };
@@ -1190,11 +1190,10 @@ impl<'a> Rotator<'a> {
             .filter(|other| {
                 (busy && rotating(other))
                     || (precedes(other, &self.rotation)
-                        && self
-                            .ctx
-                            .target_index
-                            .resolve(other)
-                            .is_ok_and(|spec| validate(&spec).is_ok()))
+                        && self.ctx.target_index.resolve(other).is_ok_and(|spec| {
+                            let namespace = other.namespace().unwrap_or_default();
+                            validate(&spec, &namespace).is_ok()
+                        }))
             })
             .min_by_key(|other| order_key(other))
             .map(|other| qualified_name(&other))
@@ -1744,7 +1743,7 @@ impl<'a> Rotator<'a> {
                 .await;
             return Ok(Action::await_change());
         }
-        validate(&self.spec).map_err(|e| Error::Target {
+        validate(&self.spec, &self.namespace).map_err(|e| Error::Target {
             reason: Reason::InvalidSpec,
             detail: format!("{}: {}", e.field, e.message),
         })?;

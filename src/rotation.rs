@@ -620,7 +620,7 @@ mod tests {
                 conflict_with: None,
                 credentials_changed_since_block: false,
             };
-            decide(&obs, &validate(&self.spec).unwrap())
+            decide(&obs, &validate(&self.spec, "ns").unwrap())
         }
     }
 

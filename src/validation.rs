@@ -30,7 +30,8 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     }
 }
 
-pub fn validate(spec: &RotationSpec) -> Result<ValidSpec, InvalidField> {
+/// Checks `spec` of a resource in `namespace`.
+pub fn validate(spec: &RotationSpec, namespace: &str) -> Result<ValidSpec, InvalidField> {
     let target = spec.target.selected()?;
     target.validate()?;
     target.supports(spec.mode)?;
@@ -40,7 +41,7 @@ pub fn validate(spec: &RotationSpec) -> Result<ValidSpec, InvalidField> {
     if let Some(used) = target
         .secrets()
         .into_iter()
-        .find(|used| used.name == spec.secret.name)
+        .find(|used| used.name == spec.secret.name && spec.secrets_namespace == namespace)
     {
         return Err(invalid(
             "spec.secret.name",
@@ -160,9 +161,19 @@ mod tests {
             "caSecret": {"name": "rs-ca"},
         }});
         for name in ["admin", "rs-ca"] {
-            let refused = validate(&spec(redis_software.clone(), json!({"name": name})));
+            let refused = validate(&spec(redis_software.clone(), json!({"name": name})), "ns");
             assert_eq!(refused.unwrap_err().field, "spec.secret.name", "{name}");
         }
-        assert!(validate(&spec(redis_software, json!({"name": "app-redis"}))).is_ok());
+        assert!(
+            validate(
+                &spec(redis_software.clone(), json!({"name": "app-redis"})),
+                "ns"
+            )
+            .is_ok()
+        );
+        assert!(
+            validate(&spec(redis_software, json!({"name": "admin"})), "shop").is_ok(),
+            "the target's Secrets are in another namespace: the names may be the same"
+        );
     }
 }

@@ -123,8 +123,8 @@ impl TargetSpec for OntapTarget {
                 if self.connection.credentials_secret.is_none() {
                     return Err(Self::invalid(
                         CREDENTIALS_FIELD,
-                        "alternatingAccounts needs credentialsSecret: an administrator sets \
-                         the standby account's password",
+                        "the target has none, and spec.target.alternatingAccounts needs one: \
+                         an administrator sets the standby account's password",
                     ));
                 }
             }
