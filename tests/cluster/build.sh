@@ -61,6 +61,9 @@ mkdir -p "$CACHE/go/mod" "$CACHE/go/build" "$CACHE/bin"
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build"
 export CGO_ENABLED=0
 export GOFLAGS="-buildvcs=false -mod=readonly"
+# The compiler collects garbage less often: the cold build is CPU-bound on 2 cores, and this
+# took 17% off compiling kube-scheduler (200 s -> 166 s) for a few GB more at its peak.
+export GOGC=400
 
 # One build at a time per cache (another shell or test process may be here too).
 exec 9>"$CACHE/build.lock"
