@@ -35,7 +35,7 @@ export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build"
 export CGO_ENABLED=0
 # go install pkg@version runs outside any module: no -mod=readonly here.
 export GOFLAGS="-buildvcs=false"
-export GOGC=400   # fewer collections in the compiler: faster cold builds (see build.sh)
+export GOGC=800   # fewer collections in the compiler: faster cold builds (see build.sh)
 
 # One build at a time per binary (another shell or test process may be here too).
 exec 9>"$HELM_DIR/.lock"
