@@ -172,12 +172,7 @@ impl Context {
     /// when the resource last started a rotation (else as its target addresses it), the
     /// target kind, and what holds the passwords.
     fn target_key(&self, rotation: &PasswordRotation) -> Option<TargetIdentity> {
-        let spec = self.target_index.resolve(rotation).ok()?;
-        let target = spec.target.selected().ok()?;
-        target.validate().ok()?;
-        let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
-        let system = recorded.unwrap_or_else(|| target.address());
-        Some((system, target.vendor(), target.object()))
+        key_of(rotation, &self.target_index.resolve(rotation).ok()?)
     }
 
     /// Drops what is kept for resources the watches no longer show (deleted, or relabelled to
@@ -1184,16 +1179,18 @@ impl<'a> Rotator<'a> {
             .stores
             .iter()
             .flat_map(Store::state)
-            .filter(|other| other.uid() != uid && self.ctx.target_key(other).as_ref() == Some(mine))
+            .filter(|other| other.uid() != uid)
+            // Each other resource is resolved once: for its key, and whether its spec is valid.
             // One refused for its spec holds none back, unless it is rotating now: its plan
             // is pinned, and a spec edited mid-rotation must not free the password list.
             .filter(|other| {
-                (busy && rotating(other))
-                    || (precedes(other, &self.rotation)
-                        && self.ctx.target_index.resolve(other).is_ok_and(|spec| {
-                            let namespace = other.namespace().unwrap_or_default();
-                            validate(&spec, &namespace).is_ok()
-                        }))
+                let Ok(spec) = self.ctx.target_index.resolve(other) else {
+                    return false;
+                };
+                key_of(other, &spec).as_ref() == Some(mine)
+                    && ((busy && rotating(other))
+                        || (precedes(other, &self.rotation)
+                            && validate(&spec, &other.namespace().unwrap_or_default()).is_ok()))
             })
             .min_by_key(|other| order_key(other))
             .map(|other| qualified_name(&other))
@@ -1971,6 +1968,15 @@ fn restart_value(rotation_id: &str, round: Option<u32>) -> String {
 fn rotation_id(now: Timestamp) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", now.strftime("%Y%m%d%H%M%S"), &suffix[..6])
+}
+
+/// The key of [`Context::target_key`], from `rotation`'s spec resolved on its target.
+fn key_of(rotation: &PasswordRotation, spec: &RotationSpec) -> Option<TargetIdentity> {
+    let target = spec.target.selected().ok()?;
+    target.validate().ok()?;
+    let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
+    let system = recorded.unwrap_or_else(|| target.address());
+    Some((system, target.vendor(), target.object()))
 }
 
 fn has_finalizer(rotation: &PasswordRotation) -> bool {

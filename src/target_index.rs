@@ -58,32 +58,15 @@ impl TargetIndex {
                 Some(ns) => Api::<RotationTarget>::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            let (store, writer) = reflector::store_shared(BUFFER);
-            handles.push(writer.subscribe().expect("a shared store"));
+            let (store, handle) = index.shared_watch(api);
             index.namespaced.push(store);
-            index.synced.push(drive(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect_shared(writer),
-            ));
+            handles.push(handle);
         }
         let cluster = cluster_namespace.map(|secrets_namespace| {
-            let (targets, writer) = reflector::store_shared(BUFFER);
-            let targets_handle = writer.subscribe().expect("a shared store");
-            let api = Api::<ClusterRotationTarget>::all(client.clone());
-            index.synced.push(drive(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect_shared(writer),
-            ));
-            let (namespaces, writer) = reflector::store_shared(BUFFER);
-            let namespaces_handle = writer.subscribe().expect("a shared store");
-            let api = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
-            index.synced.push(drive(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect_shared(writer),
-            ));
+            let (targets, targets_handle) =
+                index.shared_watch(Api::<ClusterRotationTarget>::all(client.clone()));
+            let (namespaces, namespaces_handle) =
+                index.shared_watch(Api::<PartialObjectMeta<Namespace>>::all(client.clone()));
             index.cluster = Some(ClusterTargets {
                 targets,
                 secrets_namespace,
@@ -95,6 +78,23 @@ impl TargetIndex {
             }
         });
         (index, handles, cluster)
+    }
+
+    /// A watch of `api` into a store that every controller may subscribe to, counted in
+    /// [`Self::synced`].
+    fn shared_watch<K>(&mut self, api: Api<K>) -> (Store<K>, ReflectHandle<K>)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+        K: 'static,
+    {
+        let (store, writer) = reflector::store_shared(BUFFER);
+        let handle = writer.subscribe().expect("a shared store");
+        self.synced.push(drive(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect_shared(writer),
+        ));
+        (store, handle)
     }
 
     /// The RotationTargets these stores hold, as if their watches had listed them: for
