@@ -69,8 +69,8 @@ pub struct Settings {
     pub allow_verify: bool,
     /// For tests: abort the process at this named point (see `Rotator::fail_point`).
     pub fail_point: Option<String>,
-    /// Act only on resources labelled `rotator.dev/shard=<this>`; without it, only on
-    /// resources without that label.
+    /// Act only on resources whose target is labelled `rotator.dev/shard=<this>`; without it,
+    /// only on those whose target has no such label.
     pub shard: Option<String>,
     /// Serve ClusterRotationTargets, whose Secrets are in this namespace.
     pub cluster_target_namespace: Option<String>,
@@ -175,14 +175,20 @@ impl Context {
         key_of(rotation, &self.target_index.resolve(rotation).ok()?)
     }
 
-    /// Drops what is kept for resources the watches no longer show (deleted, or relabelled to
-    /// another shard), for Secrets and systems none of them uses, and claims older than their
-    /// hold. With churn these would grow without bound, and the admin credentials of a deleted
-    /// resource would stay in memory. A resource that comes back is read and connected anew.
+    /// Drops what is kept for resources the watches no longer show (deleted) or that belong to
+    /// another shard now (their target was relabelled), for Secrets and systems none of them
+    /// uses, and claims older than their hold. With churn these would grow without bound, and
+    /// the admin credentials of a deleted resource would stay in memory. A resource that comes
+    /// back is read and connected anew.
     /// Target Secrets read over a period ago go too: one deleted while the Secret watch
     /// reconnected shows in no event, and is missed for at most two periods.
     pub fn forget_the_gone(&self, now: Timestamp) {
-        let live: Vec<_> = self.stores.iter().flat_map(Store::state).collect();
+        let live: Vec<_> = self
+            .stores
+            .iter()
+            .flat_map(Store::state)
+            .filter(|r| self.target_index.shard_of(r) == self.settings.shard)
+            .collect();
         let resources: HashSet<_> = live.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
         let mut secrets = HashSet::new();
         let mut systems = HashSet::new();
@@ -262,13 +268,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 Some(ns) => Api::<PasswordRotation>::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            let in_shard = shard::selector(settings.shard.as_deref());
             // Pages of 100: a page of 500 was the heap's peak (dhat), its text and the
             // objects with their managedFields, before the cache drops those.
-            let config = watcher::Config::default()
-                .any_semantic()
-                .labels(&in_shard)
-                .page_size(100);
+            let config = watcher::Config::default().any_semantic().page_size(100);
             let (reader, writer) = reflector::store();
             let cached = watcher(rotations, config)
                 .default_backoff()
@@ -430,6 +432,11 @@ async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
 }
 
 async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
+    // Its target is another shard's: that shard's operator acts on it. A change of the
+    // target's label or of the resource's target reconciles it again.
+    if ctx.target_index.shard_of(&cached) != ctx.settings.shard {
+        return Ok(Action::await_change());
+    }
     ctx.metrics.reconcile();
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
@@ -454,10 +461,6 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
             }
         }
     };
-    // Relabelled since the watch saw it: the other shard's operator acts on it now.
-    if shard::of(&*rotation) != ctx.settings.shard.as_deref() {
-        return Ok(Action::await_change());
-    }
     let action = if rotation.metadata.deletion_timestamp.is_some() {
         if !has_finalizer(&rotation) {
             return Ok(Action::await_change());
@@ -1665,7 +1668,7 @@ impl<'a> Rotator<'a> {
     }
 
     /// A rotation in flight belongs to the shard whose operator staged it, as its state
-    /// Secret's label says, whatever the resource's label says now: the operator of any other
+    /// Secret's label says, whatever its target's label says now: the operator of any other
     /// shard reports so and stops here (with an error, so that it looks again with backoff
     /// and sees a hand-over of the state Secret).
     async fn leave_to_its_shard(&mut self, state: Option<&RotationState>) -> Result<()> {
@@ -1683,7 +1686,7 @@ impl<'a> Rotator<'a> {
             mine,
             (
                 &self.namespace,
-                &self.rotation.name_any(),
+                &self.rotation.spec.target.reference,
                 &secrets::state_secret_name(&self.rotation),
             ),
         );

@@ -74,8 +74,8 @@ struct RunArgs {
     /// Name of the Lease (default: password-rotator, or password-rotator-<shard> with --shard).
     #[arg(long, env = "LEASE_NAME")]
     lease_name: Option<String>,
-    /// Act only on PasswordRotations labelled rotator.dev/shard=<SHARD> (default: only on
-    /// those without that label), so that several operators split them.
+    /// Act only on the PasswordRotations whose target is labelled rotator.dev/shard=<SHARD>
+    /// (default: whose target has no such label), so that several operators split them.
     #[arg(long, env = "SHARD", value_parser = shard::parse)]
     shard: Option<String>,
     /// Serve ClusterRotationTargets, whose Secrets (admin credentials, CAs) are in this
@@ -197,8 +197,8 @@ async fn start() -> anyhow::Result<()> {
 
 async fn run(client: Client, settings: Settings, args: RunArgs) -> anyhow::Result<()> {
     match &args.shard {
-        Some(shard) => tracing::info!(%shard, "acting only on resources of this shard"),
-        None => tracing::info!("unsharded: acting only on resources without a shard label"),
+        Some(shard) => tracing::info!(%shard, "acting only on the targets of this shard"),
+        None => tracing::info!("unsharded: acting only on the targets without a shard label"),
     }
     let metrics = Arc::new(Metrics::new());
     let health = Health::default();

@@ -347,8 +347,8 @@ impl Metrics {
     }
 
     /// Drops the series of every resource but those `live` keeps, by namespace and name: one
-    /// deleted while its finalizer was removed by hand, or relabelled to another shard (whose
-    /// operator exports it now).
+    /// deleted while its finalizer was removed by hand, or whose target was relabelled to
+    /// another shard (whose operator exports it now).
     pub fn retain_resources(&self, live: impl Fn(&str, &str) -> bool) {
         let gone: Vec<ResourceLabels> = self
             .conditions

@@ -1,11 +1,13 @@
-//! Sharding: several operators split the resources between them by the label
-//! `rotator.dev/shard` ([`SHARD_LABEL`]), each with its own Lease. A resource belongs to
-//! exactly one operator: the one run with `--shard <its label>`, or the unsharded one when it
-//! has no such label.
+//! Sharding: several operators split the targets between them by the label
+//! `rotator.dev/shard` ([`SHARD_LABEL`]) that the platform team puts on a target, each
+//! operator with its own Lease. A target, and every resource that names it, belongs to exactly
+//! one operator: the one run with `--shard <its label>`, or the unsharded one when it has no
+//! such label. So one target's budget, claims and status have one writer.
 
 use kube::ResourceExt;
 
-use crate::resource::SHARD_LABEL;
+use crate::resource::{SHARD_LABEL, TargetReference};
+use crate::rotation_target::TargetKind;
 
 /// The Lease of the unsharded operator; a shard's is this name, `-`, the shard.
 const LEASE_PREFIX: &str = "password-rotator";
@@ -29,14 +31,6 @@ pub fn parse(name: &str) -> Result<String, String> {
     }
 }
 
-/// The label selector of the resources the operator of `shard` acts on.
-pub fn selector(shard: Option<&str>) -> String {
-    match shard {
-        Some(shard) => format!("{SHARD_LABEL}={shard}"),
-        None => format!("!{SHARD_LABEL}"),
-    }
-}
-
 /// The Lease that the replicas of `shard`'s operator elect their leader with, unless
 /// `--lease-name` names another.
 pub fn lease_name(shard: Option<&str>) -> String {
@@ -51,6 +45,18 @@ pub fn of(object: &impl ResourceExt) -> Option<&str> {
     object.labels().get(SHARD_LABEL).map(String::as_str)
 }
 
+/// The kubectl command that labels `target` (of a resource in `namespace`), up to the label.
+fn label_target(namespace: &str, target: &TargetReference) -> String {
+    match target.kind {
+        TargetKind::RotationTarget => {
+            format!("-n {namespace} label rotationtarget {}", target.name)
+        }
+        TargetKind::ClusterRotationTarget => {
+            format!("label clusterrotationtarget {}", target.name)
+        }
+    }
+}
+
 /// How a message names the operator of `shard`.
 fn operator(shard: Option<&str>) -> String {
     match shard {
@@ -59,13 +65,14 @@ fn operator(shard: Option<&str>) -> String {
     }
 }
 
-/// Why the operator of shard `mine` leaves rotation `rotation_id` (state Secret `state` of
-/// resource `resource` in `namespace`) to the shard that staged it, and how to let it finish.
+/// Why the operator of shard `mine` leaves rotation `rotation_id` (state Secret `state` in
+/// `namespace`, of a resource on `target`) to the shard that staged it, and how to let it
+/// finish.
 pub fn moved_message(
     rotation_id: &str,
     started_by: Option<&str>,
     mine: Option<&str>,
-    (namespace, resource, state): (&str, &str, &str),
+    (namespace, target, state): (&str, &TargetReference, &str),
 ) -> String {
     let label_arg = |shard: Option<&str>| match shard {
         Some(shard) => format!("{SHARD_LABEL}={shard} --overwrite"),
@@ -78,9 +85,9 @@ pub fn moved_message(
     };
     format!(
         "rotation {rotation_id} was started by {by}; this operator ({this}) does not touch it. \
-         Let it finish by labelling the resource as before (kubectl -n {namespace} label \
-         passwordrotation {resource} {}), or, once {by} runs no more, hand it over with: \
-         kubectl -n {namespace} label secret {state} {}",
+         Let it finish by labelling its target as before (kubectl {} {}), or, once {by} runs \
+         no more, hand it over with: kubectl -n {namespace} label secret {state} {}",
+        label_target(namespace, target),
         label_arg(started_by),
         label_arg(mine),
     )
@@ -102,36 +109,52 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_selects_its_label_and_the_unsharded_operator_the_rest() {
-        assert_eq!(selector(Some("a")), "rotator.dev/shard=a");
-        assert_eq!(selector(None), "!rotator.dev/shard");
+    fn each_shard_has_a_lease_of_its_own() {
         assert_eq!(lease_name(Some("a")), "password-rotator-a");
         assert_eq!(lease_name(None), "password-rotator");
     }
 
     #[test]
     fn the_message_says_who_started_the_rotation_and_how_to_let_it_finish() {
+        let cluster = TargetReference {
+            kind: TargetKind::ClusterRotationTarget,
+            name: "rs-prod".into(),
+        };
         let message = moved_message(
             "r1",
             Some("a"),
             Some("b"),
-            ("shop", "orders", "orders-rotation"),
+            ("shop", &cluster, "orders-rotation"),
         );
         assert_eq!(
             message,
             "rotation r1 was started by shard a; this operator (shard b) does not touch it. \
-             Let it finish by labelling the resource as before (kubectl -n shop label \
-             passwordrotation orders rotator.dev/shard=a --overwrite), or, once shard a runs no \
-             more, hand it over with: kubectl -n shop label secret orders-rotation \
+             Let it finish by labelling its target as before (kubectl label \
+             clusterrotationtarget rs-prod rotator.dev/shard=a --overwrite), or, once shard a \
+             runs no more, hand it over with: kubectl -n shop label secret orders-rotation \
              rotator.dev/shard=b --overwrite"
         );
-        let message = moved_message("r1", None, Some("b"), ("shop", "orders", "orders-rotation"));
+        let namespaced = TargetReference {
+            kind: TargetKind::RotationTarget,
+            name: "rs".into(),
+        };
+        let message = moved_message(
+            "r1",
+            None,
+            Some("b"),
+            ("shop", &namespaced, "orders-rotation"),
+        );
         assert!(
             message.starts_with("rotation r1 was started by the unsharded operator;")
-                && message.contains("passwordrotation orders rotator.dev/shard-)"),
+                && message.contains("(kubectl -n shop label rotationtarget rs rotator.dev/shard-)"),
             "{message}"
         );
-        let message = moved_message("r1", Some("a"), None, ("shop", "orders", "orders-rotation"));
+        let message = moved_message(
+            "r1",
+            Some("a"),
+            None,
+            ("shop", &namespaced, "orders-rotation"),
+        );
         assert!(
             message.contains("this operator (unsharded)")
                 && message.ends_with("secret orders-rotation rotator.dev/shard-"),

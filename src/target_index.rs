@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::resource::PasswordRotation;
+use crate::resource::{PasswordRotation, SHARD_LABEL};
 use crate::rotation_spec::{Found, RotationSpec, Unresolved};
 use crate::rotation_target::{ClusterRotationTarget, RotationTarget, TargetKind, TargetView};
 
@@ -148,6 +148,30 @@ impl TargetIndex {
             }
         };
         RotationSpec::resolve(&rotation.spec, &namespace, found)
+    }
+
+    /// The shard whose operator acts on `rotation`: its target's label
+    /// `rotator.dev/shard`. A resource whose target is not served belongs to the unsharded
+    /// operator, which reports it.
+    pub fn shard_of(&self, rotation: &PasswordRotation) -> Option<String> {
+        let reference = &rotation.spec.target.reference;
+        let labels = match reference.kind {
+            TargetKind::RotationTarget => {
+                let key = ObjectRef::new(&reference.name)
+                    .within(&rotation.namespace().unwrap_or_default());
+                let target = self.namespaced.iter().find_map(|store| store.get(&key))?;
+                target.labels().clone()
+            }
+            TargetKind::ClusterRotationTarget => {
+                let cluster = self.cluster.as_ref()?;
+                cluster
+                    .targets
+                    .get(&ObjectRef::new(&reference.name))?
+                    .labels()
+                    .clone()
+            }
+        };
+        labels.get(SHARD_LABEL).cloned()
     }
 }
 

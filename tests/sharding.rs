@@ -14,6 +14,7 @@ use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use password_rotator::resource::{PasswordRotation, SHARD_LABEL, Step};
+use password_rotator::rotation_target::RotationTarget;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
@@ -57,17 +58,30 @@ async fn wait_log(h: &Harness, operator: &Operator, needle: &str) -> Result<()> 
     Ok(())
 }
 
-/// Creates PasswordRotation `name` with its shard label already set, so that no other
-/// operator ever sees it without.
-async fn create_in_shard(h: &Harness, name: &str, shard: Option<&str>, spec: Value) -> Result<()> {
+/// Creates RotationTarget `name` (the API server's connection), labelled with `shard` when
+/// given, before any resource names it.
+async fn target_in_shard(h: &Harness, name: &str, shard: Option<&str>) -> Result<()> {
     let mut metadata = json!({"name": name});
     if let Some(shard) = shard {
         metadata["labels"] = json!({ SHARD_LABEL: shard });
     }
+    let target: RotationTarget = serde_json::from_value(json!({
+        "apiVersion": "rotator.dev/v1alpha2",
+        "kind": "RotationTarget",
+        "metadata": metadata,
+        "spec": {"redisSoftware": h.rs_connection()},
+    }))?;
+    h.targets().create(&PostParams::default(), &target).await?;
+    Ok(())
+}
+
+/// Creates PasswordRotation `name` on RotationTarget `target`.
+async fn create_on(h: &Harness, name: &str, target: &str, mut spec: Value) -> Result<()> {
+    spec["target"]["ref"] = json!({"kind": "RotationTarget", "name": target});
     let rotation: PasswordRotation = serde_json::from_value(json!({
         "apiVersion": "rotator.dev/v1alpha2",
         "kind": "PasswordRotation",
-        "metadata": metadata,
+        "metadata": {"name": name},
         "spec": spec,
     }))?;
     h.rotations()
@@ -76,10 +90,10 @@ async fn create_in_shard(h: &Harness, name: &str, shard: Option<&str>, spec: Val
     Ok(())
 }
 
-async fn label_shard(h: &Harness, name: &str, shard: &str) -> Result<()> {
+async fn label_shard(h: &Harness, target: &str, shard: &str) -> Result<()> {
     let patch = json!({"metadata": {"labels": { SHARD_LABEL: shard }}});
-    h.rotations()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    h.targets()
+        .patch(target, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }
@@ -135,8 +149,9 @@ async fn tear_down(h: Harness, operators: Vec<Operator>) -> Result<()> {
 }
 
 /// Three operators at once, with leader election: shard a (`--shard a`), shard b (`SHARD=b`)
-/// and the unsharded one. Each of three resources, labelled a, b and not at all, rotates
-/// exactly once, by its own shard's operator only, which holds a Lease of its own.
+/// and the unsharded one. Each of three resources, on targets labelled a, b and not at all,
+/// rotates exactly once, by its target's shard's operator only, which holds a Lease of its
+/// own. The resources' own shard labels count for nothing: a tenant cannot move its resource.
 #[tokio::test]
 async fn three_operators_split_the_resources_by_shard() -> Result<()> {
     let mut h = Harness::with_users("sharding", 2).await?;
@@ -166,24 +181,24 @@ async fn three_operators_split_the_resources_by_shard() -> Result<()> {
     wait_log(
         &h,
         &operators[0],
-        "acting only on resources of this shard shard=a",
+        "acting only on the targets of this shard shard=a",
     )
     .await?;
     wait_log(
         &h,
         &operators[1],
-        "acting only on resources of this shard shard=b",
+        "acting only on the targets of this shard shard=b",
     )
     .await?;
     wait_log(
         &h,
         &operators[2],
-        "unsharded: acting only on resources without a shard label",
+        "unsharded: acting only on the targets without a shard label",
     )
     .await?;
 
-    // resource, its shard, the operator that must act on it, its user, workload Secret and
-    // initial password.
+    // resource, its target's shard, the operator that must act on it, its user, workload
+    // Secret and initial password.
     let resources = [
         (
             "in-a",
@@ -211,12 +226,25 @@ async fn three_operators_split_the_resources_by_shard() -> Result<()> {
         ),
     ];
     for (name, shard, _, user, secret, _) in &resources {
+        let target = match shard {
+            Some(shard) => {
+                let target = format!("rs-{shard}");
+                target_in_shard(&h, &target, Some(shard)).await?;
+                target
+            }
+            None => TARGET.to_owned(),
+        };
         let spec = h.user_spec(json!({
             "target": {"user": user},
             "secret": {"name": secret},
             "rotationRequest": "first",
         }));
-        create_in_shard(&h, name, *shard, spec).await?;
+        create_on(&h, name, &target, spec).await?;
+        // The tenant's label on its resource: ignored.
+        let wrong_shard = json!({"metadata": {"labels": { SHARD_LABEL: "b" }}});
+        h.rotations()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&wrong_shard))
+            .await?;
     }
     let mut passwords = vec![ADMIN_PASSWORD.to_owned()];
     for (name, _, _, user, secret, initial) in &resources {
@@ -298,9 +326,9 @@ async fn three_operators_split_the_resources_by_shard() -> Result<()> {
     tear_down(h, operators).await
 }
 
-/// A resource relabelled from shard a to shard b while its rotation waits out its overlap at
-/// Published: shard b reports `ShardMoved` and does nothing else, shard a (which no longer
-/// selects it) does nothing either, so both passwords stay valid well past the overlap.
+/// A target relabelled from shard a to shard b while a rotation on it waits out its overlap
+/// at Published: shard b reports `ShardMoved` and does nothing else, shard a (which no longer
+/// owns it) does nothing either, so both passwords stay valid well past the overlap.
 /// Labelled a again, shard a finishes the rotation.
 #[tokio::test]
 async fn a_rotation_relabelled_mid_way_is_left_to_the_shard_that_started_it() -> Result<()> {
@@ -315,13 +343,14 @@ async fn a_rotation_relabelled_mid_way_is_left_to_the_shard_that_started_it() ->
         "rollout": {"overlap": format!("{}s", OVERLAP.as_secs()), "timeout": "5m"},
         "rotationRequest": "first",
     }));
-    create_in_shard(&h, NAME, Some("a"), spec).await?;
+    target_in_shard(&h, "rs-a", Some("a")).await?;
+    create_on(&h, NAME, "rs-a", spec).await?;
     let published = h
         .wait_for(NAME, Duration::from_secs(60), "Published", |r| {
             step(r) == Some(Step::Published)
         })
         .await?;
-    label_shard(&h, NAME, "b").await?;
+    label_shard(&h, "rs-a", "b").await?;
     let status = published.status.clone().context("status")?;
     let rotation_id = status.rotation_id.clone().context("rotationId")?;
     let published_time = status.published_time.clone().context("publishedTime")?.0;
@@ -400,7 +429,7 @@ async fn a_rotation_relabelled_mid_way_is_left_to_the_shard_that_started_it() ->
     );
 
     // Back in shard a: it finishes, and the old password is gone.
-    label_shard(&h, NAME, "a").await?;
+    label_shard(&h, "rs-a", "a").await?;
     let done = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
     assert_eq!(condition_reason(&done, "Ready").as_deref(), Some("Rotated"));
     assert_only_password(&h, USER, &pending).await?;
