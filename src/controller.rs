@@ -43,6 +43,7 @@ use crate::secret_cache::TargetSecretCache;
 use crate::secrets::{self, MANAGER, RotationState};
 use crate::shard;
 use crate::status::{self, Outcome, ceil_to_second, has_condition, has_condition_reason};
+use crate::target_controller;
 use crate::target_index::{self, ClusterHandles, TargetIndex};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec,
@@ -152,6 +153,63 @@ impl Context {
 }
 
 impl Context {
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Call caps, login budgets and clients, shared by every target.
+    pub fn shared(&self) -> &Shared {
+        &self.targets
+    }
+
+    pub fn target_settings(&self) -> &TargetSettings {
+        &self.target_settings
+    }
+
+    /// Builds a target from its spec section and Secrets.
+    pub fn connect_target(
+        &self,
+        spec: &dyn TargetSpec,
+        with: Connect<'_>,
+    ) -> Result<Box<dyn PasswordTarget>> {
+        (self.connect)(spec, with)
+    }
+
+    /// One of a target's Secrets: as last read while the watch shows it unchanged.
+    pub async fn target_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        let cache = &self.target_secret_cache;
+        if let Some(kept) = cache.get(namespace, name) {
+            return Ok(Some(kept));
+        }
+        let secrets = Secrets {
+            kubernetes: self.kubernetes.as_ref(),
+            namespace: namespace.to_owned(),
+        };
+        let read = secrets.get_opt(name).await?;
+        if let Some(secret) = &read {
+            cache.keep(namespace, secret.clone());
+        }
+        Ok(read)
+    }
+
+    /// How many resources name the target `kind`/`name` (a RotationTarget in `namespace`).
+    pub fn resources_naming(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> u32 {
+        let count: usize = self
+            .stores
+            .iter()
+            .map(|store| target_index::naming(store, kind, namespace, name).len())
+            .sum();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
     /// Whether `rotation` reads the Secret `namespace`/`name`: its workload Secret, or one of
     /// its target's.
     fn reads_secret(&self, rotation: &PasswordRotation, namespace: &str, name: &str) -> bool {
@@ -209,6 +267,10 @@ impl Context {
         self.freshness.retain(|key| resources.contains(key));
         self.metrics.retain_resources(|namespace, name| {
             resources.contains(&ObjectRef::new(name).within(namespace))
+        });
+        self.metrics.retain_targets(|kind, namespace, name| {
+            let shard = self.settings.shard.as_deref();
+            self.target_index.in_shard(kind, namespace, name, shard)
         });
         self.failures
             .lock()
@@ -301,6 +363,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         metrics,
     );
     tokio::spawn(forget_the_gone_now_and_then(context.clone()));
+    for handle in &namespaced_targets {
+        tokio::spawn(target_controller::run(handle.clone(), context.clone()));
+    }
+    if let Some(handles) = &cluster_targets {
+        tokio::spawn(target_controller::run(
+            handles.targets.clone(),
+            context.clone(),
+        ));
+    }
     let runs = controllers
         .into_iter()
         .zip(scopes)
@@ -368,15 +439,20 @@ fn secret_mapper(
     }
 }
 
-/// Reconciles the resources that name a target when it changes, and those on a
-/// ClusterRotationTarget when their namespace's labels change.
+/// Reconciles the resources that name a target when its spec or labels change (not its
+/// status, which its own controller writes), and those on a ClusterRotationTarget when their
+/// namespace's labels change.
 fn watch_targets(
     controller: Controller<PasswordRotation>,
     namespaced: ReflectHandle<RotationTarget>,
     cluster: Option<&ClusterHandles>,
 ) -> Controller<PasswordRotation> {
     let store = controller.store();
+    let seen = SeenTargets::default();
     let mut controller = controller.watches_shared_stream(namespaced, move |target| {
+        if !seen.changed(&*target) {
+            return Vec::new();
+        }
         target_index::naming(
             &store,
             TargetKind::RotationTarget,
@@ -386,7 +462,11 @@ fn watch_targets(
     });
     if let Some(handles) = cluster {
         let store = controller.store();
+        let seen = SeenTargets::default();
         controller = controller.watches_shared_stream(handles.targets.clone(), move |target| {
+            if !seen.changed(&*target) {
+                return Vec::new();
+            }
             target_index::naming(
                 &store,
                 TargetKind::ClusterRotationTarget,
@@ -400,6 +480,23 @@ fn watch_targets(
         });
     }
     controller
+}
+
+/// The generation and labels each target (by namespace and name) had when last seen: what
+/// its resources read.
+#[derive(Default)]
+struct SeenTargets(Mutex<HashMap<(Option<String>, String), SpecAndLabels>>);
+
+type SpecAndLabels = (Option<i64>, BTreeMap<String, String>);
+
+impl SeenTargets {
+    /// Whether `target`'s spec or labels differ from when it was last seen.
+    fn changed(&self, target: &impl ResourceExt) -> bool {
+        let now = (target.meta().generation, target.labels().clone());
+        let key = (target.namespace(), target.name_any());
+        let mut seen = self.0.lock().expect("not poisoned");
+        seen.insert(key, now.clone()).as_ref() != Some(&now)
+    }
 }
 
 /// The cache keeps each resource as its decisions read it: without the record of who wrote
@@ -1316,20 +1413,9 @@ impl<'a> Rotator<'a> {
 
     /// One of the target's Secrets: as last read while the watch shows it unchanged.
     async fn target_secret(&self, name: &str) -> Result<Option<Secret>> {
-        let cache = &self.ctx.target_secret_cache;
-        let namespace = &self.spec.secrets_namespace;
-        if let Some(kept) = cache.get(namespace, name) {
-            return Ok(Some(kept));
-        }
-        let secrets = Secrets {
-            kubernetes: self.ctx.kubernetes.as_ref(),
-            namespace: namespace.clone(),
-        };
-        let read = secrets.get_opt(name).await?;
-        if let Some(secret) = &read {
-            cache.keep(namespace, secret.clone());
-        }
-        Ok(read)
+        self.ctx
+            .target_secret(&self.spec.secrets_namespace, name)
+            .await
     }
 
     /// The fingerprint of the target's Secrets now; `None` while one is missing or not allowed.
@@ -1368,9 +1454,16 @@ impl<'a> Rotator<'a> {
         )
     }
 
-    /// The latest refusal of `account` that a Blocked resource recorded, for a budget that
-    /// this process has not seen used yet (after a restart or a failover).
+    /// The latest refusal of `account` that the target's status or a Blocked resource
+    /// recorded, for a budget that this process has not seen used yet (after a restart or a
+    /// failover).
     fn remembered_refusal(&self, account: &str) -> Option<Refusal> {
+        let now = Timestamp::now();
+        let on_target = self
+            .ctx
+            .target_index
+            .status_of(&self.rotation)
+            .and_then(|status| crate::target_status::remembered(&status, account, now));
         self.ctx
             .stores
             .iter()
@@ -1394,6 +1487,7 @@ impl<'a> Rotator<'a> {
                     ),
                 })
             })
+            .chain(on_target)
             .max_by_key(|refusal| refusal.at)
     }
 

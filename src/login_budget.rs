@@ -9,6 +9,7 @@
 //! changed) may try at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ pub struct AdminAccount {
     /// [`crate::targets::credentials_fingerprint`] of the credentials last accepted.
     accepted: Mutex<Option<String>>,
     refusal: Mutex<Option<Refusal>>,
+    /// Logins refused since one was last accepted.
+    failures: AtomicU32,
 }
 
 impl AdminAccount {
@@ -70,7 +73,18 @@ impl AdminAccount {
             parallel,
             accepted: Mutex::default(),
             refusal: Mutex::default(),
+            failures: AtomicU32::new(0),
         }
+    }
+
+    /// Logins refused since one was last accepted, and the refusal that holds now, if any: what
+    /// the target's status shows.
+    pub fn state(&self, now: Timestamp) -> (u32, Option<Refusal>) {
+        let refusal = self.refusal.lock().expect("not poisoned");
+        (
+            self.failures.load(Ordering::Relaxed),
+            refusal.as_ref().filter(|r| now < r.until()).cloned(),
+        )
     }
 
     /// The refusal that still holds for `credentials` at `now`, if any.
@@ -95,6 +109,7 @@ impl AdminAccount {
     }
 
     pub fn refused(&self, refusal: Refusal) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
         let mut accepted = self.accepted.lock().expect("not poisoned");
         if accepted.as_deref() == Some(refusal.credentials.as_str()) {
             *accepted = None;
@@ -107,6 +122,7 @@ impl AdminAccount {
 
     /// A login with `credentials` worked.
     pub fn accepted(&self, credentials: &str) {
+        self.failures.store(0, Ordering::Relaxed);
         *self.accepted.lock().expect("not poisoned") = Some(credentials.to_owned());
         let mut current = self.refusal.lock().expect("not poisoned");
         if current
@@ -126,7 +142,7 @@ pub struct LoginBudgets {
 
 impl LoginBudgets {
     /// The account's budget. A new entry (after a restart) is seeded by `remembered`: what
-    /// resources Blocked on this account recorded in their status.
+    /// the target's status and resources Blocked on this account recorded.
     pub fn account(
         &self,
         key: &str,
@@ -205,10 +221,13 @@ mod tests {
             same.refusal_against("h2", now).is_none(),
             "new credentials may try"
         );
+        assert_eq!(same.state(now).0, 1, "one login refused");
         same.accepted("h2");
         assert!(same.refusal_against("h1", now).is_some());
+        assert_eq!(same.state(now).0, 0, "a login accepted since");
         same.accepted("h1");
         assert!(same.refusal_against("h1", now).is_none());
+        assert_eq!(same.state(now), (0, None));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics` (see [`crate::http`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::resource::{PasswordRotationStatus, Phase};
+use crate::rotation_target::{TargetKind, TargetStatus};
 use crate::targets::RequestObserver;
 
 /// The condition types exported per resource; their reasons are constants of the code.
@@ -84,6 +85,13 @@ struct ConditionLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn rotation_histogram() -> Histogram {
@@ -115,6 +123,13 @@ pub struct Metrics {
     condition_since: Family<ConditionLabels, Gauge<f64, AtomicU64>>,
     /// The condition series exported per resource, to drop them when a condition changes.
     conditions: Mutex<HashMap<ResourceLabels, Vec<ConditionLabels>>>,
+    target_ready: Family<TargetLabels, Gauge>,
+    target_resources: Family<TargetLabels, Gauge>,
+    target_certificate_expiry: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    target_admin_password_expiry: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    target_login_failures: Family<TargetLabels, Gauge>,
+    /// The targets whose series are exported, to drop them when a target goes.
+    targets: Mutex<HashSet<TargetLabels>>,
 }
 
 impl Default for Metrics {
@@ -143,6 +158,12 @@ impl Metrics {
             condition: Family::default(),
             condition_since: Family::default(),
             conditions: Mutex::default(),
+            target_ready: Family::default(),
+            target_resources: Family::default(),
+            target_certificate_expiry: Family::default(),
+            target_admin_password_expiry: Family::default(),
+            target_login_failures: Family::default(),
+            targets: Mutex::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -226,7 +247,102 @@ impl Metrics {
             Unit::Seconds,
             metrics.condition_since.clone(),
         );
+        registry.register(
+            "target_ready",
+            "Whether a target's admin login was accepted and its certificate trusted at its last check (its Ready condition): 1 or 0",
+            metrics.target_ready.clone(),
+        );
+        registry.register(
+            "target_resources",
+            "The PasswordRotations that name a target",
+            metrics.target_resources.clone(),
+        );
+        registry.register_with_unit(
+            "target_certificate_expiry_timestamp",
+            "When the certificate a target presented expires (notAfter), in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.target_certificate_expiry.clone(),
+        );
+        registry.register_with_unit(
+            "target_admin_password_expiry_timestamp",
+            "When a target's admin password expires, where the system says, in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.target_admin_password_expiry.clone(),
+        );
+        registry.register(
+            "target_login_failures",
+            "Admin logins a target refused since one was last accepted (its status.loginBudget.failures)",
+            metrics.target_login_failures.clone(),
+        );
         metrics
+    }
+
+    /// Exports a target's status.
+    pub fn target_status(
+        &self,
+        kind: TargetKind,
+        namespace: &str,
+        name: &str,
+        status: &TargetStatus,
+    ) {
+        let labels = TargetLabels {
+            kind: kind.to_string(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.targets
+            .lock()
+            .expect("not poisoned")
+            .insert(labels.clone());
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        self.target_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready));
+        self.target_resources
+            .get_or_create(&labels)
+            .set(i64::from(status.resources));
+        let failures = status.login_budget.as_ref().map_or(0, |b| b.failures);
+        self.target_login_failures
+            .get_or_create(&labels)
+            .set(i64::from(failures));
+        for (family, at) in [
+            (
+                &self.target_certificate_expiry,
+                &status.certificate_expires_time,
+            ),
+            (
+                &self.target_admin_password_expiry,
+                &status.admin_password_expires_time,
+            ),
+        ] {
+            match at {
+                Some(at) => {
+                    family.get_or_create(&labels).set(seconds(at.0));
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Drops the series of every target but those `live` keeps, by kind, namespace and name.
+    pub fn retain_targets(&self, live: impl Fn(&str, &str, &str) -> bool) {
+        let mut exported = self.targets.lock().expect("not poisoned");
+        exported.retain(|labels| {
+            let kept = live(&labels.kind, &labels.namespace, &labels.name);
+            if !kept {
+                self.target_ready.remove(labels);
+                self.target_resources.remove(labels);
+                self.target_certificate_expiry.remove(labels);
+                self.target_admin_password_expiry.remove(labels);
+                self.target_login_failures.remove(labels);
+            }
+            kept
+        });
     }
 
     /// A rotation ended; `duration` is from Staged to the end, when known.

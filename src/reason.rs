@@ -8,6 +8,8 @@
 pub enum Reason {
     /// `Ready=True`: waiting for the next rotation.
     Idle,
+    /// A target's `Ready=True`: its admin login was accepted and its certificate trusted.
+    Connected,
     /// `Ready=True`: the last rotation finished.
     Rotated,
     /// `Ready=True`: a rotation is in flight.
@@ -82,6 +84,7 @@ pub enum Reason {
 impl Reason {
     pub const ALL: &[Reason] = &[
         Reason::Idle,
+        Reason::Connected,
         Reason::Rotated,
         Reason::Rotating,
         Reason::Suspended,
@@ -120,6 +123,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Idle => "Idle",
+            Reason::Connected => "Connected",
             Reason::Rotated => "Rotated",
             Reason::Rotating => "Rotating",
             Reason::Suspended => "Suspended",

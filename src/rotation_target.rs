@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,11 @@ macro_rules! target_kind {
             plural = $plural,
             shortname = $short,
             $($scope,)?
+            status = "TargetStatus",
+            printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+            printcolumn(name = "Identity", type_ = "string", json_path = ".status.identity"),
+            printcolumn(name = "Resources", type_ = "integer", json_path = ".status.resources"),
+            printcolumn(name = "Certificate Expires", type_ = "date", json_path = ".status.certificateExpiresTime"),
             printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
         )]
         #[serde(rename_all = "camelCase")]
@@ -75,6 +80,69 @@ target_kind!(
     "has(self.allow) && has(self.allow.objects) && size(self.allow.objects) > 0" =>
         "allow.objects is required: list the users, database uids or accounts tenants may rotate (globs; \"*\" for any)"
 );
+
+/// What the operator last saw of a target: written by the operator of its shard only, never
+/// by a tenant (the tenants' roles grant no `/status`).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// `Ready`: the admin login was accepted and the certificate trusted when last checked
+    /// (at start, every 5 minutes, and when the spec or its Secrets change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec the conditions are about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// What the system says it is, the same through any of its addresses: the cluster's name
+    /// (Redis Software), `ontap:<uuid>`, a cluster's smallest node id or a primary's
+    /// replication id (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The system's software version, where it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When the certificate the system presented stops being valid (`notAfter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_time: Option<Time>,
+    /// When the admin login's password expires, where the system says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_expires_time: Option<Time>,
+    /// The admin login's failed-login budget, shared by every replica, shard and restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_budget: Option<LoginBudgetStatus>,
+    /// How many PasswordRotations name this target.
+    #[serde(default)]
+    pub resources: u32,
+    /// A keyed fingerprint of the credentials the last check logged in with (an HMAC keyed by
+    /// the Secrets' uids): a restarted operator that finds the same ones does not check again
+    /// at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_credentials: Option<String>,
+}
+
+/// The failed-login budget of a target's admin login.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginBudgetStatus {
+    /// Which admin account (a digest of the system's address and the login name).
+    pub account: String,
+    /// Logins refused since one was last accepted.
+    pub failures: u32,
+    /// No login is tried with the refused credentials before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<Time>,
+    /// When the last login was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_time: Option<Time>,
+    /// A keyed fingerprint of the refused credentials (an HMAC keyed by the Secrets' uids,
+    /// never a hash of the password): new credentials may try at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_credentials: Option<String>,
+    /// What the refused call was for: a PasswordRotation (`namespace/name`) or the target's
+    /// own check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_for: Option<String>,
+}
 
 /// Who may use a target, for what. A `PasswordRotation` the policy does not allow gets
 /// `Ready=False` `TargetNotAllowed` naming the rule; no call is made and no Secret written.

@@ -364,11 +364,29 @@ fn set_condition(
     message: &str,
     now: Timestamp,
 ) {
-    let reason = reason.as_ref();
-    let value = if value { "True" } else { "False" };
     let generation = status.observed_generation;
-    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
-    match existing {
+    set_condition_in(
+        &mut status.conditions,
+        generation,
+        (type_, value),
+        reason.as_ref(),
+        message,
+        now,
+    );
+}
+
+/// Sets condition `type_` to `value` in `conditions`, keeping its transition time when its
+/// status does not change.
+pub fn set_condition_in(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    (type_, value): (&str, bool),
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let value = if value { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != value {
                 c.last_transition_time = Time(now);
@@ -378,7 +396,7 @@ fn set_condition(
             c.message = message.into();
             c.observed_generation = generation;
         }
-        None => status.conditions.push(Condition {
+        None => conditions.push(Condition {
             type_: type_.into(),
             status: value.into(),
             reason: reason.into(),

@@ -2,6 +2,7 @@
 //! change of a target (or of a namespace's labels, which a ClusterRotationTarget's policy may
 //! select by) reconciles the resources that name it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,7 +18,9 @@ use tracing::warn;
 
 use crate::resource::{PasswordRotation, SHARD_LABEL};
 use crate::rotation_spec::{Found, RotationSpec, Unresolved};
-use crate::rotation_target::{ClusterRotationTarget, RotationTarget, TargetKind, TargetView};
+use crate::rotation_target::{
+    ClusterRotationTarget, RotationTarget, TargetKind, TargetStatus, TargetView,
+};
 
 /// The targets every reconcile resolves against.
 #[derive(Clone, Default)]
@@ -155,23 +158,48 @@ impl TargetIndex {
     /// operator, which reports it.
     pub fn shard_of(&self, rotation: &PasswordRotation) -> Option<String> {
         let reference = &rotation.spec.target.reference;
-        let labels = match reference.kind {
+        let namespace = rotation.namespace().unwrap_or_default();
+        let (labels, _) = self.find(reference.kind, &namespace, &reference.name)?;
+        labels.get(SHARD_LABEL).cloned()
+    }
+
+    /// The status of `rotation`'s target, as the watch shows it.
+    pub fn status_of(&self, rotation: &PasswordRotation) -> Option<TargetStatus> {
+        let reference = &rotation.spec.target.reference;
+        let namespace = rotation.namespace().unwrap_or_default();
+        self.find(reference.kind, &namespace, &reference.name)?.1
+    }
+
+    /// Whether the target `kind` `namespace`/`name` exists and belongs to `shard`.
+    pub fn in_shard(&self, kind: &str, namespace: &str, name: &str, shard: Option<&str>) -> bool {
+        let kind = match kind {
+            "RotationTarget" => TargetKind::RotationTarget,
+            "ClusterRotationTarget" => TargetKind::ClusterRotationTarget,
+            _ => return false,
+        };
+        self.find(kind, namespace, name)
+            .is_some_and(|(labels, _)| labels.get(SHARD_LABEL).map(String::as_str) == shard)
+    }
+
+    /// The labels and status of a target (a RotationTarget of `namespace`).
+    fn find(
+        &self,
+        kind: TargetKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(BTreeMap<String, String>, Option<TargetStatus>)> {
+        match kind {
             TargetKind::RotationTarget => {
-                let key = ObjectRef::new(&reference.name)
-                    .within(&rotation.namespace().unwrap_or_default());
+                let key = ObjectRef::new(name).within(namespace);
                 let target = self.namespaced.iter().find_map(|store| store.get(&key))?;
-                target.labels().clone()
+                Some((target.labels().clone(), target.status.clone()))
             }
             TargetKind::ClusterRotationTarget => {
                 let cluster = self.cluster.as_ref()?;
-                cluster
-                    .targets
-                    .get(&ObjectRef::new(&reference.name))?
-                    .labels()
-                    .clone()
+                let target = cluster.targets.get(&ObjectRef::new(name))?;
+                Some((target.labels().clone(), target.status.clone()))
             }
-        };
-        labels.get(SHARD_LABEL).cloned()
+        }
     }
 }
 

@@ -97,6 +97,27 @@ one_of! {
     ontap: ontap::OntapConnection => OntapTarget as "ontap",
 }
 
+impl Connection {
+    /// The target with a placeholder object (a user or account no system names so): enough
+    /// for what concerns the system alone, [`PasswordTarget::describe`], and never used for a
+    /// change.
+    pub fn for_checks(&self) -> Result<Target, InvalidField> {
+        const PLACEHOLDER: &str = "(the target's check)";
+        let placeholder = |user: bool| TargetRef {
+            reference: crate::resource::TargetReference {
+                kind: crate::rotation_target::TargetKind::RotationTarget,
+                name: String::new(),
+            },
+            user: user.then(|| PLACEHOLDER.to_owned()),
+            database_uid: None,
+            account: (!user).then(|| PLACEHOLDER.to_owned()),
+            alternating_accounts: None,
+        };
+        self.with_object(&placeholder(true))
+            .or_else(|_| self.with_object(&placeholder(false)))
+    }
+}
+
 impl Target {
     /// The one member that is set.
     pub fn selected(&self) -> Result<&dyn TargetSpec, InvalidField> {
@@ -283,6 +304,18 @@ pub struct Change<'a> {
     pub retirement: Option<&'a SecretString>,
 }
 
+/// What a system says about itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Description {
+    /// As [`PasswordTarget::identity`].
+    pub identity: String,
+    pub version: Option<String>,
+    /// `notAfter` of the certificate it presented.
+    pub certificate_expires: Option<Timestamp>,
+    /// When the admin login's password expires, where the system says.
+    pub admin_password_expires: Option<Timestamp>,
+}
+
 /// A password list that can be changed. Every call is safe to replay.
 pub trait PasswordTarget: Send + Sync {
     /// Makes `pending` work beside `previous`.
@@ -300,6 +333,17 @@ pub trait PasswordTarget: Send + Sync {
 
     /// What the system says it is called: the same through any of its nodes or addresses.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>>;
+
+    /// What the system says about itself, for its target's status: a login with the admin
+    /// credentials through the budget, so it is also the check that they are accepted.
+    fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {
+        Box::pin(async {
+            Ok(Description {
+                identity: self.identity().await?,
+                ..Description::default()
+            })
+        })
+    }
 
     /// The admin account the calls spend the failed-login budget of.
     fn budget(&self) -> &Budget;

@@ -86,9 +86,9 @@ deploy/base/clusterrole.yaml explains each. */}}
 - apiGroups: ["rotator.dev"]
   resources: ["rotationtargets"]
   verbs: ["get", "list", "watch"]
-# Status, by server-side apply.
+# Status of resources and targets, by server-side apply.
 - apiGroups: ["rotator.dev"]
-  resources: ["passwordrotations/status"]
+  resources: ["passwordrotations/status", "rotationtargets/status"]
   verbs: ["patch"]
 # Secrets: metadata-only watch (list, watch); reads by name (get); the state Secret
 # <name>-rotation (create, delete); publishing into the workload Secret (patch).

@@ -1,0 +1,196 @@
+//! A target's status on the real parts: the operator logs in with the target's admin
+//! credentials against the Redis Software API test server (in front of a real redis-server)
+//! and says what it found in the RotationTarget's status, its printer columns and its metrics;
+//! a refused admin login is kept there, so that a restarted operator holds back as the one
+//! before it did.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::checks::{condition_reason, phase, ready_message};
+use common::*;
+use password_rotator::resource::Phase;
+use password_rotator::rotation_target::{RotationTarget, TargetStatus};
+use serde_json::json;
+
+const WRONG_ADMIN_PASSWORD: &str = "Wrong-Admin-Pa55word";
+
+/// Waits until RotationTarget `TARGET`'s status passes `check`.
+async fn wait_target(
+    h: &Harness,
+    what: &str,
+    check: impl Fn(&TargetStatus) -> bool,
+) -> Result<RotationTarget> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let target = h.targets().get(TARGET).await?;
+        if target.status.as_ref().is_some_and(&check) {
+            return Ok(target);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "target {TARGET} never showed {what}: {:#?}",
+            target.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ready(status: &TargetStatus) -> Option<(&str, &str, &str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+/// The text the operator of `run` serves on /metrics.
+async fn metrics(h: &Harness, run: u32) -> Result<String> {
+    let log = h.operator_log(run);
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("the operator logs where it serves metrics")?
+        .to_owned();
+    Ok(reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .text()
+        .await?)
+}
+
+#[tokio::test]
+async fn a_target_says_it_is_ready_what_it_is_and_how_many_resources_use_it() -> Result<()> {
+    let mut h = Harness::new("target-ready").await?;
+    h.start_operator()?;
+    let target = wait_target(&h, "Ready", |s| {
+        ready(s).is_some_and(|(status, ..)| status == "True")
+    })
+    .await?;
+    let status = target.status.context("status")?;
+    let (_, reason, message) = ready(&status).context("Ready")?;
+    assert_eq!(reason, "Connected");
+    assert!(message.contains("cluster.test"), "{message}");
+    assert_eq!(status.identity.as_deref(), Some("cluster.test"));
+    assert_eq!(status.resources, 0);
+    assert_eq!(status.observed_generation, target.metadata.generation);
+    let budget = status.login_budget.context("loginBudget")?;
+    assert_eq!((budget.failures, budget.held_until), (0, None));
+
+    h.create_rotation("orders-cache", h.user_spec(json!({})))
+        .await?;
+    wait_target(&h, "one resource", |s| s.resources == 1).await?;
+
+    let columns = rbac::kubectl(&["-n", h.ns(), "get", "rotationtargets", TARGET], None).await?;
+    let header = columns.lines().next().unwrap_or_default();
+    for column in [
+        "READY",
+        "IDENTITY",
+        "RESOURCES",
+        "CERTIFICATE EXPIRES",
+        "AGE",
+    ] {
+        assert!(header.contains(column), "{columns}");
+    }
+    let row = columns.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.split_whitespace().collect::<Vec<_>>()[..4] == [TARGET, "True", "cluster.test", "1"],
+        "{columns}"
+    );
+
+    let labels = format!(
+        "kind=\"RotationTarget\",namespace=\"{}\",name=\"{TARGET}\"",
+        h.ns()
+    );
+    let text = metrics(&h, 1).await?;
+    for expected in [
+        format!("password_rotator_target_ready{{{labels}}} 1"),
+        format!("password_rotator_target_resources{{{labels}}} 1"),
+        format!("password_rotator_target_login_failures{{{labels}}} 0"),
+    ] {
+        assert!(text.contains(&expected), "{expected} not in:\n{text}");
+    }
+    h.assert_no_secret_value_leaks().await?;
+    h.finish().await
+}
+
+/// A wrong admin password: the target's check is refused once, the target says so with its
+/// budget, and no login with those credentials is tried again: not by the resource that then
+/// wants to rotate, nor by a restarted operator, which reads the budget from the target.
+/// Fixed credentials are tried at once, and the rotation goes through.
+#[tokio::test]
+async fn a_refused_admin_login_is_kept_in_the_target_across_a_restart() -> Result<()> {
+    let mut h = Harness::new("target-refused").await?;
+    h.put_secret(
+        "rs-admin",
+        &[
+            ("username", ADMIN_EMAIL),
+            ("password", WRONG_ADMIN_PASSWORD),
+        ],
+    )
+    .await?;
+    h.start_operator()?;
+    let target = wait_target(&h, "Unauthorized", |s| {
+        ready(s).is_some_and(|(_, reason, _)| reason == "Unauthorized")
+    })
+    .await?;
+    let status = target.status.context("status")?;
+    let budget = status.login_budget.context("loginBudget")?;
+    assert_eq!(budget.failures, 1);
+    let held_until = budget.held_until.context("heldUntil")?.0;
+    assert!(
+        held_until > jiff::Timestamp::now() + Duration::from_secs(29 * 60),
+        "held for longer than Redis Software's 30-minute lockout: {held_until}"
+    );
+    assert!(budget.refused_for.is_some_and(|by| by.contains(TARGET)));
+    assert_eq!(h.api.failed_logins(ADMIN_EMAIL), 1);
+
+    h.kill_operator().await?;
+    h.start_operator()?;
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"rotationRequest": "after-restart"})),
+    )
+    .await?;
+    let blocked = h
+        .wait_for("orders-cache", Duration::from_secs(60), "Blocked", |r| {
+            phase(r) == Some(Phase::Blocked)
+        })
+        .await?;
+    assert_eq!(
+        condition_reason(&blocked, "Ready").as_deref(),
+        Some("Unauthorized"),
+        "{}",
+        ready_message(&blocked)
+    );
+    assert!(
+        ready_message(&blocked).contains("no login is tried with them before"),
+        "held by what the target's status kept: {}",
+        ready_message(&blocked)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.api.failed_logins(ADMIN_EMAIL),
+        1,
+        "the restarted operator tried the refused credentials again"
+    );
+
+    h.put_secret(
+        "rs-admin",
+        &[("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    )
+    .await?;
+    wait_target(&h, "Ready again", |s| {
+        ready(s).is_some_and(|(status, ..)| status == "True")
+            && s.login_budget.as_ref().is_some_and(|b| b.failures == 0)
+    })
+    .await?;
+    h.wait_rotated("orders-cache", Duration::from_secs(120))
+        .await?;
+    h.assert_no_leak(&[WRONG_ADMIN_PASSWORD.into()]).await?;
+    h.assert_no_secret_value_leaks().await?;
+    h.finish().await
+}
