@@ -246,22 +246,23 @@ async fn observe<K: TargetObject>(
         .clone();
     let checked = credentials.clone();
     let check = if target_status::check_due(last.as_ref(), generation, &credentials, now) {
-        let described = tokio::time::timeout(CHECK_TIMEOUT, probe.describe()).await;
+        let check = match tokio::time::timeout(CHECK_TIMEOUT, probe.describe()).await {
+            Ok(Ok(description)) => Check::Described(description),
+            Ok(Err(failure)) => target_status::failed(failure),
+            Err(_) => target_status::failed(crate::rotation::CallFailure::Transient {
+                detail: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+            }),
+        };
         checks.last.lock().expect("not poisoned").insert(
             key.to_owned(),
             Some(LastCheck {
                 generation,
                 credentials,
                 at: now,
+                ready: matches!(check, Check::Described(_)),
             }),
         );
-        match described {
-            Ok(Ok(description)) => Check::Described(description),
-            Ok(Err(failure)) => target_status::failed(failure),
-            Err(_) => target_status::failed(crate::rotation::CallFailure::Transient {
-                detail: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
-            }),
-        }
+        check
     } else {
         Check::Skipped
     };

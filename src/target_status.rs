@@ -17,6 +17,9 @@ use crate::targets::Description;
 
 /// How often the admin login is checked while nothing changes.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How soon a check that failed is made again. A refused login is not sent again before
+/// its hold has passed: the check is then refused by the budget, without a call.
+pub const RECHECK_FAILED: Duration = Duration::from_secs(30);
 
 /// What checking the target found.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +130,8 @@ pub struct LastCheck {
     /// [`crate::targets::credentials_fingerprint`] of the Secrets it logged in with.
     pub credentials: String,
     pub at: Timestamp,
+    /// Whether the target was found Ready.
+    pub ready: bool,
 }
 
 /// The check `status` records, as if made at `now`: a restarted operator trusts it until it is
@@ -135,15 +140,21 @@ pub fn recorded_check(status: &TargetStatus, now: Timestamp) -> Option<LastCheck
     if status.conditions.is_empty() {
         return None;
     }
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     Some(LastCheck {
         generation: status.observed_generation,
         credentials: status.checked_credentials.clone()?,
         at: now,
+        ready,
     })
 }
 
 /// Whether the admin login is due for a check: never checked by this process, the spec or the
-/// credentials changed since, or the last check is [`CHECK_EVERY`] old.
+/// credentials changed since, or the last check is [`CHECK_EVERY`] old ([`RECHECK_FAILED`]
+/// when it failed).
 pub fn check_due(
     last: Option<&LastCheck>,
     generation: Option<i64>,
@@ -151,9 +162,12 @@ pub fn check_due(
     now: Timestamp,
 ) -> bool {
     last.is_none_or(|last| {
-        last.generation != generation
-            || last.credentials != credentials
-            || last.at + CHECK_EVERY <= now
+        let every = if last.ready {
+            CHECK_EVERY
+        } else {
+            RECHECK_FAILED
+        };
+        last.generation != generation || last.credentials != credentials || last.at + every <= now
     })
 }
 
@@ -294,6 +308,7 @@ mod tests {
             generation: Some(1),
             credentials: "f1".into(),
             at: t0,
+            ready: true,
         };
         assert!(check_due(None, Some(1), "f1", t0));
         assert!(!check_due(
@@ -305,6 +320,12 @@ mod tests {
         assert!(check_due(Some(&last), Some(2), "f1", t0));
         assert!(check_due(Some(&last), Some(1), "f2", t0));
         assert!(check_due(Some(&last), Some(1), "f1", t0 + CHECK_EVERY));
+        let failed = LastCheck {
+            ready: false,
+            ..last.clone()
+        };
+        assert!(!check_due(Some(&failed), Some(1), "f1", t0));
+        assert!(check_due(Some(&failed), Some(1), "f1", t0 + RECHECK_FAILED));
 
         let status = next(&TargetStatus::default(), observed(described(), t0));
         let later = t0 + Duration::from_secs(3600);

@@ -11,7 +11,7 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -41,14 +41,37 @@ pub enum TlsConfigError {
     Rustls(String),
 }
 
+/// The `notAfter` of the certificate a server last presented and was trusted with, shared by
+/// the clones of a client: what a target's status shows.
+#[derive(Clone, Debug, Default)]
+pub struct PresentedCertificate(Arc<Mutex<Option<jiff::Timestamp>>>);
+
+impl PresentedCertificate {
+    pub fn not_after(&self) -> Option<jiff::Timestamp> {
+        *self.0.lock().expect("not poisoned")
+    }
+
+    fn trusted(&self, der: &CertificateDer<'_>) {
+        let not_after = X509Certificate::from_der(der.as_ref())
+            .ok()
+            .and_then(|(_, cert)| {
+                jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok()
+            });
+        *self.0.lock().expect("not poisoned") = not_after;
+    }
+}
+
 /// A client configuration that trusts exactly what `ca_pem` holds, and checks the server's
-/// certificate against `server_name` when given (otherwise against the host connected to).
+/// certificate against `server_name` when given (otherwise against the host connected to). The
+/// certificate it trusts last is kept in `presented`.
 pub fn client_config(
     ca_pem: &[u8],
     server_name: Option<&str>,
+    presented: PresentedCertificate,
 ) -> Result<rustls::ClientConfig, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinningVerifier::new(ca_pem, server_name, &provider)?;
+    let mut verifier = PinningVerifier::new(ca_pem, server_name, &provider)?;
+    verifier.presented = presented;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
@@ -103,6 +126,7 @@ struct PinningVerifier {
     /// Checked instead of the host connected to.
     server_name: Option<ServerName<'static>>,
     algorithms: WebPkiSupportedAlgorithms,
+    presented: PresentedCertificate,
 }
 
 impl PinningVerifier {
@@ -139,6 +163,7 @@ impl PinningVerifier {
             signed_by_bundle,
             server_name,
             algorithms: provider.signature_verification_algorithms,
+            presented: PresentedCertificate::default(),
         })
     }
 }
@@ -159,7 +184,10 @@ impl ServerCertVerifier for PinningVerifier {
             .any(|p| p.as_ref() == end_entity.as_ref())
         {
             match check_pinned(end_entity, name, now) {
-                Ok(()) => return Ok(ServerCertVerified::assertion()),
+                Ok(()) => {
+                    self.presented.trusted(end_entity);
+                    return Ok(ServerCertVerified::assertion());
+                }
                 Err(refusal) => refusal,
             }
         } else {
@@ -167,7 +195,10 @@ impl ServerCertVerifier for PinningVerifier {
                 return Err(untrusted(end_entity, Refusal::NotTrusted));
             };
             match verifier.verify_server_cert(end_entity, intermediates, name, ocsp_response, now) {
-                Ok(verified) => return Ok(verified),
+                Ok(verified) => {
+                    self.presented.trusted(end_entity);
+                    return Ok(verified);
+                }
                 Err(e) => Refusal::from_webpki(e, name),
             }
         };

@@ -15,8 +15,12 @@
 //!   PasswordRotatorTargetErrors and PasswordRotatorReconcileErrors fire for the run's one
 //!   injected 503 (counters grow by the run's counts every minute, as if the run repeated),
 //!   not before their `for:`; PasswordRotationDegraded fires after 15 minutes for a copy of
-//!   (a)'s real Degraded series set to True (a healthy run has none); and
-//!   PasswordRotationNotCompleted does not fire. A renamed metric or label fails here.
+//!   (a)'s real Degraded series set to True (a healthy run has none);
+//!   PasswordRotationNotCompleted does not fire; PasswordRotatorTargetNotReady fires for (b)'s
+//!   target only; PasswordRotatorTargetAdminPasswordExpiring fires for the admin password the
+//!   API server says expires in 10 days, after its `for:`; and
+//!   PasswordRotatorTargetCertificateExpiring fires for a copy of the real certificate series
+//!   set 10 days ahead. A renamed metric or label fails here.
 //!
 //! promtool comes from Debian's `prometheus` package, installed when missing by
 //! tests/monitoring/promtool.sh.
@@ -404,7 +408,16 @@ fn humanize_is_prometheus_humanize() {
 
 #[tokio::test]
 async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
-    let mut h = common::Harness::new("alerts").await?;
+    // The admin's password was issued 80 days ago under a 90-day policy: 10 days left.
+    let admin_issued = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(80 * 24);
+    let admin_issued = jiff::Timestamp::from_second(admin_issued.as_second())?;
+    let mut h = common::Harness::configured("alerts", |config| {
+        config.password_expiration_days = 90;
+        config
+            .password_issue_dates
+            .insert(common::ADMIN_EMAIL.into(), admin_issued.to_string());
+    })
+    .await?;
     // (b) logs in with an admin the cluster does not know: Blocked, Unauthorized. Another
     // account than (a)'s, so that (a) never waits on its failed-login budget.
     h.put_secret(
@@ -415,9 +428,29 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
         ],
     )
     .await?;
-    // One 503 on the way: a target error and a reconcile error, retried.
-    h.api.inject(FaultRule::status(503, 1));
     h.start_operator()?;
+    // The target's own check first, so that the one 503 meets the rotation: a target error
+    // and a reconcile error, retried.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !h
+        .targets()
+        .get(common::TARGET)
+        .await?
+        .status
+        .is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "target {} never Ready",
+            common::TARGET
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.api.inject(FaultRule::status(503, 1));
     h.create_rotation(
         "scheduled",
         h.user_spec(json!({"schedule": {"every": "1h"}, "rotationRequest": "first"})),
@@ -440,7 +473,21 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
     let blocked_line = format!(
         "password_rotator_resource_phase{{namespace=\"{ns}\",name=\"blocked\",phase=\"Blocked\"}} 1"
     );
-    let text = scrape(&h, |t| t.lines().any(|l| l == blocked_line)).await?;
+    let target_line = |name: &str, ready: u8| {
+        format!(
+            "password_rotator_target_ready{{kind=\"RotationTarget\",namespace=\"{ns}\",name=\"{name}\"}} {ready}"
+        )
+    };
+    let (rs_ready, unknown_not_ready) = (
+        target_line(common::TARGET, 1),
+        target_line("unknown-admin", 0),
+    );
+    let text = scrape(&h, |t| {
+        t.lines().any(|l| l == blocked_line)
+            && t.lines().any(|l| l == rs_ready)
+            && t.lines().any(|l| l == unknown_not_ready)
+    })
+    .await?;
     let samples = parse_samples(&text)?;
     let exported: BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
 
@@ -622,6 +669,65 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
         ],
         20.0 * 60.0 - degraded_at,
     )?;
+    // Targets: unknown-admin is not Ready; rs's admin password expires in 10 days (a real
+    // series); its certificate does not expire soon, so a copy of its real certificate
+    // series for a target "expiring" is set to 10 days after the test's start.
+    let on_target = |alert: &str, name: &str, value: f64| {
+        expected(
+            &rules,
+            alert,
+            &[
+                ("kind", "RotationTarget"),
+                ("namespace", &ns),
+                ("name", name),
+            ],
+            value,
+        )
+    };
+    let not_ready = on_target("PasswordRotatorTargetNotReady", "unknown-admin", 0.0)?;
+    let admin_expiry = samples
+        .iter()
+        .find(|s| {
+            s.name == "password_rotator_target_admin_password_expiry_timestamp_seconds"
+                && label(s, "name").as_deref() == Some(common::TARGET)
+        })
+        .with_context(|| format!("no admin password expiry of {}:\n{text}", common::TARGET))?;
+    ensure!(
+        admin_expiry.value.round() as i64
+            == (admin_issued + jiff::SignedDuration::from_hours(90 * 24)).as_second(),
+        "the admin password expires 90 days after its issue: {}",
+        admin_expiry.value
+    );
+    let admin_expiry_at = admin_expiry.value.round() - base;
+    let admin_expiring = on_target(
+        "PasswordRotatorTargetAdminPasswordExpiring",
+        common::TARGET,
+        admin_expiry_at - 70.0 * 60.0,
+    )?;
+    let certificate = samples
+        .iter()
+        .find(|s| {
+            s.name == "password_rotator_target_certificate_expiry_timestamp_seconds"
+                && label(s, "name").as_deref() == Some(common::TARGET)
+        })
+        .with_context(|| format!("no certificate expiry of {}:\n{text}", common::TARGET))?;
+    let expiring_at = 10.0 * 86400.0;
+    input_series.push(json!({
+        "series": format!(
+            "{}{{{}}}",
+            certificate.name,
+            certificate.labels.replace(
+                &format!("name=\"{}\"", common::TARGET),
+                "name=\"expiring\""
+            )
+        ),
+        "values": format!("{expiring_at}+0x{minutes}"),
+    }));
+    let certificate_expiring = on_target(
+        "PasswordRotatorTargetCertificateExpiring",
+        "expiring",
+        expiring_at - 70.0 * 60.0,
+    )?;
     let none: Vec<Value> = Vec::new();
     let mut alert_tests = vec![
         json!({"eval_time": "4m", "alertname": "PasswordRotationBlocked", "exp_alerts": none}),
@@ -641,6 +747,14 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
     alert_tests.extend([
         json!({"eval_time": "10m", "alertname": "PasswordRotationDegraded", "exp_alerts": none}),
         json!({"eval_time": "20m", "alertname": "PasswordRotationDegraded", "exp_alerts": [degraded]}),
+    ]);
+    alert_tests.extend([
+        json!({"eval_time": "5m", "alertname": "PasswordRotatorTargetNotReady", "exp_alerts": none}),
+        json!({"eval_time": "15m", "alertname": "PasswordRotatorTargetNotReady", "exp_alerts": [not_ready]}),
+        json!({"eval_time": "30m", "alertname": "PasswordRotatorTargetAdminPasswordExpiring", "exp_alerts": none}),
+        json!({"eval_time": "70m", "alertname": "PasswordRotatorTargetAdminPasswordExpiring", "exp_alerts": [admin_expiring]}),
+        json!({"eval_time": "30m", "alertname": "PasswordRotatorTargetCertificateExpiring", "exp_alerts": none}),
+        json!({"eval_time": "70m", "alertname": "PasswordRotatorTargetCertificateExpiring", "exp_alerts": [certificate_expiring]}),
     ]);
     // Blocked and succeeded rotations only: no rotation abandoned or rolled back.
     alert_tests.push(json!({

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use password_rotator::rotation::CallFailure;
 use password_rotator::targets::ontap::client::{
-    AccountRef, ClusterInfo, Login, OntapClient, OntapConfig, OntapError, Operation, PolicyRefusal,
-    classify,
+    AccountRef, ClusterInfo, ClusterVersion, Login, OntapClient, OntapConfig, OntapError,
+    Operation, PolicyRefusal, classify,
 };
 use rotator_test_support::certs;
 use rotator_test_support::ontap_server::{
@@ -391,6 +391,9 @@ async fn the_cluster_identifies_itself_to_any_account() {
     let expected = ClusterInfo {
         name: "prod-a".into(),
         uuid: CLUSTER_UUID.into(),
+        version: Some(ClusterVersion {
+            full: "NetApp Release 9.15.1: Wed Jun 26 19:15:36 UTC 2024".into(),
+        }),
     };
     for account in [ADMIN, APP, VSADMIN] {
         assert_eq!(client.cluster(&login(account)).await.unwrap(), expected);

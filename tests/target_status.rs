@@ -13,6 +13,8 @@ use common::checks::{condition_reason, phase, ready_message};
 use common::*;
 use password_rotator::resource::Phase;
 use password_rotator::rotation_target::{RotationTarget, TargetStatus};
+use rotator_test_support::api_server::ServerTls;
+use rotator_test_support::certs;
 use serde_json::json;
 
 const WRONG_ADMIN_PASSWORD: &str = "Wrong-Admin-Pa55word";
@@ -62,9 +64,32 @@ async fn metrics(h: &Harness, run: u32) -> Result<String> {
         .await?)
 }
 
+/// `notAfter` of the certificate in `pem`, as `openssl x509 -enddate` reads it.
+fn not_after(pem: &str) -> Result<jiff::Timestamp> {
+    let text = certs::text(pem)?;
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Not After : "))
+        .context("openssl printed no Not After")?;
+    let parsed = jiff::fmt::strtime::parse("%b %e %H:%M:%S %Y GMT", line.replace("  ", " "))?;
+    Ok(parsed
+        .to_datetime()?
+        .to_zoned(jiff::tz::TimeZone::UTC)?
+        .timestamp())
+}
+
+/// The API server presents a certificate made by `openssl req -x509` (as Redis Software's
+/// own): the target shows its `notAfter`, the cluster's name and version, and counts the
+/// resources that name it.
 #[tokio::test]
 async fn a_target_says_it_is_ready_what_it_is_and_how_many_resources_use_it() -> Result<()> {
-    let mut h = Harness::new("target-ready").await?;
+    let made = certs::self_signed("localhost", &["DNS:localhost", "IP:127.0.0.1"])?;
+    let expires = not_after(&made.cert_pem)?;
+    let tls = ServerTls::Pem {
+        cert_pem: made.cert_pem.clone(),
+        key_pem: made.key_pem.clone(),
+    };
+    let mut h = Harness::with_tls("target-ready", tls).await?;
     h.start_operator()?;
     let target = wait_target(&h, "Ready", |s| {
         ready(s).is_some_and(|(status, ..)| status == "True")
@@ -75,6 +100,15 @@ async fn a_target_says_it_is_ready_what_it_is_and_how_many_resources_use_it() ->
     assert_eq!(reason, "Connected");
     assert!(message.contains("cluster.test"), "{message}");
     assert_eq!(status.identity.as_deref(), Some("cluster.test"));
+    assert_eq!(status.version.as_deref(), Some("7.8.4-95"));
+    assert_eq!(
+        status.certificate_expires_time.as_ref().map(|t| t.0),
+        Some(expires)
+    );
+    assert_eq!(
+        status.admin_password_expires_time, None,
+        "the cluster's passwords never expire"
+    );
     assert_eq!(status.resources, 0);
     assert_eq!(status.observed_generation, target.metadata.generation);
     let budget = status.login_budget.context("loginBudget")?;
@@ -110,10 +144,38 @@ async fn a_target_says_it_is_ready_what_it_is_and_how_many_resources_use_it() ->
         format!("password_rotator_target_ready{{{labels}}} 1"),
         format!("password_rotator_target_resources{{{labels}}} 1"),
         format!("password_rotator_target_login_failures{{{labels}}} 0"),
+        format!(
+            "password_rotator_target_certificate_expiry_timestamp_seconds{{{labels}}} {}",
+            expires.as_second()
+        ),
     ] {
         assert!(text.contains(&expected), "{expected} not in:\n{text}");
     }
     h.assert_no_secret_value_leaks().await?;
+    h.finish().await
+}
+
+/// Under a password expiration policy, the target says when the admin's own password expires:
+/// its `password_issue_date` plus the policy's days.
+#[tokio::test]
+async fn a_target_says_when_its_admin_password_expires() -> Result<()> {
+    let mut h = Harness::configured("target-expiry", |config| {
+        config.password_expiration_days = 90;
+        config
+            .password_issue_dates
+            .insert(ADMIN_EMAIL.into(), "2026-11-01T00:00:00Z".into());
+    })
+    .await?;
+    h.start_operator()?;
+    let target = wait_target(&h, "adminPasswordExpiresTime", |s| {
+        s.admin_password_expires_time.is_some()
+    })
+    .await?;
+    let status = target.status.context("status")?;
+    assert_eq!(
+        status.admin_password_expires_time.map(|t| t.0.to_string()),
+        Some("2027-01-30T00:00:00Z".to_owned())
+    );
     h.finish().await
 }
 

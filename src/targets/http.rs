@@ -22,6 +22,8 @@ pub struct Endpoint<'a> {
     pub insecure_http: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Where the certificate the server presents is kept.
+    pub presented: tls::PresentedCertificate,
 }
 
 /// A client for `endpoint`: https verified against exactly `ca_pem` (nothing built in), no
@@ -43,7 +45,8 @@ pub fn client(endpoint: &Endpoint<'_>) -> Result<reqwest::Client, String> {
                 "caSecret is required: the cluster's certificate is self-signed by default and \
                  TLS is always verified",
             )?;
-            let tls = tls::client_config(pem, endpoint.server_name).map_err(|e| e.to_string())?;
+            let tls = tls::client_config(pem, endpoint.server_name, endpoint.presented.clone())
+                .map_err(|e| e.to_string())?;
             builder = builder.https_only(true).use_preconfigured_tls(tls);
         }
         "http" if endpoint.insecure_http => {}

@@ -18,6 +18,7 @@ use url::Url;
 use crate::rotation::CallFailure;
 use crate::targets::http::{self, TransportFailure, opt};
 use crate::targets::{Observed, RequestObserver};
+use crate::tls::PresentedCertificate;
 
 /// The `target` label of this client's requests.
 pub const TARGET: &str = "ontap";
@@ -106,6 +107,15 @@ impl AccountRef {
 pub struct ClusterInfo {
     pub name: String,
     pub uuid: String,
+    #[serde(default)]
+    pub version: Option<ClusterVersion>,
+}
+
+/// `version` of `GET /api/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ClusterVersion {
+    /// e.g. `NetApp Release 9.15.1: Wed Jun 26 2024`.
+    pub full: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -317,10 +327,12 @@ pub struct OntapClient {
     http: reqwest::Client,
     url: Url,
     observer: Option<Arc<dyn RequestObserver>>,
+    presented: PresentedCertificate,
 }
 
 impl OntapClient {
     pub fn new(config: OntapConfig) -> Result<Self, OntapError> {
+        let presented = PresentedCertificate::default();
         let http = http::client(&http::Endpoint {
             url: &config.url,
             ca_pem: config.ca_pem.as_deref(),
@@ -328,13 +340,20 @@ impl OntapClient {
             insecure_http: config.insecure_http,
             connect_timeout: config.timeout,
             request_timeout: config.timeout,
+            presented: presented.clone(),
         })
         .map_err(OntapError::InvalidConfig)?;
         Ok(Self {
             http,
             url: config.url,
             observer: None,
+            presented,
         })
+    }
+
+    /// When the certificate the cluster last presented expires; `None` over http.
+    pub fn certificate_expires(&self) -> Option<jiff::Timestamp> {
+        self.presented.not_after()
     }
 
     /// Tells `observer` about every request.

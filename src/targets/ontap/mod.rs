@@ -17,7 +17,7 @@ use secrecy::SecretString;
 
 use self::client::{AccountRef, Login, OntapClient, OntapError, classify};
 use crate::rotation::CallFailure;
-use crate::targets::{BoxFuture, Budget, Change, PasswordTarget};
+use crate::targets::{BoxFuture, Budget, Change, Description, PasswordTarget};
 
 /// One ONTAP account, or a pair that alternates.
 pub struct Ontap {
@@ -155,6 +155,34 @@ impl PasswordTarget for Ontap {
                         .map_err(|e| self.failure(&e))
                 })
                 .await
+        })
+    }
+
+    /// `ontap:<cluster uuid>`, its release, and the certificate it presented; in
+    /// self-service, the address only.
+    fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {
+        Box::pin(async move {
+            let Some(admin) = &self.admin else {
+                return Ok(Description {
+                    identity: format!("ontap-address:{}", self.address),
+                    ..Description::default()
+                });
+            };
+            let cluster = self
+                .budget
+                .run(async {
+                    self.client
+                        .cluster(admin)
+                        .await
+                        .map_err(|e| self.failure(&e))
+                })
+                .await?;
+            Ok(Description {
+                identity: format!("ontap:{}", cluster.uuid),
+                version: cluster.version.map(|v| v.full),
+                certificate_expires: self.client.certificate_expires(),
+                admin_password_expires: None,
+            })
         })
     }
 

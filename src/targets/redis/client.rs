@@ -212,6 +212,7 @@ pub struct AclAdmin {
 struct Inner {
     config: AclAdminConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
+    presented: crate::tls::PresentedCertificate,
 }
 
 impl fmt::Debug for AclAdmin {
@@ -227,6 +228,34 @@ struct Reached {
     replid: String,
     /// Node ids of `CLUSTER SHARDS`, in cluster mode.
     cluster_ids: Vec<String>,
+    /// What the node runs: `valkey <valkey_version>`, else `redis <redis_version>`.
+    version: Option<String>,
+}
+
+/// See [`AclAdmin::identity`].
+fn identity_of(survey: Survey) -> Result<String, AclError> {
+    let cluster_ids: BTreeSet<&str> = survey
+        .reached
+        .iter()
+        .flat_map(|r| r.cluster_ids.iter().map(String::as_str))
+        .collect();
+    if let Some(smallest) = cluster_ids.first() {
+        return Ok(format!("cluster:{smallest}"));
+    }
+    let primaries: Vec<&Reached> = survey
+        .reached
+        .iter()
+        .filter(|r| r.node.role == Role::Primary)
+        .collect();
+    match primaries.as_slice() {
+        [primary] => Ok(format!("replication:{}", primary.replid)),
+        [] => Err(survey.failed.into_iter().next().unwrap_or_else(|| {
+            AclError::Config("no primary among the endpoints and their replicas".into())
+        })),
+        several => Err(AclError::SeveralDeployments(
+            several.iter().map(|r| r.node.addr.clone()).collect(),
+        )),
+    }
 }
 
 /// Every node found: those reached, and the errors of those that could not be.
@@ -245,19 +274,28 @@ impl AclAdmin {
                 "endpoint {bad:?} is not host:port"
             )));
         }
+        let presented = crate::tls::PresentedCertificate::default();
         let tls = config
             .tls
             .as_ref()
             .map(|tls| {
-                let mut client = crate::tls::client_config(&tls.ca_pem, tls.server_name.as_deref())
-                    .map_err(|e| AclError::Config(e.to_string()))?;
+                let mut client = crate::tls::client_config(
+                    &tls.ca_pem,
+                    tls.server_name.as_deref(),
+                    presented.clone(),
+                )
+                .map_err(|e| AclError::Config(e.to_string()))?;
                 // Redis speaks no ALPN protocol; offering h2 could make a proxy pick it.
                 client.alpn_protocols.clear();
                 Ok(Arc::new(client))
             })
             .transpose()?;
         Ok(AclAdmin {
-            inner: Arc::new(Inner { config, tls }),
+            inner: Arc::new(Inner {
+                config,
+                tls,
+                presented,
+            }),
         })
     }
 
@@ -273,29 +311,23 @@ impl AclAdmin {
     /// A stable name for the deployment, the same through any of its nodes:
     /// `cluster:<smallest node id>` in cluster mode, else `replication:<primary's replid>`.
     pub async fn identity(&self) -> Result<String, AclError> {
+        identity_of(self.survey().await)
+    }
+
+    /// The deployment's identity, and the lowest version its nodes run (e.g. `valkey 8.1.1`).
+    pub async fn describe(&self) -> Result<(String, Option<String>), AclError> {
         let survey = self.survey().await;
-        let cluster_ids: BTreeSet<&str> = survey
+        let version = survey
             .reached
             .iter()
-            .flat_map(|r| r.cluster_ids.iter().map(String::as_str))
-            .collect();
-        if let Some(smallest) = cluster_ids.first() {
-            return Ok(format!("cluster:{smallest}"));
-        }
-        let primaries: Vec<&Reached> = survey
-            .reached
-            .iter()
-            .filter(|r| r.node.role == Role::Primary)
-            .collect();
-        match primaries.as_slice() {
-            [primary] => Ok(format!("replication:{}", primary.replid)),
-            [] => Err(survey.failed.into_iter().next().unwrap_or_else(|| {
-                AclError::Config("no primary among the endpoints and their replicas".into())
-            })),
-            several => Err(AclError::SeveralDeployments(
-                several.iter().map(|r| r.node.addr.clone()).collect(),
-            )),
-        }
+            .filter_map(|r| r.version.clone())
+            .min();
+        Ok((identity_of(survey)?, version))
+    }
+
+    /// When the certificate a node last presented expires; `None` without TLS.
+    pub fn certificate_expires(&self) -> Option<jiff::Timestamp> {
+        self.inner.presented.not_after()
     }
 
     /// The SHA-256 hex hashes of `user`'s passwords on `node`; `None` when there is no such user.
@@ -496,6 +528,10 @@ impl AclAdmin {
             conn,
             replid: info.get("master_replid").unwrap_or_default().to_owned(),
             cluster_ids,
+            version: info
+                .get("valkey_version")
+                .map(|v| format!("valkey {v}"))
+                .or_else(|| info.get("redis_version").map(|v| format!("redis {v}"))),
         };
         Ok((reached, run_id.to_owned(), neighbours))
     }
@@ -763,6 +799,7 @@ mod tests {
             inner: Arc::new(Inner {
                 config: config(),
                 tls: None,
+                presented: Default::default(),
             }),
         };
         let mut texts = vec![format!("{:?}", config()), format!("{admin:?}")];

@@ -11,7 +11,9 @@ use std::sync::Mutex;
 
 use self::client::{AclAdmin, AclError, Applied, Persistence, classify};
 use crate::rotation::CallFailure;
-use crate::targets::{BoxFuture, Budget, Change, Observed, PasswordTarget, RequestObserver};
+use crate::targets::{
+    BoxFuture, Budget, Change, Description, Observed, PasswordTarget, RequestObserver,
+};
 
 /// The `target` label of this target's calls.
 pub const TARGET: &str = "redis";
@@ -119,6 +121,22 @@ impl PasswordTarget for Redis {
             self.budget
                 .run(self.observed("identity", self.admin.identity())),
         )
+    }
+
+    /// The identity, the version its nodes run, and the certificate a node presented.
+    fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {
+        Box::pin(async {
+            let (identity, version) = self
+                .budget
+                .run(self.observed("identity", self.admin.describe()))
+                .await?;
+            Ok(Description {
+                identity,
+                version,
+                certificate_expires: self.admin.certificate_expires(),
+                admin_password_expires: None,
+            })
+        })
     }
 
     fn budget(&self) -> &Budget {

@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::targets::http::{self, TransportFailure, opt};
 use crate::targets::{Observed, RequestObserver};
+use crate::tls::PresentedCertificate;
 
 /// The `target` label of this client's requests.
 pub const TARGET: &str = "redisSoftware";
@@ -90,6 +91,7 @@ pub enum Operation {
     ListUsers,
     GetDatabase,
     GetCluster,
+    ListNodes,
 }
 
 impl Operation {
@@ -105,6 +107,7 @@ impl Operation {
             Self::ListUsers => "list_users",
             Self::GetDatabase => "get_database",
             Self::GetCluster => "get_cluster",
+            Self::ListNodes => "list_nodes",
         }
     }
 
@@ -113,7 +116,11 @@ impl Operation {
             Self::AddUserPassword | Self::AddDatabasePassword => Method::POST,
             Self::ReplaceUserPassword | Self::ReplaceDatabasePassword => Method::PUT,
             Self::DeleteUserPassword | Self::DeleteDatabasePassword => Method::DELETE,
-            Self::GetUser | Self::ListUsers | Self::GetDatabase | Self::GetCluster => Method::GET,
+            Self::GetUser
+            | Self::ListUsers
+            | Self::GetDatabase
+            | Self::GetCluster
+            | Self::ListNodes => Method::GET,
         }
     }
 }
@@ -243,6 +250,13 @@ pub struct User {
     pub password_issue_date: Option<String>,
 }
 
+/// A node of the cluster, as far as its version goes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Node {
+    #[serde(default)]
+    pub software_version: Option<String>,
+}
+
 /// The cluster, as far as this operator cares: its name is its FQDN, the same whichever node
 /// or address is asked.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -270,6 +284,7 @@ pub struct RedisSoftwareClient {
     observer: Option<Arc<dyn RequestObserver>>,
     /// The cluster's `password_expiration_duration` and when it was asked, shared by clones.
     expiration_days: Arc<Mutex<Option<AskedAt<Option<u64>>>>>,
+    presented: PresentedCertificate,
 }
 
 /// An answer and when it was given.
@@ -277,6 +292,7 @@ type AskedAt<T> = (Instant, T);
 
 impl RedisSoftwareClient {
     pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
+        let presented = PresentedCertificate::default();
         let http = http::client(&http::Endpoint {
             url: &config.url,
             ca_pem: config.ca_pem.as_deref(),
@@ -284,6 +300,7 @@ impl RedisSoftwareClient {
             insecure_http: config.insecure_http,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
+            presented: presented.clone(),
         })
         .map_err(ApiError::InvalidConfig)?;
         Ok(Self {
@@ -291,7 +308,13 @@ impl RedisSoftwareClient {
             config,
             observer: None,
             expiration_days: Arc::default(),
+            presented,
         })
+    }
+
+    /// When the certificate the cluster last presented expires; `None` over http.
+    pub fn certificate_expires(&self) -> Option<jiff::Timestamp> {
+        self.presented.not_after()
     }
 
     /// Tells `observer` about every request.
@@ -396,6 +419,17 @@ impl RedisSoftwareClient {
     /// `GET /v1/cluster`: what the cluster says it is, whichever node or address answers.
     pub async fn get_cluster(&self) -> Result<Cluster, ApiError> {
         self.get(Operation::GetCluster, &["v1", "cluster"]).await
+    }
+
+    /// `GET /v1/nodes`: the software version of the cluster's nodes (the lowest, mid-upgrade).
+    pub async fn software_version(&self) -> Result<Option<String>, ApiError> {
+        let nodes: Vec<Node> = self.get(Operation::ListNodes, &["v1", "nodes"]).await?;
+        Ok(nodes.into_iter().filter_map(|n| n.software_version).min())
+    }
+
+    /// The login the client authenticates as.
+    pub fn admin_login(&self) -> &str {
+        &self.config.username
     }
 
     /// The cluster's `password_expiration_duration`, asked at most once a minute: the end

@@ -10,9 +10,9 @@ pub use spec::{RedisSoftwareConnection, RedisSoftwareTarget};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;
 
-use self::client::{ApiError, RedisSoftwareClient};
+use self::client::{ApiError, RedisSoftwareClient, User};
 use crate::rotation::CallFailure;
-use crate::targets::{BoxFuture, Budget, Change, PasswordTarget};
+use crate::targets::{BoxFuture, Budget, Change, Description, PasswordTarget};
 
 /// What holds the passwords in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,10 +172,7 @@ impl PasswordTarget for RedisSoftware {
                 .get_cluster()
                 .await
                 .map(|c| c.name)
-                .map_err(|e| {
-                    let detail = e.to_string();
-                    classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
-                })
+                .map_err(admin_call)
         }))
     }
 
@@ -189,41 +186,71 @@ impl PasswordTarget for RedisSoftware {
             let Object::User(user) = &self.object else {
                 return Ok(None);
             };
-            let failure = |e: ApiError| {
-                let detail = e.to_string();
-                classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
-            };
-            let days = match self
+            let days = self
                 .client
                 .password_expiration_days()
                 .await
-                .map_err(failure)?
-            {
-                Some(days @ 1..) => days,
-                _ => return Ok(None),
-            };
-            let found = self.client.find_user(user).await.map_err(failure)?;
-            let issued = found
-                .as_ref()
-                .and_then(|u| u.password_issue_date.as_deref())
-                .and_then(|d| d.parse::<Timestamp>().ok())
-                .ok_or_else(|| CallFailure::Other {
+                .map_err(admin_call)?;
+            if !matches!(days, Some(1..)) {
+                return Ok(None);
+            }
+            let found = self.client.find_user(user).await.map_err(admin_call)?;
+            match password_expiry(found.as_ref(), days) {
+                Err(()) => Err(CallFailure::Other {
                     detail: format!("user {user} has no readable password_issue_date"),
-                })?;
-            Ok(issued
-                .checked_add(SignedDuration::from_hours(24 * days as i64))
-                .ok())
+                }),
+                Ok(expiry) => Ok(expiry),
+            }
         }))
     }
+
+    /// The cluster's name, the lowest version of its nodes, the certificate it presented, and
+    /// when the admin's own password expires under the cluster's policy.
+    fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {
+        Box::pin(self.budget.run(async {
+            let cluster = self.client.get_cluster().await.map_err(admin_call)?;
+            let version = self.client.software_version().await.map_err(admin_call)?;
+            let admin = self
+                .client
+                .find_user(self.client.admin_login())
+                .await
+                .map_err(admin_call)?;
+            let days = cluster.password_expiration_duration;
+            Ok(Description {
+                identity: cluster.name,
+                version,
+                certificate_expires: self.client.certificate_expires(),
+                admin_password_expires: password_expiry(admin.as_ref(), days).unwrap_or(None),
+            })
+        }))
+    }
+}
+
+/// A failed call that names no password of the admin's choosing: a 401 is the admin login.
+fn admin_call(e: ApiError) -> CallFailure {
+    let detail = e.to_string();
+    classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
+}
+
+/// When `user`'s password expires after `days` (none when 0 or absent); `Err` when the user
+/// or its `password_issue_date` cannot be read.
+fn password_expiry(user: Option<&User>, days: Option<u64>) -> Result<Option<Timestamp>, ()> {
+    let Some(days @ 1..) = days else {
+        return Ok(None);
+    };
+    let issued = user
+        .and_then(|u| u.password_issue_date.as_deref())
+        .and_then(|d| d.parse::<Timestamp>().ok())
+        .ok_or(())?;
+    Ok(issued
+        .checked_add(SignedDuration::from_hours(24 * days as i64))
+        .ok())
 }
 
 /// Database calls carry no password of the admin's choosing in the login, so a 401 is
 /// always the admin login.
 fn database_call(result: Result<(), ApiError>) -> Result<(), CallFailure> {
-    result.map_err(|e| {
-        let detail = e.to_string();
-        classify(e).unwrap_or(CallFailure::AdminUnauthorized { detail })
-    })
+    result.map_err(admin_call)
 }
 
 #[cfg(test)]

@@ -59,9 +59,13 @@ pub struct ApiServerConfig {
     /// 0: passwords never expire.
     #[serde(default)]
     pub password_expiration_days: u64,
-    /// `password_issue_date` of users at start (RFC 3339), by user name; now for the others.
+    /// `password_issue_date` of users at start (RFC 3339), by user name (the admin by its
+    /// email); now for the others.
     #[serde(default)]
     pub password_issue_dates: std::collections::BTreeMap<String, String>,
+    /// What `GET /v1/nodes` says each node runs.
+    #[serde(default = "default_software_version")]
+    pub software_version: String,
 }
 
 impl ApiServerConfig {
@@ -79,6 +83,7 @@ impl ApiServerConfig {
             cluster_name: default_cluster_name(),
             password_expiration_days: 0,
             password_issue_dates: Default::default(),
+            software_version: default_software_version(),
         }
     }
 }
@@ -110,6 +115,10 @@ pub struct UserConfig {
     #[serde(default = "default_role")]
     pub role: String,
     pub passwords: Vec<String>,
+}
+
+fn default_software_version() -> String {
+    "7.8.4-95".to_owned()
 }
 
 /// What `GET /v1/cluster` says the cluster is called: its FQDN, on a real cluster.
@@ -180,6 +189,8 @@ struct Inner {
     /// /v1 requests being handled now, and the most at once since start or `reset_peak`.
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
+    /// When the server started (RFC 3339): the admin's `password_issue_date` by default.
+    started: String,
 }
 
 /// Counts one /v1 request as in flight from the moment its head is read until its response
@@ -222,6 +233,7 @@ impl ApiServer {
             requests: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
+            started: model::now_rfc3339(),
             config,
         });
         let task = tokio::spawn(accept_loop(

@@ -194,9 +194,26 @@ pub(super) async fn handle(
                 "password_expiration_duration": inner.config.password_expiration_days,
             }),
         ),
-        (&Method::GET, ["users"]) => json(
+        (&Method::GET, ["users"]) => {
+            // The cluster administrator is listed too, as on a real cluster.
+            let admin = json!({
+                "uid": 0,
+                "name": "admin",
+                "email": inner.config.admin.email,
+                "role": "admin",
+                "auth_method": "regular",
+                "status": "active",
+                "password_issue_date": inner.config.password_issue_dates
+                    .get(&inner.config.admin.email)
+                    .cloned()
+                    .unwrap_or_else(|| inner.started.clone()),
+            });
+            let users = std::iter::once(admin).chain(model.users.iter().map(user_json));
+            json(StatusCode::OK, &users.collect::<Vec<_>>())
+        }
+        (&Method::GET, ["nodes"]) => json(
             StatusCode::OK,
-            &model.users.iter().map(user_json).collect::<Vec<_>>(),
+            &json!([{"uid": 1, "software_version": inner.config.software_version}]),
         ),
         (&Method::GET, ["users", id]) => {
             match model.users.iter().find(|u| Some(u.uid) == uid(id)) {

@@ -118,7 +118,16 @@ pub(super) fn handle(
     match (method, path) {
         (&Method::GET, "/api/cluster") => json(
             StatusCode::OK,
-            &json!({ "name": model.cluster.name, "uuid": model.cluster.uuid }),
+            &json!({
+                "name": model.cluster.name,
+                "uuid": model.cluster.uuid,
+                "version": {
+                    "full": "NetApp Release 9.15.1: Wed Jun 26 19:15:36 UTC 2024",
+                    "generation": 9,
+                    "major": 15,
+                    "minor": 1,
+                },
+            }),
         ),
         (&Method::POST, PASSWORD) => change_password(&mut model, caller, body),
         (&Method::GET, _) if path.starts_with(ACCOUNTS) => {
