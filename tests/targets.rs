@@ -50,6 +50,9 @@ struct Fixture {
     admin_secret: &'static str,
     admin: (String, String),
     initial: (String, String),
+    /// How the target's status begins its identity and its version, and whether the system
+    /// presents a certificate.
+    says: (&'static str, &'static str, bool),
 }
 
 impl Fixture {
@@ -61,6 +64,7 @@ impl Fixture {
             admin_secret: "rs-admin",
             admin: (ADMIN_EMAIL.into(), ADMIN_PASSWORD.into()),
             initial: (USER.into(), USER_PASSWORD.into()),
+            says: ("cluster.test", "7.8.4-95", true),
         })
     }
 
@@ -95,6 +99,7 @@ impl Fixture {
             admin_secret: "redis-admin",
             admin,
             initial,
+            says: ("replication:", "", false),
         })
     }
 
@@ -138,6 +143,7 @@ impl Fixture {
             admin_secret: "ontap-admin",
             admin: (ONTAP_ADMIN.0.into(), ONTAP_ADMIN.1.into()),
             initial: (ONTAP_A.0.into(), ONTAP_A.1.into()),
+            says: ("ontap:", "NetApp Release 9.15.1", true),
         })
     }
 
@@ -558,6 +564,58 @@ async fn an_idle_restart_writes_nothing(prefix: &str, setup: Setup) -> Result<()
     h.finish().await
 }
 
+/// The target's status says it is Ready, what the system is and runs, and which certificate
+/// it presents; the same check again after a restart is not made at once.
+async fn the_target_says_what_it_is(prefix: &str, setup: Setup) -> Result<()> {
+    let (mut h, fixture) = prepare(prefix, setup).await?;
+    let name = fixture.target["ref"]["name"]
+        .as_str()
+        .context("the target's name")?
+        .to_owned();
+    h.start_operator()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = h.targets().get(&name).await?.status.unwrap_or_default();
+        if status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "target {name} never Ready: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (identity, version, tls) = fixture.says;
+    let said = status.identity.clone().unwrap_or_default();
+    let complete = if identity.ends_with(':') {
+        said.len() > identity.len()
+    } else {
+        said == identity
+    };
+    assert!(said.starts_with(identity) && complete, "{status:#?}");
+    let runs = status.version.clone().unwrap_or_default();
+    assert!(!runs.is_empty() && runs.starts_with(version), "{status:#?}");
+    assert_eq!(
+        status.certificate_expires_time.is_some(),
+        tls,
+        "{status:#?}"
+    );
+    let calls = fixture.calls(&h).await?;
+    h.kill_operator().await?;
+    h.start_operator()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fixture.calls(&h).await?,
+        calls,
+        "a restart checked the target again at once"
+    );
+    h.finish().await
+}
+
 /// One `#[tokio::test]` per scenario and target.
 macro_rules! for_every_target {
     ($($scenario:ident),* $(,)?) => {
@@ -597,4 +655,5 @@ for_every_target!(
     target_faults_are_ridden_out,
     a_wrong_admin_blocks_until_the_secret_is_fixed,
     an_idle_restart_writes_nothing,
+    the_target_says_what_it_is,
 );
