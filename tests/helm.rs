@@ -1009,6 +1009,19 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
                             "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}],
         }))?;
     metrics.resource_status("shop", "orders", &status);
+    let target: password_rotator::rotation_target::TargetStatus = serde_json::from_value(json!({
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Unauthorized",
+                        "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}],
+        "certificateExpiresTime": "2030-01-01T00:00:00Z",
+        "adminPasswordExpiresTime": "2030-01-01T00:00:00Z",
+        "resources": 1,
+    }))?;
+    metrics.target_status(
+        password_rotator::rotation_target::TargetKind::RotationTarget,
+        "shop",
+        "rs",
+        &target,
+    );
     {
         use password_rotator::targets::RequestObserver;
         metrics.started("redisSoftware", "get_user");
@@ -1029,6 +1042,9 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
             "PasswordRotatorTargetErrors",
             "PasswordRotatorReconcileErrors",
             "PasswordRotationNotCompleted",
+            "PasswordRotatorTargetNotReady",
+            "PasswordRotatorTargetCertificateExpiring",
+            "PasswordRotatorTargetAdminPasswordExpiring",
         ])
     );
     for rule in rules {

@@ -644,6 +644,7 @@ async fn resources_sharing_a_wrong_admin_spend_one_budget() -> Result<()> {
 async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag() -> Result<()> {
     let mut h = Harness::new("tenant").await?;
     h.start_operator()?;
+    h.target_checked(TARGET).await?;
     // A tenant's resource names a workload Secret that never allowed it.
     let workload = unshared_secret(
         "other-app",
@@ -675,8 +676,14 @@ async fn referenced_secrets_must_allow_the_resource_and_risky_fields_need_a_flag
     let mut connection = h.rs_connection();
     connection["credentialsSecret"] = json!("other-admin");
     let tenant = |objects: serde_json::Value| json!({"redisSoftware": connection.clone(), "allow": {"objects": objects}});
+    assert!(
+        h.api.requests().is_empty(),
+        "nothing was sent for a resource whose workload Secret does not allow it: {:?}",
+        h.api.requests()
+    );
     h.put_target("tenant", tenant(json!(["payments-*"])))
         .await?;
+    h.target_checked("tenant").await?;
     patch_spec(&h, json!({"target": {"ref": {"name": "tenant"}}})).await?;
     h.wait_for(NAME, Duration::from_secs(30), "the edit seen", |r| {
         r.status.as_ref().and_then(|s| s.observed_generation) == Some(2)

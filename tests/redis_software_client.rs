@@ -248,7 +248,7 @@ async fn reads_and_not_found() {
     let client = f.client();
 
     let users = client.list_users().await.unwrap();
-    assert_eq!(users.len(), 1);
+    assert_eq!(users.len(), 2, "the admin and the one user");
     let user = client
         .find_user("ORDERS@example.com")
         .await
@@ -334,7 +334,7 @@ async fn server_errors_are_retryable() {
     let err = clean(client.list_users().await.unwrap_err(), &[]);
     assert_eq!((err.status(), err.kind()), (Some(503), "server_error"));
     assert!(err.is_retryable());
-    assert_eq!(client.list_users().await.unwrap().len(), 1);
+    assert_eq!(client.list_users().await.unwrap().len(), 2);
 }
 
 #[tokio::test]

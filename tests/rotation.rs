@@ -588,6 +588,7 @@ async fn replace_mode_leaves_only_the_new_password() -> Result<()> {
 async fn a_database_default_user_rotates_on_the_annotation() -> Result<()> {
     let mut h = Harness::new("database").await?;
     h.start_operator()?;
+    h.target_checked(TARGET).await?;
     h.create_rotation("orders-db", h.database_spec(json!({})))
         .await?;
     h.wait_for("orders-db", Duration::from_secs(30), "Idle", |r| {
@@ -747,6 +748,7 @@ async fn invalid_resources_are_refused_and_change_nothing() -> Result<()> {
     );
     // What CEL cannot check gets a condition and an event naming the field.
     h.start_operator()?;
+    h.target_checked(TARGET).await?;
     h.create_rotation(
         "bad-cron",
         h.user_spec(json!({"schedule": {"cron": "61 * * * *"}, "rotationRequest": "x"})),
@@ -839,6 +841,7 @@ async fn stateful_sets_and_daemon_sets_roll_out_before_the_old_password_goes() -
 async fn missing_secrets_get_a_condition_naming_the_field() -> Result<()> {
     let mut h = Harness::new("missing").await?;
     h.start_operator()?;
+    h.target_checked(TARGET).await?;
     h.create_rotation(
         "no-workload-secret",
         h.user_spec(json!({"secret": {"name": "absent"}, "rotationRequest": "r"})),
@@ -992,6 +995,7 @@ async fn a_burst_of_requests_rotates_each_user_exactly_once() -> Result<()> {
 async fn suspend_holds_a_requested_rotation_until_lifted() -> Result<()> {
     let mut h = Harness::new("suspend").await?;
     h.start_operator()?;
+    h.target_checked(TARGET).await?;
     h.create_rotation(
         "orders-cache",
         h.user_spec(json!({"suspend": true, "rotationRequest": "held"})),

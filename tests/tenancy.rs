@@ -76,6 +76,8 @@ async fn a_tenant_rotates_only_what_the_cluster_target_allows() -> Result<()> {
     .await?;
     h.cluster_target_namespace = Some(platform.name().to_owned());
     h.start_operator()?;
+    h.targets_checked(&[common::TARGET], &[&named, &selected])
+        .await?;
 
     let as_tenant: Api<PasswordRotation> = Api::namespaced(tenant, h.ns());
     let create = |name: &str, target: &str, user: &str, extra: Value| {
@@ -199,6 +201,7 @@ async fn a_tenant_rotates_only_what_the_cluster_target_allows() -> Result<()> {
 async fn the_targets_own_admin_login_is_never_rotated() -> Result<()> {
     let mut h = Harness::with_users("own-admin", 1).await?;
     h.start_operator()?;
+    h.target_checked(common::TARGET).await?;
     h.create_rotation(
         "admin",
         h.user_spec(json!({

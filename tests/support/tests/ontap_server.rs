@@ -386,8 +386,12 @@ async fn the_cluster_and_accounts_can_be_read() {
         let (status, body) = env.call(Method::GET, "/api/cluster", login, None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            body,
-            json!({"name": "prod-a", "uuid": "6b3c0f2e-8d7a-11ee-9c4e-005056bb1a2f"})
+            (&body["name"], &body["uuid"], &body["version"]["generation"]),
+            (
+                &json!("prod-a"),
+                &json!("6b3c0f2e-8d7a-11ee-9c4e-005056bb1a2f"),
+                &json!(9)
+            )
         );
     }
 
