@@ -226,11 +226,13 @@ impl Context {
         })
     }
 
-    /// What identifies a password list across resources: the system, as it called itself
-    /// when the resource last started a rotation (else as its target addresses it), the
-    /// target kind, and what holds the passwords.
-    fn target_key(&self, rotation: &PasswordRotation) -> Option<TargetIdentity> {
-        key_of(rotation, &self.target_index.resolve(rotation).ok()?)
+    /// What identifies the password lists a resource rotates, across resources: the system
+    /// (see [`keys_of`]), the target kind, and each thing that holds passwords there.
+    fn target_keys(&self, rotation: &PasswordRotation) -> Vec<TargetIdentity> {
+        self.target_index
+            .resolve(rotation)
+            .map(|spec| keys_of(rotation, &spec, &self.target_index))
+            .unwrap_or_default()
     }
 
     /// Drops what is kept for resources the watches no longer show (deleted) or that belong to
@@ -874,7 +876,11 @@ impl<'a> Rotator<'a> {
                         }
                     };
                     let selected = self.target_spec();
-                    let mine = (cluster.clone(), selected.vendor(), selected.object());
+                    let mine: Vec<TargetIdentity> = selected
+                        .holders()
+                        .into_iter()
+                        .map(|holder| (cluster.clone(), selected.vendor(), holder))
+                        .collect();
                     if let Some(with) = self
                         .competitor(&mine, true)
                         .or_else(|| self.claim(mine, now))
@@ -1267,13 +1273,13 @@ impl<'a> Rotator<'a> {
 
     /// The oldest other resource that rotates the same user or database of the same cluster.
     fn conflict(&self) -> Option<String> {
-        let mine = self.ctx.target_key(&self.rotation)?;
+        let mine = self.ctx.target_keys(&self.rotation);
         self.competitor(&mine, false)
     }
 
     /// The oldest other resource on `mine` that came first, or, when `busy` counts, that is
     /// rotating it right now.
-    fn competitor(&self, mine: &TargetIdentity, busy: bool) -> Option<String> {
+    fn competitor(&self, mine: &[TargetIdentity], busy: bool) -> Option<String> {
         let uid = self.rotation.uid();
         self.ctx
             .stores
@@ -1287,7 +1293,9 @@ impl<'a> Rotator<'a> {
                 let Ok(spec) = self.ctx.target_index.resolve(other) else {
                     return false;
                 };
-                key_of(other, &spec).as_ref() == Some(mine)
+                keys_of(other, &spec, &self.ctx.target_index)
+                    .iter()
+                    .any(|key| mine.contains(key))
                     && ((busy && rotating(other))
                         || (precedes(other, &self.rotation)
                             && validate(&spec, &other.namespace().unwrap_or_default()).is_ok()))
@@ -1296,22 +1304,26 @@ impl<'a> Rotator<'a> {
             .map(|other| qualified_name(&other))
     }
 
-    /// Takes `mine` for this resource's rotation, unless another resource took it moments ago
-    /// (before its status could show it).
-    fn claim(&self, mine: TargetIdentity, now: Timestamp) -> Option<String> {
+    /// Takes each of `mine` for this resource's rotation, unless another resource took one
+    /// moments ago (before its status could show it).
+    fn claim(&self, mine: Vec<TargetIdentity>, now: Timestamp) -> Option<String> {
         let me = ObjectRef::from_obj(&*self.rotation);
         let mut claims = self.ctx.claims.lock().expect("not poisoned");
-        if let Some((holder, at)) = claims.get(&mine)
-            && *holder != me
-            && now < *at + UNTIL_STATUS_SHOWS
-        {
+        let taken = mine.iter().find_map(|key| {
+            claims
+                .get(key)
+                .filter(|(holder, at)| *holder != me && now < *at + UNTIL_STATUS_SHOWS)
+        });
+        if let Some((holder, _)) = taken {
             return Some(format!(
                 "{}/{}",
                 holder.namespace.as_deref().unwrap_or_default(),
                 holder.name
             ));
         }
-        claims.insert(mine, (me, now));
+        for key in mine {
+            claims.insert(key, (me.clone(), now));
+        }
         None
     }
 
@@ -1753,7 +1765,8 @@ impl<'a> Rotator<'a> {
 
     async fn report_conflict(&mut self, with: String) -> Result<Action> {
         let message = format!(
-            "{} of this cluster is already rotated by PasswordRotation {with}; this one does nothing",
+            "{} of this cluster: PasswordRotation {with} rotates it already (the oldest \
+             resource on a user, database or account wins); this one does nothing",
             self.target_spec().object()
         );
         self.report_not_ready(Reason::Conflict, &message).await?;
@@ -2067,13 +2080,31 @@ fn rotation_id(now: Timestamp) -> String {
     format!("{}-{}", now.strftime("%Y%m%d%H%M%S"), &suffix[..6])
 }
 
-/// The key of [`Context::target_key`], from `rotation`'s spec resolved on its target.
-fn key_of(rotation: &PasswordRotation, spec: &RotationSpec) -> Option<TargetIdentity> {
-    let target = spec.target.selected().ok()?;
-    target.validate().ok()?;
-    let recorded = rotation.status.as_ref().and_then(|s| s.cluster.clone());
-    let system = recorded.unwrap_or_else(|| target.address());
-    Some((system, target.vendor(), target.object()))
+/// The keys of [`Context::target_keys`], from `rotation`'s spec resolved on its target. The
+/// system is what it called itself when the resource last started a rotation, else what its
+/// target's status says it is, else the address.
+fn keys_of(
+    rotation: &PasswordRotation,
+    spec: &RotationSpec,
+    targets: &TargetIndex,
+) -> Vec<TargetIdentity> {
+    let Ok(target) = spec.target.selected() else {
+        return Vec::new();
+    };
+    if target.validate().is_err() {
+        return Vec::new();
+    }
+    let system = rotation
+        .status
+        .as_ref()
+        .and_then(|s| s.cluster.clone())
+        .or_else(|| targets.status_of(rotation).and_then(|s| s.identity))
+        .unwrap_or_else(|| target.address());
+    target
+        .holders()
+        .into_iter()
+        .map(|holder| (system.clone(), target.vendor(), holder))
+        .collect()
 }
 
 fn has_finalizer(rotation: &PasswordRotation) -> bool {

@@ -391,3 +391,64 @@ async fn a_misnamed_secret_is_refused_and_no_secret_value_leaks() -> Result<()> 
     h.assert_no_secret_value_leaks().await?;
     h.finish().await
 }
+
+/// Conflicts are decided per account: a pair named in the other order, and one account of
+/// the pair, meet the first resource's pair. Each is refused `Conflict` naming it (the
+/// oldest), and neither changes any password.
+#[tokio::test]
+async fn resources_sharing_an_account_conflict_in_whatever_order() -> Result<()> {
+    let mut h = Harness::new("ontap-conflict").await?;
+    let server = ontap().await?;
+    secrets_for(&h, &server).await?;
+    put_ontap_target(&h, &server, true).await?;
+    h.create_deployment(DEPLOYMENT, 1).await?;
+    h.start_operator()?;
+    h.create_rotation(ROTATION, ontap_spec(alternating(), json!({})))
+        .await?;
+    h.wait_for(ROTATION, Duration::from_secs(60), "Idle", |r| {
+        phase(r) == Some(Phase::Idle)
+    })
+    .await?;
+    // Creation times are in seconds, and a tie goes by name: the others come a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.put_secret(
+        "reversed-ontap",
+        &[("username", ACCOUNT_B.0), ("password", ACCOUNT_B.1)],
+    )
+    .await?;
+    let reversed = ontap_spec(
+        json!({"alternatingAccounts": [ACCOUNT_B.0, ACCOUNT_A.0]}),
+        json!({"secret": {"name": "reversed-ontap"}, "rotationRequest": "now"}),
+    );
+    let one = ontap_spec(
+        json!({"account": ACCOUNT_B.0}),
+        json!({"secret": {"name": "reversed-ontap"}, "mode": "Replace", "rotationRequest": "now"}),
+    );
+    server.clear_requests();
+    for (name, spec) in [("reversed", reversed), ("one-account", one)] {
+        h.create_rotation(name, spec).await?;
+        let refused = h
+            .wait_for(name, Duration::from_secs(30), "Conflict", |r| {
+                condition_reason(r, "Ready").as_deref() == Some("Conflict")
+            })
+            .await?;
+        let message = ready_message(&refused);
+        assert!(
+            message.contains(&format!("PasswordRotation {}/{ROTATION}", h.ns())),
+            "{message}"
+        );
+    }
+    let changes = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .count();
+    assert_eq!(changes, 0, "a password changed: {:?}", server.requests());
+    for (account, password) in [ACCOUNT_A, ACCOUNT_B] {
+        assert!(
+            server.login_works(account, password),
+            "{account} kept its password"
+        );
+    }
+    h.finish().await
+}

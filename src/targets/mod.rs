@@ -178,6 +178,12 @@ pub trait TargetSpec: Send + Sync + fmt::Debug {
     /// What in that system holds the passwords, e.g. `user app`.
     fn object(&self) -> String;
 
+    /// What holds passwords in that system, one entry each, normalized: two resources whose
+    /// entries meet on one system rotate the same password list, however each names it.
+    fn holders(&self) -> Vec<String> {
+        vec![self.object()]
+    }
+
     /// The name published beside the password, if the target has one.
     fn username(&self) -> Option<&str>;
 

@@ -173,6 +173,15 @@ impl TargetSpec for OntapTarget {
         url_address(&self.connection.url)
     }
 
+    /// Each account on its own: a pair in either order, and one account of it, meet.
+    fn holders(&self) -> Vec<String> {
+        let svm = self.connection.svm.as_deref().unwrap_or_default();
+        self.names()
+            .iter()
+            .map(|name| format!("account {name} of SVM {svm:?}"))
+            .collect()
+    }
+
     fn object(&self) -> String {
         let svm = self
             .connection

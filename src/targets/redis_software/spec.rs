@@ -132,6 +132,17 @@ impl TargetSpec for RedisSoftwareTarget {
         url_address(&self.connection.url)
     }
 
+    /// A user named by its email, which the cluster matches whatever its case, in lower
+    /// case.
+    fn holders(&self) -> Vec<String> {
+        match self.object_kind() {
+            Ok(Object::User(user)) if user.contains('@') => {
+                vec![format!("user {}", user.to_ascii_lowercase())]
+            }
+            _ => vec![self.object()],
+        }
+    }
+
     fn object(&self) -> String {
         match self.object_kind() {
             Ok(Object::User(user)) => format!("user {user}"),
