@@ -795,7 +795,9 @@ async fn one_user_reached_through_two_addresses_is_one_target() -> Result<()> {
     );
     let rotated = h.secret_value(USER_SECRET, "password").await?.unwrap();
 
-    // The same cluster by name: another string, the same user.
+    // The same cluster by name: another string, the same user. Created a second later:
+    // creation times are in seconds, and a tie goes by name.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut connection = h.rs_connection();
     connection["url"] = json!(h.api.url().replace("127.0.0.1", "localhost"));
     h.put_target("by-name", json!({"redisSoftware": connection}))
