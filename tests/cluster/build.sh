@@ -95,7 +95,8 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   mkdir -p "$CACHE/bin"
   out="$(mktemp -d "$CACHE/bin/.tmp-build.XXXXXX")"
   trap 'rm -rf "$out"' EXIT
-  (cd "$here" && go build -p 2 -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
+  # -dwarf=false: the compiler makes no debug information, which -s -w would strip anyway.
+  (cd "$here" && go build -p 2 -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$out/" "${pkgs[@]}")
   for n in "${names[@]}"; do
     [ -x "$out/$n" ] || { echo "build.sh: $n was not produced" >&2; exit 1; }
     case "$n" in
