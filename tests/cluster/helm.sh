@@ -50,7 +50,8 @@ t=$(date +%s)
 echo "helm.sh: building helm $HELM_VERSION (cold: ~6-7 min on 2 cores, 59 MB)..." >&2
 tmp="$(mktemp -d "$HELM_DIR/.tmp-build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && GOBIN="$tmp" go install -p 2 -trimpath \
+# -dwarf=false: no debug information, which -s -w strips anyway (as build.sh).
+(cd "$tmp" && GOBIN="$tmp" go install -p 2 -trimpath -gcflags=all=-dwarf=false \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") >&2
 [ -x "$tmp/helm" ] || { echo "helm.sh: helm was not produced" >&2; exit 1; }
