@@ -1450,6 +1450,11 @@ impl<'a> Rotator<'a> {
         not_its_own_admin(self.target_spec(), secrets)?;
         let credentials = credentials_fingerprint(secrets);
         let remembered = |account: &str| self.remembered_refusal(account);
+        let system = self
+            .ctx
+            .target_index
+            .status_of(&self.rotation)
+            .and_then(|status| status.identity);
         (self.ctx.connect)(
             self.target_spec(),
             Connect {
@@ -1462,6 +1467,7 @@ impl<'a> Rotator<'a> {
                 resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
                 observer: self.ctx.metrics.clone(),
                 remembered: &remembered,
+                system: system.as_deref(),
             },
         )
     }

@@ -223,6 +223,7 @@ async fn observe<K: TargetObject>(
             resource: format!("the check of {key}"),
             observer: ctx.metrics().clone(),
             remembered: &remembered,
+            system: previous.identity.as_deref(),
         },
     );
     let probe: Box<dyn PasswordTarget> = match connected {

@@ -25,19 +25,7 @@ async fn wait_target(
     what: &str,
     check: impl Fn(&TargetStatus) -> bool,
 ) -> Result<RotationTarget> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let target = h.targets().get(TARGET).await?;
-        if target.status.as_ref().is_some_and(&check) {
-            return Ok(target);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "target {TARGET} never showed {what}: {:#?}",
-            target.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_named(h, TARGET, what, check).await
 }
 
 fn ready(status: &TargetStatus) -> Option<(&str, &str, &str)> {
@@ -255,4 +243,65 @@ async fn a_refused_admin_login_is_kept_in_the_target_across_a_restart() -> Resul
     h.assert_no_leak(&[WRONG_ADMIN_PASSWORD.into()]).await?;
     h.assert_no_secret_value_leaks().await?;
     h.finish().await
+}
+
+/// One cluster reached through two targets (an IP address and a name): once the cluster has
+/// said who it is, both spend one failed-login budget. A wrong admin password is tried once,
+/// not once per target.
+#[tokio::test]
+async fn two_targets_on_one_cluster_share_one_login_budget() -> Result<()> {
+    let mut h = Harness::new("target-shared").await?;
+    let mut connection = h.rs_connection();
+    connection["url"] = json!(h.api.url().replace("127.0.0.1", "localhost"));
+    h.put_target("by-name", json!({"redisSoftware": connection}))
+        .await?;
+    h.start_operator()?;
+    for name in [TARGET, "by-name"] {
+        wait_named(&h, name, "Ready", |s| {
+            s.identity.as_deref() == Some("cluster.test")
+        })
+        .await?;
+    }
+    h.put_secret(
+        "rs-admin",
+        &[
+            ("username", ADMIN_EMAIL),
+            ("password", WRONG_ADMIN_PASSWORD),
+        ],
+    )
+    .await?;
+    for name in [TARGET, "by-name"] {
+        wait_named(&h, name, "Unauthorized", |s| {
+            ready(s).is_some_and(|(_, reason, _)| reason == "Unauthorized")
+        })
+        .await?;
+    }
+    assert_eq!(
+        h.api.failed_logins(ADMIN_EMAIL),
+        1,
+        "the wrong password was tried once for both targets"
+    );
+    h.finish().await
+}
+
+/// Waits until RotationTarget `name`'s status passes `check`.
+async fn wait_named(
+    h: &Harness,
+    name: &str,
+    what: &str,
+    check: impl Fn(&TargetStatus) -> bool,
+) -> Result<RotationTarget> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let target = h.targets().get(name).await?;
+        if target.status.as_ref().is_some_and(&check) {
+            return Ok(target);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "target {name} never showed {what}: {:#?}",
+            target.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -285,6 +285,9 @@ pub struct Connect<'a> {
     pub observer: Arc<dyn RequestObserver>,
     /// The refusal a Blocked resource recorded for an account this process has not used yet.
     pub remembered: &'a (dyn Fn(&str) -> Option<Refusal> + Sync),
+    /// What the system said it is (its target's `status.identity`), once known: the budget of
+    /// an admin login is the system's, however the target addresses it.
+    pub system: Option<&'a str>,
 }
 
 /// Operator-wide settings every target honours.
@@ -522,12 +525,13 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of `login` on the cluster at `address`, for the resource `with` is for,
-    /// under the target's lockout policy (the vendor's `default` unless the target describes
-    /// its own).
+    /// The budget of `login` on the system at `address` (known by its identity once it said
+    /// it), for the resource `with` is for, under the target's lockout policy (the vendor's
+    /// `default` unless the target describes its own).
     pub fn of(with: &Connect<'_>, address: &str, login: &str, default: Lockout) -> Budget {
         let lockout = with.lockout.map_or(default, |policy| policy.over(default));
-        let account = crate::login_budget::account_key(address, login);
+        let system = with.system.unwrap_or(address);
+        let account = crate::login_budget::account_key(system, login);
         Budget {
             calls: with.shared.calls(address, with.settings.calls_per_cluster),
             account: with
