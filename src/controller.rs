@@ -875,11 +875,18 @@ impl<'a> Rotator<'a> {
                             return self.stop(on_failure(failure), loaded, now).await;
                         }
                     };
+                    let canonical = match loaded.canonical_holders().await {
+                        Ok(canonical) => canonical,
+                        Err(failure) => {
+                            return self.stop(on_failure(failure), loaded, now).await;
+                        }
+                    };
                     let selected = self.target_spec();
-                    let mine: Vec<TargetIdentity> = selected
-                        .holders()
-                        .into_iter()
-                        .map(|holder| (cluster.clone(), selected.vendor(), holder))
+                    let holders: Vec<String> =
+                        selected.holders().into_iter().chain(canonical).collect();
+                    let mine: Vec<TargetIdentity> = holders
+                        .iter()
+                        .map(|holder| (cluster.clone(), selected.vendor(), holder.clone()))
                         .collect();
                     if let Some(with) = self
                         .competitor(&mine, true)
@@ -888,6 +895,7 @@ impl<'a> Rotator<'a> {
                         return self.report_conflict(with).await;
                     }
                     self.status.cluster = Some(cluster);
+                    self.status.holders = holders;
                     let previous = workload_password.expect("decide stages only with one");
                     let accounts = match self.accounts(workload.as_ref()) {
                         Ok(accounts) => accounts,
@@ -2088,7 +2096,8 @@ fn rotation_id(now: Timestamp) -> String {
 
 /// The keys of [`Context::target_keys`], from `rotation`'s spec resolved on its target. The
 /// system is what it called itself when the resource last started a rotation, else what its
-/// target's status says it is, else the address.
+/// target's status says it is, else the address; what holds the passwords is what the spec
+/// names, and what the system called it then (`status.holders`).
 fn keys_of(
     rotation: &PasswordRotation,
     spec: &RotationSpec,
@@ -2106,8 +2115,15 @@ fn keys_of(
         .and_then(|s| s.cluster.clone())
         .or_else(|| targets.status_of(rotation).and_then(|s| s.identity))
         .unwrap_or_else(|| target.address());
-    target
-        .holders()
+    let mut holders = target.holders();
+    // What the last rotation recorded, while the spec still names what it did.
+    let recorded = rotation.status.as_ref().map(|s| &s.holders);
+    if let Some(recorded) = recorded.filter(|r| holders.iter().all(|h| r.contains(h))) {
+        holders.extend(recorded.iter().cloned());
+    }
+    holders.sort();
+    holders.dedup();
+    holders
         .into_iter()
         .map(|holder| (system.clone(), target.vendor(), holder))
         .collect()

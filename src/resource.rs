@@ -342,6 +342,11 @@ pub struct PasswordRotationStatus {
     /// rotation starts: two addresses of one cluster are one target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// What holds the passwords there, as the spec names it and as the system knows it (e.g.
+    /// a Redis Software user's uid), recorded when a rotation starts: a user named by its name
+    /// and by its email are one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
     /// How the target keeps password changes across its restarts, where it says (redis:
     /// `AclFile`, `ConfigRewrite`, or `NotPersisted: <why>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

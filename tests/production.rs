@@ -832,6 +832,60 @@ async fn one_user_reached_through_two_addresses_is_one_target() -> Result<()> {
     h.finish().await
 }
 
+/// A Redis Software user named by its name in one resource and by its email (in another
+/// case) in the next is one user: the second is refused `Conflict` naming the first, and
+/// rotates nothing, also when both are asked to rotate at once.
+#[tokio::test]
+async fn one_user_named_by_its_name_and_its_email_is_one_user() -> Result<()> {
+    let mut h = Harness::new("name-and-email").await?;
+    h.start_operator()?;
+    h.create_rotation(NAME, h.user_spec(json!({"rotationRequest": "one"})))
+        .await?;
+    let first = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    assert!(
+        first
+            .status
+            .unwrap()
+            .holders
+            .iter()
+            .any(|h| h.starts_with("user uid ")),
+        "the user is recorded as the cluster knows it"
+    );
+    let rotated = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    // A second later: creation times are in seconds, and a tie goes by name.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let by_email =
+        h.user_spec(json!({"target": {"user": "Orders-App@Shop.test"}, "rotationRequest": "one"}));
+    h.create_rotation("orders-by-email", by_email).await?;
+    let refused = h
+        .wait_for(
+            "orders-by-email",
+            Duration::from_secs(30),
+            "Conflict",
+            |r| has(r, "Ready", "False", "Conflict"),
+        )
+        .await?;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(message.contains(NAME), "{message}");
+    assert_only_password(&h, USER, &rotated).await?;
+
+    h.request_rotation(NAME, "two").await?;
+    h.request_rotation("orders-by-email", "two").await?;
+    h.wait_for(NAME, ROTATION_TIMEOUT, "the second rotation", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.handled_rotation_request.as_deref() == Some("two") && s.step.is_none()
+        })
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = h.rotation("orders-by-email").await?;
+    assert!(has(&second, "Ready", "False", "Conflict"));
+    assert!(second.status.unwrap().last_rotation_time.is_none());
+    let newest = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert_only_password(&h, USER, &newest).await?;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn a_refusal_that_cannot_be_explained_blocks_instead_of_retrying() -> Result<()> {
     let mut h = Harness::new("unexplained").await?;

@@ -343,6 +343,12 @@ pub trait PasswordTarget: Send + Sync {
     /// What the system says it is called: the same through any of its nodes or addresses.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>>;
 
+    /// What holds the passwords, as the system knows it whatever the spec calls it (e.g. a
+    /// user's uid), beside [`TargetSpec::holders`]; none where the spec's name is the system's.
+    fn canonical_holders(&self) -> BoxFuture<'_, Result<Vec<String>, CallFailure>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// What the system says about itself, for its target's status: a login with the admin
     /// credentials through the budget, so it is also the check that they are accepted.
     fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {

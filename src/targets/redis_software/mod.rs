@@ -204,6 +204,19 @@ impl PasswordTarget for RedisSoftware {
         }))
     }
 
+    /// A user by its uid, whether the spec names it by its name or its email.
+    fn canonical_holders(&self) -> BoxFuture<'_, Result<Vec<String>, CallFailure>> {
+        Box::pin(self.budget.run(async {
+            let Object::User(user) = &self.object else {
+                return Ok(Vec::new());
+            };
+            let found = self.client.find_user(user).await.map_err(admin_call)?;
+            Ok(found
+                .map(|u| vec![format!("user uid {}", u.uid)])
+                .unwrap_or_default())
+        }))
+    }
+
     /// The cluster's name, the lowest version of its nodes, the certificate it presented, and
     /// when the admin's own password expires under the cluster's policy.
     fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {
