@@ -21,6 +21,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::controller::Context;
 use crate::login_budget::Refusal;
+use crate::reason::Reason;
+use crate::rotation::CallFailure;
 use crate::rotation_target::{
     ClusterRotationTarget, RotationTarget, TargetKind, TargetStatus, TargetView,
 };
@@ -173,41 +175,77 @@ async fn observe<K: TargetObject>(
     previous: &TargetStatus,
     now: Timestamp,
 ) -> Result<(Option<Budget>, Check, Option<String>)> {
-    let ctx = &checks.ctx;
+    let (probe, credentials) = match connect(target, &checks.ctx, key, previous, now).await? {
+        Ok(connected) => connected,
+        Err(check) => return Ok((None, check, None)),
+    };
+    let generation = target.meta().generation;
+    let last = checks
+        .last
+        .lock()
+        .expect("not poisoned")
+        .entry(key.to_owned())
+        .or_insert_with(|| target_status::recorded_check(previous, now))
+        .clone();
+    let check = if target_status::check_due(last.as_ref(), generation, &credentials, now) {
+        let check = describe(probe.as_ref()).await;
+        checks.last.lock().expect("not poisoned").insert(
+            key.to_owned(),
+            Some(LastCheck {
+                generation,
+                credentials: credentials.clone(),
+                at: now,
+                ready: matches!(check, Check::Described(_)),
+            }),
+        );
+        check
+    } else {
+        Check::Skipped
+    };
+    let budget = probe.budget();
+    let (failures, refusal): (u32, Option<Refusal>) = budget.account.state(Timestamp::now());
+    let budget = Budget {
+        account: budget.account_key.clone(),
+        failures,
+        refusal,
+    };
+    Ok((Some(budget), check, Some(credentials)))
+}
+
+/// The target built from its spec and Secrets, and the fingerprint of those; or why it cannot
+/// be, as the check that failed.
+async fn connect<K: TargetObject>(
+    target: &K,
+    ctx: &Context,
+    key: &str,
+    previous: &TargetStatus,
+    now: Timestamp,
+) -> Result<Result<(Box<dyn PasswordTarget>, String), Check>> {
+    let failed = |reason, message| Ok(Err(Check::Failed { reason, message }));
     let view = target.view();
     let Some(secrets_namespace) = target.secrets_namespace(ctx) else {
-        return Ok((None, Check::Skipped, None));
+        return Ok(Err(Check::Skipped));
     };
     let spec = match view.connection.for_checks() {
         Ok(spec) => spec,
         Err(invalid) => {
-            let check = Check::Failed {
-                reason: crate::reason::Reason::InvalidSpec,
-                message: format!("{}: {}", invalid.field, invalid.message),
-            };
-            return Ok((None, check, None));
+            let message = format!("{}: {}", invalid.field, invalid.message);
+            return failed(Reason::InvalidSpec, message);
         }
     };
     let Ok(member) = spec.selected() else {
-        return Ok((None, Check::Skipped, None));
+        return Ok(Err(Check::Skipped));
     };
     let mut secrets = BTreeMap::new();
     for used in member.secrets() {
-        match ctx.target_secret(&secrets_namespace, &used.name).await? {
-            Some(secret) => {
-                secrets.insert(used.name, secret);
-            }
-            None => {
-                let check = Check::Failed {
-                    reason: crate::reason::Reason::SecretMissing,
-                    message: format!(
-                        "Secret {} ({}) is not in namespace {secrets_namespace}",
-                        used.name, used.field
-                    ),
-                };
-                return Ok((None, check, None));
-            }
-        }
+        let Some(secret) = ctx.target_secret(&secrets_namespace, &used.name).await? else {
+            let message = format!(
+                "Secret {} ({}) is not in namespace {secrets_namespace}",
+                used.name, used.field
+            );
+            return failed(Reason::SecretMissing, message);
+        };
+        secrets.insert(used.name, secret);
     }
     let credentials = credentials_fingerprint(&secrets);
     let remembered = |account: &str| target_status::remembered(previous, account, now);
@@ -226,55 +264,22 @@ async fn observe<K: TargetObject>(
             system: previous.identity.as_deref(),
         },
     );
-    let probe: Box<dyn PasswordTarget> = match connected {
-        Ok(probe) => probe,
-        Err(Error::Target { reason, detail }) => {
-            let check = Check::Failed {
-                reason,
-                message: detail,
-            };
-            return Ok((None, check, None));
-        }
-        Err(e) => return Err(e),
-    };
-    let generation = target.meta().generation;
-    let last = checks
-        .last
-        .lock()
-        .expect("not poisoned")
-        .entry(key.to_owned())
-        .or_insert_with(|| target_status::recorded_check(previous, now))
-        .clone();
-    let checked = credentials.clone();
-    let check = if target_status::check_due(last.as_ref(), generation, &credentials, now) {
-        let check = match tokio::time::timeout(CHECK_TIMEOUT, probe.describe()).await {
-            Ok(Ok(description)) => Check::Described(description),
-            Ok(Err(failure)) => target_status::failed(failure),
-            Err(_) => target_status::failed(crate::rotation::CallFailure::Transient {
-                detail: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
-            }),
-        };
-        checks.last.lock().expect("not poisoned").insert(
-            key.to_owned(),
-            Some(LastCheck {
-                generation,
-                credentials,
-                at: now,
-                ready: matches!(check, Check::Described(_)),
-            }),
-        );
-        check
-    } else {
-        Check::Skipped
-    };
-    let budget = probe.budget();
-    let (failures, refusal): (u32, Option<Refusal>) = budget.account.state(Timestamp::now());
-    let budget = Budget {
-        account: budget.account_key.clone(),
-        failures,
-        refusal,
-    };
-    Ok((Some(budget), check, Some(checked)))
+    match connected {
+        Ok(probe) => Ok(Ok((probe, credentials))),
+        Err(Error::Target { reason, detail }) => failed(reason, detail),
+        Err(e) => Err(e),
+    }
+}
+
+/// One login to the target, within [`CHECK_TIMEOUT`].
+async fn describe(probe: &dyn PasswordTarget) -> Check {
+    match tokio::time::timeout(CHECK_TIMEOUT, probe.describe()).await {
+        Ok(Ok(description)) => Check::Described(description),
+        Ok(Err(failure)) => target_status::failed(failure),
+        Err(_) => target_status::failed(CallFailure::Transient {
+            detail: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+        }),
+    }
 }
 
 async fn write_status<K: TargetObject>(
