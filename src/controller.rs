@@ -368,7 +368,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     for handle in &namespaced_targets {
         tokio::spawn(target_controller::run(handle.clone(), context.clone()));
     }
-    if let Some(handles) = &cluster_targets {
+    // A ClusterRotationTarget is shared by every namespace: only an operator that watches
+    // them all keeps its status, so installs scoped to a few namespaces never fight over it.
+    if let Some(handles) = cluster_targets
+        .as_ref()
+        .filter(|_| settings.namespaces.is_empty())
+    {
         tokio::spawn(target_controller::run(
             handles.targets.clone(),
             context.clone(),
@@ -875,12 +880,15 @@ impl<'a> Rotator<'a> {
                             return self.stop(on_failure(failure), loaded, now).await;
                         }
                     };
-                    let canonical = match loaded.canonical_holders().await {
-                        Ok(canonical) => canonical,
-                        Err(failure) => {
-                            return self.stop(on_failure(failure), loaded, now).await;
-                        }
-                    };
+                    // Best effort: a lookup that fails leaves the spec's names, which meet
+                    // any resource whose own lookup worked.
+                    let canonical = loaded.canonical_holders().await.unwrap_or_else(|failure| {
+                        warn!(
+                            ?failure,
+                            "the system's name of what this rotates is unknown"
+                        );
+                        Vec::new()
+                    });
                     let selected = self.target_spec();
                     let holders: Vec<String> =
                         selected.holders().into_iter().chain(canonical).collect();

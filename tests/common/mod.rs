@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use password_rotator::resource::PasswordRotation;
-use password_rotator::rotation_target::{ClusterRotationTarget, RotationTarget, TargetStatus};
+use password_rotator::rotation_target::RotationTarget;
 use password_rotator::secrets::ALLOWED_ROTATIONS_ANNOTATION;
 use rotator_test_support::api_server::{
     AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, ServerTls, UserConfig,
@@ -351,32 +351,16 @@ impl Harness {
     /// condition), then forgets the requests the API server saw: the check is the target's
     /// own login, and a test counts what its resources call from there.
     pub async fn target_checked(&self, name: &str) -> Result<()> {
-        self.targets_checked(&[name], &[]).await
-    }
-
-    /// As [`Self::target_checked`], for RotationTargets `namespaced` and
-    /// ClusterRotationTargets `cluster`.
-    pub async fn targets_checked(&self, namespaced: &[&str], cluster: &[&str]) -> Result<()> {
-        fn checked(status: Option<TargetStatus>) -> bool {
-            status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready"))
-        }
-        let cluster_targets: Api<ClusterRotationTarget> = Api::all(self.client.clone());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let mut all = true;
-            for name in namespaced {
-                all &= checked(self.targets().get(name).await?.status);
-            }
-            for name in cluster {
-                all &= checked(cluster_targets.get(name).await?.status);
-            }
-            if all {
+            let status = self.targets().get(name).await?.status;
+            if status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready")) {
                 self.api.clear_requests();
                 return Ok(());
             }
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
-                "the targets {namespaced:?} and {cluster:?} were never all checked"
+                "target {name} was never checked"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -204,7 +204,8 @@ impl PasswordTarget for RedisSoftware {
         }))
     }
 
-    /// A user by its uid, whether the spec names it by its name or its email.
+    /// A user by its uid, its name and its email: a resource that names it either way, and
+    /// did not look it up, meets one of these.
     fn canonical_holders(&self) -> BoxFuture<'_, Result<Vec<String>, CallFailure>> {
         Box::pin(self.budget.run(async {
             let Object::User(user) = &self.object else {
@@ -212,7 +213,13 @@ impl PasswordTarget for RedisSoftware {
             };
             let found = self.client.find_user(user).await.map_err(admin_call)?;
             Ok(found
-                .map(|u| vec![format!("user uid {}", u.uid)])
+                .map(|u| {
+                    vec![
+                        format!("user uid {}", u.uid),
+                        format!("user {}", u.name),
+                        format!("user {}", u.email.to_ascii_lowercase()),
+                    ]
+                })
                 .unwrap_or_default())
         }))
     }
