@@ -202,11 +202,12 @@ impl Context {
 
     /// How many resources name the target `kind`/`name` (a RotationTarget in `namespace`).
     pub fn resources_naming(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> u32 {
-        let count: usize = self
+        let count = self
             .stores
             .iter()
-            .map(|store| target_index::naming(store, kind, namespace, name).len())
-            .sum();
+            .flat_map(Store::state)
+            .filter(|r| target_index::names(r, kind, namespace, name))
+            .count();
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
@@ -1466,12 +1467,8 @@ impl<'a> Rotator<'a> {
         not_its_own_admin(self.target_spec(), secrets)?;
         let credentials = credentials_fingerprint(secrets);
         let remembered = |account: &str| self.remembered_refusal(account);
-        let system = self
-            .ctx
-            .target_index
-            .status_of(&self.rotation)
-            .and_then(|status| status.identity);
-        (self.ctx.connect)(
+        let system = self.ctx.target_index.identity_of(&self.rotation);
+        self.ctx.connect_target(
             self.target_spec(),
             Connect {
                 secrets,
@@ -2121,7 +2118,7 @@ fn keys_of(
         .status
         .as_ref()
         .and_then(|s| s.cluster.clone())
-        .or_else(|| targets.status_of(rotation).and_then(|s| s.identity))
+        .or_else(|| targets.identity_of(rotation))
         .unwrap_or_else(|| target.address());
     let mut holders = target.holders();
     // What the last rotation recorded, while the spec still names what it did.

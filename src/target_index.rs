@@ -118,38 +118,26 @@ impl TargetIndex {
     /// `rotation`'s spec on the target it names, as the watches show it now.
     pub fn resolve(&self, rotation: &PasswordRotation) -> Result<RotationSpec, Unresolved> {
         let namespace = rotation.namespace().unwrap_or_default();
-        let reference = &rotation.spec.target.reference;
-        let namespaced;
-        let cluster;
-        let labels;
-        let found = match reference.kind {
-            TargetKind::RotationTarget => {
-                let key = ObjectRef::new(&reference.name).within(&namespace);
-                namespaced = self.namespaced.iter().find_map(|store| store.get(&key));
-                namespaced.as_deref().map(|target| Found {
-                    target: TargetView::of_namespaced(target),
-                    secrets_namespace: &namespace,
-                    namespace_labels: None,
-                })
-            }
-            TargetKind::ClusterRotationTarget => {
-                let served = self.cluster.as_ref();
-                cluster = served.and_then(|c| c.targets.get(&ObjectRef::new(&reference.name)));
-                labels = served.and_then(|c| {
-                    c.namespaces
-                        .get(&ObjectRef::new(&namespace))
-                        .map(|ns| ns.labels().clone())
-                });
-                cluster
-                    .as_deref()
-                    .zip(served)
-                    .map(|(target, served)| Found {
-                        target: TargetView::of_cluster(target),
-                        secrets_namespace: &served.secrets_namespace,
-                        namespace_labels: labels.as_ref(),
-                    })
-            }
+        let held = self.target_of(rotation);
+        let labels = match &held {
+            Some(Held::Cluster(_, cluster)) => cluster
+                .namespaces
+                .get(&ObjectRef::new(&namespace))
+                .map(|ns| ns.labels().clone()),
+            _ => None,
         };
+        let found = held.as_ref().map(|held| match held {
+            Held::Namespaced(target) => Found {
+                target: TargetView::of_namespaced(target),
+                secrets_namespace: &namespace,
+                namespace_labels: None,
+            },
+            Held::Cluster(target, cluster) => Found {
+                target: TargetView::of_cluster(target),
+                secrets_namespace: &cluster.secrets_namespace,
+                namespace_labels: labels.as_ref(),
+            },
+        });
         RotationSpec::resolve(&rotation.spec, &namespace, found)
     }
 
@@ -157,17 +145,17 @@ impl TargetIndex {
     /// `rotator.dev/shard`. A resource whose target is not served belongs to the unsharded
     /// operator, which reports it.
     pub fn shard_of(&self, rotation: &PasswordRotation) -> Option<String> {
-        let reference = &rotation.spec.target.reference;
-        let namespace = rotation.namespace().unwrap_or_default();
-        let (labels, _) = self.find(reference.kind, &namespace, &reference.name)?;
-        labels.get(SHARD_LABEL).cloned()
+        self.target_of(rotation)?.labels().get(SHARD_LABEL).cloned()
     }
 
     /// The status of `rotation`'s target, as the watch shows it.
     pub fn status_of(&self, rotation: &PasswordRotation) -> Option<TargetStatus> {
-        let reference = &rotation.spec.target.reference;
-        let namespace = rotation.namespace().unwrap_or_default();
-        self.find(reference.kind, &namespace, &reference.name)?.1
+        self.target_of(rotation)?.status().cloned()
+    }
+
+    /// What `rotation`'s target's system says it is, once its status shows it.
+    pub fn identity_of(&self, rotation: &PasswordRotation) -> Option<String> {
+        self.target_of(rotation)?.status()?.identity.clone()
     }
 
     /// Whether the target `kind` `namespace`/`name` exists and belongs to `shard`.
@@ -177,28 +165,52 @@ impl TargetIndex {
             "ClusterRotationTarget" => TargetKind::ClusterRotationTarget,
             _ => return false,
         };
-        self.find(kind, namespace, name)
-            .is_some_and(|(labels, _)| labels.get(SHARD_LABEL).map(String::as_str) == shard)
+        self.target(kind, namespace, name)
+            .is_some_and(|held| held.labels().get(SHARD_LABEL).map(String::as_str) == shard)
     }
 
-    /// The labels and status of a target (a RotationTarget of `namespace`).
-    fn find(
-        &self,
-        kind: TargetKind,
-        namespace: &str,
-        name: &str,
-    ) -> Option<(BTreeMap<String, String>, Option<TargetStatus>)> {
+    /// The target `rotation` names, as its store holds it.
+    fn target_of(&self, rotation: &PasswordRotation) -> Option<Held<'_>> {
+        let reference = &rotation.spec.target.reference;
+        let namespace = rotation.namespace().unwrap_or_default();
+        self.target(reference.kind, &namespace, &reference.name)
+    }
+
+    /// A target (a RotationTarget of `namespace`), as its store holds it.
+    fn target(&self, kind: TargetKind, namespace: &str, name: &str) -> Option<Held<'_>> {
         match kind {
             TargetKind::RotationTarget => {
                 let key = ObjectRef::new(name).within(namespace);
                 let target = self.namespaced.iter().find_map(|store| store.get(&key))?;
-                Some((target.labels().clone(), target.status.clone()))
+                Some(Held::Namespaced(target))
             }
             TargetKind::ClusterRotationTarget => {
                 let cluster = self.cluster.as_ref()?;
                 let target = cluster.targets.get(&ObjectRef::new(name))?;
-                Some((target.labels().clone(), target.status.clone()))
+                Some(Held::Cluster(target, cluster))
             }
+        }
+    }
+}
+
+/// A target as its store holds it; a ClusterRotationTarget with what serves it.
+enum Held<'a> {
+    Namespaced(Arc<RotationTarget>),
+    Cluster(Arc<ClusterRotationTarget>, &'a ClusterTargets),
+}
+
+impl Held<'_> {
+    fn labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            Held::Namespaced(target) => target.labels(),
+            Held::Cluster(target, _) => target.labels(),
+        }
+    }
+
+    fn status(&self) -> Option<&TargetStatus> {
+        match self {
+            Held::Namespaced(target) => target.status.as_ref(),
+            Held::Cluster(target, _) => target.status.as_ref(),
         }
     }
 }
@@ -242,15 +254,23 @@ pub fn naming(
     store
         .state()
         .into_iter()
-        .filter(|r| {
-            let reference = &r.spec.target.reference;
-            reference.kind == kind
-                && reference.name == name
-                && (kind == TargetKind::ClusterRotationTarget
-                    || r.namespace().as_deref() == namespace)
-        })
+        .filter(|r| names(r, kind, namespace, name))
         .map(|r| ObjectRef::from_obj(&*r))
         .collect()
+}
+
+/// Whether `rotation` names the target `kind`/`name` (a RotationTarget in `namespace`).
+pub fn names(
+    rotation: &PasswordRotation,
+    kind: TargetKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> bool {
+    let reference = &rotation.spec.target.reference;
+    reference.kind == kind
+        && reference.name == name
+        && (kind == TargetKind::ClusterRotationTarget
+            || rotation.namespace().as_deref() == namespace)
 }
 
 /// The labels a namespace had when its resources were last resolved are not kept: a change of
