@@ -431,25 +431,12 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
     h.start_operator()?;
     // The target's own check first, so that the one 503 meets the rotation: a target error
     // and a reconcile error, retried.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !h
-        .targets()
-        .get(common::TARGET)
-        .await?
-        .status
-        .is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    {
-        ensure!(
-            Instant::now() < deadline,
-            "target {} never Ready",
-            common::TARGET
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_target(common::TARGET, Duration::from_secs(60), "Ready", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+    .await?;
     h.api.inject(FaultRule::status(503, 1));
     h.create_rotation(
         "scheduled",

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use common::checks::{condition_reason, phase, ready_message};
 use common::*;
 use password_rotator::resource::Phase;
@@ -25,7 +25,8 @@ async fn wait_target(
     what: &str,
     check: impl Fn(&TargetStatus) -> bool,
 ) -> Result<RotationTarget> {
-    wait_named(h, TARGET, what, check).await
+    h.wait_target(TARGET, Duration::from_secs(90), what, check)
+        .await
 }
 
 fn ready(status: &TargetStatus) -> Option<(&str, &str, &str)> {
@@ -73,11 +74,7 @@ fn not_after(pem: &str) -> Result<jiff::Timestamp> {
 async fn a_target_says_it_is_ready_what_it_is_and_how_many_resources_use_it() -> Result<()> {
     let made = certs::self_signed("localhost", &["DNS:localhost", "IP:127.0.0.1"])?;
     let expires = not_after(&made.cert_pem)?;
-    let tls = ServerTls::Pem {
-        cert_pem: made.cert_pem.clone(),
-        key_pem: made.key_pem.clone(),
-    };
-    let mut h = Harness::with_tls("target-ready", tls).await?;
+    let mut h = Harness::with_tls("target-ready", ServerTls::from(&made)).await?;
     h.start_operator()?;
     let target = wait_target(&h, "Ready", |s| {
         ready(s).is_some_and(|(status, ..)| status == "True")
@@ -257,7 +254,7 @@ async fn two_targets_on_one_cluster_share_one_login_budget() -> Result<()> {
         .await?;
     h.start_operator()?;
     for name in [TARGET, "by-name"] {
-        wait_named(&h, name, "Ready", |s| {
+        h.wait_target(name, Duration::from_secs(90), "Ready", |s| {
             s.identity.as_deref() == Some("cluster.test")
         })
         .await?;
@@ -271,7 +268,7 @@ async fn two_targets_on_one_cluster_share_one_login_budget() -> Result<()> {
     )
     .await?;
     for name in [TARGET, "by-name"] {
-        wait_named(&h, name, "Unauthorized", |s| {
+        h.wait_target(name, Duration::from_secs(90), "Unauthorized", |s| {
             ready(s).is_some_and(|(_, reason, _)| reason == "Unauthorized")
         })
         .await?;
@@ -282,26 +279,4 @@ async fn two_targets_on_one_cluster_share_one_login_budget() -> Result<()> {
         "the wrong password was tried once for both targets"
     );
     h.finish().await
-}
-
-/// Waits until RotationTarget `name`'s status passes `check`.
-async fn wait_named(
-    h: &Harness,
-    name: &str,
-    what: &str,
-    check: impl Fn(&TargetStatus) -> bool,
-) -> Result<RotationTarget> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let target = h.targets().get(name).await?;
-        if target.status.as_ref().is_some_and(&check) {
-            return Ok(target);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "target {name} never showed {what}: {:#?}",
-            target.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

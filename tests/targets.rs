@@ -573,22 +573,15 @@ async fn the_target_says_what_it_is(prefix: &str, setup: Setup) -> Result<()> {
         .context("the target's name")?
         .to_owned();
     h.start_operator()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = h.targets().get(&name).await?.status.unwrap_or_default();
-        if status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-        {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "target {name} never Ready: {status:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = h
+        .wait_target(&name, Duration::from_secs(60), "Ready", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+        .await?
+        .status
+        .unwrap_or_default();
     let (identity, version, tls) = fixture.says;
     let said = status.identity.clone().unwrap_or_default();
     let complete = if identity.ends_with(':') {

@@ -13,18 +13,11 @@ use common::*;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use password_rotator::resource::Phase;
 use rotator_test_support::api_server::ServerTls;
-use rotator_test_support::certs::{self, CertifiedKey};
+use rotator_test_support::certs;
 use serde_json::json;
 
 const ROTATION_TIMEOUT: Duration = Duration::from_secs(90);
 const LOOPBACK_SANS: [&str; 2] = ["DNS:localhost", "IP:127.0.0.1"];
-
-fn serving(certificate: &CertifiedKey) -> ServerTls {
-    ServerTls::Pem {
-        cert_pem: certificate.cert_pem.clone(),
-        key_pem: certificate.key_pem.clone(),
-    }
-}
 
 /// The first event with `reason`; it is sent just after the status write that shows it.
 async fn wait_event(h: &Harness, reason: &str) -> Result<CoreEvent> {
@@ -66,7 +59,7 @@ async fn rotate(h: &mut Harness) -> Result<()> {
 async fn rotates_with_an_openssl_self_signed_ca_certificate_pinned_in_ca_secret() -> Result<()> {
     let made = certs::self_signed("localhost", &LOOPBACK_SANS)?;
     assert!(certs::text(&made.cert_pem)?.contains("CA:TRUE"));
-    let mut h = Harness::with_tls("tls-pinned", serving(&made)).await?;
+    let mut h = Harness::with_tls("tls-pinned", ServerTls::from(&made)).await?;
     assert_eq!(
         h.secret_value("rs-ca", "ca.crt").await?,
         Some(made.cert_pem),
@@ -79,7 +72,7 @@ async fn rotates_with_an_openssl_self_signed_ca_certificate_pinned_in_ca_secret(
 #[tokio::test]
 async fn rotates_with_an_openssl_ca_signed_certificate() -> Result<()> {
     let (ca_pem, server) = certs::ca_signed("localhost", &LOOPBACK_SANS)?;
-    let mut h = Harness::with_tls("tls-ca", serving(&server)).await?;
+    let mut h = Harness::with_tls("tls-ca", ServerTls::from(&server)).await?;
     h.put_secret("rs-ca", &[("ca.crt", &ca_pem)]).await?;
     rotate(&mut h).await?;
     h.finish().await
@@ -89,7 +82,7 @@ async fn rotates_with_an_openssl_ca_signed_certificate() -> Result<()> {
 async fn an_untrusted_certificate_blocks_without_a_call_until_ca_secret_is_fixed() -> Result<()> {
     let presented = certs::self_signed("localhost", &LOOPBACK_SANS)?;
     let fingerprint = certs::sha256_fingerprint(&presented.cert_pem)?;
-    let mut h = Harness::with_tls("tls-untrusted", serving(&presented)).await?;
+    let mut h = Harness::with_tls("tls-untrusted", ServerTls::from(&presented)).await?;
     let wrong = certs::self_signed("localhost", &LOOPBACK_SANS)?;
     h.put_secret("rs-ca", &[("ca.crt", &wrong.cert_pem)])
         .await?;

@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use password_rotator::resource::PasswordRotation;
-use password_rotator::rotation_target::RotationTarget;
+use password_rotator::rotation_target::{RotationTarget, TargetStatus};
 use password_rotator::secrets::ALLOWED_ROTATIONS_ANNOTATION;
 use rotator_test_support::api_server::{
     AdminLogin, ApiServer, ApiServerConfig, DatabaseConfig, ServerTls, UserConfig,
@@ -347,23 +347,39 @@ impl Harness {
             .context("starting the operator")
     }
 
+    /// Waits up to `within` until RotationTarget `name`'s status passes `check`.
+    pub async fn wait_target(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&TargetStatus) -> bool,
+    ) -> Result<RotationTarget> {
+        let deadline = Instant::now() + within;
+        loop {
+            let target = self.targets().get(name).await?;
+            if target.status.as_ref().is_some_and(&check) {
+                return Ok(target);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "target {name} never showed {what}: {:#?}",
+                target.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until an operator has checked RotationTarget `name` (its status has a `Ready`
     /// condition), then forgets the requests the API server saw: the check is the target's
     /// own login, and a test counts what its resources call from there.
     pub async fn target_checked(&self, name: &str) -> Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let status = self.targets().get(name).await?.status;
-            if status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready")) {
-                self.api.clear_requests();
-                return Ok(());
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "target {name} was never checked"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_target(name, Duration::from_secs(60), "a check", |s| {
+            s.conditions.iter().any(|c| c.type_ == "Ready")
+        })
+        .await?;
+        self.api.clear_requests();
+        Ok(())
     }
 
     /// The log of the `run`-th operator process started by this harness (from 1).

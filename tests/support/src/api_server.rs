@@ -100,6 +100,16 @@ pub enum ServerTls {
     Pem { cert_pem: String, key_pem: String },
 }
 
+impl From<&crate::certs::CertifiedKey> for ServerTls {
+    /// Presents `certificate`, e.g. one [`crate::certs::self_signed`] made with openssl.
+    fn from(certificate: &crate::certs::CertifiedKey) -> Self {
+        ServerTls::Pem {
+            cert_pem: certificate.cert_pem.clone(),
+            key_pem: certificate.key_pem.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub struct AdminLogin {
     pub email: String,
