@@ -140,26 +140,14 @@ impl PasswordTarget for Ontap {
     }
 
     /// `ontap:<cluster uuid>` (`GET /api/cluster`); in self-service, where no password is
-    /// at hand to ask with, the address.
+    /// at hand to ask with, the address. The one call [`Self::describe`] makes.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>> {
-        Box::pin(async move {
-            let Some(admin) = &self.admin else {
-                return Ok(format!("ontap-address:{}", self.address));
-            };
-            self.budget
-                .run(async {
-                    self.client
-                        .cluster(admin)
-                        .await
-                        .map(|c| format!("ontap:{}", c.uuid))
-                        .map_err(|e| self.failure(&e))
-                })
-                .await
-        })
+        Box::pin(async move { self.describe().await.map(|d| d.identity) })
     }
 
-    /// `ontap:<cluster uuid>`, its release, and the certificate it presented; in
-    /// self-service, the address only.
+    /// `ontap:<cluster uuid>` (`GET /api/cluster`), its release, and the certificate it
+    /// presented; in self-service, where no password is at hand to ask with, the address
+    /// only.
     fn describe(&self) -> BoxFuture<'_, Result<Description, CallFailure>> {
         Box::pin(async move {
             let Some(admin) = &self.admin else {

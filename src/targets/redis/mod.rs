@@ -115,12 +115,10 @@ impl PasswordTarget for Redis {
         )
     }
 
-    /// The cluster's smallest node id, or the primary's replication id.
+    /// The cluster's smallest node id, or the primary's replication id: the one survey of
+    /// the nodes [`Self::describe`] makes.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>> {
-        Box::pin(
-            self.budget
-                .run(self.observed("identity", self.admin.identity())),
-        )
+        Box::pin(async move { self.describe().await.map(|d| d.identity) })
     }
 
     /// The identity, the version its nodes run, and the certificate a node presented.
