@@ -33,7 +33,7 @@ use crate::resource::{
 };
 use crate::rotation::{
     CallFailure, CallOutcome, Decision, Observation, RolloutTrouble, SecretHolds, StateSummary,
-    by_expiry, decide, earliest, on_add, on_delete, on_failure, on_replace, on_rollback,
+    by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire, on_rollback,
     step_after,
 };
 use crate::rotation_spec::{RotationSpec, Unresolved};
@@ -307,12 +307,12 @@ async fn forget_the_gone_now_and_then(ctx: Arc<Context>) {
 /// One reconcile of a resource that is not being deleted, from the resource as read: what
 /// the controller runs inside its finalizer. For tests that drive the engine step by step.
 pub async fn apply(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
-    Rotator::new(ctx, Arc::new(rotation)).apply().await
+    Rotator::new(ctx, Arc::new(rotation), true).apply().await
 }
 
 /// The finalizer's cleanup of a deleted resource; for tests, as [`apply`].
 pub async fn cleanup(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
-    Rotator::new(ctx, Arc::new(rotation)).cleanup().await
+    Rotator::new(ctx, Arc::new(rotation), true).cleanup().await
 }
 
 /// Runs one controller per watched namespace (or one for all) until a termination signal.
@@ -552,13 +552,13 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
     // DELETE taken for a first one). The watch cache is fresh enough when it holds this
     // process's own last write or a later one; only otherwise (and on the first reconcile of
     // a resource in this process) is the resource read again.
-    let rotation = if ctx.freshness.is_fresh(&cached) {
-        cached
+    let (rotation, read) = if ctx.freshness.is_fresh(&cached) {
+        (cached, false)
     } else {
         match api.get_opt(&name).instrument(span.clone()).await? {
             Some(read) => {
-                ctx.freshness.saw(&key, read.resource_version().as_deref());
-                Arc::new(read)
+                ctx.freshness.read(&key, read.resource_version().as_deref());
+                (Arc::new(read), true)
             }
             None => {
                 ctx.freshness.forget(&key);
@@ -570,7 +570,7 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
         if !has_finalizer(&rotation) {
             return Ok(Action::await_change());
         }
-        let action = Rotator::new(&ctx, rotation.clone())
+        let action = Rotator::new(&ctx, rotation.clone(), read)
             .cleanup()
             .instrument(span.clone())
             .await?;
@@ -586,7 +586,7 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
             .await?;
         action
     } else {
-        Rotator::new(&ctx, rotation)
+        Rotator::new(&ctx, rotation, read)
             .apply()
             .instrument(span)
             .await?
@@ -607,9 +607,10 @@ fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context
         rotation.name_any(),
     );
     if error.kind() == "conflict" {
-        // Another writer changed the resource after this reconcile read it: expected, and the
-        // watch brings the newer version at once. A short wait, still doubling should the
-        // watch lag, and nothing to warn about.
+        // Another writer changed the resource after this reconcile read it: expected. The
+        // next reconcile reads it again, after a short wait, still doubling should the
+        // other actor keep writing, and nothing to warn about.
+        ctx.freshness.distrust(&ObjectRef::from_obj(&*rotation));
         let delay = (Duration::from_millis(200) * (1 << doublings)).min(Duration::from_secs(300));
         info!(
             namespace,
@@ -646,6 +647,12 @@ struct Rotator<'a> {
     status: PasswordRotationStatus,
     /// The status as the resource holds it: what the last write (or the read) left.
     written: PasswordRotationStatus,
+    /// The resource's resourceVersion as this reconcile last saw it: every status write
+    /// carries it, so that a write over another actor's is refused rather than made.
+    version: Option<String>,
+    /// The resource was read from the API server for this reconcile, not taken from the
+    /// watch.
+    read: bool,
     /// The target's Secrets, read with the others at the start of the reconcile.
     prefetched_target_secrets: Option<Result<BTreeMap<String, Secret>>>,
     /// The finalizer being added, awaited before the first change a deletion must undo.
@@ -659,7 +666,7 @@ struct Rotator<'a> {
 const MAX_STEPS: usize = 12;
 
 impl<'a> Rotator<'a> {
-    fn new(ctx: &'a Context, rotation: Arc<PasswordRotation>) -> Self {
+    fn new(ctx: &'a Context, rotation: Arc<PasswordRotation>, read: bool) -> Self {
         let namespace = rotation.namespace().unwrap_or_default();
         let status = rotation.status.clone().unwrap_or_default();
         let (spec, unresolved) = match ctx.target_index.resolve(&rotation) {
@@ -671,6 +678,8 @@ impl<'a> Rotator<'a> {
         };
         Self {
             ctx,
+            version: rotation.resource_version(),
+            read,
             written: status.clone(),
             status,
             prefetched_target_secrets: None,
@@ -870,6 +879,12 @@ impl<'a> Rotator<'a> {
                 }
                 Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
                 Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
+                Decision::Stage { .. } if !self.still_current().await? => {
+                    self.ctx
+                        .freshness
+                        .distrust(&ObjectRef::from_obj(&*self.rotation));
+                    return Ok(Action::requeue(Duration::ZERO));
+                }
                 Decision::Stage { trigger } => {
                     if let Some(action) = self.load_target(&mut target).await? {
                         return Ok(action);
@@ -1063,9 +1078,6 @@ impl<'a> Rotator<'a> {
                     return Ok(wait_for_next(next, now));
                 }
                 Decision::Abandon { reason } => {
-                    self.ctx.metrics.rotation_finished("abandoned", None);
-                    self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
-                        .await;
                     let next_rotation = valid
                         .schedule
                         .as_ref()
@@ -1078,6 +1090,9 @@ impl<'a> Rotator<'a> {
                         now,
                     );
                     self.write_status(status).await?;
+                    self.ctx.metrics.rotation_finished("abandoned", None);
+                    self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
+                        .await;
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
             }
@@ -1131,6 +1146,19 @@ impl<'a> Rotator<'a> {
         ));
     }
 
+    /// Whether the resource is, on the API server, still at the version this reconcile
+    /// decided on. A rotation starts only then: a copy from the watch may not show a rotation
+    /// another actor has run meanwhile, and would start a second one for the same request.
+    async fn still_current(&mut self) -> Result<bool> {
+        if self.read {
+            return Ok(true);
+        }
+        self.finalized().await?;
+        let api: Api<PasswordRotation> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let current = api.get_opt(&self.rotation.name_any()).await?;
+        Ok(current.and_then(|r| r.resource_version()) == self.version)
+    }
+
     /// Waits for the finalizer being added, if one is.
     async fn finalized(&mut self) -> Result<()> {
         let Some(adding) = self.adding_finalizer.take() else {
@@ -1140,6 +1168,7 @@ impl<'a> Rotator<'a> {
         self.ctx
             .freshness
             .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
+        self.version = version;
         Ok(())
     }
 
@@ -1628,7 +1657,18 @@ impl<'a> Rotator<'a> {
                         .await?;
                     self.fail_point("after-step-Retired");
                 }
-                let outcome = on_delete(target.retire(&change(state, previous)).await, *replay);
+                let change = change(state, previous);
+                let result = target.retire(&change).await;
+                let pending_accepted = match &result {
+                    Err(CallFailure::PasswordRejected) if !replay => {
+                        match target.accepts_pending(&change).await {
+                            Ok(accepted) => accepted,
+                            Err(failure) => return Ok(on_failure(failure)),
+                        }
+                    }
+                    _ => None,
+                };
+                let outcome = on_retire(result, *replay, pending_accepted);
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
                 }
@@ -1671,8 +1711,6 @@ impl<'a> Rotator<'a> {
             .iter()
             .find(|c| c.type_ == "Progressing" && c.status == "True")
             .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs());
-        // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
-        self.ctx.metrics.rotation_finished("succeeded", started);
         let scheduled = valid
             .schedule
             .as_ref()
@@ -1689,6 +1727,8 @@ impl<'a> Rotator<'a> {
         // Status first: a crash before the state Secret is gone leaves a leftover that the
         // next reconcile clears, never a rotation that looks abandoned.
         self.write_status(status).await?;
+        // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
+        self.ctx.metrics.rotation_finished("succeeded", started);
         self.fail_point("after-finish-status");
         secrets::delete_state(&self.secrets, state_name).await?;
         info!(%rotation_id, "rotation complete");
@@ -1955,14 +1995,16 @@ impl<'a> Rotator<'a> {
         if status == self.written {
             return Ok(false);
         }
+        self.finalized().await?;
         let version = self
             .ctx
             .kubernetes
-            .write_status(&self.rotation, &status)
+            .write_status(&self.rotation, self.version.as_deref(), &status)
             .await?;
         self.ctx
             .freshness
             .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
+        self.version = version;
         self.written = status.clone();
         self.record(status);
         Ok(true)

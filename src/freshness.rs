@@ -1,9 +1,9 @@
 //! Whether the watch cache's copy of a resource is fresh enough to decide on: it is unless it
 //! is older than the newest version this process wrote (or read since). Its own status writes
 //! come back through the watch a little later, and a decision on an older copy would repeat a
-//! step that is already done. A resource this process never wrote is as fresh in the cache as
-//! the watch keeps it: the watch started with a consistent list, after any earlier leader
-//! stopped writing (its Lease expired first).
+//! step that is already done. This saves wasted work only: another actor may have written
+//! since, which is why every status write carries the version it was decided on, and a write
+//! refused for it makes the resource distrusted until it is read again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -56,6 +56,18 @@ impl Freshness {
         }
     }
 
+    /// Records the version a read from the API server returned: the newest there is.
+    pub fn read(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
+        self.forget(key);
+        self.saw(key, resource_version);
+    }
+
+    /// Another actor wrote the resource since this process decided on it: the cached copy
+    /// is not fresh until the resource is read again.
+    pub fn distrust(&self, key: &ObjectRef<PasswordRotation>) {
+        self.saw(key, None);
+    }
+
     pub fn forget(&self, key: &ObjectRef<PasswordRotation>) {
         self.known.lock().expect("not poisoned").remove(key);
     }
@@ -95,5 +107,14 @@ mod tests {
         );
         freshness.forget(&key);
         assert!(fresh("11"));
+        freshness.saw(&key, Some("12"));
+        freshness.distrust(&key);
+        assert!(
+            !fresh("13"),
+            "refused for another actor's write: read again"
+        );
+        freshness.read(&key, Some("13"));
+        assert!(fresh("13"), "the read is the newest version");
+        assert!(!fresh("12"));
     }
 }

@@ -41,11 +41,13 @@ pub trait Kubernetes: Send + Sync {
     /// Done when the Secret is gone, whether or not it was there.
     fn delete_secret<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
 
-    /// Server-side apply of the resource's status, by this operator; the resource's
+    /// Server-side apply of the resource's status, by this operator, only while the resource
+    /// is at `version` (a conflict otherwise: another actor moved it); the resource's
     /// resourceVersion after it.
     fn write_status<'a>(
         &'a self,
         rotation: &'a PasswordRotation,
+        version: Option<&'a str>,
         status: &'a PasswordRotationStatus,
     ) -> BoxFuture<'a, Result<Option<String>>>;
 
@@ -200,6 +202,7 @@ impl Kubernetes for ApiServer {
     fn write_status<'a>(
         &'a self,
         rotation: &'a PasswordRotation,
+        version: Option<&'a str>,
         status: &'a PasswordRotationStatus,
     ) -> BoxFuture<'a, Result<Option<String>>> {
         let api: Api<PasswordRotation> = Api::namespaced(
@@ -210,6 +213,7 @@ impl Kubernetes for ApiServer {
             let patch = json!({
                 "apiVersion": PasswordRotation::api_version(&()),
                 "kind": PasswordRotation::kind(&()),
+                "metadata": {"resourceVersion": version},
                 "status": status,
             });
             let written = api

@@ -468,6 +468,22 @@ pub fn on_delete(result: Result<(), CallFailure>, replay: bool) -> CallOutcome {
     }
 }
 
+/// The meaning of a retire (DELETE) result, where a refused old password on a first try
+/// was followed by asking whether the new one works (`pending_accepted`). The first try's
+/// `Retired` was written with a precondition, but another operator that reads it replays the
+/// DELETE at once and may land first: the old password gone and the new one working is that
+/// replay, done. Anything else changed the user's passwords.
+pub fn on_retire(
+    result: Result<(), CallFailure>,
+    replay: bool,
+    pending_accepted: Option<bool>,
+) -> CallOutcome {
+    match result {
+        Err(CallFailure::PasswordRejected) if pending_accepted == Some(true) => CallOutcome::Done,
+        other => on_delete(other, replay),
+    }
+}
+
 /// The meaning of a rollback (deleting the staged password when the resource is deleted).
 pub fn on_rollback(result: Result<(), CallFailure>) -> CallOutcome {
     match result {
@@ -1023,6 +1039,23 @@ mod tests {
             on_rollback(Err(CallFailure::PasswordRejected)),
             CallOutcome::Done
         );
+    }
+
+    #[test]
+    fn an_old_password_gone_on_a_first_retire_is_done_only_when_the_new_one_works() {
+        let rejected = || Err(CallFailure::PasswordRejected);
+        assert_eq!(on_retire(rejected(), false, Some(true)), CallOutcome::Done);
+        for unknown in [Some(false), None] {
+            assert!(matches!(
+                on_retire(rejected(), false, unknown),
+                CallOutcome::Block {
+                    reason: Reason::OldPasswordRejected,
+                    ..
+                }
+            ));
+        }
+        assert_eq!(on_retire(rejected(), true, None), CallOutcome::Done);
+        assert_eq!(on_retire(Ok(()), false, None), CallOutcome::Done);
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Kubernetes for FakeKubernetes {
     fn write_status<'a>(
         &'a self,
         _: &'a PasswordRotation,
+        _: Option<&'a str>,
         status: &'a PasswordRotationStatus,
     ) -> BoxFuture<'a, password_rotator::Result<Option<String>>> {
         Box::pin(async move {

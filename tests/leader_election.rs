@@ -155,7 +155,7 @@ mod common;
 #[tokio::test]
 async fn the_standby_finishes_a_rotation_when_the_leader_is_killed() -> Result<()> {
     use k8s_openapi::api::core::v1::Secret;
-    let mut h = common::Harness::new("leader").await?;
+    let h = common::Harness::new("leader").await?;
     h.create_deployment("orders", 1).await?;
     let ns = h.ns().to_owned();
     let election = [

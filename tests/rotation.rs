@@ -1029,7 +1029,7 @@ async fn suspend_holds_a_requested_rotation_until_lifted() -> Result<()> {
 #[tokio::test]
 async fn an_operator_watches_exactly_the_namespaces_it_is_given() -> Result<()> {
     use rotator_test_support::cluster::TestNamespace;
-    let mut h = Harness::new("watched").await?;
+    let h = Harness::new("watched").await?;
     let second = TestNamespace::new(&h.client, "watched-too").await?;
     let unwatched = TestNamespace::new(&h.client, "unwatched").await?;
     // The database target, with its Secrets, lives in the second namespace.

@@ -609,6 +609,71 @@ async fn the_target_says_what_it_is(prefix: &str, setup: Setup) -> Result<()> {
     h.finish().await
 }
 
+/// Two operator processes on one namespace at once, with no leader election between them (a
+/// paused leader, a rolling upgrade, two installs), one of them SIGKILLed and started again in
+/// every rotation: each of the rotations requested in turn completes, no workload login is
+/// refused, and the resource is never Blocked.
+async fn two_operators_at_once(prefix: &str, setup: Setup) -> Result<()> {
+    const ROTATIONS: u64 = 20;
+    let (h, fixture) = prepare(prefix, setup).await?;
+    let flags = h.operator_flags.clone();
+    let mut operators = [h.spawn_operator(&flags)?, h.spawn_operator(&flags)?];
+    h.create_rotation(
+        ROTATION,
+        fixture.spec(json!({"rotationRequest": "split-1"})),
+    )
+    .await?;
+    let (h, fixture) = (Arc::new(h), Arc::new(fixture));
+    let workloads = Workloads::start(&h, &fixture);
+    for round in 1..=ROTATIONS {
+        let token = format!("split-{round}");
+        if round > 1 {
+            h.request_rotation(ROTATION, &token).await?;
+        }
+        // Each round kills the other process, at another moment of the rotation.
+        tokio::time::sleep(Duration::from_millis(150 * (round % 7))).await;
+        let victim = &mut operators[(round % 2) as usize];
+        victim.start_kill()?;
+        victim.wait().await?;
+        *victim = h.spawn_operator(&flags)?;
+        let rotation = h
+            .wait_for(ROTATION, Duration::from_secs(120), &token, |r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(Phase::Blocked)
+                        || (s.handled_rotation_request.as_deref() == Some(&token)
+                            && s.step.is_none()
+                            && s.phase == Some(Phase::Idle))
+                })
+            })
+            .await?;
+        let status = rotation.status.unwrap_or_default();
+        assert_ne!(
+            status.phase,
+            Some(Phase::Blocked),
+            "rotation {round} of {ROTATIONS}: {status:#?}"
+        );
+    }
+    let (attempts, failures) = workloads.stop().await;
+    assert!(attempts > 10, "the workloads authenticated ({attempts})");
+    assert_eq!(failures, 0, "no workload failed to authenticate");
+    let refused: Vec<_> = h
+        .events()
+        .await?
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("OldPasswordRejected"))
+        .map(|e| e.message)
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    let (_, new) = fixture.assert_rotated(&h).await?;
+    h.assert_no_leak(&[fixture.initial.1.clone(), new, fixture.admin.1.clone()])
+        .await?;
+    drop(operators);
+    Arc::into_inner(h)
+        .context("the workloads are done")?
+        .finish()
+        .await
+}
+
 /// One `#[tokio::test]` per scenario and target.
 macro_rules! for_every_target {
     ($($scenario:ident),* $(,)?) => {
@@ -649,4 +714,5 @@ for_every_target!(
     a_wrong_admin_blocks_until_the_secret_is_fixed,
     an_idle_restart_writes_nothing,
     the_target_says_what_it_is,
+    two_operators_at_once,
 );

@@ -340,6 +340,16 @@ pub trait PasswordTarget: Send + Sync {
     /// publishing).
     fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>>;
 
+    /// Whether `pending` works now, asked without changing anything; `None` where the
+    /// target cannot tell. A retire refused because `previous` was gone already is another
+    /// actor's replay of the same retire when `pending` works (see [`crate::rotation::on_retire`]).
+    fn accepts_pending<'a>(
+        &'a self,
+        _change: &'a Change<'a>,
+    ) -> BoxFuture<'a, Result<Option<bool>, CallFailure>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// What the system says it is called: the same through any of its nodes or addresses.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>>;
 

@@ -7,6 +7,7 @@ pub mod rbac;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -49,7 +50,7 @@ pub struct Harness {
     /// `--cluster-target-namespace` of every operator process: ClusterRotationTargets served,
     /// with their Secrets there.
     pub cluster_target_namespace: Option<String>,
-    operator_runs: u32,
+    operator_runs: AtomicU32,
     log_dir: PathBuf,
 }
 
@@ -134,7 +135,7 @@ impl Harness {
             operator: None,
             operator_flags: Vec::new(),
             cluster_target_namespace: None,
-            operator_runs: 0,
+            operator_runs: AtomicU32::new(0),
             log_dir,
         };
         harness
@@ -319,22 +320,19 @@ impl Harness {
 
     /// Another operator process, with extra arguments, that the caller owns; its log is
     /// part of `operator_logs`.
-    pub fn spawn_operator(&mut self, extra_args: &[&str]) -> Result<Child> {
+    pub fn spawn_operator(&self, extra_args: &[&str]) -> Result<Child> {
         self.spawn_operator_with_env(extra_args, &[])
     }
 
     /// As `spawn_operator`, with these environment variables too (e.g. `POD_NAME`, which
     /// names the process in its Events and its Lease).
     pub fn spawn_operator_with_env(
-        &mut self,
+        &self,
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Child> {
-        self.operator_runs += 1;
-        let log = std::fs::File::create(
-            self.log_dir
-                .join(format!("operator-{}.log", self.operator_runs)),
-        )?;
+        let run = self.operator_runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let log = std::fs::File::create(self.log_dir.join(format!("operator-{run}.log")))?;
         let cluster_targets = self
             .cluster_target_namespace
             .iter()
@@ -389,7 +387,7 @@ impl Harness {
     }
 
     pub fn operator_runs(&self) -> u32 {
-        self.operator_runs
+        self.operator_runs.load(Ordering::SeqCst)
     }
 
     /// SIGKILL: no shutdown, no flushing, like a node dying.
@@ -404,7 +402,7 @@ impl Harness {
     /// Every line every operator process of this test wrote.
     pub fn operator_logs(&self) -> Result<String> {
         let mut all = String::new();
-        for run in 1..=self.operator_runs {
+        for run in 1..=self.operator_runs() {
             let path = self.log_dir.join(format!("operator-{run}.log"));
             all.push_str(&std::fs::read_to_string(path).unwrap_or_default());
         }

@@ -164,6 +164,33 @@ impl PasswordTarget for RedisSoftware {
         }))
     }
 
+    /// For a user: adding `pending` with `pending` as the current password, which the API
+    /// refuses either way, and the refusal tells. `new_password_same_as_current` means the
+    /// user has it; a refused current password means it does not. A database's passwords
+    /// cannot be asked.
+    fn accepts_pending<'a>(
+        &'a self,
+        change: &'a Change<'a>,
+    ) -> BoxFuture<'a, Result<Option<bool>, CallFailure>> {
+        Box::pin(async move {
+            if let Object::Database(_) = self.object {
+                return Ok(None);
+            }
+            let probe = Call::Add {
+                current: change.pending,
+                new: change.pending,
+            };
+            match self.send(probe).await {
+                Err(CallFailure::AlreadyPresent) => Ok(Some(true)),
+                Err(CallFailure::PasswordRejected) => Ok(Some(false)),
+                Err(failure) => Err(failure),
+                Ok(()) => Err(CallFailure::Other {
+                    detail: "the cluster accepted a password identical to a current one".into(),
+                }),
+            }
+        })
+    }
+
     /// What the cluster says it is called (`GET /v1/cluster`): the same through any of its
     /// nodes or addresses.
     fn identity(&self) -> BoxFuture<'_, Result<String, CallFailure>> {
