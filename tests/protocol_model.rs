@@ -1,0 +1,875 @@
+//! The rotation protocol, model-checked: every interleaving of two operator processes, the
+//! Kubernetes objects with their resourceVersions, the target's passwords and the workloads
+//! that read the Secret, explored exhaustively within bounds by `stateright`. Each operator
+//! step calls the engine's real `decide`, `status::after` and the call outcomes; what the
+//! model adds is what the shell does with a decision (its reads, writes and calls), one
+//! effect per transition, so that anything may happen between two of them.
+//!
+//! Faults: an operator crashes after any effect (losing what it had not written, and what it
+//! knew of versions), its watch delivers late or not at all (it decides on any older copy
+//! of the resource), two operators act at once, a person asks for rotations, and something
+//! puts the old password back into the workload Secret while it is still valid, and later
+//! the new one again.
+//!
+//! Invariants, in every reachable state: no rolled-out workload holds a password the target
+//! refuses; no password is valid on the target that no Secret holds; the resource is never
+//! Blocked (nothing here is a reason to block); and, once faults stop, the rotations asked
+//! for complete with both operators scheduled fairly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use password_rotator::resource::{PasswordRotation, PasswordRotationStatus, Phase, Step};
+use password_rotator::rotation::{
+    CallFailure, CallOutcome, Decision, Observation, RolloutProgress, SecretHolds, StateSummary,
+    decide, on_add, on_retire, step_after,
+};
+use password_rotator::rotation_spec::RotationSpec;
+use password_rotator::rotation_target::RotationTarget;
+use password_rotator::schedule::Trigger;
+use password_rotator::status::{self, Outcome};
+use password_rotator::target_index::TargetIndex;
+use password_rotator::validation::{ValidSpec, validate};
+use serde_json::json;
+use stateright::{Checker, Expectation, Model, Property};
+
+const NS: &str = "shop";
+const NAME: &str = "orders-cache";
+/// A newer resourceVersion than any: what a process that was refused a write knows, so that
+/// it reads the resource again rather than trust its watch.
+const DISTRUSTED: u32 = u32::MAX;
+
+type Password = u8;
+
+/// A status, compared and hashed by its JSON (the real type has no `Hash`).
+#[derive(Clone, Debug)]
+struct Status {
+    status: Arc<PasswordRotationStatus>,
+    hash: u64,
+}
+
+impl Status {
+    fn new(status: PasswordRotationStatus) -> Self {
+        let mut hasher = DefaultHasher::new();
+        serde_json::to_string(&status)
+            .expect("a status serializes")
+            .hash(&mut hasher);
+        Status {
+            status: Arc::new(status),
+            hash: hasher.finish(),
+        }
+    }
+}
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.status == other.status
+    }
+}
+impl Eq for Status {}
+impl Hash for Status {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.hash.hash(state);
+    }
+}
+
+/// The PasswordRotation as one version of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Resource {
+    version: u32,
+    /// How many rotations were asked for (`spec.rotationRequest`); each is a spec edit.
+    requests: u8,
+    status: Status,
+}
+
+/// The state Secret `<name>-rotation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StateSecret {
+    rotation_id: u8,
+    pending: Password,
+    previous: Password,
+}
+
+/// Where an operator is within one reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pc {
+    /// Decide on what it holds, and make the decision's first effect.
+    Decide,
+    /// Send the DELETE of the old password (after writing `Retired`, or as a replay).
+    Delete { replay: bool },
+    /// The DELETE answered (`refused`: the old password was not there): take its meaning,
+    /// and finish or block.
+    Deleted { replay: bool, refused: bool },
+    /// Delete the state Secret, the end status being written.
+    DeleteState,
+}
+
+/// One reconcile in progress: what it read and what it recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Run {
+    pc: Pc,
+    /// The status as this reconcile knows it, and as the resource holds it.
+    status: Status,
+    written: Status,
+    /// The resourceVersion every write of this reconcile carries.
+    version: u32,
+    requests: u8,
+    /// The resource was read from the API server, not taken from the watch.
+    read: bool,
+    state: Option<StateSecret>,
+    workload: Password,
+    workload_fresh: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Operator {
+    /// The resource as this process's watch holds it.
+    cache: Resource,
+    /// The newest resourceVersion this process wrote or read (see `freshness.rs`).
+    known: Option<u32>,
+    run: Option<Run>,
+}
+
+/// The Deployment that reads the workload Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Deployment {
+    /// The restart annotation's value: the rotation and its round.
+    restart: Option<(u8, u32)>,
+    rolled_out: bool,
+    /// The passwords its running pods use.
+    pods: BTreeSet<Password>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct World {
+    resource: Resource,
+    state: Option<StateSecret>,
+    workload: Password,
+    target: BTreeSet<Password>,
+    deployment: Deployment,
+    next_password: Password,
+    next_rotation_id: u8,
+    operators: [Operator; 2],
+    crashes_left: u8,
+    reverts_left: u8,
+    /// What a revert took out of the workload Secret, to be put back.
+    reverted: Option<Password>,
+    /// A decision the model does not expect here (an invalid spec, a conflict).
+    unexpected: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Action {
+    /// Operator `i` starts a reconcile.
+    Observe(usize),
+    /// Operator `i` takes the next step of its reconcile.
+    Step(usize),
+    /// Operator `i` is killed and starts again.
+    Crash(usize),
+    /// Operator `i`'s watch delivers the resource as it is.
+    Sync(usize),
+    /// A person asks for a rotation.
+    Request,
+    /// Something puts the old password back into the workload Secret.
+    Revert,
+    /// ... and the new one again.
+    Restore,
+    /// The Deployment finishes rolling out: its pods read the Secret as it is now.
+    RollOut,
+}
+
+struct Protocol {
+    /// The resolved spec for each number of requests (`rotationRequest` "r1", "r2" ...).
+    specs: Vec<(RotationSpec, ValidSpec)>,
+    now: Timestamp,
+    crashes: u8,
+    reverts: u8,
+    /// Whether a state completes once faults stop: a deterministic fair run from it.
+    completes: Mutex<HashMap<u64, bool>>,
+}
+
+fn token(requests: u8) -> Option<String> {
+    (requests > 0).then(|| format!("r{requests}"))
+}
+
+fn hash_of(world: &World) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    world.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Protocol {
+    fn new(requests: u8, crashes: u8, reverts: u8) -> Self {
+        let mut targets = Writer::<RotationTarget>::default();
+        targets.apply_watcher_event(&watcher::Event::Apply(
+            serde_json::from_value(json!({
+                "apiVersion": "rotator.dev/v1alpha2",
+                "kind": "RotationTarget",
+                "metadata": {"name": "rs", "namespace": NS},
+                "spec": {"redisSoftware": {
+                    "url": "https://rs.example:9443",
+                    "credentialsSecret": "rs-admin",
+                }},
+            }))
+            .expect("a target"),
+        ));
+        let index = TargetIndex::of(vec![targets.as_reader()]);
+        let specs = (0..=requests)
+            .map(|n| {
+                let rotation: PasswordRotation = serde_json::from_value(json!({
+                    "apiVersion": "rotator.dev/v1alpha2",
+                    "kind": "PasswordRotation",
+                    "metadata": {"name": NAME, "namespace": NS, "generation": 1 + i64::from(n)},
+                    "spec": {
+                        "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": "orders-app"},
+                        "secret": {"name": "orders-redis"},
+                        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
+                        "rotationRequest": token(n),
+                    },
+                }))
+                .expect("a resource");
+                let spec = index.resolve(&rotation).expect("its target resolves");
+                let valid = validate(&spec, NS).expect("a valid spec");
+                (spec, valid)
+            })
+            .collect();
+        Protocol {
+            specs,
+            now: "2026-06-01T12:00:00Z".parse().expect("a time"),
+            crashes,
+            reverts,
+            completes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn requests(&self) -> u8 {
+        u8::try_from(self.specs.len() - 1).expect("few")
+    }
+
+    fn initial(&self) -> World {
+        let idle = status::after(
+            &PasswordRotationStatus::default(),
+            Outcome::Idle {
+                next_rotation: None,
+            },
+            Some(1),
+            self.now,
+        );
+        let resource = Resource {
+            version: 1,
+            requests: 0,
+            status: Status::new(idle),
+        };
+        let operator = Operator {
+            cache: resource.clone(),
+            known: None,
+            run: None,
+        };
+        World {
+            resource,
+            state: None,
+            workload: 0,
+            target: BTreeSet::from([0]),
+            deployment: Deployment {
+                restart: None,
+                rolled_out: true,
+                pods: BTreeSet::from([0]),
+            },
+            next_password: 1,
+            next_rotation_id: 1,
+            operators: [operator.clone(), operator],
+            crashes_left: self.crashes,
+            reverts_left: self.reverts,
+            reverted: None,
+            unexpected: None,
+        }
+    }
+
+    /// The transitions no fault needs, in a fixed order: operators, their watches, the
+    /// Deployment, the person who undoes a revert, and the next rotation asked for.
+    fn fair_actions(&self, world: &World) -> [Option<Action>; 7] {
+        let operator = |i: usize| match world.operators[i].run {
+            None => Action::Observe(i),
+            Some(_) => Action::Step(i),
+        };
+        let sync =
+            |i: usize| (world.operators[i].cache != world.resource).then_some(Action::Sync(i));
+        [
+            Some(operator(0)),
+            sync(0),
+            Some(operator(1)),
+            sync(1),
+            (!world.deployment.rolled_out).then_some(Action::RollOut),
+            world.reverted.map(|_| Action::Restore),
+            (world.resource.requests < self.requests()).then_some(Action::Request),
+        ]
+    }
+
+    fn done(&self, world: &World) -> bool {
+        let status = &world.resource.status.status;
+        world.state.is_none()
+            && status.phase == Some(Phase::Idle)
+            && status.step.is_none()
+            && status.handled_rotation_request == token(self.requests())
+            && world.reverted.is_none()
+    }
+
+    /// Once faults stop, a fair schedule (each enabled transition in turn) ends with every
+    /// rotation asked for complete. Memoized: the run is deterministic, so a state completes
+    /// when the next one on its run does.
+    fn completes_when_faults_stop(&self, world: &World) -> bool {
+        let mut path = Vec::new();
+        let mut world = world.clone();
+        world.crashes_left = 0;
+        world.reverts_left = 0;
+        let mut result = false;
+        for turn in 0..400 {
+            let key = hash_of(&world);
+            if let Some(known) = self.completes.lock().expect("not poisoned").get(&key) {
+                result = *known;
+                break;
+            }
+            path.push(key);
+            if self.done(&world) && world.operators.iter().all(|o| o.run.is_none()) {
+                result = true;
+                break;
+            }
+            // Round robin: each enabled transition is taken within a turn of them all.
+            let fair = self.fair_actions(&world);
+            let action = (0..fair.len())
+                .find_map(|k| fair[(turn + k) % fair.len()])
+                .expect("an operator can always act");
+            world = self.next_state(&world, action).unwrap_or(world);
+        }
+        let mut known = self.completes.lock().expect("not poisoned");
+        for key in path {
+            known.insert(key, result);
+        }
+        result
+    }
+
+    fn observe(&self, world: &mut World, i: usize) {
+        let current = world.resource.clone();
+        let operator = &mut world.operators[i];
+        let fresh = operator
+            .known
+            .is_none_or(|known| operator.cache.version >= known);
+        let (view, read) = if fresh {
+            (operator.cache.clone(), false)
+        } else {
+            operator.known = Some(current.version);
+            (current, true)
+        };
+        operator.run = Some(Run {
+            pc: Pc::Decide,
+            status: view.status.clone(),
+            written: view.status.clone(),
+            version: view.version,
+            requests: view.requests,
+            read,
+            state: world.state,
+            workload: world.workload,
+            workload_fresh: true,
+        });
+    }
+
+    /// A status write that carries the version the reconcile decided on: refused (and the
+    /// reconcile over, the resource distrusted) when another actor wrote since.
+    fn write(world: &mut World, i: usize, status: Status) -> bool {
+        let run = world.operators[i].run.as_mut().expect("in a reconcile");
+        run.status = status.clone();
+        if status == run.written {
+            return true;
+        }
+        if world.resource.version != run.version {
+            world.operators[i].known = Some(DISTRUSTED);
+            world.operators[i].run = None;
+            return false;
+        }
+        world.resource.version += 1;
+        world.resource.status = status.clone();
+        run.version = world.resource.version;
+        run.written = status;
+        let operator = &mut world.operators[i];
+        operator.known = Some(operator.known.unwrap_or(0).max(world.resource.version));
+        true
+    }
+
+    /// The end of a reconcile: what it recorded is written.
+    fn end(world: &mut World, i: usize) {
+        let status = world.operators[i].run.as_ref().map(|r| r.status.clone());
+        if let Some(status) = status
+            && Self::write(world, i, status)
+        {
+            world.operators[i].run = None;
+        }
+    }
+
+    fn after(&self, run: &Run, outcome: Outcome<'_>) -> Status {
+        Status::new(status::after(
+            &run.status.status,
+            outcome,
+            Some(1 + i64::from(run.requests)),
+            self.now,
+        ))
+    }
+
+    fn step(&self, world: &mut World, i: usize) {
+        let run = world.operators[i].run.clone().expect("in a reconcile");
+        match run.pc {
+            Pc::Decide => self.decide_and_act(world, i, run),
+            Pc::Delete { replay } => {
+                let state = run.state.expect("a delete has a state");
+                let refused = !world.target.contains(&state.previous);
+                if !refused && world.target.len() > 1 {
+                    world.target.remove(&state.previous);
+                }
+                world.operators[i].run.as_mut().expect("in a reconcile").pc =
+                    Pc::Deleted { replay, refused };
+            }
+            Pc::Deleted { replay, refused } => {
+                let state = run.state.expect("a delete has a state");
+                let result = match refused {
+                    true => Err(CallFailure::PasswordRejected),
+                    false => Ok(()),
+                };
+                // The shell asks whether the new password works only after a first try
+                // was refused.
+                let accepted = (refused && !replay).then(|| world.target.contains(&state.pending));
+                match on_retire(result, replay, accepted) {
+                    CallOutcome::Done => {
+                        // The shell reads the workload Secret again before finishing.
+                        if holds(Some(&state), world.workload) != SecretHolds::Pending {
+                            let status = self.after(&run, drifted());
+                            Self::write(world, i, status);
+                            Self::end(world, i);
+                            return;
+                        }
+                        self.finish(world, i, &run);
+                    }
+                    outcome => self.block(world, i, &run, outcome),
+                }
+            }
+            Pc::DeleteState => {
+                world.state = None;
+                world.operators[i].run = None;
+            }
+        }
+    }
+
+    fn finish(&self, world: &mut World, i: usize, run: &Run) {
+        let status = self.after(
+            run,
+            Outcome::Finished {
+                next_rotation: None,
+                password_expires: None,
+            },
+        );
+        if Self::write(world, i, status) {
+            world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::DeleteState;
+        }
+    }
+
+    fn block(&self, world: &mut World, i: usize, run: &Run, outcome: CallOutcome) {
+        let CallOutcome::Block { reason, message } = outcome else {
+            // A retry: the reconcile ends in an error, nothing written.
+            world.operators[i].run = None;
+            return;
+        };
+        let status = self.after(
+            run,
+            Outcome::Blocked {
+                reason,
+                message: &message,
+                credentials: "",
+                account: "",
+            },
+        );
+        Self::write(world, i, status);
+        world.operators[i].run = None;
+    }
+
+    fn decide_and_act(&self, world: &mut World, i: usize, run: Run) {
+        let (spec, valid) = &self.specs[usize::from(run.requests)];
+        let decided_on = run.status.status.clone();
+        let status = &*decided_on;
+        let in_flight = status.phase == Some(Phase::Rotating) && status.step.is_some();
+        // The shell restarts the workloads (if not yet for this round) as it looks at them.
+        let rollout = match (run.state, status.step) {
+            (Some(state), Some(Step::Published)) if in_flight => {
+                let round = (state.rotation_id, status.rollout_round.unwrap_or(0));
+                if world.deployment.restart != Some(round) {
+                    world.deployment.restart = Some(round);
+                    world.deployment.rolled_out = false;
+                }
+                Some(match world.deployment.rolled_out {
+                    true => RolloutProgress::Complete,
+                    false => RolloutProgress::Pending(vec!["Deployment/orders".into()]),
+                })
+            }
+            _ => None,
+        };
+        let summary = run.state.map(|s| StateSummary {
+            rotation_id: s.rotation_id.to_string(),
+            has_previous: true,
+        });
+        let seed = format!("{NS}/{NAME}");
+        let observation = Observation {
+            now: self.now,
+            seed: &seed,
+            generation: Some(1 + i64::from(run.requests)),
+            spec,
+            status,
+            rotate_annotation: None,
+            state: summary.as_ref(),
+            workload_secret: holds(run.state.as_ref(), run.workload),
+            rollout,
+            conflict_with: None,
+            credentials_changed_since_block: false,
+        };
+        let decision = decide(&observation, valid);
+        let update = |world: &mut World, run: Run| world.operators[i].run = Some(run);
+        if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !run.workload_fresh {
+            update(
+                world,
+                Run {
+                    workload: world.workload,
+                    workload_fresh: true,
+                    ..run
+                },
+            );
+            return;
+        }
+        let mut run = Run {
+            workload_fresh: false,
+            ..run
+        };
+        match decision {
+            Decision::StayBlocked { .. }
+            | Decision::AwaitRollout { .. }
+            | Decision::Idle { .. } => {
+                let status = match decision {
+                    Decision::Idle { next_rotation } => {
+                        self.after(&run, Outcome::Idle { next_rotation })
+                    }
+                    _ => run.status.clone(),
+                };
+                update(world, Run { status, ..run });
+                Self::end(world, i);
+            }
+            Decision::Stage { trigger } => {
+                if !run.read && world.resource.version != run.version {
+                    world.operators[i].known = Some(DISTRUSTED);
+                    world.operators[i].run = None;
+                    return;
+                }
+                if world.state.is_some() {
+                    // The create is refused: another actor staged.
+                    world.operators[i].known = Some(DISTRUSTED);
+                    world.operators[i].run = None;
+                    return;
+                }
+                let state = StateSecret {
+                    rotation_id: world.next_rotation_id,
+                    pending: world.next_password,
+                    previous: run.workload,
+                };
+                world.next_rotation_id += 1;
+                world.next_password += 1;
+                world.state = Some(state);
+                run.state = Some(state);
+                run.status = self.began(&run, state.rotation_id, trigger);
+                update(world, run);
+            }
+            Decision::Adopt { rotation_id } => {
+                let id: u8 = rotation_id.parse().expect("the model's ids");
+                run.status = self.began(&run, id, Trigger::Resumed);
+                update(world, run);
+            }
+            Decision::Restage => {
+                let state = StateSecret {
+                    previous: run.workload,
+                    ..run.state.expect("restage has a state")
+                };
+                if world.state.is_some() {
+                    world.state = Some(StateSecret {
+                        previous: run.workload,
+                        ..world.state.expect("checked")
+                    });
+                }
+                run.state = Some(state);
+                run.status = self.after(&run, Outcome::Restaged);
+                update(world, run);
+            }
+            Decision::Add => {
+                let state = run.state.expect("add has a state");
+                let result = if world.target.contains(&state.pending) {
+                    Err(CallFailure::AlreadyPresent)
+                } else if world.target.contains(&state.previous) {
+                    world.target.insert(state.pending);
+                    Ok(())
+                } else {
+                    Err(CallFailure::PasswordRejected)
+                };
+                match on_add(result) {
+                    CallOutcome::Done => {
+                        run.status = self.advance(&run, &decision);
+                        update(world, run);
+                    }
+                    outcome => self.block(world, i, &run, outcome),
+                }
+            }
+            Decision::Publish => {
+                let state = run.state.expect("publish has a state");
+                world.workload = state.pending;
+                run.workload = state.pending;
+                run.workload_fresh = true;
+                let mut published = (*run.status.status).clone();
+                published.published_time = Some(Time(self.now));
+                run.status = Status::new(published);
+                run.status = self.advance(&run, &decision);
+                update(world, run);
+            }
+            Decision::MarkRolledOut => {
+                run.status = self.advance(&run, &decision);
+                update(world, run);
+            }
+            Decision::ResumeAfterDrift => {
+                run.status = self.after(&run, Outcome::DriftHealed);
+                update(world, run);
+            }
+            Decision::HoldDrifted { .. } => {
+                let status = self.after(&run, drifted());
+                update(world, run);
+                Self::write(world, i, status);
+                Self::end(world, i);
+            }
+            Decision::Retire { replay: false } => {
+                let status = self.after(&run, Outcome::Stepped(Step::Retired));
+                update(world, run);
+                if Self::write(world, i, status) {
+                    world.operators[i].run.as_mut().expect("in a reconcile").pc =
+                        Pc::Delete { replay: false };
+                }
+            }
+            Decision::Retire { replay: true } => {
+                run.pc = Pc::Delete { replay: true };
+                update(world, run);
+            }
+            Decision::Finish if status.step.is_none() => {
+                world.state = None;
+                world.operators[i].run = None;
+            }
+            Decision::Finish => {
+                update(world, run.clone());
+                self.finish(world, i, &run);
+            }
+            Decision::Abandon { reason } => {
+                let status = self.after(
+                    &run,
+                    Outcome::Abandoned {
+                        message: &reason,
+                        next_rotation: None,
+                    },
+                );
+                update(world, run);
+                Self::write(world, i, status);
+                world.operators[i].run = None;
+            }
+            other => {
+                world.unexpected = Some(format!("{other:?}"));
+                world.operators[i].run = None;
+            }
+        }
+    }
+
+    fn began(&self, run: &Run, rotation_id: u8, trigger: Trigger) -> Status {
+        let handled = token(run.requests);
+        self.after(
+            run,
+            Outcome::Began {
+                rotation_id: &rotation_id.to_string(),
+                trigger,
+                handled_request: handled.as_deref(),
+                handled_annotation: None,
+            },
+        )
+    }
+
+    fn advance(&self, run: &Run, decision: &Decision) -> Status {
+        let step = step_after(decision).expect("a step follows every effect");
+        self.after(run, Outcome::Stepped(step))
+    }
+}
+
+fn drifted() -> Outcome<'static> {
+    Outcome::Drifted {
+        message: "the workload Secret holds another password",
+    }
+}
+
+fn holds(state: Option<&StateSecret>, workload: Password) -> SecretHolds {
+    match state {
+        Some(state) if workload == state.pending => SecretHolds::Pending,
+        Some(state) if workload == state.previous => SecretHolds::Previous,
+        _ => SecretHolds::Other,
+    }
+}
+
+impl Model for Protocol {
+    type State = World;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<World> {
+        vec![self.initial()]
+    }
+
+    fn actions(&self, world: &World, actions: &mut Vec<Action>) {
+        actions.extend(self.fair_actions(world).into_iter().flatten());
+        if world.crashes_left > 0 {
+            for (i, operator) in world.operators.iter().enumerate() {
+                if operator.run.is_some() {
+                    actions.push(Action::Crash(i));
+                }
+            }
+        }
+        if world.reverts_left > 0
+            && world.reverted.is_none()
+            && let Some(state) = world.state
+            && world.workload == state.pending
+            && world.target.contains(&state.previous)
+        {
+            actions.push(Action::Revert);
+        }
+    }
+
+    fn next_state(&self, world: &World, action: Action) -> Option<World> {
+        let mut world = world.clone();
+        match action {
+            Action::Observe(i) => self.observe(&mut world, i),
+            Action::Step(i) => self.step(&mut world, i),
+            Action::Crash(i) => {
+                world.crashes_left -= 1;
+                let operator = &mut world.operators[i];
+                operator.run = None;
+                operator.known = None;
+            }
+            Action::Sync(i) => world.operators[i].cache = world.resource.clone(),
+            Action::Request => {
+                world.resource.requests += 1;
+                world.resource.version += 1;
+            }
+            Action::Revert => {
+                let state = world.state.expect("a revert needs a rotation");
+                world.reverts_left -= 1;
+                world.reverted = Some(world.workload);
+                world.workload = state.previous;
+            }
+            Action::Restore => {
+                world.workload = world.reverted.take().expect("reverted");
+            }
+            Action::RollOut => {
+                world.deployment.rolled_out = true;
+                world.deployment.pods = BTreeSet::from([world.workload]);
+            }
+        }
+        Some(world)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("no workload holds a refused password", |_, w: &World| {
+                w.deployment.pods.is_subset(&w.target)
+            }),
+            Property::always("every valid password is in a Secret", |_, w: &World| {
+                w.target.iter().all(|p| {
+                    *p == w.workload || w.state.is_some_and(|s| *p == s.pending || *p == s.previous)
+                })
+            }),
+            Property::always("never Blocked", |_, w: &World| {
+                w.resource.status.status.phase != Some(Phase::Blocked)
+            }),
+            Property::always("every decision is one the model expects", |_, w: &World| {
+                w.unexpected.is_none()
+            }),
+            Property::always(
+                "the rotations complete once faults stop",
+                |m: &Protocol, w| m.completes_when_faults_stop(w),
+            ),
+            Property::sometimes("both operators send the DELETE", |_, w: &World| {
+                w.operators.iter().all(|o| {
+                    o.run
+                        .as_ref()
+                        .is_some_and(|r| matches!(r.pc, Pc::Delete { .. } | Pc::Deleted { .. }))
+                })
+            }),
+            Property::sometimes("an operator decides on a stale copy", |_, w: &World| {
+                w.operators.iter().any(|o| {
+                    o.run
+                        .as_ref()
+                        .is_some_and(|r| r.version < w.resource.version)
+                })
+            }),
+        ]
+    }
+}
+
+/// Explores every interleaving within the bounds and fails with the shortest path to any
+/// state that breaks an invariant.
+fn check(requests: u8, crashes: u8, reverts: u8) {
+    let checker = Protocol::new(requests, crashes, reverts)
+        .checker()
+        .spawn_bfs()
+        .join();
+    println!(
+        "{requests} rotation(s), {crashes} crash(es), {reverts} revert(s): {} states explored, \
+         {} unique",
+        checker.state_count(),
+        checker.unique_state_count()
+    );
+    let discoveries = checker.discoveries();
+    for property in checker.model().properties() {
+        let found = discoveries.get(property.name);
+        match property.expectation {
+            Expectation::Sometimes => assert!(found.is_some(), "never: {}", property.name),
+            _ => {
+                if let Some(path) = found {
+                    let end = path.last_state();
+                    let steps: Vec<String> = path
+                        .clone()
+                        .into_actions()
+                        .iter()
+                        .map(|a| format!("{a:?}"))
+                        .collect();
+                    panic!(
+                        "{} breaks after: {}\nthe resource: {:#?}\nthe target: {:?}, the \
+                         workload Secret: {}, the state Secret: {:?}, the pods: {:?}",
+                        property.name,
+                        steps.join(" -> "),
+                        end.resource.status.status,
+                        end.target,
+                        end.workload,
+                        end.state,
+                        end.deployment.pods
+                    );
+                }
+            }
+        }
+    }
+    assert!(checker.unique_state_count() > 1000, "the model explored");
+}
+
+#[test]
+fn two_operators_with_stale_watches() {
+    check(1, 0, 0);
+}
+
+#[test]
+fn two_operators_crashing_anywhere() {
+    check(1, 1, 0);
+}
