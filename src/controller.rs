@@ -838,6 +838,9 @@ impl<'a> Rotator<'a> {
                 rotate_annotation: self.rotate_annotation(),
                 state: summary.as_ref(),
                 workload_secret,
+                workload_version: workload
+                    .as_ref()
+                    .and_then(|w| w.metadata.resource_version.as_deref()),
                 rollout,
                 conflict_with: conflict_with.clone(),
                 credentials_changed_since_block,
@@ -906,8 +909,12 @@ impl<'a> Rotator<'a> {
                         Vec::new()
                     });
                     let selected = self.target_spec();
-                    let holders: Vec<String> =
-                        selected.holders().into_iter().chain(canonical).collect();
+                    let mut holders: Vec<String> = Vec::new();
+                    for holder in selected.holders().into_iter().chain(canonical) {
+                        if !holders.contains(&holder) {
+                            holders.push(holder);
+                        }
+                    }
                     let mine: Vec<TargetIdentity> = holders
                         .iter()
                         .map(|holder| (cluster.clone(), selected.vendor(), holder.clone()))
@@ -1026,8 +1033,10 @@ impl<'a> Rotator<'a> {
                     // Not recorded first: the workload Secret's resourceVersion, kept in the
                     // state Secret at Stage, tells a deletion whether it may hold the new
                     // password (see `cleanup`).
-                    workload = Some(self.publish(state).await?);
+                    let published = self.publish(state).await?;
+                    self.status.published_secret_version = published.resource_version();
                     // The write's answer is the Secret as it is now.
+                    workload = Some(published);
                     workload_fresh = true;
                     self.fail_point("after-publish-write");
                     self.status.published_time = Some(Time(ceil_to_second(now)));
@@ -1047,14 +1056,17 @@ impl<'a> Rotator<'a> {
                     return self.hold_drifted(holds, workload.as_ref(), now).await;
                 }
                 Decision::ResumeAfterDrift => {
-                    self.record(self.after(Outcome::DriftHealed, now));
+                    let mut status = self.after(Outcome::DriftHealed, now);
+                    status.published_secret_version =
+                        workload.as_ref().and_then(ResourceExt::resource_version);
+                    self.record(status);
                     self.event(
                         EventType::Normal,
                         Reason::SecretRestored,
                         "Rotate",
-                        "the workload Secret holds the new password again: the workloads restart \
-                         once more and the overlap starts anew, as pods started meanwhile may hold \
-                         the old password",
+                        "the workload Secret holds the new password but was written since it was \
+                         published: the workloads restart once more and the overlap starts anew, \
+                         as pods started meanwhile may hold another password",
                     )
                     .await;
                 }
@@ -2068,14 +2080,16 @@ impl<'a> Rotator<'a> {
     }
 
     /// Removes the old password from `previousPasswordKey` just before it is deleted, so that
-    /// no client is offered a password about to stop working.
-    async fn unpublish_previous(&self, workload: Option<&Secret>) -> Result<()> {
+    /// no client is offered a password about to stop working. The write is this rotation's
+    /// own: the Secret's version after it counts as the published one.
+    async fn unpublish_previous(&mut self, workload: Option<&Secret>) -> Result<()> {
         let spec = &self.spec.secret;
         let Some(key) = &spec.previous_password_key else {
             return Ok(());
         };
         if workload.is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(key))) {
-            secrets::write_keys(&self.secrets, &spec.name, vec![(key, None)]).await?;
+            let written = secrets::write_keys(&self.secrets, &spec.name, vec![(key, None)]).await?;
+            self.status.published_secret_version = written.resource_version();
         }
         Ok(())
     }

@@ -338,6 +338,12 @@ pub struct PasswordRotationStatus {
     pub step_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_time: Option<Time>,
+    /// The workload Secret's resourceVersion once it held the new password and the workloads
+    /// were restarted for it. Any later write to the Secret (a revert put right again while
+    /// the operator was away, another controller) may have been read by a pod starting then:
+    /// the workloads restart once more before the old password goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_secret_version: Option<String>,
     /// What the cluster says it is called (Redis Software: `GET /v1/cluster`), recorded when a
     /// rotation starts: two addresses of one cluster are one target.
     #[serde(default, skip_serializing_if = "Option::is_none")]

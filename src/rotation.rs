@@ -81,6 +81,8 @@ pub struct Observation<'a> {
     pub state: Option<&'a StateSummary>,
     /// What the workload Secret holds under `spec.secret.passwordKey`.
     pub workload_secret: SecretHolds,
+    /// The workload Secret's resourceVersion.
+    pub workload_version: Option<&'a str>,
     /// Observed only while Published; `None` otherwise.
     pub rollout: Option<RolloutProgress>,
     /// Another resource that rotates the same user and came first.
@@ -131,8 +133,9 @@ pub enum Decision {
     /// The workload Secret no longer holds the new password (a GitOps sync, another
     /// controller, a person put something back): keep every password and wait.
     HoldDrifted { holds: SecretHolds },
-    /// The workload Secret holds the new password again after a drift: pods started meanwhile
-    /// may hold the old one, so restart the workloads again and count the overlap anew.
+    /// The workload Secret holds the new password again after a drift, or was written after
+    /// the publish while it still holds it: pods started meanwhile may hold another password,
+    /// so restart the workloads again and count the overlap anew.
     ResumeAfterDrift,
     /// Rolled out and the overlap has passed.
     MarkRolledOut,
@@ -224,7 +227,15 @@ fn next_step(
                 holds: obs.workload_secret,
             };
         }
-        if step == Step::Published && obs.status.drifted_time.is_some() {
+        // A write the operator did not see while it happened may have been a revert and
+        // its repair: pods that started in between read the old password.
+        let rewritten = step < Step::Retired
+            && obs
+                .status
+                .published_secret_version
+                .as_deref()
+                .is_some_and(|published| obs.workload_version != Some(published));
+        if (step == Step::Published && obs.status.drifted_time.is_some()) || rewritten {
             return Decision::ResumeAfterDrift;
         }
     }
@@ -582,6 +593,7 @@ mod tests {
         generation: i64,
         /// What the workload Secret holds; by default the new password once published.
         workload_secret: Option<SecretHolds>,
+        workload_version: Option<&'static str>,
     }
 
     impl Case {
@@ -595,6 +607,7 @@ mod tests {
                 now: ts(NOW),
                 generation: 1,
                 workload_secret: None,
+                workload_version: None,
             }
         }
 
@@ -632,6 +645,7 @@ mod tests {
                         SecretHolds::Other
                     },
                 ),
+                workload_version: self.workload_version,
                 rollout: self.rollout.clone(),
                 conflict_with: None,
                 credentials_changed_since_block: false,
@@ -1121,6 +1135,24 @@ mod tests {
         let mut case = Case::new(spec(json!({}))).in_flight(Step::Published);
         case.status.drifted_time = Some(Time(ts("2026-06-01T11:59:00Z")));
         assert_eq!(case.decide(), Decision::ResumeAfterDrift);
+    }
+
+    #[test]
+    fn a_secret_written_after_the_publish_restarts_the_rollout_until_retire() {
+        for (step, rewritten) in [
+            (Step::Published, Decision::ResumeAfterDrift),
+            (Step::RolledOut, Decision::ResumeAfterDrift),
+            (Step::Retired, Decision::Retire { replay: true }),
+        ] {
+            let mut case = Case::new(spec(json!({"rollout": {"overlap": "0s"}}))).in_flight(step);
+            case.status.published_time = Some(Time(ts("2026-06-01T11:00:00Z")));
+            case.status.published_secret_version = Some("41".into());
+            case.rollout = Some(RolloutProgress::Complete);
+            case.workload_version = Some("41");
+            assert_ne!(case.decide(), Decision::ResumeAfterDrift, "at {step:?}");
+            case.workload_version = Some("57");
+            assert_eq!(case.decide(), rewritten, "at {step:?}");
+        }
     }
 
     #[test]

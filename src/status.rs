@@ -96,6 +96,7 @@ pub fn after(
             status.trigger = Some(trigger.as_str().into());
             status.step_time = Some(Time(now));
             status.published_time = None;
+            status.published_secret_version = None;
             status.handled_rotation_request = handled_request.map(str::to_owned);
             status.handled_rotate_annotation = handled_annotation.map(str::to_owned);
             status.observed_generation = generation;
@@ -148,6 +149,8 @@ pub fn after(
             );
         }
         Outcome::DriftHealed => {
+            // Marked rolled out on pods that may hold another password: they roll again.
+            status.step = Some(Step::Published);
             status.drifted_time = None;
             status.rollout_round = Some(status.rollout_round.unwrap_or(1) + 1);
             status.published_time = Some(Time(ceil_to_second(now)));
@@ -322,6 +325,7 @@ fn clear_rotation(status: &mut PasswordRotationStatus) {
     status.trigger = None;
     status.step_time = None;
     status.published_time = None;
+    status.published_secret_version = None;
     clear_block(status);
 }
 

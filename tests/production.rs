@@ -192,6 +192,50 @@ async fn a_target_edit_mid_rotation_never_reaches_another_user() -> Result<()> {
     h.finish().await
 }
 
+/// The same revert and its repair made while no operator runs (a restart, an upgrade): the
+/// operator never sees the old password in the Secret, but pods may have started on it. The
+/// Secret written since the publish makes it restart the workloads once more before the old
+/// password goes.
+#[tokio::test]
+async fn a_revert_repaired_while_the_operator_was_away_restarts_the_workloads() -> Result<()> {
+    let mut h = Harness::new("drift-away").await?;
+    h.create_deployment("orders", 2).await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "4s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    let published = wait_step(&h, Step::Published).await?;
+    let rotation_id = published.status.unwrap().rotation_id.unwrap();
+    let new = pending_password(&h).await?;
+    h.kill_operator().await?;
+
+    let gitops = PatchParams::apply("argocd-controller").force();
+    for password in [USER_PASSWORD, &new] {
+        let synced = secret(USER_SECRET, &[("username", USER), ("password", password)]);
+        h.secrets()
+            .patch(USER_SECRET, &gitops, &Patch::Apply(&synced))
+            .await?;
+    }
+    h.start_operator()?;
+    h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let deployments: Api<Deployment> = h.namespace.api();
+    let template = deployments.get("orders").await?.spec.unwrap().template;
+    assert_eq!(
+        template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|mut a| a.remove(&restart_annotation_key(NAME))),
+        Some(format!("{rotation_id}.2")),
+        "the workloads restarted once more"
+    );
+    h.wait_event("SecretRestored", "written since it was published")
+        .await?;
+    assert_only_password(&h, USER, &new).await?;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()> {
     let mut h = Harness::new("drift").await?;

@@ -528,6 +528,8 @@ impl Protocol {
             rotate_annotation: None,
             state: summary.as_ref(),
             workload_secret: holds(run.state.as_ref(), run.workload),
+            // Not modelled: tracking the Secret's versions multiplies the states by tens.
+            workload_version: None,
             rollout,
             conflict_with: None,
             credentials_changed_since_block: false,
