@@ -100,6 +100,29 @@ async fn run_until_fail_point(h: &mut Harness, point: &str) -> Result<()> {
     }
 }
 
+/// Rotates the harness's user with Deployment `orders` restarted and `overlap`, up to
+/// Published: the rotation's id and its new password.
+async fn published_with_orders(h: &Harness, overlap: &str) -> Result<(String, String)> {
+    let spec = h.user_spec(json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": overlap, "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    let published = wait_step(h, Step::Published).await?;
+    let rotation_id = published.status.unwrap().rotation_id.unwrap();
+    Ok((rotation_id, pending_password(h).await?))
+}
+
+/// This resource's restart annotation on Deployment `orders`'s pod template.
+async fn orders_restarted_as(h: &Harness) -> Result<Option<String>> {
+    let deployments: Api<Deployment> = h.namespace.api();
+    let template = deployments.get("orders").await?.spec.unwrap().template;
+    Ok(template
+        .metadata
+        .and_then(|m| m.annotations)
+        .and_then(|mut a| a.remove(&restart_annotation_key(NAME))))
+}
+
 async fn pending_password(h: &Harness) -> Result<String> {
     Ok(h.secret_value(&format!("{NAME}-rotation"), "pending")
         .await?
@@ -201,14 +224,7 @@ async fn a_revert_repaired_while_the_operator_was_away_restarts_the_workloads() 
     let mut h = Harness::new("drift-away").await?;
     h.create_deployment("orders", 2).await?;
     h.start_operator()?;
-    let spec = h.user_spec(json!({
-        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "4s", "timeout": "5m"},
-        "rotationRequest": "first",
-    }));
-    h.create_rotation(NAME, spec).await?;
-    let published = wait_step(&h, Step::Published).await?;
-    let rotation_id = published.status.unwrap().rotation_id.unwrap();
-    let new = pending_password(&h).await?;
+    let (rotation_id, new) = published_with_orders(&h, "4s").await?;
     h.kill_operator().await?;
 
     let gitops = PatchParams::apply("argocd-controller").force();
@@ -220,13 +236,8 @@ async fn a_revert_repaired_while_the_operator_was_away_restarts_the_workloads() 
     }
     h.start_operator()?;
     h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
-    let deployments: Api<Deployment> = h.namespace.api();
-    let template = deployments.get("orders").await?.spec.unwrap().template;
     assert_eq!(
-        template
-            .metadata
-            .and_then(|m| m.annotations)
-            .and_then(|mut a| a.remove(&restart_annotation_key(NAME))),
+        orders_restarted_as(&h).await?,
         Some(format!("{rotation_id}.2")),
         "the workloads restarted once more"
     );
@@ -242,14 +253,7 @@ async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()
     h.create_deployment("orders", 2).await?;
     h.start_operator()?;
     let workloads = Workloads::start(&h, "orders");
-    let spec = h.user_spec(json!({
-        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "3s", "timeout": "5m"},
-        "rotationRequest": "first",
-    }));
-    h.create_rotation(NAME, spec).await?;
-    let published = wait_step(&h, Step::Published).await?;
-    let rotation_id = published.status.unwrap().rotation_id.unwrap();
-    let new = pending_password(&h).await?;
+    let (rotation_id, new) = published_with_orders(&h, "3s").await?;
 
     // A GitOps tool syncs the Secret back to what its repository holds.
     let gitops = PatchParams::apply("argocd-controller").force();
@@ -307,13 +311,8 @@ async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()
     assert_only_password(&h, USER, &new).await?;
     assert!(!has(&done, "Degraded", "True", "SecretDrifted"));
     // Pods started while the Secret held the old password were restarted once more.
-    let deployments: Api<Deployment> = h.namespace.api();
-    let template = deployments.get("orders").await?.spec.unwrap().template;
     assert_eq!(
-        template
-            .metadata
-            .and_then(|m| m.annotations)
-            .and_then(|mut a| a.remove(&restart_annotation_key(NAME))),
+        orders_restarted_as(&h).await?,
         Some(format!("{rotation_id}.2"))
     );
     h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
