@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -828,12 +829,16 @@ fn check(requests: u8, crashes: u8, reverts: u8) {
         .checker()
         .spawn_bfs()
         .join();
-    println!(
-        "{requests} rotation(s), {crashes} crash(es), {reverts} revert(s): {} states explored, \
-         {} unique",
+    // Written to stderr itself, not through eprintln!, which the test harness captures: the
+    // counts show in `make test`'s output whether the test passes or not.
+    writeln!(
+        std::io::stderr(),
+        "protocol model, {requests} rotation(s), {crashes} crash(es), {reverts} revert(s): {} \
+         states explored, {} unique",
         checker.state_count(),
         checker.unique_state_count()
-    );
+    )
+    .expect("stderr");
     let discoveries = checker.discoveries();
     for property in checker.model().properties() {
         let found = discoveries.get(property.name);
