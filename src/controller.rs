@@ -549,9 +549,10 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
     let api: Api<PasswordRotation> = Api::namespaced(ctx.client.clone(), &namespace);
     let span = info_span!("reconcile", %namespace, %name);
     // A stale status would repeat a finished step (a second rotation for one request, a
-    // DELETE taken for a first one). The watch cache is fresh enough when it holds this
-    // process's own last write or a later one; only otherwise (and on the first reconcile of
-    // a resource in this process) is the resource read again.
+    // DELETE taken for a first one). The watch cache is taken when it holds this process's
+    // own last write or a later one, and read again otherwise: that saves wasted steps only.
+    // What keeps another actor's writes from being undone is the version every status write
+    // carries, and the read a rotation starts on (`still_current`).
     let (rotation, read) = if ctx.freshness.is_fresh(&cached) {
         (cached, false)
     } else {
@@ -1056,10 +1057,10 @@ impl<'a> Rotator<'a> {
                     return self.hold_drifted(holds, workload.as_ref(), now).await;
                 }
                 Decision::ResumeAfterDrift => {
-                    let mut status = self.after(Outcome::DriftHealed, now);
-                    status.published_secret_version =
-                        workload.as_ref().and_then(ResourceExt::resource_version);
-                    self.record(status);
+                    let secret_version = workload
+                        .as_ref()
+                        .and_then(|w| w.metadata.resource_version.as_deref());
+                    self.record(self.after(Outcome::DriftHealed { secret_version }, now));
                     self.event(
                         EventType::Normal,
                         Reason::SecretRestored,

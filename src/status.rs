@@ -29,8 +29,9 @@ pub enum Outcome<'a> {
     RolloutStuck { reason: Reason, message: &'a str },
     /// The workload Secret stopped holding the new password.
     Drifted { message: &'a str },
-    /// It holds the new password again: the workloads restart once more.
-    DriftHealed,
+    /// It holds the new password again (or was written since it did): the workloads restart
+    /// once more, from the Secret at `secret_version`.
+    DriftHealed { secret_version: Option<&'a str> },
     /// The state Secret was lost: the rotation is given up.
     Abandoned {
         message: &'a str,
@@ -148,9 +149,10 @@ pub fn after(
                 now,
             );
         }
-        Outcome::DriftHealed => {
+        Outcome::DriftHealed { secret_version } => {
             // Marked rolled out on pods that may hold another password: they roll again.
             status.step = Some(Step::Published);
+            status.published_secret_version = secret_version.map(str::to_owned);
             status.drifted_time = None;
             status.rollout_round = Some(status.rollout_round.unwrap_or(1) + 1);
             status.published_time = Some(Time(ceil_to_second(now)));
@@ -582,8 +584,16 @@ mod tests {
         );
         assert_eq!(drifted.drifted_time, Some(Time(now)));
         assert_eq!(condition(&drifted, "Degraded").reason, "SecretDrifted");
-        let healed = after(&drifted, Outcome::DriftHealed, Some(3), now);
+        let healed = after(
+            &drifted,
+            Outcome::DriftHealed {
+                secret_version: Some("57"),
+            },
+            Some(3),
+            now,
+        );
         assert_eq!(healed.drifted_time, None);
+        assert_eq!(healed.published_secret_version.as_deref(), Some("57"));
         assert_eq!(healed.rollout_round, Some(2));
         assert_eq!(
             healed.published_time,

@@ -643,7 +643,13 @@ impl Protocol {
                 update(world, run);
             }
             Decision::ResumeAfterDrift => {
-                run.status = self.after(&run, Outcome::DriftHealed);
+                // The Secret's versions are not modelled (see `workload_version` above).
+                run.status = self.after(
+                    &run,
+                    Outcome::DriftHealed {
+                        secret_version: None,
+                    },
+                );
                 update(world, run);
             }
             Decision::HoldDrifted { .. } => {
