@@ -75,6 +75,9 @@ pub struct Settings {
     pub shard: Option<String>,
     /// Serve ClusterRotationTargets, whose Secrets are in this namespace.
     pub cluster_target_namespace: Option<String>,
+    /// How long the cleanup of a deleted resource retries a rollback that fails for a
+    /// transient cause, before it keeps both passwords and releases the resource.
+    pub cleanup_timeout: Duration,
 }
 
 /// A password list across resources: the system (as it calls itself, else as the spec
@@ -1898,7 +1901,9 @@ impl<'a> Rotator<'a> {
             return Ok(Action::await_change());
         };
         self.pin(Some(&state));
-        self.leave_to_its_shard(Some(&state)).await?;
+        if let Err(error) = self.leave_to_its_shard(Some(&state)).await {
+            return self.release_keeping_the_passwords(error, &state_name).await;
+        }
         let step = match &self.status.rotation_id {
             Some(id) if *id == state.rotation_id => self.status.step.unwrap_or(Step::Staged),
             _ => Step::Staged,
@@ -1922,15 +1927,86 @@ impl<'a> Rotator<'a> {
                 .await;
             return Ok(Action::await_change());
         }
+        let (outcome, message) = match self.roll_back(&state, step).await {
+            Ok(rolled_back) => rolled_back,
+            Err(error) => return self.release_keeping_the_passwords(error, &state_name).await,
+        };
+        match outcome {
+            CallOutcome::Done => {
+                self.ctx.metrics.rotation_finished("rolled_back", None);
+                secrets::delete_state(&self.secrets, &state_name).await?;
+                self.event(EventType::Normal, "RolledBack", "Delete", message)
+                    .await;
+                Ok(Action::await_change())
+            }
+            CallOutcome::Retry { reason, detail } => {
+                self.event(EventType::Warning, reason, "Retry", &detail)
+                    .await;
+                let error = Error::Target { reason, detail };
+                self.release_keeping_the_passwords(error, &state_name).await
+            }
+            CallOutcome::Block { reason, message } => {
+                secrets::orphan_state(&self.secrets, &state_name).await?;
+                let message = format!(
+                    "deleted mid-rotation but the rollback failed ({reason}: {message}); the staged \
+                     password is kept in Secret {state_name}"
+                );
+                self.event(EventType::Warning, "RollbackFailed", "Delete", &message)
+                    .await;
+                Ok(Action::await_change())
+            }
+        }
+    }
+
+    /// Cleanup that cannot finish, because a person has to change something first or because
+    /// it kept failing for `cleanup_timeout` since the deletion: the passwords stay as they
+    /// are, kept in the orphaned state Secret, and the resource is released rather than left
+    /// Terminating. Until then the error is retried.
+    async fn release_keeping_the_passwords(
+        &self,
+        error: Error,
+        state_name: &str,
+    ) -> Result<Action> {
+        let deleted = self.rotation.metadata.deletion_timestamp.as_ref();
+        let waited = deleted.map_or(Duration::ZERO, |at| {
+            Timestamp::now()
+                .duration_since(at.0)
+                .try_into()
+                .unwrap_or(Duration::ZERO)
+        });
+        if !error.needs_a_change() && waited < self.ctx.settings.cleanup_timeout {
+            return Err(error);
+        }
+        secrets::orphan_state(&self.secrets, state_name).await?;
+        let kept = match self.spec.mode {
+            Mode::AddThenDelete => "both passwords remain valid",
+            Mode::Replace => "the password may have been replaced",
+        };
+        let message = format!(
+            "deleted mid-rotation and the rotation could not be undone or finished ({error}): \
+             {kept}; the passwords are kept in Secret {state_name}"
+        );
+        self.event(EventType::Warning, "LeftBothValid", "Delete", &message)
+            .await;
+        Ok(Action::await_change())
+    }
+
+    /// Undoes the stage of a rotation deleted before it published: the outcome of the call
+    /// and what the event says when it is done.
+    async fn roll_back(
+        &mut self,
+        state: &RotationState,
+        step: Step,
+    ) -> Result<(CallOutcome, &'static str)> {
         validate(&self.spec, &self.namespace).map_err(|e| Error::Target {
             reason: Reason::InvalidSpec,
             detail: format!("{}: {}", e.field, e.message),
         })?;
         let target = self.target().await?;
-        let (outcome, message) = match (self.spec.mode, step) {
+        Ok(match (self.spec.mode, step) {
             (Mode::AddThenDelete, _) => (
                 on_rollback(match &state.previous {
-                    Some(previous) => target.roll_back(&change(&state, previous)).await,
+                    Some(previous) => target.roll_back(&change(state, previous)).await,
                     None => Err(CallFailure::Other {
                         detail: "the state Secret holds no previous password to keep".into(),
                     }),
@@ -1947,39 +2023,19 @@ impl<'a> Rotator<'a> {
                 let previous = state.previous.as_ref().unwrap_or(&state.pending);
                 let outcome = match step {
                     Step::Replacing => {
-                        on_replace(target.replace(&change(&state, previous)).await, true)
+                        on_replace(target.replace(&change(state, previous)).await, true)
                     }
                     _ => CallOutcome::Done,
                 };
                 if outcome == CallOutcome::Done {
-                    self.publish(&state).await?;
+                    self.publish(state).await?;
                 }
                 (
                     outcome,
                     "deleted mid-rotation in Replace mode: the new password was set and published",
                 )
             }
-        };
-        match outcome {
-            CallOutcome::Done => {
-                self.ctx.metrics.rotation_finished("rolled_back", None);
-                secrets::delete_state(&self.secrets, &state_name).await?;
-                self.event(EventType::Normal, "RolledBack", "Delete", message)
-                    .await;
-                Ok(Action::await_change())
-            }
-            CallOutcome::Retry { reason, detail } => Err(Error::Target { reason, detail }),
-            CallOutcome::Block { reason, message } => {
-                secrets::orphan_state(&self.secrets, &state_name).await?;
-                let message = format!(
-                    "deleted mid-rotation but the rollback failed ({reason}: {message}); the staged \
-                     password is kept in Secret {state_name}"
-                );
-                self.event(EventType::Warning, "RollbackFailed", "Delete", &message)
-                    .await;
-                Ok(Action::await_change())
-            }
-        }
+        })
     }
 
     /// Records `status` and writes it, unless the resource holds it already; true when written.

@@ -139,6 +139,19 @@ impl Error {
             Error::ShardMoved(_) => "ShardMoved",
         }
     }
+
+    /// Retrying does not clear it: a person has to change a resource, a Secret or a label.
+    pub fn needs_a_change(&self) -> bool {
+        use reason::Reason::*;
+        match self {
+            Error::Secret { .. } | Error::SecretNotAllowed { .. } | Error::ShardMoved(_) => true,
+            Error::Target { reason, .. } => matches!(
+                reason,
+                InvalidSpec | TargetMissing | TargetNotAllowed | SecretNotAllowed | SecretMissing
+            ),
+            Error::Kube(_) | Error::Verify { .. } => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

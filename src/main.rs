@@ -82,6 +82,11 @@ struct RunArgs {
     /// namespace; without it, resources may name only RotationTargets of their own namespace.
     #[arg(long, env = "CLUSTER_TARGET_NAMESPACE")]
     cluster_target_namespace: Option<String>,
+    /// How long the cleanup of a deleted resource retries a rollback that keeps failing
+    /// (an unreachable target), in seconds, before it keeps the passwords as they are in the
+    /// orphaned state Secret and lets the resource go.
+    #[arg(long, env = "CLEANUP_TIMEOUT_SECONDS", default_value_t = 300)]
+    cleanup_timeout_seconds: u64,
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
@@ -188,6 +193,7 @@ async fn start() -> anyhow::Result<()> {
                 fail_point: args.fail_point.clone(),
                 shard: args.shard.clone(),
                 cluster_target_namespace: args.cluster_target_namespace.clone(),
+                cleanup_timeout: Duration::from_secs(args.cleanup_timeout_seconds),
             };
             run(Client::try_from(config)?, settings, *args).await?;
         }

@@ -77,7 +77,8 @@ pub enum Reason {
     RolledBack,
     /// Event: deleted before publishing, and the removal of the staged password failed.
     RollbackFailed,
-    /// Event: deleted after publishing; both passwords stay valid.
+    /// Event: deleted after publishing, or while the rollback could not be done; both passwords
+    /// stay valid.
     LeftBothValid,
 }
 

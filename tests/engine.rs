@@ -354,6 +354,7 @@ impl Engine {
             fail_point: None,
             shard: shard.map(str::to_owned),
             cluster_target_namespace: None,
+            cleanup_timeout: Duration::from_secs(300),
         };
         let watched = Writer::<PasswordRotation>::default();
         let store = watched.as_reader();

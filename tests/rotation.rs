@@ -485,6 +485,130 @@ async fn deleting_after_publish_keeps_both_passwords() -> Result<()> {
     h.finish().await
 }
 
+/// The admin Secret deleted before the resource (as when a namespace holding both is torn
+/// down, or by mistake): the staged password cannot be rolled back, so the deletion keeps it,
+/// says so in an event naming the missing Secret, orphans the state Secret that holds both
+/// passwords, and releases the resource instead of leaving it Terminating.
+#[tokio::test]
+async fn deleting_without_the_admin_secret_keeps_both_passwords_and_releases() -> Result<()> {
+    let mut h = Harness::new("noadmin").await?;
+    h.operator_flags.push("--allow-verify-endpoints");
+    h.start_operator()?;
+    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
+    h.create_rotation("orders-cache", spec).await?;
+    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
+        step(r) == Some(Step::Added)
+    })
+    .await?;
+    let pending = h
+        .secret_value("orders-cache-rotation", "pending")
+        .await?
+        .unwrap();
+    h.secrets()
+        .delete("rs-admin", &DeleteParams::default())
+        .await?;
+    h.rotations()
+        .delete("orders-cache", &DeleteParams::default())
+        .await?;
+    wait_gone(&h, "orders-cache").await?;
+    let event = h.wait_event("LeftBothValid", "rs-admin").await?;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        h.redis.auth(USER, &pending).await? && h.redis.auth(USER, USER_PASSWORD).await?,
+        "both passwords stay valid"
+    );
+    let state = h.secrets().get("orders-cache-rotation").await?;
+    assert!(
+        state.owner_references().is_empty(),
+        "the state Secret is orphaned, not collected with the resource"
+    );
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "pending").await?,
+        Some(pending.clone())
+    );
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+/// A target that keeps failing after the deletion: the rollback is retried for
+/// `--cleanup-timeout-seconds`, then both passwords are kept and the resource released.
+#[tokio::test]
+async fn deleting_while_the_target_keeps_failing_releases_after_the_cleanup_timeout() -> Result<()>
+{
+    let mut h = Harness::new("unreach").await?;
+    h.operator_flags
+        .extend(["--allow-verify-endpoints", "--cleanup-timeout-seconds", "4"]);
+    h.start_operator()?;
+    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
+    h.create_rotation("orders-cache", spec).await?;
+    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
+        step(r) == Some(Step::Added)
+    })
+    .await?;
+    let pending = h
+        .secret_value("orders-cache-rotation", "pending")
+        .await?
+        .unwrap();
+    h.api
+        .inject(FaultRule::status(503, 1000).on("DELETE", "/v1/users/password"));
+    h.rotations()
+        .delete("orders-cache", &DeleteParams::default())
+        .await?;
+    h.wait_event("TargetUnavailable", "").await?;
+    assert!(
+        h.rotations().get_opt("orders-cache").await?.is_some(),
+        "a transient failure is retried first"
+    );
+    wait_gone(&h, "orders-cache").await?;
+    h.wait_event("LeftBothValid", "TargetUnavailable").await?;
+    assert!(h.redis.auth(USER, &pending).await? && h.redis.auth(USER, USER_PASSWORD).await?);
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "pending").await?,
+        Some(pending.clone())
+    );
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+/// Another Deployment (or any pod) may carry the labels a workload selects by: only the
+/// workload's own pods count, matched by owner, so the rotation completes.
+#[tokio::test]
+async fn pods_of_another_deployment_with_the_same_labels_do_not_hold_the_rollout() -> Result<()> {
+    let mut h = Harness::new("sharedsel").await?;
+    h.create_deployment("orders", 1).await?;
+    let deployments: Api<Deployment> = h.namespace.api();
+    let mut other = deployments.get("orders").await?;
+    other.metadata = kube::api::ObjectMeta {
+        name: Some("orders-batch".into()),
+        ..Default::default()
+    };
+    other.status = None;
+    deployments.create(&PostParams::default(), &other).await?;
+    rotator_test_support::cluster::wait_rollout_complete(
+        &deployments,
+        "orders-batch",
+        Duration::from_secs(120),
+    )
+    .await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rotationRequest": "r",
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s", "timeout": "90s"},
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let done = h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    assert_eq!(
+        condition_reason(&done, "Degraded").as_deref(),
+        Some("AsExpected")
+    );
+    let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &new).await?);
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.finish().await
+}
+
 /// A paused Deployment never rolls out the restart: that is said at once with a reason of its
 /// own, not after the timeout, both passwords stay valid, and the rotation finishes by itself
 /// once the Deployment is resumed.
