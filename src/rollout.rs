@@ -1,8 +1,8 @@
 //! Restarting the listed workloads onto a new password, and telling when they run on it.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::json;
@@ -21,9 +21,11 @@ pub enum WorkloadState {
     /// Rolling, and its controller will not finish by itself: why.
     CannotComplete(String),
     /// The controller reports the rollout done; whether any older pod remains is still to
-    /// be seen (the selector to look with).
+    /// be seen: among the pods of the selector, those the workload owns (`owner`, its uid),
+    /// itself or through its ReplicaSets.
     Updated {
         selector: String,
+        owner: String,
     },
 }
 
@@ -52,7 +54,7 @@ impl WorkloadState {
         let stuck = (spec.paused == Some(true)).then(|| {
             "is paused: it rolls out nothing until resumed (kubectl rollout resume)".into()
         });
-        Self::updated_if(done, stuck, &spec.selector)
+        Self::updated_if(done, stuck, &spec.selector, d.meta())
     }
 
     pub fn of_stateful_set(s: &StatefulSet, restart: Restart<'_>) -> Self {
@@ -85,7 +87,7 @@ impl WorkloadState {
         } else {
             None
         };
-        Self::updated_if(done, stuck, &spec.selector)
+        Self::updated_if(done, stuck, &spec.selector, s.meta())
     }
 
     pub fn of_daemon_set(d: &DaemonSet, restart: Restart<'_>) -> Self {
@@ -106,13 +108,20 @@ impl WorkloadState {
             .as_ref()
             .and_then(|s| s.type_.as_deref())
             == Some("OnDelete");
-        Self::updated_if(done, on_delete.then(|| ON_DELETE.into()), &spec.selector)
+        let stuck = on_delete.then(|| ON_DELETE.into());
+        Self::updated_if(done, stuck, &spec.selector, d.meta())
     }
 
-    fn updated_if(done: bool, stuck: Option<String>, selector: &LabelSelector) -> Self {
+    fn updated_if(
+        done: bool,
+        stuck: Option<String>,
+        selector: &LabelSelector,
+        workload: &ObjectMeta,
+    ) -> Self {
         match (done, stuck) {
             (true, _) => Self::Updated {
                 selector: label_selector(selector),
+                owner: workload.uid.clone().unwrap_or_default(),
             },
             (false, Some(why)) => Self::CannotComplete(why),
             (false, None) => Self::Rolling,
@@ -129,17 +138,31 @@ fn carries(template: Option<&PodTemplateSpec>, (key, value): Restart<'_>) -> boo
 }
 
 /// Pods copy their template's annotations: a pod without this restart's value is of an older
-/// template, and may still hold the old password, terminating or not.
-pub fn older_pods(pods: &[Pod], (key, value): Restart<'_>) -> usize {
-    pods.iter()
+/// template, and may still hold the old password, terminating or not. Only the pods that one
+/// of `owners` controls count: another workload's pods may carry the same labels.
+pub fn older_pods<'p>(
+    pods: impl IntoIterator<Item = &'p ObjectMeta>,
+    owners: &[String],
+    (key, value): Restart<'_>,
+) -> usize {
+    pods.into_iter()
+        .filter(|pod| controlled_by(pod, owners))
         .filter(|pod| {
-            pod.metadata
-                .annotations
+            pod.annotations
                 .as_ref()
                 .and_then(|a| a.get(key))
                 .is_none_or(|v| v != value)
         })
         .count()
+}
+
+/// Whether the controller owner of `object` is one of `owners` (uids).
+fn controlled_by(object: &ObjectMeta, owners: &[String]) -> bool {
+    object
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && owners.contains(&owner.uid))
 }
 
 /// A label selector in the form the list API takes.
@@ -248,12 +271,25 @@ impl Workloads {
             };
             let name = format!("{:?}/{}", workload.kind, workload.name);
             match state {
-                WorkloadState::Updated { selector } => {
-                    let pods = self
-                        .api::<Pod>()
-                        .list(&ListParams::default().labels(&selector))
-                        .await?;
-                    let older = older_pods(&pods.items, restart);
+                WorkloadState::Updated { selector, owner } => {
+                    let by_labels = ListParams::default().labels(&selector);
+                    let owners = match workload.kind {
+                        // A Deployment's pods belong to its ReplicaSets, one per template.
+                        WorkloadKind::Deployment => self
+                            .api::<ReplicaSet>()
+                            .list_metadata(&by_labels)
+                            .await?
+                            .items
+                            .into_iter()
+                            .filter(|set| {
+                                controlled_by(&set.metadata, std::slice::from_ref(&owner))
+                            })
+                            .filter_map(|set| set.metadata.uid)
+                            .collect(),
+                        WorkloadKind::StatefulSet | WorkloadKind::DaemonSet => vec![owner],
+                    };
+                    let pods = self.api::<Pod>().list_metadata(&by_labels).await?;
+                    let older = older_pods(pods.iter().map(|p| &p.metadata), &owners, restart);
                     if older > 0 {
                         pending.push(format!("{name} ({older} pods of an older template remain)"));
                     }
@@ -290,7 +326,7 @@ mod tests {
 
     fn deployment(restart: &str, generation: i64, status: serde_json::Value) -> Deployment {
         serde_json::from_value(json!({
-            "metadata": {"name": "app", "generation": generation},
+            "metadata": {"name": "app", "uid": "d1", "generation": generation},
             "spec": {
                 "replicas": 2,
                 "selector": {"matchLabels": {"app": "a"}},
@@ -307,7 +343,8 @@ mod tests {
         assert_eq!(
             WorkloadState::of_deployment(&deployment("r1", 2, done.clone()), (KEY, "r1")),
             WorkloadState::Updated {
-                selector: "app=a".into()
+                selector: "app=a".into(),
+                owner: "d1".into(),
             }
         );
         assert_eq!(
@@ -402,24 +439,30 @@ mod tests {
     }
 
     #[test]
-    fn pods_without_this_restart_are_older_terminating_or_not() {
-        let pod = |value: Option<&str>, terminating: bool| -> Pod {
-            let mut meta = json!({"name": "p"});
+    fn pods_without_this_restart_are_older_terminating_or_not_among_the_owned() {
+        let pod = |value: Option<&str>, terminating: bool, owner: &str| -> ObjectMeta {
+            let mut meta = json!({"name": "p", "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": owner,
+                "controller": true,
+            }]});
             if let Some(v) = value {
                 meta["annotations"] = json!({KEY: v});
             }
             if terminating {
                 meta["deletionTimestamp"] = json!("2026-06-01T12:00:00Z");
             }
-            serde_json::from_value(json!({"metadata": meta})).unwrap()
+            serde_json::from_value(meta).unwrap()
         };
         let pods = [
-            pod(Some("r1"), false),
-            pod(Some("r0"), true),
-            pod(None, false),
-            pod(Some("r1"), true),
+            pod(Some("r1"), false, "a"),
+            pod(Some("r0"), true, "a"),
+            pod(None, false, "b"),
+            pod(Some("r1"), true, "b"),
+            pod(None, false, "another workload's"),
+            pod(Some("r0"), false, "another workload's"),
         ];
-        assert_eq!(older_pods(&pods, (KEY, "r1")), 2);
+        let owners = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(older_pods(&pods, &owners, (KEY, "r1")), 2);
     }
 
     #[test]

@@ -99,9 +99,13 @@ deploy/base/clusterrole.yaml explains each. */}}
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "patch"]
-# Pods of a workload's selector, to see that no pod of an older template remains.
+# Pods of a workload's selector, to see that no pod of an older template remains; those it
+# owns count, a Deployment's through its ReplicaSets.
 - apiGroups: [""]
   resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
   verbs: ["list"]
 # Events about PasswordRotations.
 - apiGroups: ["events.k8s.io"]
