@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -78,6 +78,10 @@ pub struct Settings {
     /// How long the cleanup of a deleted resource retries a rollback that fails for a
     /// transient cause, before it keeps both passwords and releases the resource.
     pub cleanup_timeout: Duration,
+    /// How long a resource of another shard may go without its shard's operator acting on
+    /// it before this operator says it is unserved (twice that, when it is being deleted,
+    /// before it releases it).
+    pub shard_patience: Duration,
 }
 
 /// A password list across resources: the system (as it calls itself, else as the spec
@@ -90,6 +94,10 @@ const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
 
 /// How often [`Context::forget_the_gone`] runs.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// The shard a resource's target was labelled with when an operator of another shard saw it
+/// unserved, and since when.
+type Noticed = (Option<String>, Instant);
 
 /// Builds a target from its spec section and the Secrets it reads.
 pub type Connector =
@@ -119,6 +127,9 @@ pub struct Context {
     metrics: Arc<Metrics>,
     freshness: Freshness,
     target_secret_cache: TargetSecretCache,
+    /// Since when each resource of another shard has shown no sign of its shard's operator,
+    /// and which shard its target was labelled with then.
+    unserved: Mutex<HashMap<ObjectRef<PasswordRotation>, Noticed>>,
 }
 
 impl Context {
@@ -151,6 +162,7 @@ impl Context {
             metrics,
             freshness: Freshness::default(),
             target_secret_cache: TargetSecretCache::default(),
+            unserved: Mutex::default(),
         })
     }
 }
@@ -271,6 +283,16 @@ impl Context {
             }
         }
         self.freshness.retain(|key| resources.contains(key));
+        let watched: HashSet<_> = self
+            .stores
+            .iter()
+            .flat_map(Store::state)
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect();
+        self.unserved
+            .lock()
+            .expect("not poisoned")
+            .retain(|key, _| watched.contains(key));
         self.metrics.retain_resources(|namespace, name| {
             resources.contains(&ObjectRef::new(name).within(namespace))
         });
@@ -311,6 +333,48 @@ async fn forget_the_gone_now_and_then(ctx: Arc<Context>) {
 /// the controller runs inside its finalizer. For tests that drive the engine step by step.
 pub async fn apply(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
     Rotator::new(ctx, Arc::new(rotation), true).apply().await
+}
+
+/// A resource of another shard is left to that shard's operator, unless none acts on it (a
+/// typo in the label, a shard no operator runs): after `shard_patience` its status says so,
+/// and one being deleted is released after twice that, its passwords kept as they are.
+async fn watch_unserved(
+    cached: Arc<PasswordRotation>,
+    shard: Option<String>,
+    ctx: &Context,
+) -> Result<Action> {
+    let key = ObjectRef::from_obj(&*cached);
+    let deleting = cached.metadata.deletion_timestamp.is_some() && has_finalizer(&cached);
+    if !deleting && !shard::unserved(cached.status.as_ref(), shard.as_deref()) {
+        ctx.unserved.lock().expect("not poisoned").remove(&key);
+        return Ok(Action::await_change());
+    }
+    let since = {
+        let mut unserved = ctx.unserved.lock().expect("not poisoned");
+        let noticed = unserved
+            .entry(key.clone())
+            .or_insert_with(|| (shard.clone(), Instant::now()));
+        if noticed.0 != shard {
+            *noticed = (shard.clone(), Instant::now());
+        }
+        noticed.1
+    };
+    let patience = ctx.settings.shard_patience * if deleting { 2 } else { 1 };
+    let waited = since.elapsed();
+    if waited < patience {
+        return Ok(Action::requeue(patience - waited));
+    }
+    let api: Api<PasswordRotation> =
+        Api::namespaced(ctx.client.clone(), &key.namespace.unwrap_or_default());
+    let Some(rotation) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let rotator = Rotator::new(ctx, Arc::new(rotation), true);
+    if deleting {
+        rotator.release_unserved(shard.as_deref(), waited).await
+    } else {
+        rotator.report_unserved(shard.as_deref(), waited).await
+    }
 }
 
 /// The finalizer's cleanup of a deleted resource; for tests, as [`apply`].
@@ -542,8 +606,9 @@ async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
 async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
     // Its target is another shard's: that shard's operator acts on it. A change of the
     // target's label or of the resource's target reconciles it again.
-    if ctx.target_index.shard_of(&cached) != ctx.settings.shard {
-        return Ok(Action::await_change());
+    let shard = ctx.target_index.shard_of(&cached);
+    if shard != ctx.settings.shard {
+        return watch_unserved(cached, shard, &ctx).await;
     }
     ctx.metrics.reconcile();
     let namespace = cached.namespace().unwrap_or_default();
@@ -1991,6 +2056,70 @@ impl<'a> Rotator<'a> {
         Ok(Action::await_change())
     }
 
+    /// Ready=False `ShardUnserved`, with a Warning event, once; the shard the status names
+    /// stays as it is, so that operators of other shards agree on it.
+    async fn report_unserved(mut self, shard: Option<&str>, waited: Duration) -> Result<Action> {
+        let target = &self.rotation.spec.target.reference;
+        let message = shard::unserved_message(shard, waited, (&self.namespace, target));
+        let status = self.after(
+            Outcome::NotReady {
+                reason: Reason::ShardUnserved,
+                message: &message,
+            },
+            Timestamp::now(),
+        );
+        let unchanged =
+            has_condition_reason(&self.written, "Ready", "False", Reason::ShardUnserved);
+        if !unchanged && self.write_status_if_changed(status).await? {
+            self.event(
+                EventType::Warning,
+                Reason::ShardUnserved,
+                "Validate",
+                &message,
+            )
+            .await;
+        }
+        Ok(Action::await_change())
+    }
+
+    /// A deleted resource that no operator of its shard acts on: its state Secret, if a
+    /// rotation is in flight, is orphaned with the passwords as they are, and the finalizer
+    /// removed.
+    async fn release_unserved(self, shard: Option<&str>, waited: Duration) -> Result<Action> {
+        let target = &self.rotation.spec.target.reference;
+        let why = shard::unserved_message(shard, waited, (&self.namespace, target));
+        let state_name = secrets::state_secret_name(&self.rotation);
+        if secrets::read_state(&self.secrets, &state_name)
+            .await?
+            .is_some()
+        {
+            secrets::orphan_state(&self.secrets, &state_name).await?;
+            let message = format!(
+                "deleted mid-rotation, and {why}: the passwords stay as they are, kept in \
+                 Secret {state_name}"
+            );
+            self.event(
+                EventType::Warning,
+                Reason::LeftBothValid,
+                "Delete",
+                &message,
+            )
+            .await;
+        }
+        let others = self
+            .rotation
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        self.ctx
+            .kubernetes
+            .set_finalizers(&self.rotation, others)
+            .await?;
+        Ok(Action::await_change())
+    }
+
     /// Undoes the stage of a rotation deleted before it published: the outcome of the call
     /// and what the event says when it is done.
     async fn roll_back(
@@ -2061,6 +2190,9 @@ impl<'a> Rotator<'a> {
     async fn checkpoint(&mut self) -> Result<bool> {
         let mut status = self.status.clone();
         status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
+        if self.ctx.target_index.shard_of(&self.rotation) == self.ctx.settings.shard {
+            status.shard.clone_from(&self.ctx.settings.shard);
+        }
         if status == self.written {
             return Ok(false);
         }

@@ -87,6 +87,11 @@ struct RunArgs {
     /// orphaned state Secret and lets the resource go.
     #[arg(long, env = "CLEANUP_TIMEOUT_SECONDS", default_value_t = 300)]
     cleanup_timeout_seconds: u64,
+    /// How long a resource whose target is labelled with another shard may go without that
+    /// shard's operator acting on it, in seconds, before this operator says it is unserved
+    /// (Ready=False ShardUnserved); one being deleted is released after twice that.
+    #[arg(long, env = "SHARD_PATIENCE_SECONDS", default_value_t = 300)]
+    shard_patience_seconds: u64,
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
@@ -194,6 +199,7 @@ async fn start() -> anyhow::Result<()> {
                 shard: args.shard.clone(),
                 cluster_target_namespace: args.cluster_target_namespace.clone(),
                 cleanup_timeout: Duration::from_secs(args.cleanup_timeout_seconds),
+                shard_patience: Duration::from_secs(args.shard_patience_seconds),
             };
             run(Client::try_from(config)?, settings, *args).await?;
         }

@@ -32,6 +32,8 @@ pub enum Reason {
     Conflict,
     /// `Ready=False`: the rotation in flight was staged by another shard's operator.
     ShardMoved,
+    /// `Ready=False`: no operator of the shard its target is labelled with acts on it.
+    ShardUnserved,
     /// Blocked: the admin login was refused.
     Unauthorized,
     /// Blocked: the target refuses the password in the workload Secret.
@@ -96,6 +98,7 @@ impl Reason {
         Reason::SecretMissing,
         Reason::Conflict,
         Reason::ShardMoved,
+        Reason::ShardUnserved,
         Reason::Unauthorized,
         Reason::OldPasswordRejected,
         Reason::TlsUntrusted,
@@ -135,6 +138,7 @@ impl Reason {
             Reason::SecretMissing => "SecretMissing",
             Reason::Conflict => "Conflict",
             Reason::ShardMoved => "ShardMoved",
+            Reason::ShardUnserved => "ShardUnserved",
             Reason::Unauthorized => "Unauthorized",
             Reason::OldPasswordRejected => "OldPasswordRejected",
             Reason::TlsUntrusted => "TlsUntrusted",

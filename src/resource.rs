@@ -325,6 +325,11 @@ pub struct Verify {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PasswordRotationStatus {
+    /// The shard of the operator that acts on this resource (`--shard`); absent: the
+    /// unsharded operator's. Another shard's operator that sees no status of the target's
+    /// shard for a while says the resource is unserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

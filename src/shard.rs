@@ -4,9 +4,11 @@
 //! one operator: the one run with `--shard <its label>`, or the unsharded one when it has no
 //! such label. So one target's budget, claims and status have one writer.
 
+use std::time::Duration;
+
 use kube::ResourceExt;
 
-use crate::resource::{SHARD_LABEL, TargetReference};
+use crate::resource::{PasswordRotationStatus, SHARD_LABEL, TargetReference};
 use crate::rotation_target::TargetKind;
 
 /// The Lease of the unsharded operator; a shard's is this name, `-`, the shard.
@@ -93,6 +95,40 @@ pub fn moved_message(
     )
 }
 
+/// Whether a resource whose target is in `shard` shows no sign of that shard's operator: no
+/// status at all, or one last written by another shard's operator (`status.shard`).
+pub fn unserved(status: Option<&PasswordRotationStatus>, shard: Option<&str>) -> bool {
+    status.is_none_or(|status| {
+        *status == PasswordRotationStatus::default() || status.shard.as_deref() != shard
+    })
+}
+
+/// Why a resource of `namespace` on `target` (in `shard`) is said to be unserved after
+/// `waited`, and what to do.
+pub fn unserved_message(
+    shard: Option<&str>,
+    waited: Duration,
+    (namespace, target): (&str, &TargetReference),
+) -> String {
+    let (label, run) = match shard {
+        Some(shard) => (
+            format!("is labelled {SHARD_LABEL}={shard}"),
+            format!("--shard {shard}"),
+        ),
+        None => (
+            format!("has no {SHARD_LABEL} label"),
+            "without --shard".to_owned(),
+        ),
+    };
+    format!(
+        "its target {label}, and no operator run {run} has acted on this resource for {}s: \
+         correct the label (kubectl {} {SHARD_LABEL}=<shard> --overwrite) or run an operator \
+         for that shard",
+        waited.as_secs(),
+        label_target(namespace, target),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +142,43 @@ mod tests {
             let error = parse(bad).expect_err(bad);
             assert!(error.contains(SHARD_LABEL), "{error}");
         }
+    }
+
+    #[test]
+    fn a_resource_is_unserved_until_its_shards_operator_writes_its_status() {
+        assert!(unserved(None, Some("a")));
+        assert!(unserved(Some(&PasswordRotationStatus::default()), None));
+        let written_by = |shard: Option<&str>| PasswordRotationStatus {
+            shard: shard.map(str::to_owned),
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        assert!(!unserved(Some(&written_by(Some("a"))), Some("a")));
+        assert!(!unserved(Some(&written_by(None)), None));
+        assert!(unserved(Some(&written_by(None)), Some("a")));
+        assert!(unserved(Some(&written_by(Some("a"))), Some("aa")));
+    }
+
+    #[test]
+    fn the_unserved_message_names_the_label_and_how_to_correct_it() {
+        let target = TargetReference {
+            kind: TargetKind::RotationTarget,
+            name: "rs".into(),
+        };
+        assert_eq!(
+            unserved_message(Some("aa"), Duration::from_secs(300), ("shop", &target)),
+            "its target is labelled rotator.dev/shard=aa, and no operator run --shard aa has \
+             acted on this resource for 300s: correct the label (kubectl -n shop label \
+             rotationtarget rs rotator.dev/shard=<shard> --overwrite) or run an operator for \
+             that shard"
+        );
+        let message = unserved_message(None, Duration::from_secs(5), ("shop", &target));
+        assert!(
+            message.starts_with(
+                "its target has no rotator.dev/shard label, and no operator run without --shard"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub enum Outcome<'a> {
     /// The spec or a Secret it names is not usable as it is.
     NotReady { reason: Reason, message: &'a str },
     /// The resource is back in the shard whose operator staged its rotation in flight: what
-    /// another shard's operator reported (`ShardMoved`) no longer holds.
+    /// another shard's operator reported (`ShardMoved`, `ShardUnserved`) no longer holds.
     ShardReturned,
 }
 
@@ -253,9 +253,10 @@ pub fn after(
         }
         // A Blocked resource says why again when its block is retried.
         Outcome::ShardReturned => {
-            if status.phase == Some(Phase::Rotating)
-                && has_condition_reason(&status, "Ready", "False", Reason::ShardMoved)
-            {
+            let reported = [Reason::ShardMoved, Reason::ShardUnserved]
+                .into_iter()
+                .any(|reason| has_condition_reason(&status, "Ready", "False", reason));
+            if status.phase == Some(Phase::Rotating) && reported {
                 mark_rotating(&mut status, now);
             }
         }

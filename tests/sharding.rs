@@ -12,6 +12,7 @@ use anyhow::{Context, Result, ensure};
 use common::checks::{assert_only_password, condition_reason, ready_message, step};
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use password_rotator::resource::{PasswordRotation, SHARD_LABEL, Step};
 use password_rotator::rotation_target::RotationTarget;
@@ -449,6 +450,90 @@ async fn a_rotation_relabelled_mid_way_is_left_to_the_shard_that_started_it() ->
             .iter()
             .all(|e| e.instance == "shard-a" || e.reason == "ShardMoved"),
         "{events:#?}"
+    );
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    tear_down(h, operators).await
+}
+
+/// A shard label no operator serves (a typo) is not silent: after `--shard-patience-seconds`
+/// the resource says so (Ready=False `ShardUnserved` naming the label, a Warning event) and
+/// nothing touches its password. Labelled right, it is served. Relabelled to a shard no
+/// operator runs mid-rotation and deleted, it is released after twice the patience, both
+/// passwords kept valid in the orphaned state Secret, instead of staying Terminating.
+#[tokio::test]
+async fn a_shard_no_operator_serves_is_reported_and_its_deletion_released() -> Result<()> {
+    const NAME: &str = "orders-cache";
+    let mut h = Harness::new("shard-typo").await?;
+    let patience = ["--shard-patience-seconds", "3", "--allow-verify-endpoints"];
+    let operators = vec![
+        start(
+            &mut h,
+            "shard-a",
+            &[&["--shard", "a"][..], &patience].concat(),
+            &[],
+        )?,
+        start(&mut h, "unsharded", &patience, &[])?,
+    ];
+    // The verify endpoint refuses: the rotation holds at Added once it starts.
+    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
+    target_in_shard(&h, "rs-a", Some("aa")).await?;
+    create_on(&h, NAME, "rs-a", spec).await?;
+    let reported = h
+        .wait_for(NAME, Duration::from_secs(60), "ShardUnserved", |r| {
+            condition_reason(r, "Ready").as_deref() == Some("ShardUnserved")
+        })
+        .await?;
+    let message = ready_message(&reported);
+    assert!(
+        message.starts_with(
+            "its target is labelled rotator.dev/shard=aa, and no operator run --shard aa"
+        ),
+        "{message}"
+    );
+    h.wait_event("ShardUnserved", "rotator.dev/shard=aa")
+        .await?;
+    assert_only_password(&h, USER, USER_PASSWORD).await?;
+    assert!(
+        h.secrets()
+            .get_opt(&format!("{NAME}-rotation"))
+            .await?
+            .is_none()
+    );
+
+    label_shard(&h, "rs-a", "a").await?;
+    let served = h
+        .wait_for(NAME, Duration::from_secs(60), "Added", |r| {
+            step(r) == Some(Step::Added)
+        })
+        .await?;
+    assert_eq!(
+        condition_reason(&served, "Ready").as_deref(),
+        Some("Rotating")
+    );
+    assert_eq!(
+        served.status.as_ref().and_then(|s| s.shard.as_deref()),
+        Some("a")
+    );
+    let pending = h
+        .secret_value(&format!("{NAME}-rotation"), "pending")
+        .await?
+        .context("pending")?;
+
+    label_shard(&h, "rs-a", "zz").await?;
+    h.rotations().delete(NAME, &DeleteParams::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.rotations().get_opt(NAME).await?.is_some() {
+        ensure!(Instant::now() < deadline, "{NAME} stayed Terminating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.wait_event("LeftBothValid", "rotator.dev/shard=zz")
+        .await?;
+    assert!(h.redis.auth(USER, USER_PASSWORD).await? && h.redis.auth(USER, &pending).await?);
+    let state = h.secrets().get(&format!("{NAME}-rotation")).await?;
+    assert!(
+        state.owner_references().is_empty(),
+        "the state Secret is orphaned"
     );
     h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;

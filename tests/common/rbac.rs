@@ -57,6 +57,7 @@ pub const EXPECTED_RULES: &[&str] = &[
     "apps/daemonsets get",
     "apps/daemonsets patch",
     "/pods list",
+    "apps/replicasets list",
     "events.k8s.io/events create",
     "events.k8s.io/events patch",
 ];
