@@ -32,9 +32,9 @@ use crate::resource::{
     Step, restart_annotation_key,
 };
 use crate::rotation::{
-    CallFailure, CallOutcome, Decision, Observation, RolloutTrouble, SecretHolds, StateSummary,
-    by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire, on_rollback,
-    step_after,
+    CallFailure, CallOutcome, Decision, NOT_PERSISTED, Observation, RolloutTrouble, SecretHolds,
+    StateSummary, by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire,
+    on_rollback, step_after,
 };
 use crate::rotation_spec::{RotationSpec, Unresolved};
 use crate::rotation_target::{RotationTarget, TargetKind};
@@ -91,6 +91,9 @@ type TargetIdentity = (String, &'static str, String);
 /// How long a claim on a password list holds off other resources: long enough for the
 /// status of the claim's rotation to show it.
 const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
+
+/// How often a rotation held by a node that could not persist the new password tries again.
+const PERSIST_AGAIN_EVERY: Duration = Duration::from_secs(30);
 
 /// How often [`Context::forget_the_gone`] runs.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -1139,6 +1142,23 @@ impl<'a> Rotator<'a> {
                     )
                     .await;
                 }
+                Decision::PersistAgain => {
+                    let state = state.as_ref().expect("decide persists only with a state");
+                    if let Some(action) = self.load_target(&mut target).await? {
+                        return Ok(action);
+                    }
+                    let target = target.as_deref().expect("loaded");
+                    // The add, replayed, changes nothing and persists every node again.
+                    let outcome = self.call(target, &Decision::Add, state).await?;
+                    if outcome != CallOutcome::Done {
+                        return self.stop(outcome, target, now).await;
+                    }
+                    if let Some(why) = self.status.persistence.clone()
+                        && why.starts_with(NOT_PERSISTED)
+                    {
+                        return self.hold_not_persisted(&why, now).await;
+                    }
+                }
                 Decision::MarkRolledOut => {
                     // Restarting workloads reads and writes them: the workload Secret may
                     // have changed meanwhile.
@@ -1867,6 +1887,27 @@ impl<'a> Rotator<'a> {
     }
 
     /// Degraded for the rollout, once per reason: both passwords stay valid meanwhile.
+    /// A node could not persist the new password: the old one stays, `Degraded`
+    /// `NotPersisted` says why (with an event when it starts), and persisting is tried again.
+    async fn hold_not_persisted(&mut self, why: &str, now: Timestamp) -> Result<Action> {
+        let message = format!(
+            "a node could not persist the new password ({why}): the old password is kept until \
+             it can, since deleted but not persisted it would come back when that node \
+             restarts. Give the nodes an aclfile (ACL SAVE) or a config file (CONFIG REWRITE), \
+             or set spec.persistence: Optional"
+        );
+        if !has_condition_reason(&self.status, "Degraded", "True", Reason::NotPersisted) {
+            self.event(EventType::Warning, Reason::NotPersisted, "Retire", &message)
+                .await;
+        }
+        let outcome = Outcome::RolloutStuck {
+            reason: Reason::NotPersisted,
+            message: &message,
+        };
+        self.record(self.after(outcome, now));
+        Ok(Action::requeue(PERSIST_AGAIN_EVERY))
+    }
+
     async fn report_rollout_trouble(
         &mut self,
         trouble: RolloutTrouble,

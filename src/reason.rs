@@ -55,6 +55,8 @@ pub enum Reason {
     RolloutCannotComplete,
     /// `Degraded=True`: the workload Secret stopped holding the new password.
     SecretDrifted,
+    /// `Degraded=True`: a node could not persist the new password; the old one is kept.
+    NotPersisted,
     /// `Degraded=True`: the state Secret was deleted mid-rotation.
     StateLost,
     /// `SpecChangePending=True`: spec fields changed while a rotation is in flight.
@@ -109,6 +111,7 @@ impl Reason {
         Reason::RolloutTimeout,
         Reason::RolloutCannotComplete,
         Reason::SecretDrifted,
+        Reason::NotPersisted,
         Reason::StateLost,
         Reason::RotationInFlight,
         Reason::Applied,
@@ -149,6 +152,7 @@ impl Reason {
             Reason::RolloutTimeout => "RolloutTimeout",
             Reason::RolloutCannotComplete => "RolloutCannotComplete",
             Reason::SecretDrifted => "SecretDrifted",
+            Reason::NotPersisted => "NotPersisted",
             Reason::StateLost => "StateLost",
             Reason::RotationInFlight => "RotationInFlight",
             Reason::Applied => "Applied",

@@ -85,6 +85,10 @@ pub struct PasswordRotationSpec {
     pub mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
+    /// Whether the target must keep the new password across its restarts before the old one
+    /// is deleted, where it says (redis: `ACL SAVE`, `CONFIG REWRITE`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub persistence: PersistencePolicy,
     /// Pauses the resource: no rotation starts and a rotation in flight holds at its step.
     #[serde(default)]
     pub suspend: bool,
@@ -312,6 +316,21 @@ pub enum Mode {
     /// One PUT: every old password dies at once. For compromised credentials; causes a
     /// short outage until the workloads restart.
     Replace,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PersistencePolicy {
+    /// A node that could not persist the change holds the rotation before the old password
+    /// is deleted (`Degraded` `NotPersisted`): deleted but not persisted, it would come back
+    /// when that node restarts. Persisting is tried again until it works.
+    #[default]
+    Required,
+    /// Go on regardless: for servers that keep no ACL file or config file by design.
+    Optional,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Authenticate with the new password before publishing it.

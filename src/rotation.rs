@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::reason::Reason;
-use crate::resource::{Mode, PasswordRotationStatus, Phase, Step};
+use crate::resource::{Mode, PasswordRotationStatus, PersistencePolicy, Phase, Step};
 use crate::rotation_spec::RotationSpec;
 use crate::schedule::Trigger;
 use crate::validation::ValidSpec;
@@ -139,6 +139,9 @@ pub enum Decision {
     ResumeAfterDrift,
     /// Rolled out and the overlap has passed.
     MarkRolledOut,
+    /// Rolled out, but a node could not persist the new password: persist again (the add,
+    /// replayed) before the old password may go.
+    PersistAgain,
     /// Delete the old password; `replay` when a DELETE may already have been sent.
     Retire { replay: bool },
     /// Clear the state Secret and record the rotation.
@@ -251,10 +254,26 @@ fn next_step(
         Step::RolledOut | Step::Retired if mode == Mode::Replace || !state.has_previous => {
             Decision::Finish
         }
+        Step::RolledOut if !persisted(obs) => Decision::PersistAgain,
         Step::RolledOut => Decision::Retire { replay: false },
         Step::Retired => Decision::Retire { replay: true },
     }
 }
+
+/// The target kept the new password across restarts when it was added, where it says, or
+/// the resource does not require it: a password deleted but not persisted comes back when
+/// that node restarts.
+fn persisted(obs: &Observation<'_>) -> bool {
+    obs.spec.persistence == PersistencePolicy::Optional
+        || !obs
+            .status
+            .persistence
+            .as_deref()
+            .is_some_and(|p| p.starts_with(NOT_PERSISTED))
+}
+
+/// How `status.persistence` begins when a node could not persist a change.
+pub const NOT_PERSISTED: &str = "NotPersisted";
 
 fn await_rollout(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     let (overlap, timeout) = (valid.overlap, valid.timeout);
@@ -844,6 +863,18 @@ mod tests {
             case.rollout = Some(RolloutProgress::Complete);
             assert_eq!(case.decide(), decision, "at {step:?}");
         }
+    }
+
+    #[test]
+    fn a_change_a_node_could_not_persist_holds_before_retire_unless_optional() {
+        let mut case = Case::new(spec(json!({}))).in_flight(Step::RolledOut);
+        case.status.persistence = Some("NotPersisted: ERR no config file".into());
+        assert_eq!(case.decide(), Decision::PersistAgain);
+        case.status.persistence = Some("AclFile".into());
+        assert_eq!(case.decide(), Decision::Retire { replay: false });
+        case.status.persistence = Some("NotPersisted: ERR no config file".into());
+        case.spec.persistence = PersistencePolicy::Optional;
+        assert_eq!(case.decide(), Decision::Retire { replay: false });
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::reason::Reason;
 use crate::resource::{
-    Mode, PasswordRotationSpec, PasswordSpec, Rollout, Schedule, Verify, WorkloadSecret,
+    Mode, PasswordRotationSpec, PasswordSpec, PersistencePolicy, Rollout, Schedule, Verify,
+    WorkloadSecret,
 };
 use crate::rotation_target::{self, LockoutPolicy, Request, TargetKind, TargetView};
 use crate::targets::Target;
@@ -24,6 +25,7 @@ pub struct RotationSpec {
     pub rollout: Rollout,
     pub mode: Mode,
     pub verify: Option<Verify>,
+    pub persistence: PersistencePolicy,
     pub suspend: bool,
     pub rotation_request: Option<String>,
 }
@@ -118,6 +120,7 @@ impl RotationSpec {
             rollout: spec.rollout.clone(),
             mode: spec.mode,
             verify: spec.verify.clone(),
+            persistence: spec.persistence,
             suspend: spec.suspend,
             rotation_request: spec.rotation_request.clone(),
         }

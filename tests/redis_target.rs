@@ -201,6 +201,45 @@ async fn a_node_down_mid_rotation_leaves_both_passwords_valid_until_it_is_back()
     h.finish().await
 }
 
+/// A node that cannot persist its ACLs (no aclfile, no config file): the rotation holds
+/// before deleting the old password, says why (`Degraded` `NotPersisted`, an event), and both
+/// passwords stay valid; with `spec.persistence: Optional` it finishes.
+#[tokio::test]
+async fn a_change_a_node_cannot_persist_holds_before_retire_unless_optional() -> Result<()> {
+    let mut h = Harness::new("redis-nopersist").await?;
+    let topology = Topology::standalone(&Options::new(Persist::Nothing, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    let initial = topology.app.password.clone();
+    create_cache(&h, &topology, &[topology.nodes[0].addr()], "first").await?;
+    let held = h
+        .wait_for("cache", Duration::from_secs(60), "NotPersisted", |r| {
+            condition_reason(r, "Degraded").as_deref() == Some("NotPersisted")
+        })
+        .await?;
+    assert_eq!(
+        step(&held),
+        Some(password_rotator::resource::Step::RolledOut)
+    );
+    let message = condition_message(&held, "Degraded");
+    assert!(message.contains("spec.persistence: Optional"), "{message}");
+    h.wait_event("NotPersisted", "could not persist").await?;
+    let new = new_password(&h, &initial).await?;
+    topology.assert_passwords(&[&new, &initial], &[]).await;
+
+    let api: Api<password_rotator::resource::PasswordRotation> = h.rotations();
+    api.patch(
+        "cache",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"persistence": "Optional"}})),
+    )
+    .await?;
+    h.wait_rotated("cache", Duration::from_secs(60)).await?;
+    topology.assert_passwords(&[&new], &[&initial]).await;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn plaintext_needs_the_operator_flag() -> Result<()> {
     let mut h = Harness::new("redis-plain").await?;

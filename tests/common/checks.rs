@@ -31,9 +31,13 @@ pub fn template_rotation(meta: Option<kube::api::ObjectMeta>) -> Option<String> 
 }
 
 pub fn ready_message(r: &PasswordRotation) -> String {
+    condition_message(r, "Ready")
+}
+
+pub fn condition_message(r: &PasswordRotation, type_: &str) -> String {
     r.status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }

@@ -10,7 +10,7 @@ pub use spec::{RedisConnection, RedisTarget};
 use std::sync::Mutex;
 
 use self::client::{AclAdmin, AclError, Applied, Persistence, classify};
-use crate::rotation::CallFailure;
+use crate::rotation::{CallFailure, NOT_PERSISTED};
 use crate::targets::{
     BoxFuture, Budget, Change, Description, Observed, PasswordTarget, RequestObserver,
 };
@@ -59,7 +59,7 @@ fn describe(persistence: &Persistence) -> String {
     match persistence {
         Persistence::AclFile => "AclFile".into(),
         Persistence::ConfigRewrite => "ConfigRewrite".into(),
-        Persistence::NotPersisted { why } => format!("NotPersisted: {why}"),
+        Persistence::NotPersisted { why } => format!("{NOT_PERSISTED}: {why}"),
     }
 }
 
