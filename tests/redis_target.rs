@@ -240,6 +240,49 @@ async fn a_change_a_node_cannot_persist_holds_before_retire_unless_optional() ->
     h.finish().await
 }
 
+/// A replica down, and so unlisted by its primary, during a rotation comes back from its ACL
+/// file with the password of the rotation before. The next rotation's Retire leaves every node
+/// holding exactly the published password: no password from before stays valid there.
+#[tokio::test]
+async fn after_retire_every_node_holds_exactly_the_published_password() -> Result<()> {
+    let mut h = Harness::new("redis-exact").await?;
+    let mut topology =
+        Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    let initial = topology.app.password.clone();
+    topology.nodes[1].stop().await?;
+    create_cache(&h, &topology, &[topology.nodes[0].addr()], "first").await?;
+    h.wait_rotated("cache", Duration::from_secs(60)).await?;
+    let first = new_password(&h, &initial).await?;
+    topology.nodes[1].restart().await?;
+    assert!(
+        topology.nodes[1].auth(&topology.app.user, &initial).await?,
+        "the replica is back with the password of the rotation before"
+    );
+
+    h.request_rotation("cache", "second").await?;
+    h.wait_for(
+        "cache",
+        Duration::from_secs(90),
+        "the second rotation",
+        |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Some(Phase::Idle)
+                    && s.step.is_none()
+                    && s.handled_rotation_request.as_deref() == Some("second")
+            })
+        },
+    )
+    .await?;
+    let second = new_password(&h, &first).await?;
+    topology
+        .assert_passwords(&[&second], &[&first, &initial])
+        .await;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn plaintext_needs_the_operator_flag() -> Result<()> {
     let mut h = Harness::new("redis-plain").await?;

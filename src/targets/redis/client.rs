@@ -351,9 +351,10 @@ impl AclAdmin {
     }
 
     /// Removes `old` from `user` on every node, only once every node is reachable; otherwise
-    /// nothing is removed anywhere ([`AclError::Unchanged`]). A node that lacks `keep` (it
-    /// restarted without persisting it) gets it back in the same `ACL SETUSER`: `keep` is the
-    /// password the workloads hold.
+    /// nothing is removed anywhere ([`AclError::Unchanged`]). Every node ends holding exactly
+    /// `keep`, the password the workloads hold, in one `ACL SETUSER` (`resetpass >keep`): one
+    /// that lacks it (it restarted without persisting it) gets it back, and one that holds a
+    /// password from before (it was down, and unlisted, during an earlier rotation) loses it.
     pub async fn remove_password(
         &self,
         user: &str,
@@ -374,14 +375,9 @@ impl AclAdmin {
                     user: user.to_owned(),
                 }),
                 Ok(Some(hashes)) => {
-                    let mut modifiers = Vec::new();
-                    if !hashes.contains(&keep_hash) {
-                        modifiers.push(format!(">{}", keep.expose_secret()));
-                    }
-                    if hashes.contains(&old_hash) {
-                        modifiers.push(format!("<{}", old.expose_secret()));
-                    }
-                    plan.push((reached, (!modifiers.is_empty()).then_some(modifiers)));
+                    let exact = hashes == [keep_hash.clone()];
+                    let modifiers = ["resetpass".to_owned(), format!(">{}", keep.expose_secret())];
+                    plan.push((reached, (!exact).then(|| modifiers.to_vec())));
                 }
                 Err(e) => problems.push(e),
             }
