@@ -480,6 +480,8 @@ fn check_deployment(
         ("--concurrency", "concurrency"),
         ("--calls-per-cluster", "callsPerCluster"),
         ("--request-timeout-seconds", "requestTimeoutSeconds"),
+        ("--cleanup-timeout-seconds", "cleanupTimeoutSeconds"),
+        ("--shard-patience-seconds", "shardPatienceSeconds"),
     ] {
         let value = match &values[key] {
             Value::String(s) => s.clone(),
