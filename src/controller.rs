@@ -92,6 +92,10 @@ type TargetIdentity = (String, &'static str, String);
 /// status of the claim's rotation to show it.
 const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
 
+/// How often the nodes of a target that [heals](TargetSpec::heals) are looked at while the
+/// workloads roll out.
+const HEAL_EVERY: Duration = Duration::from_secs(5);
+
 /// How often a rotation held by a node that could not persist the new password tries again.
 const PERSIST_AGAIN_EVERY: Duration = Duration::from_secs(30);
 
@@ -1122,7 +1126,12 @@ impl<'a> Rotator<'a> {
                     if let Some(trouble) = degraded {
                         self.report_rollout_trouble(trouble, &pending, now).await?;
                     }
-                    return Ok(Action::requeue(requeue_after));
+                    if !self.target_spec().heals() {
+                        return Ok(Action::requeue(requeue_after));
+                    }
+                    let state = state.as_ref().expect("a rollout is awaited with a state");
+                    self.heal(&mut target, state).await;
+                    return Ok(Action::requeue(requeue_after.min(HEAL_EVERY)));
                 }
                 Decision::HoldDrifted { holds } => {
                     return self.hold_drifted(holds, workload.as_ref(), now).await;
@@ -1887,6 +1896,36 @@ impl<'a> Rotator<'a> {
     }
 
     /// Degraded for the rollout, once per reason: both passwords stay valid meanwhile.
+    /// Gives the published password back to nodes that lost it while the workloads roll out
+    /// (a replica restarted from an older ACL file): they would refuse it until Retire
+    /// otherwise. Best effort: what fails is tried again at the next look.
+    async fn heal(&self, slot: &mut Option<Box<dyn PasswordTarget>>, state: &RotationState) {
+        let target = match slot {
+            Some(target) => target,
+            None => match self.target().await {
+                Ok(target) => slot.insert(target),
+                Err(error) => {
+                    debug!(%error, "not healing: the target cannot be reached now");
+                    return;
+                }
+            },
+        };
+        let previous = state.previous.as_ref().unwrap_or(&state.pending);
+        match target.heal(&change(state, previous)).await {
+            Ok(healed) if !healed.is_empty() => {
+                let message = format!(
+                    "{} lacked the published password (restarted from an older ACL file?): \
+                     given it back",
+                    healed.join(", ")
+                );
+                self.event(EventType::Warning, Reason::NodeHealed, "Heal", &message)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(failure) => debug!(?failure, "healing failed; tried again at the next look"),
+        }
+    }
+
     /// A node could not persist the new password: the old one stays, `Degraded`
     /// `NotPersisted` says why (with an event when it starts), and persisting is tried again.
     async fn hold_not_persisted(&mut self, why: &str, now: Timestamp) -> Result<Action> {

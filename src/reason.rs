@@ -71,6 +71,9 @@ pub enum Reason {
     SecretRestored,
     /// Event: the state Secret was lost; the rotation is given up.
     Abandoned,
+    /// Event: a node lacked the published password while the workloads rolled out, and got
+    /// it back.
+    NodeHealed,
     /// Event: the new password did not pass `AUTH` on `verify.endpoint`.
     VerifyFailed,
     /// Event, retried: the target answered 5xx, timed out or dropped the connection.
@@ -119,6 +122,7 @@ impl Reason {
         Reason::Restaged,
         Reason::SecretRestored,
         Reason::Abandoned,
+        Reason::NodeHealed,
         Reason::VerifyFailed,
         Reason::TargetUnavailable,
         Reason::TargetError,
@@ -160,6 +164,7 @@ impl Reason {
             Reason::Restaged => "Restaged",
             Reason::SecretRestored => "SecretRestored",
             Reason::Abandoned => "Abandoned",
+            Reason::NodeHealed => "NodeHealed",
             Reason::VerifyFailed => "VerifyFailed",
             Reason::TargetUnavailable => "TargetUnavailable",
             Reason::TargetError => "TargetError",

@@ -240,6 +240,71 @@ async fn a_change_a_node_cannot_persist_holds_before_retire_unless_optional() ->
     h.finish().await
 }
 
+/// A replica restarted from an older ACL file right after the publish lacks the password the
+/// workloads now hold: it gets it back within seconds, during the overlap, not at Retire.
+#[tokio::test]
+async fn a_replica_restarted_from_an_older_acl_file_is_healed_during_the_overlap() -> Result<()> {
+    let mut h = Harness::new("redis-heal").await?;
+    let mut topology =
+        Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
+    secrets_for(&h, &topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    let initial = topology.app.password.clone();
+    let acl_file = topology.nodes[1].dir().join("users.acl");
+    let older = std::fs::read(&acl_file)?;
+    h.put_target(
+        REDIS_TARGET,
+        json!({"redis": {
+            "endpoints": [topology.nodes[0].addr()],
+            "credentialsSecret": ADMIN_SECRET,
+            "insecurePlaintext": true,
+        }}),
+    )
+    .await?;
+    h.create_rotation(
+        "cache",
+        json!({
+            "target": {
+                "ref": {"kind": "RotationTarget", "name": REDIS_TARGET},
+                "user": topology.app.user,
+            },
+            "secret": {"name": SECRET},
+            "rollout": {"overlap": "40s", "timeout": "5m"},
+            "rotationRequest": "first",
+        }),
+    )
+    .await?;
+    h.wait_for("cache", Duration::from_secs(60), "Published", |r| {
+        step(r) == Some(password_rotator::resource::Step::Published)
+    })
+    .await?;
+    let new = new_password(&h, &initial).await?;
+    topology.nodes[1].stop().await?;
+    std::fs::write(&acl_file, &older)?;
+    topology.nodes[1].restart().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !topology.nodes[1].auth(&topology.app.user, &new).await? {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the restarted replica still refuses the published password"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    h.wait_event("NodeHealed", &topology.nodes[1].addr())
+        .await?;
+    let now = h.rotations().get("cache").await?;
+    assert_eq!(
+        step(&now),
+        Some(password_rotator::resource::Step::Published),
+        "healed during the overlap"
+    );
+    topology.assert_passwords(&[&new, &initial], &[]).await;
+    h.wait_rotated("cache", Duration::from_secs(90)).await?;
+    topology.assert_passwords(&[&new], &[&initial]).await;
+    h.finish().await
+}
+
 /// A replica down, and so unlisted by its primary, during a rotation comes back from its ACL
 /// file with the password of the rotation before. The next rotation's Retire leaves every node
 /// holding exactly the published password: no password from before stays valid there.

@@ -192,6 +192,13 @@ pub trait TargetSpec: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether a node can come back without the password it was given (ACLs kept per node, a
+    /// restart from an older file), so that [`PasswordTarget::heal`] is worth calling while
+    /// the workloads roll out.
+    fn heals(&self) -> bool {
+        false
+    }
+
     /// Whether the workload Secret gets a user name with the password.
     fn publishes_username(&self) -> bool {
         self.username().is_some()
@@ -339,6 +346,16 @@ pub trait PasswordTarget: Send + Sync {
     /// Makes `pending` stop working, keeping `previous` (a rotation abandoned before
     /// publishing).
     fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>>;
+
+    /// Gives `pending` back to every reachable node that lacks it, taking nothing away; the
+    /// nodes that got it back. For [`TargetSpec::heals`] targets. Never `previous`: an actor
+    /// acting on a stale view after another retired it would make it valid again.
+    fn heal<'a>(
+        &'a self,
+        _change: &'a Change<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, CallFailure>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Whether `pending` works now, asked without changing anything; `None` where the
     /// target cannot tell. A retire refused because `previous` was gone already is another

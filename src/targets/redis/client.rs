@@ -403,6 +403,34 @@ impl AclAdmin {
         .await
     }
 
+    /// Gives `password` back to each reachable node that lacks it, taking nothing away, and
+    /// persists it there; the nodes that got it back. Nodes out of reach are left for the
+    /// next look.
+    pub async fn heal(&self, user: &str, password: &SecretString) -> Result<Vec<String>, AclError> {
+        let hash = sha256_hex(password);
+        let mut healed = Vec::new();
+        for mut reached in self.survey().await.reached {
+            let conn = &mut reached.conn;
+            if hashes_on(conn, user)
+                .await?
+                .is_none_or(|hashes| hashes.contains(&hash))
+            {
+                continue;
+            }
+            let add = format!(">{}", password.expose_secret());
+            let args = [
+                b"ACL".as_slice(),
+                b"SETUSER",
+                user.as_bytes(),
+                add.as_bytes(),
+            ];
+            conn.call(&args, Secret::Carried).await?;
+            persist(conn).await?;
+            healed.push(reached.node.addr);
+        }
+        Ok(healed)
+    }
+
     /// Reads the user on every reachable node and applies the `ACL SETUSER` modifiers that
     /// `change` returns for its hashes (`None`: nothing to do there). Nodes that cannot be
     /// reached, or lack the user, are reported once the others are done.

@@ -105,6 +105,13 @@ impl PasswordTarget for Redis {
         )
     }
 
+    fn heal<'a>(
+        &'a self,
+        change: &'a Change<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, CallFailure>> {
+        Box::pin(self.observed("heal", self.admin.heal(&self.user, change.pending)))
+    }
+
     fn roll_back<'a>(&'a self, change: &'a Change<'a>) -> BoxFuture<'a, Result<(), CallFailure>> {
         Box::pin(
             self.change(

@@ -139,6 +139,10 @@ impl TargetSpec for RedisTarget {
         Some(&self.user)
     }
 
+    fn heals(&self) -> bool {
+        true
+    }
+
     fn insecure_field(&self) -> Option<&'static str> {
         self.connection
             .insecure_plaintext
