@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
 use password_rotator::rotation_target::RotationTarget;
+use rotator_test_support::api_proxy::ApiProxy;
 use rotator_test_support::api_server::FaultRule;
 use rotator_test_support::redis_server::password_hash;
 use serde_json::json;
@@ -606,6 +607,77 @@ async fn pods_of_another_deployment_with_the_same_labels_do_not_hold_the_rollout
     let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
     assert!(h.redis.auth(USER, &new).await?);
     assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    h.finish().await
+}
+
+/// The API server out of reach of the operator for 30 s at several moments of a rotation
+/// (right after the request, a moment later, while the workloads roll out): the password the
+/// workload Secret holds keeps working throughout, and each rotation resumes and completes.
+#[tokio::test]
+async fn rotations_resume_after_the_api_server_is_away_for_30_seconds() -> Result<()> {
+    const AWAY: Duration = Duration::from_secs(30);
+    let h = Harness::new("apiaway").await?;
+    h.create_deployment("orders", 1).await?;
+    let proxy = ApiProxy::start().await?;
+    let kubeconfig = proxy.kubeconfig_in(h.log_dir())?;
+    let mut operator = h.spawn_operator_via(&kubeconfig, &[], &[])?;
+    let spec = h.user_spec(json!({
+        "rotationRequest": "away-0",
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "3s", "timeout": "5m"},
+    }));
+    h.create_rotation("orders-cache", spec).await?;
+    let mut old = USER_PASSWORD.to_owned();
+    for (round, cut_at) in ["at once", "a moment later", "Published"]
+        .into_iter()
+        .enumerate()
+    {
+        let token = format!("away-{round}");
+        if round > 0 {
+            h.request_rotation("orders-cache", &token).await?;
+        }
+        match cut_at {
+            "at once" => {}
+            "a moment later" => tokio::time::sleep(Duration::from_millis(60)).await,
+            _ => {
+                h.wait_for("orders-cache", Duration::from_secs(60), "Published", |r| {
+                    step(r) == Some(Step::Published)
+                })
+                .await?;
+            }
+        }
+        proxy.cut();
+        let back = std::time::Instant::now() + AWAY;
+        while std::time::Instant::now() < back {
+            let held = h.secret_value(USER_SECRET, "password").await?.unwrap();
+            assert!(
+                h.redis.auth(USER, &held).await?,
+                "round {round} ({cut_at}): the password the workload Secret holds was refused"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        proxy.restore();
+        let done = h
+            .wait_for("orders-cache", Duration::from_secs(120), &token, |r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(Phase::Blocked)
+                        || (s.handled_rotation_request.as_deref() == Some(&token)
+                            && s.step.is_none()
+                            && s.phase == Some(Phase::Idle))
+                })
+            })
+            .await?;
+        assert_ne!(
+            phase(&done),
+            Some(Phase::Blocked),
+            "round {round} ({cut_at})"
+        );
+        let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
+        assert_ne!(new, old);
+        assert!(h.redis.auth(USER, &new).await? && !h.redis.auth(USER, &old).await?);
+        old = new;
+    }
+    operator.start_kill()?;
+    operator.wait().await?;
     h.finish().await
 }
 

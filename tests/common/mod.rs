@@ -331,13 +331,24 @@ impl Harness {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Child> {
+        self.spawn_operator_via(&cluster::kubeconfig_path(), extra_args, env)
+    }
+
+    /// As `spawn_operator_with_env`, reaching the API server as `kubeconfig` says (e.g.
+    /// through an [`rotator_test_support::api_proxy::ApiProxy`]).
+    pub fn spawn_operator_via(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Child> {
         let run = self.operator_runs.fetch_add(1, Ordering::SeqCst) + 1;
         let log = std::fs::File::create(self.log_dir.join(format!("operator-{run}.log")))?;
         let cluster_targets = self
             .cluster_target_namespace
             .iter()
             .flat_map(|ns| ["--cluster-target-namespace", ns]);
-        operator_command(&cluster::kubeconfig_path(), self.namespace.name(), log)?
+        operator_command(kubeconfig, self.namespace.name(), log)?
             .args(cluster_targets)
             .args(extra_args)
             .envs(env.iter().copied())
@@ -378,6 +389,11 @@ impl Harness {
         .await?;
         self.api.clear_requests();
         Ok(())
+    }
+
+    /// Where this test's operator logs go: a place for the files a test makes.
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
     }
 
     /// The log of the `run`-th operator process started by this harness (from 1).
