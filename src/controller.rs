@@ -136,6 +136,10 @@ pub struct Context {
     metrics: Arc<Metrics>,
     freshness: Freshness,
     target_secret_cache: TargetSecretCache,
+    /// Since when this process has seen each rotation (resource and rotation id) at
+    /// Published, on its monotonic clock: the overlap is never shorter than that, whatever
+    /// the clock of the replica that published says.
+    seen_published: Mutex<HashMap<ObjectRef<PasswordRotation>, (String, Instant)>>,
     /// Since when each resource of another shard has shown no sign of its shard's operator,
     /// and which shard its target was labelled with then.
     unserved: Mutex<HashMap<ObjectRef<PasswordRotation>, Noticed>>,
@@ -172,6 +176,7 @@ impl Context {
             freshness: Freshness::default(),
             target_secret_cache: TargetSecretCache::default(),
             unserved: Mutex::default(),
+            seen_published: Mutex::default(),
         })
     }
 }
@@ -302,6 +307,10 @@ impl Context {
             .lock()
             .expect("not poisoned")
             .retain(|key, _| watched.contains(key));
+        self.seen_published
+            .lock()
+            .expect("not poisoned")
+            .retain(|key, _| resources.contains(key));
         self.metrics.retain_resources(|namespace, name| {
             resources.contains(&ObjectRef::new(name).within(namespace))
         });
@@ -865,6 +874,9 @@ impl<'a> Rotator<'a> {
                 None if workload_password.is_some() => SecretHolds::Other,
                 None => SecretHolds::Nothing,
             };
+            let seen_published_for = (self.status.step == Some(Step::Published))
+                .then(|| self.seen_published_for())
+                .flatten();
             let observation = Observation {
                 now,
                 seed: &seed,
@@ -880,6 +892,7 @@ impl<'a> Rotator<'a> {
                 rollout,
                 conflict_with: conflict_with.clone(),
                 credentials_changed_since_block,
+                seen_published_for,
             };
             let decision = decide(&observation, &valid);
             debug!(?decision, "decided");
@@ -1884,6 +1897,19 @@ impl<'a> Rotator<'a> {
             Ok(_) => {}
             Err(failure) => debug!(?failure, "healing failed; tried again at the next look"),
         }
+    }
+
+    /// How long this process has seen the rotation in flight at Published.
+    fn seen_published_for(&self) -> Option<Duration> {
+        let rotation_id = self.status.rotation_id.as_ref()?;
+        let mut seen = self.ctx.seen_published.lock().expect("not poisoned");
+        let since = seen
+            .entry(ObjectRef::from_obj(&*self.rotation))
+            .or_insert_with(|| (rotation_id.clone(), Instant::now()));
+        if since.0 != *rotation_id {
+            *since = (rotation_id.clone(), Instant::now());
+        }
+        Some(since.1.elapsed())
     }
 
     /// A node could not persist the new password: the old one stays, `Degraded`

@@ -89,6 +89,9 @@ pub struct Observation<'a> {
     pub conflict_with: Option<String>,
     /// The credentials Secret changed since the resource was Blocked.
     pub credentials_changed_since_block: bool,
+    /// At Published: how long this process has seen the rotation there, on its monotonic
+    /// clock; `None` where nothing measures it (tests of other steps).
+    pub seen_published_for: Option<Duration>,
 }
 
 /// What to do next.
@@ -284,12 +287,16 @@ fn await_rollout(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
         .map(|t| t.0)
         .unwrap_or(obs.now);
     // A clock behind the publish time (another replica's, after a failover) counts as no time
-    // passed, never as time passed.
-    let elapsed = if obs.now > published {
+    // passed, never as time passed. A clock ahead of the one that wrote it would count too
+    // much: what this process has seen itself, on its monotonic clock, bounds it.
+    let by_the_clock = if obs.now > published {
         obs.now.duration_since(published).unsigned_abs()
     } else {
         Duration::ZERO
     };
+    let elapsed = obs
+        .seen_published_for
+        .map_or(by_the_clock, |seen| seen.min(by_the_clock));
     let (pending, cannot_complete) = match &obs.rollout {
         Some(RolloutProgress::Complete) => (Vec::new(), false),
         Some(RolloutProgress::Pending(names)) => (names.clone(), false),
@@ -613,6 +620,7 @@ mod tests {
         /// What the workload Secret holds; by default the new password once published.
         workload_secret: Option<SecretHolds>,
         workload_version: Option<&'static str>,
+        seen_published_for: Option<Duration>,
     }
 
     impl Case {
@@ -627,6 +635,7 @@ mod tests {
                 generation: 1,
                 workload_secret: None,
                 workload_version: None,
+                seen_published_for: None,
             }
         }
 
@@ -668,6 +677,7 @@ mod tests {
                 rollout: self.rollout.clone(),
                 conflict_with: None,
                 credentials_changed_since_block: false,
+                seen_published_for: self.seen_published_for,
             };
             decide(&obs, &validate(&self.spec, "ns").unwrap())
         }
@@ -1131,6 +1141,26 @@ mod tests {
             "{:?}",
             case.decide()
         );
+    }
+
+    #[test]
+    fn a_clock_ahead_of_the_one_that_published_never_shortens_the_overlap() {
+        let mut case = Case::new(spec(
+            json!({"rollout": {"overlap": "5m", "timeout": "30m"}}),
+        ))
+        .in_flight(Step::Published);
+        // Published an hour ago by this clock, seen at Published for one minute.
+        case.status.published_time = Some(Time(ts("2026-06-01T11:00:00Z")));
+        case.rollout = Some(RolloutProgress::Complete);
+        case.seen_published_for = Some(Duration::from_secs(60));
+        assert!(
+            matches!(case.decide(), Decision::AwaitRollout { requeue_after, .. }
+                if requeue_after == Duration::from_secs(240)),
+            "{:?}",
+            case.decide()
+        );
+        case.seen_published_for = Some(Duration::from_secs(300));
+        assert_eq!(case.decide(), Decision::MarkRolledOut);
     }
 
     #[test]

@@ -585,6 +585,40 @@ async fn a_clock_behind_the_publish_time_never_shortens_the_overlap() -> Result<
     h.finish().await
 }
 
+/// The other way round: published by a replica whose clock runs behind this one's, so by
+/// this clock the overlap passed long ago. What this process has seen at Published, on its
+/// monotonic clock, still holds the old password for the whole overlap.
+#[tokio::test]
+async fn a_clock_ahead_of_the_one_that_published_never_shortens_the_overlap() -> Result<()> {
+    let mut h = Harness::new("clock-ahead").await?;
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rollout": {"overlap": "12s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    wait_step(&h, Step::Published).await?;
+    suspend(&h, true).await?;
+    let behind = jiff::Timestamp::now() - Duration::from_secs(600);
+    patch_status(&h, json!({"publishedTime": behind.to_string()})).await?;
+    suspend(&h, false).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let held = h.rotation(NAME).await?;
+    assert_eq!(
+        held.status.unwrap().step,
+        Some(Step::Published),
+        "still waiting out the overlap"
+    );
+    assert!(
+        h.redis.auth(USER, USER_PASSWORD).await?,
+        "the old password outlives a clock ahead"
+    );
+    h.wait_rotated(NAME, Duration::from_secs(60)).await?;
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?);
+    check_invariants(&h, NAME).await?;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn resources_sharing_a_wrong_admin_spend_one_budget() -> Result<()> {
     let mut h = Harness::with_users("shared-admin", 3).await?;

@@ -534,6 +534,8 @@ impl Protocol {
             rollout,
             conflict_with: None,
             credentials_changed_since_block: false,
+            // Not modelled: the model's time is the overlap passing or not.
+            seen_published_for: None,
         };
         let decision = decide(&observation, valid);
         let update = |world: &mut World, run: Run| world.operators[i].run = Some(run);
