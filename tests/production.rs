@@ -70,6 +70,25 @@ async fn suspend(h: &Harness, suspended: bool) -> Result<()> {
     Ok(())
 }
 
+/// A rotation with `overlap` held at Published, whose `publishedTime` says `published` as
+/// a replica with another clock would have written it.
+async fn published_by_another_clock(
+    h: &mut Harness,
+    overlap: &str,
+    published: jiff::Timestamp,
+) -> Result<()> {
+    h.start_operator()?;
+    let spec = h.user_spec(json!({
+        "rollout": {"overlap": overlap, "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    wait_step(h, Step::Published).await?;
+    suspend(h, true).await?;
+    patch_status(h, json!({"publishedTime": published.to_string()})).await?;
+    suspend(h, false).await
+}
+
 async fn wait_step(h: &Harness, step: Step) -> Result<PasswordRotation> {
     h.wait_for(NAME, Duration::from_secs(60), step.as_str(), |r| {
         r.status.as_ref().and_then(|s| s.step) == Some(step)
@@ -551,18 +570,9 @@ async fn a_rotation_blocked_on_the_old_password_resumes_when_the_secret_is_fixed
 #[tokio::test]
 async fn a_clock_behind_the_publish_time_never_shortens_the_overlap() -> Result<()> {
     let mut h = Harness::new("clock").await?;
-    h.start_operator()?;
-    let spec = h.user_spec(json!({
-        "rollout": {"overlap": "4s", "timeout": "5m"},
-        "rotationRequest": "first",
-    }));
-    h.create_rotation(NAME, spec).await?;
-    wait_step(&h, Step::Published).await?;
-    suspend(&h, true).await?;
     // Published by a replica whose clock runs ten minutes ahead of this one's.
     let ahead = jiff::Timestamp::now() + Duration::from_secs(600);
-    patch_status(&h, json!({"publishedTime": ahead.to_string()})).await?;
-    suspend(&h, false).await?;
+    published_by_another_clock(&mut h, "4s", ahead).await?;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let held = h.rotation(NAME).await?;
     assert_eq!(
@@ -591,17 +601,8 @@ async fn a_clock_behind_the_publish_time_never_shortens_the_overlap() -> Result<
 #[tokio::test]
 async fn a_clock_ahead_of_the_one_that_published_never_shortens_the_overlap() -> Result<()> {
     let mut h = Harness::new("clock-ahead").await?;
-    h.start_operator()?;
-    let spec = h.user_spec(json!({
-        "rollout": {"overlap": "12s", "timeout": "5m"},
-        "rotationRequest": "first",
-    }));
-    h.create_rotation(NAME, spec).await?;
-    wait_step(&h, Step::Published).await?;
-    suspend(&h, true).await?;
     let behind = jiff::Timestamp::now() - Duration::from_secs(600);
-    patch_status(&h, json!({"publishedTime": behind.to_string()})).await?;
-    suspend(&h, false).await?;
+    published_by_another_clock(&mut h, "12s", behind).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let held = h.rotation(NAME).await?;
     assert_eq!(

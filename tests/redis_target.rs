@@ -49,6 +49,17 @@ async fn create_cache(
     endpoints: &[String],
     request: &str,
 ) -> Result<()> {
+    create_cache_overlapping(h, topology, endpoints, request, "0s").await
+}
+
+/// As [`create_cache`], with both passwords kept valid for `overlap` after the publish.
+async fn create_cache_overlapping(
+    h: &Harness,
+    topology: &Topology,
+    endpoints: &[String],
+    request: &str,
+    overlap: &str,
+) -> Result<()> {
     h.put_target(
         REDIS_TARGET,
         json!({"redis": {
@@ -66,7 +77,7 @@ async fn create_cache(
                 "user": topology.app.user,
             },
             "secret": {"name": SECRET},
-            "rollout": {"overlap": "0s", "timeout": "5m"},
+            "rollout": {"overlap": overlap, "timeout": "5m"},
             "rotationRequest": request,
         }),
     )
@@ -253,28 +264,8 @@ async fn a_replica_restarted_from_an_older_acl_file_is_healed_during_the_overlap
     let initial = topology.app.password.clone();
     let acl_file = topology.nodes[1].dir().join("users.acl");
     let older = std::fs::read(&acl_file)?;
-    h.put_target(
-        REDIS_TARGET,
-        json!({"redis": {
-            "endpoints": [topology.nodes[0].addr()],
-            "credentialsSecret": ADMIN_SECRET,
-            "insecurePlaintext": true,
-        }}),
-    )
-    .await?;
-    h.create_rotation(
-        "cache",
-        json!({
-            "target": {
-                "ref": {"kind": "RotationTarget", "name": REDIS_TARGET},
-                "user": topology.app.user,
-            },
-            "secret": {"name": SECRET},
-            "rollout": {"overlap": "40s", "timeout": "5m"},
-            "rotationRequest": "first",
-        }),
-    )
-    .await?;
+    let primary = topology.nodes[0].addr();
+    create_cache_overlapping(&h, &topology, &[primary], "first", "40s").await?;
     h.wait_for("cache", Duration::from_secs(60), "Published", |r| {
         step(r) == Some(password_rotator::resource::Step::Published)
     })

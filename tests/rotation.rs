@@ -399,19 +399,7 @@ async fn a_restart_with_nothing_due_writes_nothing() -> Result<()> {
 #[tokio::test]
 async fn deleting_before_publish_rolls_back() -> Result<()> {
     let mut h = Harness::new("rollback").await?;
-    h.operator_flags.push("--allow-verify-endpoints");
-    h.start_operator()?;
-    // Verification against a closed port holds the rotation at Added.
-    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
-    h.create_rotation("orders-cache", spec).await?;
-    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
-        step(r) == Some(Step::Added)
-    })
-    .await?;
-    let pending = h
-        .secret_value("orders-cache-rotation", "pending")
-        .await?
-        .unwrap();
+    let pending = held_at_added(&mut h, &[]).await?;
     assert!(
         h.redis.auth(USER, &pending).await?,
         "the staged password was added"
@@ -493,18 +481,7 @@ async fn deleting_after_publish_keeps_both_passwords() -> Result<()> {
 #[tokio::test]
 async fn deleting_without_the_admin_secret_keeps_both_passwords_and_releases() -> Result<()> {
     let mut h = Harness::new("noadmin").await?;
-    h.operator_flags.push("--allow-verify-endpoints");
-    h.start_operator()?;
-    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
-    h.create_rotation("orders-cache", spec).await?;
-    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
-        step(r) == Some(Step::Added)
-    })
-    .await?;
-    let pending = h
-        .secret_value("orders-cache-rotation", "pending")
-        .await?
-        .unwrap();
+    let pending = held_at_added(&mut h, &[]).await?;
     h.secrets()
         .delete("rs-admin", &DeleteParams::default())
         .await?;
@@ -514,22 +491,7 @@ async fn deleting_without_the_admin_secret_keeps_both_passwords_and_releases() -
     wait_gone(&h, "orders-cache").await?;
     let event = h.wait_event("LeftBothValid", "rs-admin").await?;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
-    assert!(
-        h.redis.auth(USER, &pending).await? && h.redis.auth(USER, USER_PASSWORD).await?,
-        "both passwords stay valid"
-    );
-    let state = h.secrets().get("orders-cache-rotation").await?;
-    assert!(
-        state.owner_references().is_empty(),
-        "the state Secret is orphaned, not collected with the resource"
-    );
-    assert_eq!(
-        h.secret_value("orders-cache-rotation", "pending").await?,
-        Some(pending.clone())
-    );
-    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
-        .await?;
-    h.finish().await
+    both_kept_in_the_orphaned_state(h, pending).await
 }
 
 /// A target that keeps failing after the deletion: the rollback is retried for
@@ -538,19 +500,7 @@ async fn deleting_without_the_admin_secret_keeps_both_passwords_and_releases() -
 async fn deleting_while_the_target_keeps_failing_releases_after_the_cleanup_timeout() -> Result<()>
 {
     let mut h = Harness::new("unreach").await?;
-    h.operator_flags
-        .extend(["--allow-verify-endpoints", "--cleanup-timeout-seconds", "4"]);
-    h.start_operator()?;
-    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
-    h.create_rotation("orders-cache", spec).await?;
-    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
-        step(r) == Some(Step::Added)
-    })
-    .await?;
-    let pending = h
-        .secret_value("orders-cache-rotation", "pending")
-        .await?
-        .unwrap();
+    let pending = held_at_added(&mut h, &["--cleanup-timeout-seconds", "4"]).await?;
     h.api
         .inject(FaultRule::status(503, 1000).on("DELETE", "/v1/users/password"));
     h.rotations()
@@ -563,7 +513,38 @@ async fn deleting_while_the_target_keeps_failing_releases_after_the_cleanup_time
     );
     wait_gone(&h, "orders-cache").await?;
     h.wait_event("LeftBothValid", "TargetUnavailable").await?;
-    assert!(h.redis.auth(USER, &pending).await? && h.redis.auth(USER, USER_PASSWORD).await?);
+    both_kept_in_the_orphaned_state(h, pending).await
+}
+
+/// Starts the operator (with `flags` too) and a rotation that verification against a closed
+/// port holds at Added; the staged password.
+async fn held_at_added(h: &mut Harness, flags: &[&'static str]) -> Result<String> {
+    h.operator_flags.push("--allow-verify-endpoints");
+    h.operator_flags.extend(flags);
+    h.start_operator()?;
+    let spec = h.user_spec(json!({"rotationRequest": "r", "verify": {"endpoint": "127.0.0.1:1"}}));
+    h.create_rotation("orders-cache", spec).await?;
+    h.wait_for("orders-cache", Duration::from_secs(60), "Added", |r| {
+        step(r) == Some(Step::Added)
+    })
+    .await?;
+    Ok(h.secret_value("orders-cache-rotation", "pending")
+        .await?
+        .expect("the staged password"))
+}
+
+/// After a deletion that could not roll back: both passwords stay valid, and the state
+/// Secret that holds them is orphaned, not collected with the resource.
+async fn both_kept_in_the_orphaned_state(h: Harness, pending: String) -> Result<()> {
+    assert!(
+        h.redis.auth(USER, &pending).await? && h.redis.auth(USER, USER_PASSWORD).await?,
+        "both passwords stay valid"
+    );
+    let state = h.secrets().get("orders-cache-rotation").await?;
+    assert!(
+        state.owner_references().is_empty(),
+        "the state Secret is orphaned"
+    );
     assert_eq!(
         h.secret_value("orders-cache-rotation", "pending").await?,
         Some(pending.clone())
