@@ -85,6 +85,16 @@ async fn create_cache_overlapping(
     Ok(())
 }
 
+/// A harness with the operator started (plaintext allowed), beside `topology` and its
+/// Secrets.
+async fn operator_beside(prefix: &str, topology: &Topology) -> Result<Harness> {
+    let mut h = Harness::new(prefix).await?;
+    secrets_for(&h, topology).await?;
+    h.operator_flags.push("--allow-insecure-http");
+    h.start_operator()?;
+    Ok(h)
+}
+
 async fn new_password(h: &Harness, initial: &str) -> Result<String> {
     let new = h
         .secret_value(SECRET, "password")
@@ -99,11 +109,8 @@ async fn new_password(h: &Harness, initial: &str) -> Result<String> {
 /// replication identity and the persistence status.
 #[tokio::test]
 async fn a_primary_and_its_replica_rotate_together_found_from_the_primary() -> Result<()> {
-    let mut h = Harness::new("redis-repl").await?;
     let topology = Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
-    secrets_for(&h, &topology).await?;
-    h.operator_flags.push("--allow-insecure-http");
-    h.start_operator()?;
+    let h = operator_beside("redis-repl", &topology).await?;
     let initial = topology.app.password.clone();
     // Only the primary is named: the replica is found from it.
     let primary = topology.nodes[0].addr();
@@ -130,11 +137,8 @@ async fn a_primary_and_its_replica_rotate_together_found_from_the_primary() -> R
 #[tokio::test]
 async fn a_cluster_rotates_on_every_node_and_a_restarted_node_keeps_only_the_new_password()
 -> Result<()> {
-    let mut h = Harness::new("redis-cluster").await?;
     let mut topology = Topology::cluster(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
-    secrets_for(&h, &topology).await?;
-    h.operator_flags.push("--allow-insecure-http");
-    h.start_operator()?;
+    let h = operator_beside("redis-cluster", &topology).await?;
     let initial = topology.app.password.clone();
     let seed = topology.nodes[1].addr();
     create_cache(&h, &topology, &[seed], "first").await?;
@@ -151,12 +155,9 @@ async fn a_cluster_rotates_on_every_node_and_a_restarted_node_keeps_only_the_new
 
 #[tokio::test]
 async fn a_node_down_mid_rotation_leaves_both_passwords_valid_until_it_is_back() -> Result<()> {
-    let mut h = Harness::new("redis-down").await?;
     let mut topology =
         Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
-    secrets_for(&h, &topology).await?;
-    h.operator_flags.push("--allow-insecure-http");
-    h.start_operator()?;
+    let h = operator_beside("redis-down", &topology).await?;
     let initial = topology.app.password.clone();
     // Both nodes are listed: a replica that is down is not listed by its primary.
     let endpoints = topology.addrs();
@@ -217,11 +218,8 @@ async fn a_node_down_mid_rotation_leaves_both_passwords_valid_until_it_is_back()
 /// passwords stay valid; with `spec.persistence: Optional` it finishes.
 #[tokio::test]
 async fn a_change_a_node_cannot_persist_holds_before_retire_unless_optional() -> Result<()> {
-    let mut h = Harness::new("redis-nopersist").await?;
     let topology = Topology::standalone(&Options::new(Persist::Nothing, ADMIN_ACL_RULES)).await?;
-    secrets_for(&h, &topology).await?;
-    h.operator_flags.push("--allow-insecure-http");
-    h.start_operator()?;
+    let h = operator_beside("redis-nopersist", &topology).await?;
     let initial = topology.app.password.clone();
     create_cache(&h, &topology, &[topology.nodes[0].addr()], "first").await?;
     let held = h
@@ -255,12 +253,9 @@ async fn a_change_a_node_cannot_persist_holds_before_retire_unless_optional() ->
 /// workloads now hold: it gets it back within seconds, during the overlap, not at Retire.
 #[tokio::test]
 async fn a_replica_restarted_from_an_older_acl_file_is_healed_during_the_overlap() -> Result<()> {
-    let mut h = Harness::new("redis-heal").await?;
     let mut topology =
         Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
-    secrets_for(&h, &topology).await?;
-    h.operator_flags.push("--allow-insecure-http");
-    h.start_operator()?;
+    let h = operator_beside("redis-heal", &topology).await?;
     let initial = topology.app.password.clone();
     let acl_file = topology.nodes[1].dir().join("users.acl");
     let older = std::fs::read(&acl_file)?;
@@ -301,12 +296,9 @@ async fn a_replica_restarted_from_an_older_acl_file_is_healed_during_the_overlap
 /// holding exactly the published password: no password from before stays valid there.
 #[tokio::test]
 async fn after_retire_every_node_holds_exactly_the_published_password() -> Result<()> {
-    let mut h = Harness::new("redis-exact").await?;
     let mut topology =
         Topology::replicated(&Options::new(Persist::AclFile, ADMIN_ACL_RULES)).await?;
-    secrets_for(&h, &topology).await?;
-    h.operator_flags.push("--allow-insecure-http");
-    h.start_operator()?;
+    let h = operator_beside("redis-exact", &topology).await?;
     let initial = topology.app.password.clone();
     topology.nodes[1].stop().await?;
     create_cache(&h, &topology, &[topology.nodes[0].addr()], "first").await?;
