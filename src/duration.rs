@@ -1,4 +1,6 @@
 //! Durations in the Go syntax that Kubernetes and CEL's `duration()` use: `720h`, `1h30m`, `90s`.
+//! Not kube's `Duration`: its parser (kube-core 5.0.0) panics on `1h-5m` and takes `""` for zero,
+//! and these texts are a tenant's to write.
 
 use std::borrow::Cow;
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! the local wall clock: a candidate takes over only once `leaseDurationSeconds` have passed since
 //! it first saw the current version of the record, so clock skew cannot make two leaders. Every
 //! write carries the `resourceVersion` it was decided on, so of two candidates only one can win.
+//! Not kube-lease-manager: it judges expiry as `renewTime` plus the duration against the
+//! system clock and patches the Lease without a `resourceVersion`, the two things this avoids.
 
 use std::future::Future;
 use std::time::Duration;

@@ -4,8 +4,12 @@
 //! else `CONFIG REWRITE`.
 //!
 //! The add-then-delete protocol maps onto native multi-password users: [`AclAdmin::add_password`]
-//! is `ACL SETUSER user >new` and [`AclAdmin::remove_password`] is `ACL SETUSER user <old`, the
-//! latter only once every node is reachable and already accepts the new password.
+//! is `ACL SETUSER user >new` and [`AclAdmin::remove_password`] is `ACL SETUSER user resetpass
+//! >new`, the latter only once every node is reachable.
+//!
+//! Not the `redis` crate (a dev-dependency, for the tests' own checks): commands here carry
+//! passwords, and this client marks which do, so that no error, log line or Debug output of a
+//! command can echo one; its connections use the operator's own rustls trust and timeouts.
 //!
 //! The admin logs in with `AUTH <username> <password>` and needs exactly these permissions
 //! ([`ADMIN_ACL_RULES`]):
