@@ -580,8 +580,9 @@ async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
 }
 
 async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
-    // Its target is another shard's: that shard's operator acts on it. A change of the
-    // target's label or of the resource's target reconciles it again.
+    // Its target is another shard's: that shard's operator acts on it, and this one only
+    // looks that some operator does. A change of the target's label or of the resource's
+    // target reconciles it again.
     let shard = ctx.target_index.shard_of(&cached);
     if shard != ctx.settings.shard {
         return deletion::watch_unserved(cached, shard, &ctx).await;
