@@ -1689,6 +1689,12 @@ impl<'a> Rotator<'a> {
         // the next write adopts it from there.
         self.record(status);
         self.fail_point("after-step-Staged");
+        if trigger == Trigger::Resumed {
+            // Whoever staged it said it started: a status write refused by a conflict, or a
+            // crash, leaves the state Secret to resume from, not a second rotation.
+            info!(%rotation_id, "rotation resumed from its state Secret");
+            return;
+        }
         info!(%rotation_id, trigger = trigger.as_str(), "rotation started");
         self.event(
             EventType::Normal,
