@@ -273,11 +273,11 @@ impl Context {
     /// Target Secrets read over a period ago go too: one deleted while the Secret watch
     /// reconnected shows in no event, and is missed for at most two periods.
     pub fn forget_the_gone(&self, now: Timestamp) {
-        let live: Vec<_> = self
-            .stores
+        let watched: Vec<_> = self.stores.iter().flat_map(Store::state).collect();
+        let live: Vec<_> = watched
             .iter()
-            .flat_map(Store::state)
             .filter(|r| self.target_index.shard_of(r) == self.settings.shard)
+            .cloned()
             .collect();
         let resources: HashSet<_> = live.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
         let mut secrets = HashSet::new();
@@ -297,12 +297,7 @@ impl Context {
             }
         }
         self.freshness.retain(|key| resources.contains(key));
-        let watched: HashSet<_> = self
-            .stores
-            .iter()
-            .flat_map(Store::state)
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect();
+        let watched: HashSet<_> = watched.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
         self.unserved
             .lock()
             .expect("not poisoned")
@@ -620,16 +615,7 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
             .cleanup()
             .instrument(span.clone())
             .await?;
-        let others = rotation
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        ctx.kubernetes
-            .set_finalizers(&rotation, others)
-            .instrument(span)
-            .await?;
+        release(&ctx, &rotation).instrument(span).await?;
         action
     } else {
         Rotator::new(&ctx, rotation, read)
@@ -1908,15 +1894,9 @@ impl<'a> Rotator<'a> {
 
     /// How long this process has seen the rotation in flight at Published.
     fn seen_published_for(&self) -> Option<Duration> {
-        let rotation_id = self.status.rotation_id.as_ref()?;
-        let mut seen = self.ctx.seen_published.lock().expect("not poisoned");
-        let since = seen
-            .entry(ObjectRef::from_obj(&*self.rotation))
-            .or_insert_with(|| (rotation_id.clone(), Instant::now()));
-        if since.0 != *rotation_id {
-            *since = (rotation_id.clone(), Instant::now());
-        }
-        Some(since.1.elapsed())
+        let rotation_id = self.status.rotation_id.clone()?;
+        let key = ObjectRef::from_obj(&*self.rotation);
+        Some(noticed_since(&self.ctx.seen_published, key, rotation_id).elapsed())
     }
 
     /// A node could not persist the new password: the old one stays, `Degraded`
@@ -2235,6 +2215,37 @@ fn keys_of(
         .into_iter()
         .map(|holder| (system.clone(), target.vendor(), holder))
         .collect()
+}
+
+/// Removes this operator's finalizer, keeping any other's, unless the resource changed since
+/// it was read.
+async fn release(ctx: &Context, rotation: &PasswordRotation) -> Result<()> {
+    let others = rotation
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    ctx.kubernetes.set_finalizers(rotation, others).await?;
+    Ok(())
+}
+
+/// Since when `key` has been seen with `value`, on the monotonic clock: from now when it is
+/// new or was seen with another value.
+fn noticed_since<V: PartialEq>(
+    seen: &Mutex<HashMap<ObjectRef<PasswordRotation>, (V, Instant)>>,
+    key: ObjectRef<PasswordRotation>,
+    value: V,
+) -> Instant {
+    let mut seen = seen.lock().expect("not poisoned");
+    match seen.get(&key) {
+        Some((seen_with, since)) if *seen_with == value => *since,
+        _ => {
+            let now = Instant::now();
+            seen.insert(key, (value, now));
+            now
+        }
+    }
 }
 
 fn has_finalizer(rotation: &PasswordRotation) -> bool {

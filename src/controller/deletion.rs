@@ -18,16 +18,7 @@ pub(super) async fn watch_unserved(
         ctx.unserved.lock().expect("not poisoned").remove(&key);
         return Ok(Action::await_change());
     }
-    let since = {
-        let mut unserved = ctx.unserved.lock().expect("not poisoned");
-        let noticed = unserved
-            .entry(key.clone())
-            .or_insert_with(|| (shard.clone(), Instant::now()));
-        if noticed.0 != shard {
-            *noticed = (shard.clone(), Instant::now());
-        }
-        noticed.1
-    };
+    let since = noticed_since(&ctx.unserved, key.clone(), shard.clone());
     let patience = ctx.settings.shard_patience * if deleting { 2 } else { 1 };
     let waited = since.elapsed();
     if waited < patience {
@@ -209,17 +200,7 @@ impl Rotator<'_> {
             )
             .await;
         }
-        let others = self
-            .rotation
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        self.ctx
-            .kubernetes
-            .set_finalizers(&self.rotation, others)
-            .await?;
+        release(self.ctx, &self.rotation).await?;
         Ok(Action::await_change())
     }
 
