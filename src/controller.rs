@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -31,6 +31,7 @@ use crate::resource::{
     FINALIZER, Mode, PasswordRotation, PasswordRotationStatus, Phase, ROTATE_REQUESTED_ANNOTATION,
     Step, restart_annotation_key,
 };
+use crate::resource_index::{NamedTarget, PasswordList, ResourceIndex, Watched};
 use crate::rotation::{
     CallFailure, CallOutcome, Decision, NOT_PERSISTED, Observation, RolloutTrouble, SecretHolds,
     StateSummary, by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire,
@@ -44,7 +45,7 @@ use crate::secrets::{self, MANAGER, RotationState};
 use crate::shard;
 use crate::status::{self, Outcome, ceil_to_second, has_condition, has_condition_reason};
 use crate::target_controller;
-use crate::target_index::{self, ClusterHandles, TargetIndex};
+use crate::target_index::{ClusterHandles, TargetIndex};
 use crate::targets::{
     Accounts, Change, Connect, PasswordTarget, Shared, TargetSettings, TargetSpec,
     credentials_fingerprint, not_its_own_admin,
@@ -86,10 +87,6 @@ pub struct Settings {
     pub shard_patience: Duration,
 }
 
-/// A password list across resources: the system (as it calls itself, else as the spec
-/// addresses it), the target kind, and what holds the passwords in that system.
-type TargetIdentity = (String, &'static str, String);
-
 /// How long a claim on a password list holds off other resources: long enough for the
 /// status of the claim's rotation to show it.
 const UNTIL_STATUS_SHOWS: Duration = Duration::from_secs(30);
@@ -119,8 +116,8 @@ pub struct Context {
     /// Builds a resource's target from its spec section: `TargetSpec::connect`, except in
     /// tests that run the engine against a fake.
     connect: Connector,
-    /// One store per watched namespace (or one for all): conflicts are looked up in each.
-    stores: Vec<Store<PasswordRotation>>,
+    /// One watch per watched namespace (or one for all): conflicts are looked up in each.
+    watched: Vec<Watched>,
     /// The targets resources name.
     target_index: TargetIndex,
     settings: Settings,
@@ -132,7 +129,7 @@ pub struct Context {
     identities: Mutex<HashMap<(&'static str, String), String>>,
     /// The resource that last started a rotation of each user or database, and when: its
     /// status may not show it yet, and two rotations of one password list must never overlap.
-    claims: Mutex<HashMap<TargetIdentity, (ObjectRef<PasswordRotation>, Timestamp)>>,
+    claims: Mutex<HashMap<PasswordList, (ObjectRef<PasswordRotation>, Timestamp)>>,
     metrics: Arc<Metrics>,
     freshness: Freshness,
     target_secret_cache: TargetSecretCache,
@@ -146,13 +143,13 @@ pub struct Context {
 }
 
 impl Context {
-    /// What every reconcile shares. `stores` are the watches' caches of PasswordRotations
+    /// What every reconcile shares. `watched` are the watches' caches of PasswordRotations
     /// (empty ones for tests that drive [`apply`] themselves).
     pub fn new(
         client: Client,
         kubernetes: Arc<dyn Kubernetes>,
         connect: Connector,
-        stores: Vec<Store<PasswordRotation>>,
+        watched: Vec<Watched>,
         target_index: TargetIndex,
         settings: Settings,
         metrics: Arc<Metrics>,
@@ -161,7 +158,7 @@ impl Context {
             client,
             kubernetes,
             connect,
-            stores,
+            watched,
             target_index,
             target_settings: TargetSettings {
                 request_timeout: settings.request_timeout,
@@ -231,34 +228,22 @@ impl Context {
 
     /// How many resources name the target `kind`/`name` (a RotationTarget in `namespace`).
     pub fn resources_naming(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> u32 {
-        let count = self
-            .stores
+        let target = NamedTarget {
+            kind,
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        };
+        let count: usize = self
+            .watched
             .iter()
-            .flat_map(Store::state)
-            .filter(|r| target_index::names(r, kind, namespace, name))
-            .count();
+            .map(|w| w.index.count_naming(&target))
+            .sum();
         u32::try_from(count).unwrap_or(u32::MAX)
-    }
-
-    /// Whether `rotation` reads the Secret `namespace`/`name`: its workload Secret, or one of
-    /// its target's.
-    fn reads_secret(&self, rotation: &PasswordRotation, namespace: &str, name: &str) -> bool {
-        if rotation.namespace().as_deref() == Some(namespace) && rotation.spec.secret.name == name {
-            return true;
-        }
-        self.target_index.resolve(rotation).is_ok_and(|spec| {
-            spec.secrets_namespace == namespace
-                && spec
-                    .target
-                    .members()
-                    .iter()
-                    .any(|target| target.secrets().iter().any(|used| used.name == name))
-        })
     }
 
     /// What identifies the password lists a resource rotates, across resources: the system
     /// (see [`keys_of`]), the target kind, and each thing that holds passwords there.
-    fn target_keys(&self, rotation: &PasswordRotation) -> Vec<TargetIdentity> {
+    fn target_keys(&self, rotation: &PasswordRotation) -> Vec<PasswordList> {
         self.target_index
             .resolve(rotation)
             .map(|spec| keys_of(rotation, &spec, &self.target_index))
@@ -273,7 +258,7 @@ impl Context {
     /// Target Secrets read over a period ago go too: one deleted while the Secret watch
     /// reconnected shows in no event, and is missed for at most two periods.
     pub fn forget_the_gone(&self, now: Timestamp) {
-        let watched: Vec<_> = self.stores.iter().flat_map(Store::state).collect();
+        let watched: Vec<_> = self.watched.iter().flat_map(|w| w.store.state()).collect();
         let live: Vec<_> = watched
             .iter()
             .filter(|r| self.target_index.shard_of(r) == self.settings.shard)
@@ -364,7 +349,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             .map(|ns| Some(ns.as_str()))
             .collect()
     };
-    let controllers: Vec<_> = scopes
+    let (controllers, watched): (Vec<_>, Vec<_>) = scopes
         .iter()
         .map(|scope| {
             let rotations = match scope {
@@ -375,19 +360,22 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             // objects with their managedFields, before the cache drops those.
             let config = watcher::Config::default().any_semantic().page_size(100);
             let (reader, writer) = reflector::store();
+            let watched = Watched::new(reader.clone());
+            let index = watched.index.clone();
             let cached = watcher(rotations, config)
                 .default_backoff()
                 .modify(forget_what_no_decision_reads)
                 .reflect(writer)
+                .inspect_ok(move |event| index.observe(event))
                 .applied_objects();
-            Controller::for_stream(cached, reader)
+            (Controller::for_stream(cached, reader), watched)
         })
-        .collect();
+        .unzip();
     metrics.calls_per_cluster(settings.calls_per_cluster);
     let (target_index, namespaced_targets, cluster_targets) =
         TargetIndex::watch(&client, &scopes, settings.cluster_target_namespace.clone());
-    let stores: Vec<_> = controllers.iter().map(Controller::store).collect();
-    tokio::spawn(report_ready(stores.clone(), health));
+    let stores: Vec<_> = watched.iter().map(|w| w.store.clone()).collect();
+    tokio::spawn(report_ready(stores, health));
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -398,7 +386,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         client.clone(),
         kubernetes,
         connect,
-        stores,
+        watched.clone(),
         target_index,
         settings.clone(),
         metrics,
@@ -422,30 +410,37 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         .into_iter()
         .zip(scopes)
         .zip(namespaced_targets)
-        .map(|((controller, scope), namespaced_targets)| {
+        .zip(watched)
+        .map(|(((controller, scope), namespaced_targets), watched)| {
             // Secrets are watched as metadata only, so no Secret data is ever cached.
             let secrets = match scope {
                 Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            let mut controller =
-                watch_targets(controller, namespaced_targets, cluster_targets.as_ref());
+            let mut controller = watch_targets(
+                controller,
+                &watched.index,
+                namespaced_targets,
+                cluster_targets.as_ref(),
+            );
             // Small pages: the first list of every Secret's metadata passes through memory a
             // page at a time.
             let pages = watcher::Config::default().page_size(100);
-            let store = controller.store();
             controller = controller.watches(
                 secrets,
                 pages.clone(),
-                secret_mapper(store.clone(), context.clone()),
+                secret_mapper(watched.index.clone(), context.clone()),
             );
             // ClusterRotationTargets' Secrets, when the watched namespaces do not hold them.
             if let (Some(scope), Some(targets)) = (scope, &settings.cluster_target_namespace)
                 && scope != targets
             {
                 let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), targets);
-                controller =
-                    controller.watches(secrets, pages, secret_mapper(store, context.clone()));
+                controller = controller.watches(
+                    secrets,
+                    pages,
+                    secret_mapper(watched.index, context.clone()),
+                );
             }
             controller
                 .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -466,22 +461,21 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     futures::future::join_all(runs).await;
 }
 
-/// Maps a Secret the watch shows to the resources of `store` that read it, and drops the
-/// version kept of it when it changed.
+/// Maps a Secret the watch shows to the resources of `index` that read it (its workload
+/// Secret, or one of its target's), and drops the version kept of it when it changed.
 fn secret_mapper(
-    store: Store<PasswordRotation>,
+    index: ResourceIndex,
     ctx: Arc<Context>,
 ) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<PasswordRotation>> {
     move |secret| {
         let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         ctx.target_secret_cache
             .watched(&namespace, &name, secret.resource_version().as_deref());
-        store
-            .state()
-            .into_iter()
-            .filter(|r| ctx.reads_secret(r, &namespace, &name))
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect()
+        let mut concerned = index.reading_workload_secret(&namespace, &name);
+        for target in ctx.target_index.reading_secret(&namespace, &name) {
+            concerned.extend(index.naming(&target));
+        }
+        concerned
     }
 }
 
@@ -490,39 +484,38 @@ fn secret_mapper(
 /// namespace's labels change.
 fn watch_targets(
     controller: Controller<PasswordRotation>,
+    index: &ResourceIndex,
     namespaced: ReflectHandle<RotationTarget>,
     cluster: Option<&ClusterHandles>,
 ) -> Controller<PasswordRotation> {
-    let store = controller.store();
     let seen = SeenTargets::default();
+    let naming = index.clone();
     let mut controller = controller.watches_shared_stream(namespaced, move |target| {
         if !seen.changed(&*target) {
             return Vec::new();
         }
-        target_index::naming(
-            &store,
-            TargetKind::RotationTarget,
-            target.namespace().as_deref(),
-            &target.name_any(),
-        )
+        naming.naming(&NamedTarget {
+            kind: TargetKind::RotationTarget,
+            namespace: target.namespace(),
+            name: target.name_any(),
+        })
     });
     if let Some(handles) = cluster {
-        let store = controller.store();
         let seen = SeenTargets::default();
+        let naming = index.clone();
         controller = controller.watches_shared_stream(handles.targets.clone(), move |target| {
             if !seen.changed(&*target) {
                 return Vec::new();
             }
-            target_index::naming(
-                &store,
-                TargetKind::ClusterRotationTarget,
-                None,
-                &target.name_any(),
-            )
+            naming.naming(&NamedTarget {
+                kind: TargetKind::ClusterRotationTarget,
+                namespace: None,
+                name: target.name_any(),
+            })
         });
-        let store = controller.store();
+        let index = index.clone();
         controller = controller.watches_shared_stream(handles.namespaces.clone(), move |ns| {
-            target_index::in_namespace_on_cluster_targets(&store, &ns.name_any())
+            index.on_cluster_targets_in(&ns.name_any())
         });
     }
     controller
@@ -951,7 +944,7 @@ impl<'a> Rotator<'a> {
                             holders.push(holder);
                         }
                     }
-                    let mine: Vec<TargetIdentity> = holders
+                    let mine: Vec<PasswordList> = holders
                         .iter()
                         .map(|holder| (cluster.clone(), selected.vendor(), holder.clone()))
                         .collect();
@@ -1395,12 +1388,25 @@ impl<'a> Rotator<'a> {
 
     /// The oldest other resource on `mine` that came first, or, when `busy` counts, that is
     /// rotating it right now.
-    fn competitor(&self, mine: &[TargetIdentity], busy: bool) -> Option<String> {
+    fn competitor(&self, mine: &[PasswordList], busy: bool) -> Option<String> {
         let uid = self.rotation.uid();
+        let targets = &self.ctx.target_index;
+        let basis = targets.basis();
+        let lists_of = |other: &PasswordRotation| {
+            targets
+                .resolve(other)
+                .map(|spec| keys_of(other, &spec, targets))
+                .unwrap_or_default()
+        };
         self.ctx
-            .stores
+            .watched
             .iter()
-            .flat_map(Store::state)
+            .flat_map(|w| {
+                w.index
+                    .sharing(mine, basis, &w.store, lists_of)
+                    .into_iter()
+                    .filter_map(|key| w.store.get(&key))
+            })
             .filter(|other| other.uid() != uid)
             // Each other resource is resolved once: for its key, and whether its spec is valid.
             // One refused for its spec holds none back, unless it is rotating now: its plan
@@ -1422,7 +1428,7 @@ impl<'a> Rotator<'a> {
 
     /// Takes each of `mine` for this resource's rotation, unless another resource took one
     /// moments ago (before its status could show it).
-    fn claim(&self, mine: Vec<TargetIdentity>, now: Timestamp) -> Option<String> {
+    fn claim(&self, mine: Vec<PasswordList>, now: Timestamp) -> Option<String> {
         let me = ObjectRef::from_obj(&*self.rotation);
         let mut claims = self.ctx.claims.lock().expect("not poisoned");
         let taken = mine.iter().find_map(|key| {
@@ -1595,9 +1601,14 @@ impl<'a> Rotator<'a> {
             .status_of(&self.rotation)
             .and_then(|status| crate::target_status::remembered(&status, account, now));
         self.ctx
-            .stores
+            .watched
             .iter()
-            .flat_map(Store::state)
+            .flat_map(|w| {
+                w.index
+                    .blocked()
+                    .into_iter()
+                    .filter_map(|key| w.store.get(&key))
+            })
             .filter_map(|other| {
                 let status = other.status.as_ref()?;
                 if status.phase != Some(Phase::Blocked)
@@ -2190,7 +2201,7 @@ fn keys_of(
     rotation: &PasswordRotation,
     spec: &RotationSpec,
     targets: &TargetIndex,
-) -> Vec<TargetIdentity> {
+) -> Vec<PasswordList> {
     let Ok(target) = spec.target.selected() else {
         return Vec::new();
     };

@@ -14,6 +14,7 @@ pub mod password;
 pub mod plan;
 pub mod reason;
 pub mod resource;
+pub mod resource_index;
 pub mod rollout;
 pub mod rotation;
 pub mod rotation_spec;

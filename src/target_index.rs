@@ -3,12 +3,13 @@
 //! select by) reconciles the resources that name it.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
+use kube::api::{Api, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -17,10 +18,12 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::resource::{PasswordRotation, SHARD_LABEL};
+use crate::resource_index::NamedTarget;
 use crate::rotation_spec::{Found, RotationSpec, Unresolved};
 use crate::rotation_target::{
     ClusterRotationTarget, RotationTarget, TargetKind, TargetStatus, TargetView,
 };
+use crate::targets::Connection;
 
 /// The targets every reconcile resolves against.
 #[derive(Clone, Default)]
@@ -176,6 +179,89 @@ impl TargetIndex {
         self.target(reference.kind, &namespace, &reference.name)
     }
 
+    /// The targets that read the Secret `namespace`/`name` (admin credentials, a CA).
+    pub fn reading_secret(&self, namespace: &str, name: &str) -> Vec<NamedTarget> {
+        let reads = |connection: &Connection| {
+            connection.for_checks().is_ok_and(|target| {
+                target
+                    .members()
+                    .iter()
+                    .any(|member| member.secrets().iter().any(|used| used.name == name))
+            })
+        };
+        let mut found: Vec<NamedTarget> = self
+            .namespaced
+            .iter()
+            .flat_map(Store::state)
+            .filter(|t| t.namespace().as_deref() == Some(namespace) && reads(&t.spec.connection))
+            .map(|t| NamedTarget {
+                kind: TargetKind::RotationTarget,
+                namespace: t.namespace(),
+                name: t.name_any(),
+            })
+            .collect();
+        if let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|c| c.secrets_namespace == namespace)
+        {
+            found.extend(
+                cluster
+                    .targets
+                    .state()
+                    .iter()
+                    .filter(|t| reads(&t.spec.connection))
+                    .map(|t| NamedTarget {
+                        kind: TargetKind::ClusterRotationTarget,
+                        namespace: None,
+                        name: t.name_any(),
+                    }),
+            );
+        }
+        found
+    }
+
+    /// Changes whenever what a resource's password lists are computed from changes: a
+    /// target's spec or the identity its status records, a namespace's labels.
+    pub fn basis(&self) -> u64 {
+        fn hash(item: impl Hash) -> u64 {
+            let mut hasher = DefaultHasher::new();
+            item.hash(&mut hasher);
+            hasher.finish()
+        }
+        let of_target = |meta: &ObjectMeta, identity: Option<&String>| {
+            hash((
+                &meta.namespace,
+                &meta.name,
+                &meta.uid,
+                meta.generation,
+                identity,
+            ))
+        };
+        // Summed, so that the order the stores list them in does not matter.
+        let mut basis = self
+            .namespaced
+            .iter()
+            .flat_map(Store::state)
+            .map(|t| {
+                of_target(
+                    &t.metadata,
+                    t.status.as_ref().and_then(|s| s.identity.as_ref()),
+                )
+            })
+            .fold(0u64, u64::wrapping_add);
+        if let Some(cluster) = &self.cluster {
+            for t in cluster.targets.state() {
+                let identity = t.status.as_ref().and_then(|s| s.identity.as_ref());
+                basis = basis.wrapping_add(of_target(&t.metadata, identity));
+            }
+            for ns in cluster.namespaces.state() {
+                basis = basis.wrapping_add(hash((&ns.metadata.name, ns.labels())));
+            }
+        }
+        basis
+    }
+
     /// A target (a RotationTarget of `namespace`), as its store holds it.
     fn target(&self, kind: TargetKind, namespace: &str, name: &str) -> Option<Held<'_>> {
         match kind {
@@ -241,51 +327,4 @@ where
         }
     });
     synced
-}
-
-/// The resources of `store` that name the target `kind`/`name` (a RotationTarget in
-/// `namespace`).
-pub fn naming(
-    store: &Store<PasswordRotation>,
-    kind: TargetKind,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<ObjectRef<PasswordRotation>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|r| names(r, kind, namespace, name))
-        .map(|r| ObjectRef::from_obj(&*r))
-        .collect()
-}
-
-/// Whether `rotation` names the target `kind`/`name` (a RotationTarget in `namespace`).
-pub fn names(
-    rotation: &PasswordRotation,
-    kind: TargetKind,
-    namespace: Option<&str>,
-    name: &str,
-) -> bool {
-    let reference = &rotation.spec.target.reference;
-    reference.kind == kind
-        && reference.name == name
-        && (kind == TargetKind::ClusterRotationTarget
-            || rotation.namespace().as_deref() == namespace)
-}
-
-/// The labels a namespace had when its resources were last resolved are not kept: a change of
-/// any namespace's labels reconciles the resources there that use a ClusterRotationTarget.
-pub fn in_namespace_on_cluster_targets(
-    store: &Store<PasswordRotation>,
-    namespace: &str,
-) -> Vec<ObjectRef<PasswordRotation>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|r| {
-            r.spec.target.reference.kind == TargetKind::ClusterRotationTarget
-                && r.namespace().as_deref() == Some(namespace)
-        })
-        .map(|r| ObjectRef::from_obj(&*r))
-        .collect()
 }

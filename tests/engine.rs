@@ -23,6 +23,7 @@ use password_rotator::metrics::Metrics;
 use password_rotator::resource::{
     PasswordRotation, PasswordRotationStatus, Phase, SHARD_LABEL, Step, WorkloadRef,
 };
+use password_rotator::resource_index::Watched;
 use password_rotator::rollout::Restart;
 use password_rotator::rotation::{CallFailure, RolloutProgress};
 use password_rotator::rotation_target::RotationTarget;
@@ -374,7 +375,7 @@ impl Engine {
             client,
             kubernetes.clone(),
             connect,
-            vec![store],
+            vec![Watched::new(store)],
             TargetIndex::of(vec![targets.as_reader()]),
             settings,
             Arc::new(Metrics::new()),
