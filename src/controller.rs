@@ -2077,9 +2077,12 @@ impl<'a> Rotator<'a> {
         if self.rotation.metadata.deletion_timestamp.is_some() {
             self.ctx.metrics.forget(&self.namespace, &name);
         } else {
-            self.ctx
-                .metrics
-                .resource_status(&self.namespace, &name, &self.status);
+            self.ctx.metrics.resource_status(
+                &self.namespace,
+                &name,
+                &NamedTarget::of(&self.rotation),
+                &self.status,
+            );
         }
     }
 

@@ -92,6 +92,11 @@ struct RunArgs {
     /// (Ready=False ShardUnserved); one being deleted is released after twice that.
     #[arg(long, env = "SHARD_PATIENCE_SECONDS", default_value_t = 300)]
     shard_patience_seconds: u64,
+    /// Export series of each PasswordRotation (phase, conditions, last and next rotation);
+    /// `false` keeps only the counts by target, phase and condition, for installs with so
+    /// many resources that a Prometheus would refuse a series or more each.
+    #[arg(long, env = "PER_RESOURCE_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    per_resource_metrics: bool,
     /// How long a Lease lasts without renewal, in seconds.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
@@ -212,7 +217,7 @@ async fn run(client: Client, settings: Settings, args: RunArgs) -> anyhow::Resul
         Some(shard) => tracing::info!(%shard, "acting only on the targets of this shard"),
         None => tracing::info!("unsharded: acting only on the targets without a shard label"),
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_per_resource(args.per_resource_metrics));
     let health = Health::default();
     let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");

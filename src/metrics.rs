@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::resource::{PasswordRotationStatus, Phase};
+use crate::resource_index::NamedTarget;
 use crate::rotation_target::{TargetKind, TargetStatus};
 use crate::targets::RequestObserver;
 
@@ -85,6 +86,40 @@ struct ConditionLabels {
     reason: String,
 }
 
+/// A target as the counts of its resources name it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OnTarget {
+    target_kind: String,
+    target_namespace: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OnTargetPhase {
+    #[prometheus(flatten)]
+    on: OnTarget,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OnTargetCondition {
+    #[prometheus(flatten)]
+    on: OnTarget,
+    r#type: String,
+    status: String,
+    reason: String,
+}
+
+/// What a resource's status showed last, for the counts by target.
+#[derive(Debug)]
+struct Shown {
+    on: OnTarget,
+    phase: Option<&'static str>,
+    /// Type, status, reason and last transition of each exported condition.
+    conditions: Vec<(String, String, String, f64)>,
+    next_rotation: Option<f64>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     kind: String,
@@ -130,6 +165,14 @@ pub struct Metrics {
     target_login_failures: Family<TargetLabels, Gauge>,
     /// The targets whose series are exported, to drop them when a target goes.
     targets: Mutex<HashSet<TargetLabels>>,
+    /// Whether each resource has series of its own (`--per-resource-metrics`); the counts
+    /// by target are exported either way.
+    per_resource: bool,
+    shown: Mutex<HashMap<ResourceLabels, Shown>>,
+    resources: Family<OnTargetPhase, Gauge>,
+    resources_condition: Family<OnTargetCondition, Gauge>,
+    earliest_transition: Family<OnTargetCondition, Gauge<f64, AtomicU64>>,
+    earliest_next_rotation: Family<OnTarget, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -138,8 +181,24 @@ impl Default for Metrics {
     }
 }
 
+/// The name of a target in the counts of its resources.
+fn on_target(target: &NamedTarget) -> OnTarget {
+    OnTarget {
+        target_kind: target.kind.to_string(),
+        target_namespace: target.namespace.clone().unwrap_or_default(),
+        target: target.name.clone(),
+    }
+}
+
 impl Metrics {
+    /// With the series of each resource.
     pub fn new() -> Self {
+        Self::with_per_resource(true)
+    }
+
+    /// `per_resource`: whether each resource has series of its own (phase, conditions, last
+    /// and next rotation), beside the counts by target that are always exported.
+    pub fn with_per_resource(per_resource: bool) -> Self {
         let mut metrics = Self {
             registry: Registry::with_prefix("password_rotator"),
             rotations: Family::default(),
@@ -164,6 +223,12 @@ impl Metrics {
             target_admin_password_expiry: Family::default(),
             target_login_failures: Family::default(),
             targets: Mutex::default(),
+            per_resource,
+            shown: Mutex::default(),
+            resources: Family::default(),
+            resources_condition: Family::default(),
+            earliest_transition: Family::default(),
+            earliest_next_rotation: Family::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -274,6 +339,28 @@ impl Metrics {
             "Admin logins a target refused since one was last accepted (its status.loginBudget.failures)",
             metrics.target_login_failures.clone(),
         );
+        registry.register(
+            "resources",
+            "The PasswordRotations of each target in each phase",
+            metrics.resources.clone(),
+        );
+        registry.register(
+            "resources_condition",
+            "The PasswordRotations of each target with each Ready, Progressing and Degraded condition (status and reason)",
+            metrics.resources_condition.clone(),
+        );
+        registry.register_with_unit(
+            "resources_condition_earliest_transition_timestamp",
+            "The earliest lastTransitionTime among the PasswordRotations of resources_condition, in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.earliest_transition.clone(),
+        );
+        registry.register_with_unit(
+            "resources_earliest_next_rotation_timestamp",
+            "The earliest nextRotationTime among the PasswordRotations of each target, in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.earliest_next_rotation.clone(),
+        );
         metrics
     }
 
@@ -382,15 +469,56 @@ impl Metrics {
     }
 
     pub fn last_success(&self, namespace: &str, name: &str, at: jiff::Timestamp) {
+        if !self.per_resource {
+            return;
+        }
         self.last_success
             .get_or_create(&resource(namespace, name))
             .set(seconds(at));
     }
 
-    /// Sets the per-resource gauges from the status a resource has (or was just given):
-    /// last and next rotation, phase and conditions. Series the status no longer has are
-    /// dropped.
-    pub fn resource_status(&self, namespace: &str, name: &str, status: &PasswordRotationStatus) {
+    /// Takes the status a resource on `target` has (or was just given): into the counts by
+    /// target and, per resource, its last and next rotation, phase and conditions. Series
+    /// the status no longer has are dropped.
+    pub fn resource_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        target: &NamedTarget,
+        status: &PasswordRotationStatus,
+    ) {
+        let conditions: Vec<_> = status
+            .conditions
+            .iter()
+            .filter(|c| CONDITION_TYPES.contains(&c.type_.as_str()))
+            .map(|c| {
+                let since = seconds(c.last_transition_time.0);
+                (c.type_.clone(), c.status.clone(), c.reason.clone(), since)
+            })
+            .collect();
+        if self.per_resource {
+            self.export_resource(namespace, name, status, &conditions);
+        }
+        let shown = Shown {
+            on: on_target(target),
+            phase: status
+                .phase
+                .and_then(|p| PHASES.iter().find(|(phase, _)| *phase == p))
+                .map(|(_, label)| *label),
+            conditions,
+            next_rotation: status.next_rotation_time.as_ref().map(|t| seconds(t.0)),
+        };
+        let mut all = self.shown.lock().expect("not poisoned");
+        all.insert(resource(namespace, name), shown);
+    }
+
+    fn export_resource(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PasswordRotationStatus,
+        conditions: &[(String, String, String, f64)],
+    ) {
         let key = resource(namespace, name);
         for (family, time) in [
             (&self.last_success, &status.last_rotation_time),
@@ -418,19 +546,17 @@ impl Metrics {
                 }
             }
         }
-        let current: Vec<(ConditionLabels, f64)> = status
-            .conditions
+        let current: Vec<(ConditionLabels, f64)> = conditions
             .iter()
-            .filter(|c| CONDITION_TYPES.contains(&c.type_.as_str()))
-            .map(|c| {
+            .map(|(type_, status, reason, since)| {
                 let labels = ConditionLabels {
                     namespace: namespace.into(),
                     name: name.into(),
-                    r#type: c.type_.clone(),
-                    status: c.status.clone(),
-                    reason: c.reason.clone(),
+                    r#type: type_.clone(),
+                    status: status.clone(),
+                    reason: reason.clone(),
                 };
-                (labels, seconds(c.last_transition_time.0))
+                (labels, *since)
             })
             .collect();
         let mut exported = self.conditions.lock().expect("not poisoned");
@@ -447,9 +573,64 @@ impl Metrics {
         }
     }
 
+    /// The counts by target, from what every resource's status showed last: each phase of a
+    /// target with resources (0 for those none is in), each condition, and the earliest
+    /// times an alert compares with now.
+    fn count_by_target(&self) {
+        let shown = self.shown.lock().expect("not poisoned");
+        let mut phases: HashMap<OnTargetPhase, i64> = HashMap::new();
+        let mut conditions: HashMap<OnTargetCondition, (i64, f64)> = HashMap::new();
+        let mut next: HashMap<OnTarget, f64> = HashMap::new();
+        for resource in shown.values() {
+            for (_, label) in PHASES {
+                let count = phases
+                    .entry(OnTargetPhase {
+                        on: resource.on.clone(),
+                        phase: label.into(),
+                    })
+                    .or_default();
+                *count += i64::from(resource.phase == Some(label));
+            }
+            for (type_, status, reason, since) in &resource.conditions {
+                let labels = OnTargetCondition {
+                    on: resource.on.clone(),
+                    r#type: type_.clone(),
+                    status: status.clone(),
+                    reason: reason.clone(),
+                };
+                let (count, earliest) = conditions.entry(labels).or_insert((0, f64::MAX));
+                *count += 1;
+                *earliest = earliest.min(*since);
+            }
+            if let Some(at) = resource.next_rotation {
+                let earliest = next.entry(resource.on.clone()).or_insert(f64::MAX);
+                *earliest = earliest.min(at);
+            }
+        }
+        self.resources.clear();
+        for (labels, count) in phases {
+            self.resources.get_or_create(&labels).set(count);
+        }
+        self.resources_condition.clear();
+        self.earliest_transition.clear();
+        for (labels, (count, earliest)) in conditions {
+            self.resources_condition.get_or_create(&labels).set(count);
+            self.earliest_transition
+                .get_or_create(&labels)
+                .set(earliest);
+        }
+        self.earliest_next_rotation.clear();
+        for (labels, earliest) in next {
+            self.earliest_next_rotation
+                .get_or_create(&labels)
+                .set(earliest);
+        }
+    }
+
     /// Drops the series of a deleted resource.
     pub fn forget(&self, namespace: &str, name: &str) {
         let key = resource(namespace, name);
+        self.shown.lock().expect("not poisoned").remove(&key);
         self.last_success.remove(&key);
         self.next_rotation.remove(&key);
         for (_, label) in PHASES {
@@ -467,7 +648,7 @@ impl Metrics {
     /// another shard (whose operator exports it now).
     pub fn retain_resources(&self, live: impl Fn(&str, &str) -> bool) {
         let gone: Vec<ResourceLabels> = self
-            .conditions
+            .shown
             .lock()
             .expect("not poisoned")
             .keys()
@@ -486,6 +667,7 @@ impl Metrics {
 
     /// The registry as OpenMetrics text.
     pub fn encode(&self) -> String {
+        self.count_by_target();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String never fails");
@@ -595,6 +777,74 @@ mod tests {
         }
     }
 
+    fn cache() -> NamedTarget {
+        NamedTarget {
+            kind: TargetKind::RotationTarget,
+            namespace: Some("shop".into()),
+            name: "cache".into(),
+        }
+    }
+
+    #[test]
+    fn without_per_resource_series_the_counts_by_target_say_the_same() {
+        let m = Metrics::with_per_resource(false);
+        let idle = PasswordRotationStatus {
+            phase: Some(Phase::Idle),
+            next_rotation_time: Some(Time("2030-01-31T00:00:00Z".parse().unwrap())),
+            conditions: vec![condition(
+                "Ready",
+                "True",
+                "Rotated",
+                "2030-01-01T00:00:00Z",
+            )],
+            ..PasswordRotationStatus::default()
+        };
+        let blocked = |at: &str| PasswordRotationStatus {
+            phase: Some(Phase::Blocked),
+            next_rotation_time: Some(Time("2030-01-15T00:00:00Z".parse().unwrap())),
+            conditions: vec![condition("Ready", "False", "Unauthorized", at)],
+            ..PasswordRotationStatus::default()
+        };
+        m.resource_status("shop", "orders", &cache(), &idle);
+        m.resource_status(
+            "shop",
+            "payments",
+            &cache(),
+            &blocked("2030-02-01T00:00:00Z"),
+        );
+        m.resource_status("shop", "users", &cache(), &blocked("2030-01-20T00:00:00Z"));
+        m.last_success("shop", "orders", "2030-01-01T00:00:00Z".parse().unwrap());
+        let text = m.encode();
+        let on = "target_kind=\"RotationTarget\",target_namespace=\"shop\",target=\"cache\"";
+        for line in [
+            format!("password_rotator_resources{{{on},phase=\"Idle\"}} 1"),
+            format!("password_rotator_resources{{{on},phase=\"Blocked\"}} 2"),
+            format!("password_rotator_resources{{{on},phase=\"Rotating\"}} 0"),
+            format!(
+                "password_rotator_resources_condition{{{on},type=\"Ready\",status=\"False\",reason=\"Unauthorized\"}} 2"
+            ),
+            format!(
+                "password_rotator_resources_condition_earliest_transition_timestamp_seconds{{{on},type=\"Ready\",status=\"False\",reason=\"Unauthorized\"}} 1895097600.0"
+            ),
+            format!(
+                "password_rotator_resources_earliest_next_rotation_timestamp_seconds{{{on}}} 1894665600.0"
+            ),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+        assert!(!text.contains("name=\""), "no series of a resource: {text}");
+
+        m.forget("shop", "payments");
+        m.forget("shop", "users");
+        let text = m.encode();
+        assert!(!text.contains("Unauthorized"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == format!("password_rotator_resources{{{on},phase=\"Blocked\"}} 0")),
+            "{text}"
+        );
+    }
+
     #[test]
     fn resource_status_sets_phase_conditions_and_times_and_drops_stale_series() {
         let m = Metrics::new();
@@ -615,7 +865,7 @@ mod tests {
             ],
             ..PasswordRotationStatus::default()
         };
-        m.resource_status("shop", "orders", &status);
+        m.resource_status("shop", "orders", &cache(), &status);
         let text = m.encode();
         for line in [
             "# TYPE password_rotator_next_rotation_timestamp_seconds gauge",
@@ -638,7 +888,7 @@ mod tests {
         status.conditions[0] = condition("Ready", "False", "Unauthorized", "2030-02-01T00:00:00Z");
         status.conditions[2] =
             condition("Degraded", "True", "RolloutTimeout", "2030-02-01T00:30:00Z");
-        m.resource_status("shop", "orders", &status);
+        m.resource_status("shop", "orders", &cache(), &status);
         let text = m.encode();
         for line in [
             "password_rotator_resource_phase{namespace=\"shop\",name=\"orders\",phase=\"Blocked\"} 1",
@@ -656,13 +906,13 @@ mod tests {
             assert!(!text.contains(gone), "{gone} still in\n{text}");
         }
 
-        m.resource_status("shop", "payments", &status);
+        m.resource_status("shop", "payments", &cache(), &status);
         m.forget("shop", "orders");
         let text = m.encode();
         assert!(!text.contains("name=\"orders\""), "{text}");
         assert!(text.contains("name=\"payments\""), "{text}");
 
-        m.resource_status("shop", "orders", &status);
+        m.resource_status("shop", "orders", &cache(), &status);
         m.retain_resources(|namespace, name| (namespace, name) == ("shop", "orders"));
         let text = m.encode();
         assert!(text.contains("name=\"orders\""), "{text}");

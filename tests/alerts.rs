@@ -176,7 +176,7 @@ fn the_dashboard_is_a_grafana_dashboard_with_its_variables() -> Result<()> {
     let datasource = var("datasource").context("no datasource variable")?;
     assert_eq!(datasource["type"], "datasource");
     assert_eq!(datasource["query"], "prometheus");
-    for name in ["namespace", "name"] {
+    for name in ["namespace", "name", "target"] {
         let v = var(name).with_context(|| format!("no {name} variable"))?;
         assert_eq!(v["datasource"]["uid"], "${datasource}", "{name}");
     }
@@ -199,13 +199,24 @@ fn the_dashboard_is_a_grafana_dashboard_with_its_variables() -> Result<()> {
         }
     }
     ensure!(titles.len() >= 9, "{titles:?}");
-    // Per-resource panels follow the namespace/name variables.
+    for title in ["Resources by phase", "Resources by condition"] {
+        let panel = panels.iter().find(|p| p["title"] == title).context(title)?;
+        let expr = panel["targets"][0]["expr"].as_str().unwrap_or_default();
+        ensure!(
+            expr.contains("password_rotator_resources"),
+            "{title}: not from the counts by target, which every install exports: {expr}"
+        );
+    }
+    // Per-resource panels follow the namespace/name variables, the counts by target (exported
+    // with or without per-resource series) the target variable.
     let panel_exprs = panels
         .iter()
         .flat_map(|p| p["targets"].as_array().into_iter().flatten())
         .filter_map(|t| t["expr"].as_str());
     for expr in panel_exprs {
-        if expr.contains("password_rotator_resource_")
+        if expr.contains("password_rotator_resources") {
+            ensure!(expr.contains("$target"), "{expr}: not filtered by $target");
+        } else if expr.contains("password_rotator_resource_")
             || expr.contains("rotation_timestamp_seconds")
         {
             ensure!(
@@ -749,14 +760,101 @@ async fn the_alerts_and_the_dashboard_hold_against_a_real_run() -> Result<()> {
         "alertname": "PasswordRotationNotCompleted",
         "exp_alerts": none,
     }));
+    // With series per resource, the rules on the counts by target stay silent.
+    for alert in [
+        "PasswordRotationsOverdueOnTarget",
+        "PasswordRotationsBlockedOnTarget",
+        "PasswordRotationsDegradedOnTarget",
+    ] {
+        alert_tests.push(json!({"eval_time": "140m", "alertname": alert, "exp_alerts": none}));
+    }
+
+    // Without them (--per-resource-metrics=false): the same run's counts by target, and a
+    // copy of rs's real Degraded count made Degraded=True RolloutTimeout since (a)'s time.
+    let per_resource = |name: &str| {
+        name.starts_with("password_rotator_resource_")
+            || name == "password_rotator_next_rotation_timestamp_seconds"
+            || name == "password_rotator_last_successful_rotation_timestamp_seconds"
+    };
+    let mut by_target_series: Vec<Value> = input_series
+        .iter()
+        .filter(|series| {
+            let name = series["series"].as_str().unwrap_or_default();
+            !per_resource(name.split('{').next().unwrap_or_default())
+        })
+        .cloned()
+        .collect();
+    let degraded_on_target = samples
+        .iter()
+        .find(|s| {
+            s.name == "password_rotator_resources_condition_earliest_transition_timestamp_seconds"
+                && label(s, "target").as_deref() == Some(common::TARGET)
+                && label(s, "type").as_deref() == Some("Degraded")
+        })
+        .with_context(|| format!("no Degraded count of {}:\n{text}", common::TARGET))?;
+    by_target_series.push(json!({
+        "series": format!(
+            "{}{{{}}}",
+            degraded_on_target.name,
+            degraded_on_target
+                .labels
+                .replace("status=\"False\"", "status=\"True\"")
+                .replace("reason=\"AsExpected\"", "reason=\"RolloutTimeout\"")
+        ),
+        "values": format!("{degraded_at}+0x{minutes}"),
+    }));
+    let expected_on = |alert: &str, target: &str, reason: Option<&str>, value: f64| {
+        let mut labels = vec![
+            ("target_kind", "RotationTarget"),
+            ("target_namespace", ns.as_str()),
+            ("target", target),
+        ];
+        labels.extend(reason.map(|reason| ("reason", reason)));
+        expected(&rules, alert, &labels, value)
+    };
+    let blocked_on_target = expected_on(
+        "PasswordRotationsBlockedOnTarget",
+        "unknown-admin",
+        Some("Unauthorized"),
+        1.0,
+    )?;
+    let overdue_on_target = expected_on(
+        "PasswordRotationsOverdueOnTarget",
+        common::TARGET,
+        None,
+        140.0 * 60.0 - SCHEDULE_SECONDS,
+    )?;
+    let degraded_on_target = expected_on(
+        "PasswordRotationsDegradedOnTarget",
+        common::TARGET,
+        Some("RolloutTimeout"),
+        20.0 * 60.0 - degraded_at,
+    )?;
+    let by_target_tests = vec![
+        json!({"eval_time": "4m", "alertname": "PasswordRotationsBlockedOnTarget", "exp_alerts": none}),
+        json!({"eval_time": "10m", "alertname": "PasswordRotationsBlockedOnTarget", "exp_alerts": [blocked_on_target]}),
+        json!({"eval_time": "125m", "alertname": "PasswordRotationsOverdueOnTarget", "exp_alerts": none}),
+        json!({"eval_time": "140m", "alertname": "PasswordRotationsOverdueOnTarget", "exp_alerts": [overdue_on_target]}),
+        json!({"eval_time": "10m", "alertname": "PasswordRotationsDegradedOnTarget", "exp_alerts": none}),
+        json!({"eval_time": "20m", "alertname": "PasswordRotationsDegradedOnTarget", "exp_alerts": [degraded_on_target]}),
+        json!({"eval_time": "140m", "alertname": "PasswordRotationBlocked", "exp_alerts": none}),
+        json!({"eval_time": "140m", "alertname": "PasswordRotationOverdue", "exp_alerts": none}),
+    ];
     let test_file = json!({
         "rule_files": [cluster::repo_root().join(RULES)],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": input_series,
-            "alert_rule_test": alert_tests,
-        }],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "alert_rule_test": alert_tests,
+            },
+            {
+                "interval": "1m",
+                "input_series": by_target_series,
+                "alert_rule_test": by_target_tests,
+            },
+        ],
     });
     let dir = cluster::repo_root().join("target/alerts-test");
     std::fs::create_dir_all(&dir)?;

@@ -482,10 +482,12 @@ fn check_deployment(
         ("--request-timeout-seconds", "requestTimeoutSeconds"),
         ("--cleanup-timeout-seconds", "cleanupTimeoutSeconds"),
         ("--shard-patience-seconds", "shardPatienceSeconds"),
+        ("--per-resource-metrics", "perResourceMetrics"),
     ] {
         let value = match &values[key] {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
             other => anyhow::bail!("{key}: {other:?}"),
         };
         want.push(format!("{flag}={value}"));
@@ -1010,7 +1012,12 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
             "conditions": [{"type": "Degraded", "status": "True", "reason": "RolloutTimeout",
                             "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}],
         }))?;
-    metrics.resource_status("shop", "orders", &status);
+    let on = password_rotator::resource_index::NamedTarget {
+        kind: password_rotator::rotation_target::TargetKind::RotationTarget,
+        namespace: Some("shop".into()),
+        name: "rs".into(),
+    };
+    metrics.resource_status("shop", "orders", &on, &status);
     let target: password_rotator::rotation_target::TargetStatus = serde_json::from_value(json!({
         "conditions": [{"type": "Ready", "status": "False", "reason": "Unauthorized",
                         "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}],
@@ -1047,6 +1054,9 @@ async fn the_monitoring_objects_use_real_metrics() -> Result<()> {
             "PasswordRotatorTargetNotReady",
             "PasswordRotatorTargetCertificateExpiring",
             "PasswordRotatorTargetAdminPasswordExpiring",
+            "PasswordRotationsOverdueOnTarget",
+            "PasswordRotationsBlockedOnTarget",
+            "PasswordRotationsDegradedOnTarget",
         ])
     );
     for rule in rules {
