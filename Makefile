@@ -67,6 +67,17 @@ demo:
 	  wait $$build || { cat target/demo-build.log; exit 1; }
 	TARGET="$(TARGET)" tests/demo/demo.sh
 
-## bench: rotation latency, throughput, memory and API calls; writes target/bench/summary.json
-bench: cluster-up
-	$(CARGO) bench --bench rotation
+## bench: rotation latency, throughput, memory and API calls; writes target/bench/summary.json.
+## `make bench SCALE=100000`: the operator beside that many resources, on a control plane of
+## its own (target/cluster-scale, removed afterwards); writes target/bench/scale.json
+SCALE ?=
+bench: deps-demo
+	if [ -n "$(SCALE)" ]; then \
+	  export ROTATOR_CLUSTER_DIR=target/cluster-scale; \
+	  trap 'tests/cluster/down.sh' EXIT; \
+	  tests/cluster/up.sh; \
+	  BENCH_SCALE="$(SCALE)" $(CARGO) bench --bench scale; \
+	else \
+	  tests/cluster/up.sh; \
+	  $(CARGO) bench --bench rotation; \
+	fi

@@ -34,13 +34,27 @@ impl Operator {
         calls_per_cluster: usize,
         log: PathBuf,
     ) -> Result<Operator> {
+        let args: Vec<&str> = namespace
+            .map(|ns| vec!["--namespace", ns])
+            .unwrap_or_default();
+        Operator::spawn_with(kubeconfig, &args, calls_per_cluster, log)
+    }
+
+    /// With more arguments to `run`.
+    pub fn spawn_with(
+        kubeconfig: &Path,
+        args: &[&str],
+        calls_per_cluster: usize,
+        log: PathBuf,
+    ) -> Result<Operator> {
         let file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(BINARY);
-        command.arg("run").arg("--kubeconfig").arg(kubeconfig);
-        if let Some(namespace) = namespace {
-            command.args(["--namespace", namespace]);
-        }
+        command
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args);
         // A heap profile (`--features dhat-heap`) lands beside the log.
         if let Some(dir) = log.parent() {
             command.current_dir(dir);

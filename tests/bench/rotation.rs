@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod heap_profile;
+mod helpers;
 mod informer;
 mod kube_metrics;
 mod operator;
@@ -24,7 +25,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -37,6 +37,7 @@ use rotator_test_support::cluster::{self, TEST_NAMESPACE_LABEL, TestNamespace};
 use rotator_test_support::redis_server::RedisServer;
 use serde_json::{Value, json};
 
+use helpers::{bounded, env_or, round};
 use operator::Operator;
 use tracker::{SET_LABEL, Tracker};
 
@@ -49,13 +50,6 @@ struct Settings {
     latency_samples: usize,
     idle_seconds: u64,
     calls_per_cluster: usize,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 impl Settings {
@@ -78,19 +72,6 @@ fn progress(start: Instant, message: impl AsRef<str>) {
     );
 }
 
-/// Runs `f` on every item, at most `limit` at once.
-async fn bounded<T, F, Fut>(items: Vec<T>, limit: usize, f: F) -> Result<()>
-where
-    F: Fn(T) -> Fut,
-    Fut: Future<Output = Result<()>>,
-{
-    futures::stream::iter(items)
-        .map(f)
-        .buffer_unordered(limit)
-        .try_for_each(|()| async { Ok(()) })
-        .await
-}
-
 async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(limit, f)
         .await
@@ -103,11 +84,6 @@ fn percentile(samples: &[f64], q: f64) -> f64 {
     sorted.sort_by(f64::total_cmp);
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-fn round(value: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (value * scale).round() / scale
 }
 
 fn ms(d: Duration) -> f64 {
@@ -771,7 +747,7 @@ impl Bench {
         within(
             Duration::from_secs(240),
             "requesting the rotations",
-            bounded((0..n).collect(), PARALLELISM, |i| async move {
+            bounded(0..n, PARALLELISM, |i| async move {
                 self.request_rotation(&format!("tp-{i:04}"), token).await
             }),
         )
@@ -940,7 +916,7 @@ impl Bench {
         within(
             Duration::from_secs(420),
             "creating the unrelated Secrets",
-            bounded((0..n).collect(), PARALLELISM, |i| {
+            bounded(0..n, PARALLELISM, |i| {
                 let (api, blob) = (&api, &blob);
                 async move {
                     let secret = Secret {
