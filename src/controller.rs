@@ -682,6 +682,10 @@ struct Rotator<'a> {
     prefetched_target_secrets: Option<Result<BTreeMap<String, Secret>>>,
     /// The finalizer being added, awaited before the first change a deletion must undo.
     adding_finalizer: Option<JoinHandle<Result<Option<String>>>>,
+    /// This reconcile added the finalizer.
+    finalizer_added: bool,
+    /// No state Secret exists: this reconcile read none and staged none.
+    no_state_secret: bool,
     secrets: Secrets<'a>,
     namespace: String,
 }
@@ -709,6 +713,8 @@ impl<'a> Rotator<'a> {
             status,
             prefetched_target_secrets: None,
             adding_finalizer: None,
+            finalizer_added: false,
+            no_state_secret: false,
             spec,
             unresolved,
             plan_changes: Vec::new(),
@@ -740,7 +746,13 @@ impl<'a> Rotator<'a> {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         let state_name = secrets::state_secret_name(&self.rotation);
-        if self.settled() && self.secrets.get_opt(&state_name).await?.is_none() {
+        // At the version this process wrote settled, knowing no state Secret exists (the
+        // echoes of its own writes), nothing can have been staged since: staging writes the
+        // resource's status before any effect.
+        if self.settled()
+            && (self.ctx.freshness.settled_by_this_process(&self.rotation)
+                || self.secrets.get_opt(&state_name).await?.is_none())
+        {
             let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
             return Ok(wait_for_next(next, Timestamp::now()));
         }
@@ -760,6 +772,7 @@ impl<'a> Rotator<'a> {
             }
         );
         let mut state = state?;
+        self.no_state_secret = state.is_none();
         let spec_workload_secret = self.spec.secret.name.clone();
         let spec_target = self.spec.target.clone();
         self.pin(state.as_ref());
@@ -963,6 +976,7 @@ impl<'a> Rotator<'a> {
                     };
                     let workload_version =
                         workload.as_ref().and_then(ResourceExt::resource_version);
+                    self.no_state_secret = false;
                     let new_state = self
                         .stage(&valid, previous, accounts, workload_version, now)
                         .await?;
@@ -1232,6 +1246,7 @@ impl<'a> Rotator<'a> {
             .freshness
             .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
         self.version = version;
+        self.finalizer_added = true;
         Ok(())
     }
 
@@ -1257,9 +1272,13 @@ impl<'a> Rotator<'a> {
     /// between the end's status write and its deletion). The reconciles that follow this
     /// operator's own writes, and a restart's, end after that one read.
     fn settled(&self) -> bool {
+        has_finalizer(&self.rotation) && self.idle_and_ready()
+    }
+
+    /// [`Self::settled`] but for the finalizer.
+    fn idle_and_ready(&self) -> bool {
         let status = &self.status;
-        has_finalizer(&self.rotation)
-            && status.phase == Some(Phase::Idle)
+        status.phase == Some(Phase::Idle)
             && status.observed_generation == self.rotation.metadata.generation
             && has_condition(status, "Ready", "True")
             && !has_condition(status, "Degraded", "True")
@@ -2051,12 +2070,16 @@ impl<'a> Rotator<'a> {
             .kubernetes
             .write_status(&self.rotation, self.version.as_deref(), &status)
             .await?;
-        self.ctx
-            .freshness
-            .saw(&ObjectRef::from_obj(&*self.rotation), version.as_deref());
+        let key = ObjectRef::from_obj(&*self.rotation);
+        self.ctx.freshness.saw(&key, version.as_deref());
         self.version = version;
         self.written = status.clone();
         self.record(status);
+        let finalizer = has_finalizer(&self.rotation) || self.finalizer_added;
+        if self.no_state_secret && finalizer && self.idle_and_ready() {
+            let version = self.version.as_deref();
+            self.ctx.freshness.settled_at(&key, version);
+        }
         Ok(true)
     }
 

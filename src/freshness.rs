@@ -17,6 +17,9 @@ use crate::resource::PasswordRotation;
 pub struct Freshness {
     /// The newest resourceVersion this process knows each resource had.
     known: Mutex<HashMap<ObjectRef<PasswordRotation>, u64>>,
+    /// The resourceVersion this process last wrote each resource at with a settled status,
+    /// knowing no state Secret existed.
+    settled: Mutex<HashMap<ObjectRef<PasswordRotation>, u64>>,
 }
 
 /// resourceVersions are opaque, but etcd's are increasing integers; anything else is never
@@ -58,8 +61,28 @@ impl Freshness {
 
     /// Records the version a read from the API server returned: the newest there is.
     pub fn read(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
-        self.forget(key);
+        self.known.lock().expect("not poisoned").remove(key);
         self.saw(key, resource_version);
+    }
+
+    /// Records that this process wrote the resource at `resource_version` with a settled
+    /// status, and knew that no state Secret existed.
+    pub fn settled_at(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
+        let mut settled = self.settled.lock().expect("not poisoned");
+        match version(resource_version) {
+            Some(written) => settled.insert(key.clone(), written),
+            None => settled.remove(key),
+        };
+    }
+
+    /// Whether `cached` is at exactly the version this process wrote settled: any write
+    /// since, by anyone, changed its version.
+    pub fn settled_by_this_process(&self, cached: &PasswordRotation) -> bool {
+        let key = ObjectRef::from_obj(cached);
+        let settled = self.settled.lock().expect("not poisoned");
+        settled
+            .get(&key)
+            .is_some_and(|written| version(cached.resource_version().as_deref()) == Some(*written))
     }
 
     /// Another actor wrote the resource since this process decided on it: the cached copy
@@ -70,11 +93,16 @@ impl Freshness {
 
     pub fn forget(&self, key: &ObjectRef<PasswordRotation>) {
         self.known.lock().expect("not poisoned").remove(key);
+        self.settled.lock().expect("not poisoned").remove(key);
     }
 
     /// Forgets every resource but those `live` keeps.
     pub fn retain(&self, live: impl Fn(&ObjectRef<PasswordRotation>) -> bool) {
         self.known
+            .lock()
+            .expect("not poisoned")
+            .retain(|key, _| live(key));
+        self.settled
             .lock()
             .expect("not poisoned")
             .retain(|key, _| live(key));

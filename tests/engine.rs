@@ -59,9 +59,21 @@ struct FakeKubernetes {
     /// How often each Secret was read.
     reads: Mutex<BTreeMap<String, usize>>,
     status: Mutex<Option<PasswordRotationStatus>>,
+    /// The resource's resourceVersion, as each write of it returns it.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl FakeKubernetes {
+    fn version(&self) -> Option<String> {
+        let version = self.version.load(std::sync::atomic::Ordering::SeqCst);
+        (version > 0).then(|| version.to_string())
+    }
+
+    fn next_version(&self) -> Option<String> {
+        let ordering = std::sync::atomic::Ordering::SeqCst;
+        Some((self.version.fetch_add(1, ordering) + 1).to_string())
+    }
+
     fn reads(&self, name: &str) -> usize {
         self.reads.lock().unwrap().get(name).copied().unwrap_or(0)
     }
@@ -175,7 +187,7 @@ impl Kubernetes for FakeKubernetes {
                 .unwrap()
                 .push(format!("status {phase} {step}"));
             *self.status.lock().unwrap() = Some(status.clone());
-            Ok(None)
+            Ok(self.next_version())
         })
     }
 
@@ -191,7 +203,7 @@ impl Kubernetes for FakeKubernetes {
                 .lock()
                 .unwrap()
                 .push(format!("finalizers {finalizers:?}"));
-            Ok(None)
+            Ok(self.next_version())
         })
     }
 
@@ -418,6 +430,7 @@ impl Engine {
     ) -> Result<PasswordRotationStatus> {
         for _ in 0..50 {
             self.rotation.status = self.kubernetes.status.lock().unwrap().clone();
+            self.rotation.metadata.resource_version = self.kubernetes.version();
             let _ = controller::apply(&self.ctx, self.rotation.clone()).await;
             if let Some(status) = self.kubernetes.status.lock().unwrap().clone()
                 && done(&status)
@@ -722,6 +735,39 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
         "{status:#?}"
     );
     assert_ne!(engine.published(), OLD);
+    Ok(())
+}
+
+/// The reconciles that follow this process's own write of a settled status (its echoes
+/// through the watch) do not look for a state Secret it knows is not there; at a version
+/// another actor wrote, they do.
+#[tokio::test]
+async fn the_echoes_of_a_settled_write_read_no_state_secret() -> Result<()> {
+    let mut engine = Engine::new(json!({}))?;
+    let settled = |s: &PasswordRotationStatus| {
+        s.phase == Some(Phase::Idle)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    engine.run_until(settled).await?;
+    let state = format!("{NAME}-rotation");
+    let first = engine.kubernetes.reads(&state);
+    assert_eq!(first, 1, "the first reconcile looks for one");
+
+    engine.rotation.metadata.finalizers = Some(vec![password_rotator::resource::FINALIZER.into()]);
+    engine.rotation.metadata.resource_version = engine.kubernetes.version();
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    assert_eq!(engine.kubernetes.reads(&state), first, "its own echoes");
+
+    engine.rotation.metadata.resource_version = Some("1000".into());
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    assert_eq!(
+        engine.kubernetes.reads(&state),
+        first + 1,
+        "a version this process did not write settled"
+    );
     Ok(())
 }
 
