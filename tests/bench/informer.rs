@@ -1,6 +1,7 @@
-//! The comparison printed beside the operator's memory: a small Go controller on client-go
+//! The comparisons printed beside the operator's memory: a small Go controller on client-go
 //! informers (tests/bench/informer/), run on the same cluster beside the same Secrets, once
-//! with a full Secret informer and once with a metadata-only one. Its logs go to
+//! with a full Secret informer and once with a metadata-only one; and, beside the same
+//! PasswordRotations, a controller-runtime manager caching them. Its logs go to
 //! `target/bench/logs/informer/<mode>.log`.
 
 use std::path::{Path, PathBuf};
@@ -16,22 +17,52 @@ use tokio::process::Command;
 use crate::operator::memory_of;
 use crate::round;
 
-const SYNC_TIMEOUT: Duration = Duration::from_secs(180);
+const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 /// After the initial list, before reading RSS: lets the process settle (watch open, GC run).
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// Builds (cached) and runs the Go informer comparison beside the Secrets that exist now.
 pub async fn compare(kubeconfig: &Path, secrets_expected: usize) -> Result<Value> {
+    compare_modes(
+        kubeconfig,
+        &[
+            ("full", "full_secret_informer"),
+            ("metadata", "metadata_informer"),
+        ],
+        secrets_expected,
+    )
+    .await
+}
+
+/// A controller-runtime manager caching the PasswordRotations that exist now.
+pub async fn controller_runtime(kubeconfig: &Path, rotations_expected: usize) -> Result<Value> {
+    compare_modes(
+        kubeconfig,
+        &[("controller-runtime", "controller_runtime_manager")],
+        rotations_expected,
+    )
+    .await
+}
+
+/// Runs the Go program in each of `modes` (mode, key in the result) in turn.
+async fn compare_modes(
+    kubeconfig: &Path,
+    modes: &[(&str, &str)],
+    objects_expected: usize,
+) -> Result<Value> {
     let dir = cluster::repo_root().join("tests/bench/informer");
     let binary = build(&dir).await?;
     let go_mod = std::fs::read_to_string(dir.join("go.mod"))
         .with_context(|| format!("reading {}", dir.join("go.mod").display()))?;
-    let client_go = go_mod
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("k8s.io/client-go "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no k8s.io/client-go in the informer's go.mod")?
-        .to_owned();
+    let version_of = |module: &str| {
+        go_mod
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(module))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let client_go =
+        version_of("k8s.io/client-go ").context("no k8s.io/client-go in the informer's go.mod")?;
     let go = go_version(&binary).await?;
     let log_dir = cluster::repo_root().join("target/bench/logs/informer");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
@@ -39,15 +70,16 @@ pub async fn compare(kubeconfig: &Path, secrets_expected: usize) -> Result<Value
     let mut result = serde_json::Map::new();
     result.insert("client_go".to_owned(), json!(client_go));
     result.insert("go".to_owned(), json!(go));
-    for (mode, key) in [
-        ("full", "full_secret_informer"),
-        ("metadata", "metadata_informer"),
-    ] {
+    if modes.iter().any(|(mode, _)| *mode == "controller-runtime") {
+        let version = version_of("sigs.k8s.io/controller-runtime ");
+        result.insert("controller_runtime".to_owned(), json!(version));
+    }
+    for (mode, key) in modes {
         let log = log_dir.join(format!("{mode}.log"));
-        let figures = measure(&binary, kubeconfig, mode, secrets_expected, &log)
+        let figures = measure(&binary, kubeconfig, mode, objects_expected, &log)
             .await
             .with_context(|| format!("the {mode} informer (log: {})", log.display()))?;
-        result.insert(key.to_owned(), figures);
+        result.insert((*key).to_owned(), figures);
     }
     Ok(Value::Object(result))
 }
@@ -105,7 +137,7 @@ async fn measure(
     binary: &Path,
     kubeconfig: &Path,
     mode: &str,
-    secrets_expected: usize,
+    objects_expected: usize,
     log: &Path,
 ) -> Result<Value> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -136,8 +168,8 @@ async fn measure(
         .and_then(|n| n.trim().parse().ok())
         .with_context(|| format!("unexpected output {line:?}"))?;
     ensure!(
-        objects >= secrets_expected,
-        "its cache holds {objects} Secrets, fewer than the {secrets_expected} expected"
+        objects >= objects_expected,
+        "its cache holds {objects} objects, fewer than the {objects_expected} expected"
     );
 
     tokio::time::sleep(SETTLE).await;

@@ -13,6 +13,8 @@
 mod common;
 mod heap_profile;
 mod helpers;
+// Shared by both benches, each using its part.
+#[allow(dead_code)]
 mod informer;
 mod kube_metrics;
 mod operator;

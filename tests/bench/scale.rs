@@ -16,6 +16,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod helpers;
+// Shared by both benches, each using its part.
+#[allow(dead_code)]
+mod informer;
 // Shared with the rotation bench, which uses the rest of them.
 #[allow(dead_code)]
 mod kube_metrics;
@@ -574,6 +577,10 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
         "the API server's ceiling for the {ready_writes} writes of getting ready: {:.1} s",
         ready_ceiling.as_secs_f64()
     ));
+    let peer = informer::controller_runtime(&scale.kubeconfig, total).await?;
+    scale.clock.progress(format!(
+        "controller-runtime beside the same resources: {peer}"
+    ));
     let per_resource_kib = steady.now_kib.saturating_sub(base_kib) as f64 / total as f64;
     let ratio = burst_time.as_secs_f64() / ceiling.as_secs_f64().max(0.001);
     let bar = |pass: bool, value: Value, limit: &str| json!({"pass": pass, "value": value, "limit": limit});
@@ -602,6 +609,7 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
             "writes_per_minute": per_minute(idle_writes),
             "requests_per_minute": per_minute(idle_requests),
         },
+        "controller_runtime_peer": peer,
         "burst": {
             "rotations": burst_len,
             "seconds": round(burst_time.as_secs_f64(), 1),

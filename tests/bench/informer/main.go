@@ -1,9 +1,12 @@
-// Comparison for the bench (tests/bench/informer.rs): a client-go informer on Secrets in
-// every namespace, built the way typical secret tools build one, so its memory can be
-// measured beside the operator's on the same cluster.
+// Comparison for the benches (tests/bench/informer.rs): a client-go informer on Secrets in
+// every namespace, built the way typical secret tools build one, and a controller-runtime
+// manager caching the PasswordRotations, so their memory can be measured beside the
+// operator's on the same cluster.
 //
-//	--mode full      a SharedInformer on core/v1 Secrets (whole objects cached)
-//	--mode metadata  a metadata-only informer on secrets (PartialObjectMetadata cached)
+//	--mode full                a SharedInformer on core/v1 Secrets (whole objects cached)
+//	--mode metadata            a metadata-only informer on secrets (PartialObjectMetadata cached)
+//	--mode controller-runtime  a manager whose cache holds every PasswordRotation (as
+//	                           unstructured objects: the CRD has no Go types here)
 //
 // Prints "synced <objects in the store>" once the initial list is in the cache, then
 // blocks until killed.
@@ -17,13 +20,17 @@ import (
 	"os/signal"
 	"syscall"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
 
 func main() {
@@ -44,6 +51,9 @@ func run(kubeconfig, mode string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if mode == "controller-runtime" {
+		return controllerRuntime(ctx, config)
+	}
 	var informer cache.SharedIndexInformer
 	switch mode {
 	case "full":
@@ -69,7 +79,7 @@ func run(kubeconfig, mode string) error {
 		}
 		factory.Start(ctx.Done())
 	default:
-		return fmt.Errorf("unknown --mode %q (full or metadata)", mode)
+		return fmt.Errorf("unknown --mode %q (full, metadata or controller-runtime)", mode)
 	}
 
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
@@ -90,4 +100,44 @@ func addNoopHandler(informer cache.SharedIndexInformer) error {
 		DeleteFunc: func(any) {},
 	})
 	return err
+}
+
+// controllerRuntime caches every PasswordRotation in a manager, as a controller built with
+// controller-runtime (kubebuilder) does before its first reconcile.
+func controllerRuntime(ctx context.Context, config *rest.Config) error {
+	manager, err := ctrl.NewManager(config, ctrl.Options{
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	gvk := schema.GroupVersionKind{Group: "rotator.dev", Version: "v1alpha2", Kind: "PasswordRotation"}
+	rotation := &unstructured.Unstructured{}
+	rotation.SetGroupVersionKind(gvk)
+	informer, err := manager.GetCache().GetInformer(ctx, rotation)
+	if err != nil {
+		return fmt.Errorf("the PasswordRotation informer: %w", err)
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) {},
+		UpdateFunc: func(_, _ any) {},
+		DeleteFunc: func(any) {},
+	}); err != nil {
+		return err
+	}
+	started := make(chan error, 1)
+	go func() { started <- manager.Start(ctx) }()
+	if !manager.GetCache().WaitForCacheSync(ctx) {
+		return fmt.Errorf("stopped before the cache synced")
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(gvk.GroupVersion().WithKind("PasswordRotationList"))
+	if err := manager.GetCache().List(ctx, list); err != nil {
+		return fmt.Errorf("listing the cache: %w", err)
+	}
+	if _, err := fmt.Printf("synced %d\n", len(list.Items)); err != nil {
+		return err
+	}
+	return <-started
 }
