@@ -265,21 +265,18 @@ impl Context {
             .cloned()
             .collect();
         let resources: HashSet<_> = live.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
+        // By target, not by resource: thousands of resources share a few targets.
+        let targets: HashSet<NamedTarget> = live.iter().map(|r| NamedTarget::of(r)).collect();
         let mut secrets = HashSet::new();
         let mut systems = HashSet::new();
-        for rotation in &live {
-            let Ok(spec) = self.target_index.resolve(rotation) else {
-                continue;
-            };
-            for target in spec.target.members() {
-                secrets.extend(
-                    target
-                        .secrets()
-                        .into_iter()
-                        .map(|used| (spec.secrets_namespace.clone(), used.name)),
-                );
-                systems.insert((target.vendor(), target.address()));
-            }
+        for uses in targets.iter().filter_map(|t| self.target_index.uses(t)) {
+            let namespace = &uses.secrets_namespace;
+            secrets.extend(
+                uses.secrets
+                    .into_iter()
+                    .map(|name| (namespace.clone(), name)),
+            );
+            systems.extend(uses.systems);
         }
         self.freshness.retain(|key| resources.contains(key));
         let watched: HashSet<_> = watched.iter().map(|r| ObjectRef::from_obj(&**r)).collect();

@@ -221,6 +221,27 @@ impl TargetIndex {
         found
     }
 
+    /// What `target` uses, as its spec says: the namespace of its Secrets, their names, and
+    /// the systems it calls (vendor and address). `None` when it is not served.
+    pub fn uses(&self, target: &NamedTarget) -> Option<TargetUses> {
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let held = self.target(target.kind, namespace, &target.name)?;
+        let (connection, secrets_namespace) = match &held {
+            Held::Namespaced(t) => (&t.spec.connection, namespace.to_owned()),
+            Held::Cluster(t, cluster) => (&t.spec.connection, cluster.secrets_namespace.clone()),
+        };
+        let checked = connection.for_checks().ok()?;
+        let members = checked.members();
+        Some(TargetUses {
+            secrets_namespace,
+            secrets: members
+                .iter()
+                .flat_map(|m| m.secrets().into_iter().map(|used| used.name))
+                .collect(),
+            systems: members.iter().map(|m| (m.vendor(), m.address())).collect(),
+        })
+    }
+
     /// Changes whenever what a resource's password lists are computed from changes: a
     /// target's spec or the identity its status records, a namespace's labels.
     pub fn basis(&self) -> u64 {
@@ -277,6 +298,13 @@ impl TargetIndex {
             }
         }
     }
+}
+
+/// See [`TargetIndex::uses`].
+pub struct TargetUses {
+    pub secrets_namespace: String,
+    pub secrets: Vec<String>,
+    pub systems: Vec<(&'static str, String)>,
 }
 
 /// A target as its store holds it; a ClusterRotationTarget with what serves it.
