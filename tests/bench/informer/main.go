@@ -34,10 +34,13 @@ import (
 )
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", "", "path to the kubeconfig")
-	mode := flag.String("mode", "full", "full or metadata")
+	// controller-runtime defines --kubeconfig on the global flag set when it loads.
+	if flag.Lookup("kubeconfig") == nil {
+		flag.String("kubeconfig", "", "path to the kubeconfig")
+	}
+	mode := flag.String("mode", "full", "full, metadata or controller-runtime")
 	flag.Parse()
-	if err := run(*kubeconfig, *mode); err != nil {
+	if err := run(flag.Lookup("kubeconfig").Value.String(), *mode); err != nil {
 		fmt.Fprintf(os.Stderr, "informer: %v\n", err)
 		os.Exit(1)
 	}
