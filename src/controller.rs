@@ -1610,12 +1610,11 @@ impl<'a> Rotator<'a> {
     /// recorded, for a budget that this process has not seen used yet (after a restart or a
     /// failover).
     fn remembered_refusal(&self, account: &str) -> Option<Refusal> {
-        let now = Timestamp::now();
         let on_target = self
             .ctx
             .target_index
             .status_of(&self.rotation)
-            .and_then(|status| crate::target_status::remembered(&status, account, now));
+            .and_then(|status| crate::target_status::remembered(&status, account));
         self.ctx
             .watched
             .iter()

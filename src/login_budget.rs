@@ -6,12 +6,15 @@
 //! that a password changed behind the operator's back costs at most half of it. Once a login is
 //! refused no call is sent with the same credentials until the target's lockout has surely
 //! passed (each target says how long: its lockout policy); new credentials (the Secret's data
-//! changed) may try at once.
+//! changed) may try at once. A hold ends only once both clocks say so: the wall clock, by the
+//! refusal's time (perhaps another replica's), and this process's monotonic clock, by a full
+//! hold since it learned of the refusal; so neither a step of the wall clock nor a replica
+//! whose clock runs ahead of the one that recorded it ends a hold early.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -32,6 +35,57 @@ pub struct Refusal {
 impl Refusal {
     pub fn until(&self) -> Timestamp {
         self.at + self.hold
+    }
+
+    /// Ended a whole hold ago by `now`: no clock skew is that large, so it is history, not a
+    /// refusal recorded by a clock ahead of this one.
+    fn is_history(&self, now: Timestamp) -> bool {
+        self.until() + self.hold <= now
+    }
+}
+
+/// The time on both clocks.
+#[derive(Clone, Copy, Debug)]
+pub struct Clocks {
+    pub wall: Timestamp,
+    pub monotonic: Instant,
+}
+
+impl Clocks {
+    pub fn now() -> Self {
+        Clocks::at(Timestamp::now())
+    }
+
+    /// `wall`, and the monotonic clock now.
+    pub fn at(wall: Timestamp) -> Self {
+        Clocks {
+            wall,
+            monotonic: Instant::now(),
+        }
+    }
+}
+
+/// A refusal, and when this process learned of it.
+#[derive(Debug)]
+struct Held {
+    refusal: Refusal,
+    learned: Instant,
+}
+
+impl Held {
+    /// The refusal as it holds at `now`, its hold stretched to what the monotonic clock
+    /// still keeps; `None` once it has passed on both clocks.
+    fn at(&self, now: Clocks) -> Option<Refusal> {
+        let left = (self.learned + self.refusal.hold).saturating_duration_since(now.monotonic);
+        let until = self.refusal.until().max(now.wall + left);
+        if until <= now.wall {
+            return None;
+        }
+        let hold = Duration::try_from(until.duration_since(self.refusal.at)).ok()?;
+        Some(Refusal {
+            hold,
+            ..self.refusal.clone()
+        })
     }
 }
 
@@ -60,7 +114,7 @@ pub struct AdminAccount {
     parallel: u32,
     /// [`crate::targets::credentials_fingerprint`] of the credentials last accepted.
     accepted: Mutex<Option<String>>,
-    refusal: Mutex<Option<Refusal>>,
+    refusal: Mutex<Option<Held>>,
     /// Logins refused since one was last accepted.
     failures: AtomicU32,
 }
@@ -79,22 +133,22 @@ impl AdminAccount {
 
     /// Logins refused since one was last accepted, and the refusal that holds now, if any: what
     /// the target's status shows.
-    pub fn state(&self, now: Timestamp) -> (u32, Option<Refusal>) {
+    pub fn state(&self, now: Clocks) -> (u32, Option<Refusal>) {
         let refusal = self.refusal.lock().expect("not poisoned");
         (
             self.failures.load(Ordering::Relaxed),
-            refusal.as_ref().filter(|r| now < r.until()).cloned(),
+            refusal.as_ref().and_then(|held| held.at(now)),
         )
     }
 
     /// The refusal that still holds for `credentials` at `now`, if any.
-    pub fn refusal_against(&self, credentials: &str, now: Timestamp) -> Option<Refusal> {
+    pub fn refusal_against(&self, credentials: &str, now: Clocks) -> Option<Refusal> {
         self.refusal
             .lock()
             .expect("not poisoned")
             .as_ref()
-            .filter(|r| r.credentials == credentials && now < r.until())
-            .cloned()
+            .filter(|held| held.refusal.credentials == credentials)
+            .and_then(|held| held.at(now))
     }
 
     /// Room for a call with `credentials`: alone unless they were accepted, so that a refused
@@ -115,8 +169,11 @@ impl AdminAccount {
             *accepted = None;
         }
         let mut current = self.refusal.lock().expect("not poisoned");
-        if current.as_ref().is_none_or(|c| c.at <= refusal.at) {
-            *current = Some(refusal);
+        if current.as_ref().is_none_or(|c| c.refusal.at <= refusal.at) {
+            *current = Some(Held {
+                refusal,
+                learned: Instant::now(),
+            });
         }
     }
 
@@ -127,7 +184,7 @@ impl AdminAccount {
         let mut current = self.refusal.lock().expect("not poisoned");
         if current
             .as_ref()
-            .is_some_and(|r| r.credentials == credentials)
+            .is_some_and(|held| held.refusal.credentials == credentials)
         {
             *current = None;
         }
@@ -142,11 +199,13 @@ pub struct LoginBudgets {
 
 impl LoginBudgets {
     /// The account's budget. A new entry (after a restart) is seeded by `remembered`: what
-    /// the target's status and resources Blocked on this account recorded.
+    /// the target's status and resources Blocked on this account recorded, unless it is
+    /// history by `now`.
     pub fn account(
         &self,
         key: &str,
         lockout: Lockout,
+        now: Timestamp,
         remembered: impl FnOnce() -> Option<Refusal>,
     ) -> Arc<AdminAccount> {
         let mut accounts = self.accounts.lock().expect("not poisoned");
@@ -154,7 +213,7 @@ impl LoginBudgets {
             .entry(key.to_owned())
             .or_insert_with(|| {
                 let account = AdminAccount::new(lockout);
-                if let Some(refusal) = remembered() {
+                if let Some(refusal) = remembered().filter(|r| !r.is_history(now)) {
                     account.refused(refusal);
                 }
                 Arc::new(account)
@@ -203,20 +262,31 @@ mod tests {
         }
     }
 
+    /// `after` past `wall` and `learned` on both clocks.
+    fn later(wall: Timestamp, learned: Instant, after: Duration) -> Clocks {
+        Clocks {
+            wall: wall + after,
+            monotonic: learned + after,
+        }
+    }
+
     #[test]
     fn a_refusal_holds_the_same_credentials_for_longer_than_a_lockout() {
-        let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let wall: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
         let budgets = LoginBudgets::default();
-        let account = budgets.account("k", REDIS_SOFTWARE, || None);
-        account.refused(refusal(now, "h1"));
-        let same = budgets.account("k", REDIS_SOFTWARE, || {
+        let account = budgets.account("k", REDIS_SOFTWARE, wall, || None);
+        account.refused(refusal(wall, "h1"));
+        let learned = Instant::now();
+        let now = later(wall, learned, Duration::ZERO);
+        let same = budgets.account("k", REDIS_SOFTWARE, wall, || {
             panic!("an existing entry is not seeded again")
         });
+        let thirty_minutes = later(wall, learned, Duration::from_secs(30 * 60));
+        assert!(same.refusal_against("h1", thirty_minutes).is_some());
         assert!(
-            same.refusal_against("h1", now + Duration::from_secs(30 * 60))
-                .is_some()
+            same.refusal_against("h1", later(wall, learned, HOLD))
+                .is_none()
         );
-        assert!(same.refusal_against("h1", now + HOLD).is_none());
         assert!(
             same.refusal_against("h2", now).is_none(),
             "new credentials may try"
@@ -231,21 +301,76 @@ mod tests {
     }
 
     #[test]
+    fn a_wall_clock_step_forward_ends_no_hold() {
+        let wall: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let account = LoginBudgets::default().account("k", REDIS_SOFTWARE, wall, || None);
+        account.refused(refusal(wall, "h1"));
+        let learned = Instant::now();
+        let stepped = Clocks {
+            wall: wall + Duration::from_secs(2 * 60 * 60),
+            monotonic: learned + Duration::from_secs(60),
+        };
+        let held = account.refusal_against("h1", stepped).expect("still held");
+        assert!(
+            held.until() >= stepped.wall + Duration::from_secs(29 * 60),
+            "the hold shown is the one kept: {}",
+            held.until()
+        );
+        let later = Clocks {
+            wall: stepped.wall,
+            monotonic: learned + HOLD + Duration::from_secs(1),
+        };
+        assert!(account.refusal_against("h1", later).is_none());
+    }
+
+    #[test]
+    fn a_refusal_from_a_clock_ahead_of_this_one_holds_a_full_hold_here() {
+        let wall: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        // Another replica, its clock 10 minutes ahead, recorded a refusal that ends, by this
+        // clock, 5 minutes ago: the target's lockout may still hold.
+        let recorded = refusal(wall - HOLD - Duration::from_secs(5 * 60), "h1");
+        let account =
+            LoginBudgets::default().account("k", REDIS_SOFTWARE, wall, || Some(recorded.clone()));
+        let seeded = Instant::now();
+        let soon = Clocks {
+            wall: wall + Duration::from_secs(60),
+            monotonic: seeded + Duration::from_secs(60),
+        };
+        assert!(account.refusal_against("h1", soon).is_some());
+        let after = Clocks {
+            wall: wall + HOLD,
+            monotonic: seeded + HOLD + Duration::from_secs(1),
+        };
+        assert!(account.refusal_against("h1", after).is_none());
+
+        let history = refusal(wall - 2 * HOLD - Duration::from_secs(1), "h1");
+        let account = LoginBudgets::default().account("k", REDIS_SOFTWARE, wall, || Some(history));
+        assert!(
+            account.refusal_against("h1", Clocks::at(wall)).is_none(),
+            "a refusal that ended a whole hold ago is history"
+        );
+    }
+
+    #[test]
     fn a_new_entry_remembers_what_status_recorded() {
         let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
         let budgets = LoginBudgets::default();
-        let account = budgets.account("k", REDIS_SOFTWARE, || Some(refusal(now, "h1")));
-        assert_eq!(account.refusal_against("h1", now).unwrap().by, "ns/a");
+        let account = budgets.account("k", REDIS_SOFTWARE, now, || Some(refusal(now, "h1")));
+        assert_eq!(
+            account.refusal_against("h1", Clocks::at(now)).unwrap().by,
+            "ns/a"
+        );
         account.refused(refusal(now - Duration::from_secs(60), "h0"));
         assert!(
-            account.refusal_against("h1", now).is_some(),
+            account.refusal_against("h1", Clocks::at(now)).is_some(),
             "an older refusal never replaces a newer one"
         );
     }
 
     #[tokio::test]
     async fn unproven_credentials_go_alone_and_accepted_ones_a_few_at_once() {
-        let account = LoginBudgets::default().account("k", REDIS_SOFTWARE, || None);
+        let account =
+            LoginBudgets::default().account("k", REDIS_SOFTWARE, Timestamp::now(), || None);
         let first = account.permit("h1").await;
         assert!(
             account.calls.try_acquire().is_err(),

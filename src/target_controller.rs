@@ -20,7 +20,7 @@ use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::controller::Context;
-use crate::login_budget::Refusal;
+use crate::login_budget::{Clocks, Refusal};
 use crate::reason::Reason;
 use crate::rotation::CallFailure;
 use crate::rotation_target::{
@@ -175,7 +175,7 @@ async fn observe<K: TargetObject>(
     previous: &TargetStatus,
     now: Timestamp,
 ) -> Result<(Option<Budget>, Check, Option<String>)> {
-    let (probe, credentials) = match connect(target, &checks.ctx, key, previous, now).await? {
+    let (probe, credentials) = match connect(target, &checks.ctx, key, previous).await? {
         Ok(connected) => connected,
         Err(check) => return Ok((None, check, None)),
     };
@@ -203,7 +203,7 @@ async fn observe<K: TargetObject>(
         Check::Skipped
     };
     let budget = probe.budget();
-    let (failures, refusal): (u32, Option<Refusal>) = budget.account.state(Timestamp::now());
+    let (failures, refusal): (u32, Option<Refusal>) = budget.account.state(Clocks::now());
     let budget = Budget {
         account: budget.account_key.clone(),
         failures,
@@ -219,7 +219,6 @@ async fn connect<K: TargetObject>(
     ctx: &Context,
     key: &str,
     previous: &TargetStatus,
-    now: Timestamp,
 ) -> Result<Result<(Box<dyn PasswordTarget>, String), Check>> {
     let failed = |reason, message| Ok(Err(Check::Failed { reason, message }));
     let view = target.view();
@@ -248,7 +247,7 @@ async fn connect<K: TargetObject>(
         secrets.insert(used.name, secret);
     }
     let credentials = credentials_fingerprint(&secrets);
-    let remembered = |account: &str| target_status::remembered(previous, account, now);
+    let remembered = |account: &str| target_status::remembered(previous, account);
     let connected = ctx.connect_target(
         member,
         Connect {

@@ -24,7 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::login_budget::{AdminAccount, Lockout, LoginBudgets, Refusal};
+use crate::login_budget::{AdminAccount, Clocks, Lockout, LoginBudgets, Refusal};
 use crate::reason::Reason;
 use crate::resource::{Mode, TargetRef};
 use crate::rotation::CallFailure;
@@ -537,7 +537,8 @@ impl Shared {
         lockout: Lockout,
         remembered: impl FnOnce() -> Option<Refusal>,
     ) -> Arc<AdminAccount> {
-        self.logins.account(account, lockout, remembered)
+        self.logins
+            .account(account, lockout, Timestamp::now(), remembered)
     }
 }
 
@@ -592,14 +593,14 @@ impl Budget {
         };
         if let Some(refusal) = self
             .account
-            .refusal_against(&self.credentials, Timestamp::now())
+            .refusal_against(&self.credentials, Clocks::now())
         {
             return Err(held(refusal));
         }
         let _account = self.account.permit(&self.credentials).await;
         if let Some(refusal) = self
             .account
-            .refusal_against(&self.credentials, Timestamp::now())
+            .refusal_against(&self.credentials, Clocks::now())
         {
             return Err(held(refusal));
         }
