@@ -14,18 +14,33 @@ use kube::runtime::reflector::ObjectRef;
 use crate::resource::PasswordRotation;
 
 #[derive(Default)]
-pub struct Freshness {
-    /// The newest resourceVersion this process knows each resource had.
-    known: Mutex<HashMap<ObjectRef<PasswordRotation>, u64>>,
-    /// The resourceVersion this process last wrote each resource at with a settled status,
-    /// knowing no state Secret existed.
-    settled: Mutex<HashMap<ObjectRef<PasswordRotation>, u64>>,
+pub struct Freshness(Mutex<HashMap<Key, Remembered>>);
+
+type Key = ObjectRef<PasswordRotation>;
+
+/// What this process knows of one resource's versions.
+struct Remembered {
+    /// The newest resourceVersion it knows the resource had.
+    newest: u64,
+    /// The resourceVersion it last wrote the resource at with a settled status, knowing no
+    /// state Secret existed.
+    settled: Option<u64>,
 }
 
 /// resourceVersions are opaque, but etcd's are increasing integers; anything else is never
 /// taken as fresh, so that the resource is read instead.
 fn version(resource_version: Option<&str>) -> Option<u64> {
     resource_version?.parse().ok()
+}
+
+/// `key` without the version and uid it may carry, which no lookup compares: the map holds
+/// one per resource.
+fn bare(key: &Key) -> Key {
+    let bare = ObjectRef::new(&key.name);
+    match &key.namespace {
+        Some(namespace) => bare.within(namespace),
+        None => bare,
+    }
 }
 
 impl Freshness {
@@ -35,74 +50,80 @@ impl Freshness {
         self.is_fresh_at(&key, cached.resource_version().as_deref())
     }
 
-    fn is_fresh_at(&self, key: &ObjectRef<PasswordRotation>, cached: Option<&str>) -> bool {
-        let known = self.known.lock().expect("not poisoned");
+    fn is_fresh_at(&self, key: &Key, cached: Option<&str>) -> bool {
+        let known = self.0.lock().expect("not poisoned");
         match (known.get(key), version(cached)) {
             (None, _) => true,
-            (Some(newest), Some(cached)) => cached >= *newest,
+            (Some(known), Some(cached)) => cached >= known.newest,
             (Some(_), None) => false,
         }
     }
 
     /// Records a version this process wrote or read.
-    pub fn saw(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
-        let mut known = self.known.lock().expect("not poisoned");
-        match version(resource_version) {
-            Some(seen) => {
-                let newest = known.entry(key.clone()).or_insert(seen);
-                *newest = (*newest).max(seen);
-            }
-            // Never taken as fresh, so that the resource is read instead.
+    pub fn saw(&self, key: &Key, resource_version: Option<&str>) {
+        // Never taken as fresh, so that the resource is read instead.
+        let seen = version(resource_version).unwrap_or(u64::MAX);
+        let mut known = self.0.lock().expect("not poisoned");
+        match known.get_mut(key) {
+            Some(known) => known.newest = known.newest.max(seen),
             None => {
-                known.insert(key.clone(), u64::MAX);
+                let remembered = Remembered {
+                    newest: seen,
+                    settled: None,
+                };
+                known.insert(bare(key), remembered);
             }
         }
     }
 
     /// Records the version a read from the API server returned: the newest there is.
-    pub fn read(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
-        self.known.lock().expect("not poisoned").remove(key);
-        self.saw(key, resource_version);
+    pub fn read(&self, key: &Key, resource_version: Option<&str>) {
+        let seen = version(resource_version).unwrap_or(u64::MAX);
+        let mut known = self.0.lock().expect("not poisoned");
+        match known.get_mut(key) {
+            Some(known) => known.newest = seen,
+            None => {
+                let remembered = Remembered {
+                    newest: seen,
+                    settled: None,
+                };
+                known.insert(bare(key), remembered);
+            }
+        }
     }
 
     /// Records that this process wrote the resource at `resource_version` with a settled
     /// status, and knew that no state Secret existed.
-    pub fn settled_at(&self, key: &ObjectRef<PasswordRotation>, resource_version: Option<&str>) {
-        let mut settled = self.settled.lock().expect("not poisoned");
-        match version(resource_version) {
-            Some(written) => settled.insert(key.clone(), written),
-            None => settled.remove(key),
-        };
+    pub fn settled_at(&self, key: &Key, resource_version: Option<&str>) {
+        if let Some(known) = self.0.lock().expect("not poisoned").get_mut(key) {
+            known.settled = version(resource_version);
+        }
     }
 
     /// Whether `cached` is at exactly the version this process wrote settled: any write
     /// since, by anyone, changed its version.
     pub fn settled_by_this_process(&self, cached: &PasswordRotation) -> bool {
         let key = ObjectRef::from_obj(cached);
-        let settled = self.settled.lock().expect("not poisoned");
-        settled
+        let known = self.0.lock().expect("not poisoned");
+        known
             .get(&key)
-            .is_some_and(|written| version(cached.resource_version().as_deref()) == Some(*written))
+            .and_then(|k| k.settled)
+            .is_some_and(|written| version(cached.resource_version().as_deref()) == Some(written))
     }
 
     /// Another actor wrote the resource since this process decided on it: the cached copy
     /// is not fresh until the resource is read again.
-    pub fn distrust(&self, key: &ObjectRef<PasswordRotation>) {
+    pub fn distrust(&self, key: &Key) {
         self.saw(key, None);
     }
 
-    pub fn forget(&self, key: &ObjectRef<PasswordRotation>) {
-        self.known.lock().expect("not poisoned").remove(key);
-        self.settled.lock().expect("not poisoned").remove(key);
+    pub fn forget(&self, key: &Key) {
+        self.0.lock().expect("not poisoned").remove(key);
     }
 
     /// Forgets every resource but those `live` keeps.
-    pub fn retain(&self, live: impl Fn(&ObjectRef<PasswordRotation>) -> bool) {
-        self.known
-            .lock()
-            .expect("not poisoned")
-            .retain(|key, _| live(key));
-        self.settled
+    pub fn retain(&self, live: impl Fn(&Key) -> bool) {
+        self.0
             .lock()
             .expect("not poisoned")
             .retain(|key, _| live(key));

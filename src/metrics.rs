@@ -1,8 +1,8 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics` (see [`crate::http`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -110,14 +110,58 @@ struct OnTargetCondition {
     reason: String,
 }
 
-/// What a resource's status showed last, for the counts by target.
+/// What a resource's status showed last, for the counts by target. There is one per
+/// resource, so what many share (the target, a condition's status and reason) is held once.
 #[derive(Debug)]
 struct Shown {
-    on: OnTarget,
+    on: Arc<OnTarget>,
     phase: Option<&'static str>,
-    /// Type, status, reason and last transition of each exported condition.
-    conditions: Vec<(String, String, String, f64)>,
+    conditions: Vec<ShownCondition>,
     next_rotation: Option<f64>,
+}
+
+#[derive(Debug)]
+struct ShownCondition {
+    type_: &'static str,
+    status: Arc<str>,
+    reason: Arc<str>,
+    /// Its last transition, in seconds since the epoch.
+    since: f64,
+}
+
+/// What every resource's status showed last, and the label values they share.
+#[derive(Debug, Default)]
+struct ShownResources {
+    by_resource: HashMap<ResourceLabels, Shown>,
+    targets: HashSet<Arc<OnTarget>>,
+    words: HashSet<Arc<str>>,
+}
+
+impl ShownResources {
+    fn target(&mut self, target: &NamedTarget) -> Arc<OnTarget> {
+        let on = on_target(target);
+        if let Some(held) = self.targets.get(&on) {
+            return held.clone();
+        }
+        let held = Arc::new(on);
+        self.targets.insert(held.clone());
+        held
+    }
+
+    fn word(&mut self, word: &str) -> Arc<str> {
+        if let Some(held) = self.words.get(word) {
+            return held.clone();
+        }
+        let held: Arc<str> = Arc::from(word);
+        self.words.insert(held.clone());
+        held
+    }
+
+    /// Lets go of the values no resource shows any more.
+    fn release_unshown(&mut self) {
+        self.targets.retain(|t| Arc::strong_count(t) > 1);
+        self.words.retain(|w| Arc::strong_count(w) > 1);
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,7 +212,7 @@ pub struct Metrics {
     /// Whether each resource has series of its own (`--per-resource-metrics`); the counts
     /// by target are exported either way.
     per_resource: bool,
-    shown: Mutex<HashMap<ResourceLabels, Shown>>,
+    shown: Mutex<ShownResources>,
     resources: Family<OnTargetPhase, Gauge>,
     resources_condition: Family<OnTargetCondition, Gauge>,
     earliest_transition: Family<OnTargetCondition, Gauge<f64, AtomicU64>>,
@@ -499,17 +543,27 @@ impl Metrics {
         if self.per_resource {
             self.export_resource(namespace, name, status, &conditions);
         }
+        let mut all = self.shown.lock().expect("not poisoned");
         let shown = Shown {
-            on: on_target(target),
+            on: all.target(target),
             phase: status
                 .phase
                 .and_then(|p| PHASES.iter().find(|(phase, _)| *phase == p))
                 .map(|(_, label)| *label),
-            conditions,
+            conditions: conditions
+                .iter()
+                .filter_map(|(type_, status, reason, since)| {
+                    Some(ShownCondition {
+                        type_: CONDITION_TYPES.iter().find(|t| *t == type_)?,
+                        status: all.word(status),
+                        reason: all.word(reason),
+                        since: *since,
+                    })
+                })
+                .collect(),
             next_rotation: status.next_rotation_time.as_ref().map(|t| seconds(t.0)),
         };
-        let mut all = self.shown.lock().expect("not poisoned");
-        all.insert(resource(namespace, name), shown);
+        all.by_resource.insert(resource(namespace, name), shown);
     }
 
     fn export_resource(
@@ -577,60 +631,65 @@ impl Metrics {
     /// target with resources (0 for those none is in), each condition, and the earliest
     /// times an alert compares with now.
     fn count_by_target(&self) {
-        let shown = self.shown.lock().expect("not poisoned");
-        let mut phases: HashMap<OnTargetPhase, i64> = HashMap::new();
-        let mut conditions: HashMap<OnTargetCondition, (i64, f64)> = HashMap::new();
-        let mut next: HashMap<OnTarget, f64> = HashMap::new();
-        for resource in shown.values() {
+        let mut shown = self.shown.lock().expect("not poisoned");
+        shown.release_unshown();
+        type Condition<'a> = (&'a OnTarget, &'static str, &'a str, &'a str);
+        let mut phases: HashMap<(&OnTarget, &'static str), i64> = HashMap::new();
+        let mut conditions: HashMap<Condition<'_>, (i64, f64)> = HashMap::new();
+        let mut next: HashMap<&OnTarget, f64> = HashMap::new();
+        for resource in shown.by_resource.values() {
+            let on = &*resource.on;
             for (_, label) in PHASES {
-                let count = phases
-                    .entry(OnTargetPhase {
-                        on: resource.on.clone(),
-                        phase: label.into(),
-                    })
-                    .or_default();
-                *count += i64::from(resource.phase == Some(label));
+                *phases.entry((on, label)).or_default() += i64::from(resource.phase == Some(label));
             }
-            for (type_, status, reason, since) in &resource.conditions {
-                let labels = OnTargetCondition {
-                    on: resource.on.clone(),
-                    r#type: type_.clone(),
-                    status: status.clone(),
-                    reason: reason.clone(),
-                };
-                let (count, earliest) = conditions.entry(labels).or_insert((0, f64::MAX));
+            for c in &resource.conditions {
+                let (count, earliest) = conditions
+                    .entry((on, c.type_, &c.status, &c.reason))
+                    .or_insert((0, f64::MAX));
                 *count += 1;
-                *earliest = earliest.min(*since);
+                *earliest = earliest.min(c.since);
             }
             if let Some(at) = resource.next_rotation {
-                let earliest = next.entry(resource.on.clone()).or_insert(f64::MAX);
+                let earliest = next.entry(on).or_insert(f64::MAX);
                 *earliest = earliest.min(at);
             }
         }
         self.resources.clear();
-        for (labels, count) in phases {
+        for ((on, phase), count) in phases {
+            let labels = OnTargetPhase {
+                on: on.clone(),
+                phase: phase.into(),
+            };
             self.resources.get_or_create(&labels).set(count);
         }
         self.resources_condition.clear();
         self.earliest_transition.clear();
-        for (labels, (count, earliest)) in conditions {
+        for ((on, type_, status, reason), (count, earliest)) in conditions {
+            let labels = OnTargetCondition {
+                on: on.clone(),
+                r#type: type_.into(),
+                status: status.into(),
+                reason: reason.into(),
+            };
             self.resources_condition.get_or_create(&labels).set(count);
             self.earliest_transition
                 .get_or_create(&labels)
                 .set(earliest);
         }
         self.earliest_next_rotation.clear();
-        for (labels, earliest) in next {
-            self.earliest_next_rotation
-                .get_or_create(&labels)
-                .set(earliest);
+        for (on, earliest) in next {
+            self.earliest_next_rotation.get_or_create(on).set(earliest);
         }
     }
 
     /// Drops the series of a deleted resource.
     pub fn forget(&self, namespace: &str, name: &str) {
         let key = resource(namespace, name);
-        self.shown.lock().expect("not poisoned").remove(&key);
+        self.shown
+            .lock()
+            .expect("not poisoned")
+            .by_resource
+            .remove(&key);
         self.last_success.remove(&key);
         self.next_rotation.remove(&key);
         for (_, label) in PHASES {
@@ -651,6 +710,7 @@ impl Metrics {
             .shown
             .lock()
             .expect("not poisoned")
+            .by_resource
             .keys()
             .filter(|r| !live(&r.namespace, &r.name))
             .cloned()

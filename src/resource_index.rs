@@ -20,6 +20,18 @@ pub type PasswordList = (String, &'static str, String);
 
 type Key = ObjectRef<PasswordRotation>;
 
+/// A resource as the index holds it: without its version and uid, one allocation that every
+/// map it is in shares (at 100,000 resources, a copy per map was most of the index).
+type Held = Arc<Key>;
+
+fn held(rotation: &PasswordRotation) -> Held {
+    let key = ObjectRef::new(&rotation.name_any());
+    Arc::new(match rotation.namespace() {
+        Some(namespace) => key.within(&namespace),
+        None => key,
+    })
+}
+
 /// A target as a resource names it; `namespace` is `None` for a ClusterRotationTarget.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedTarget {
@@ -65,21 +77,24 @@ pub struct ResourceIndex(Arc<Mutex<Entries>>);
 
 #[derive(Default)]
 struct Entries {
-    indexed: HashMap<Key, Indexed>,
-    by_workload_secret: Multimap<(String, String)>,
-    by_target: Multimap<NamedTarget>,
+    indexed: HashMap<Held, Indexed>,
+    by_workload_secret: Multimap<(Arc<str>, String)>,
+    by_target: Multimap<Arc<NamedTarget>>,
     /// Resources on ClusterRotationTargets, by their namespace (whose labels the targets'
     /// policies may select by).
-    on_cluster_targets: Multimap<String>,
-    blocked: HashSet<Key>,
+    on_cluster_targets: Multimap<Arc<str>>,
+    blocked: HashSet<Held>,
     /// What a relist has shown so far: when it ends, the resources it did not show are gone.
-    relisted: Option<HashSet<Key>>,
+    relisted: Option<HashSet<Held>>,
     lists: ListIndex,
+    /// Namespaces and targets, each held once however many resources name it.
+    namespaces: HashSet<Arc<str>>,
+    targets: HashSet<Arc<NamedTarget>>,
 }
 
 struct Indexed {
-    workload_secret: (String, String),
-    target: NamedTarget,
+    workload_secret: (Arc<str>, String),
+    target: Arc<NamedTarget>,
 }
 
 /// The password lists of each resource. They depend on its target and namespace too, so
@@ -88,12 +103,19 @@ struct Indexed {
 #[derive(Default)]
 struct ListIndex {
     basis: Option<u64>,
-    of: HashMap<Key, Vec<PasswordList>>,
-    by_list: Multimap<PasswordList>,
-    changed: HashSet<Key>,
+    of: HashMap<Held, Vec<Arc<PasswordList>>>,
+    by_list: Multimap<Arc<PasswordList>>,
+    changed: HashSet<Held>,
 }
 
-struct Multimap<K>(HashMap<K, HashSet<Key>>);
+struct Multimap<K>(HashMap<K, Keys>);
+
+/// The resources at one key of a [`Multimap`]: most keys (a workload Secret, a password
+/// list) have one, which needs no set of its own.
+enum Keys {
+    One(Held),
+    Many(HashSet<Held>),
+}
 
 impl<K> Default for Multimap<K> {
     fn default() -> Self {
@@ -102,25 +124,86 @@ impl<K> Default for Multimap<K> {
 }
 
 impl<K: Hash + Eq> Multimap<K> {
-    fn insert(&mut self, at: K, key: Key) {
-        self.0.entry(at).or_default().insert(key);
+    fn insert(&mut self, at: K, key: Held) {
+        match self.0.remove(&at) {
+            None => self.0.insert(at, Keys::One(key)),
+            Some(Keys::One(one)) if one == key => self.0.insert(at, Keys::One(one)),
+            Some(Keys::One(one)) => self.0.insert(at, Keys::Many(HashSet::from([one, key]))),
+            Some(Keys::Many(mut many)) => {
+                many.insert(key);
+                self.0.insert(at, Keys::Many(many))
+            }
+        };
     }
 
-    fn remove(&mut self, at: &K, key: &Key) {
-        if let Some(keys) = self.0.get_mut(at) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.0.remove(at);
+    fn remove<Q>(&mut self, at: &Q, key: &Key)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let Some(keys) = self.0.get_mut(at) else {
+            return;
+        };
+        let empty = match keys {
+            Keys::One(one) => **one == *key,
+            Keys::Many(many) => {
+                many.remove(key);
+                many.is_empty()
             }
+        };
+        if empty {
+            self.0.remove(at);
         }
     }
 
-    fn get(&self, at: &K) -> impl Iterator<Item = &Key> {
-        self.0.get(at).into_iter().flatten()
+    fn get<Q>(&self, at: &Q) -> impl Iterator<Item = &Held>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let keys = self.0.get(at);
+        let one = match keys {
+            Some(Keys::One(one)) => Some(one),
+            _ => None,
+        };
+        let many = match keys {
+            Some(Keys::Many(many)) => Some(many),
+            _ => None,
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 
-    fn count(&self, at: &K) -> usize {
-        self.0.get(at).map_or(0, HashSet::len)
+    fn count<Q>(&self, at: &Q) -> usize
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.0.get(at) {
+            None => 0,
+            Some(Keys::One(_)) => 1,
+            Some(Keys::Many(many)) => many.len(),
+        }
+    }
+}
+
+/// `value`, held once in `pool` however many resources name it.
+fn interned<T: Hash + Eq + ?Sized>(
+    pool: &mut HashSet<Arc<T>>,
+    value: &T,
+    hold: impl FnOnce(&T) -> Arc<T>,
+) -> Arc<T> {
+    if let Some(held) = pool.get(value) {
+        return held.clone();
+    }
+    let held = hold(value);
+    pool.insert(held.clone());
+    held
+}
+
+/// Drops `value` from `pool` once nothing but the pool and the caller hold it.
+fn release<T: Hash + Eq + ?Sized>(pool: &mut HashSet<Arc<T>>, value: &Arc<T>) {
+    if Arc::strong_count(value) <= 2 {
+        pool.remove(value);
     }
 }
 
@@ -129,19 +212,20 @@ impl ResourceIndex {
     pub fn observe(&self, event: &watcher::Event<PasswordRotation>) {
         let mut entries = self.0.lock().expect("not poisoned");
         match event {
-            watcher::Event::Apply(rotation) => entries.put(rotation),
+            watcher::Event::Apply(rotation) => {
+                entries.put(rotation);
+            }
             watcher::Event::Delete(rotation) => entries.remove(&ObjectRef::from_obj(rotation)),
             watcher::Event::Init => entries.relisted = Some(HashSet::new()),
             watcher::Event::InitApply(rotation) => {
-                entries.put(rotation);
-                let key = ObjectRef::from_obj(rotation);
+                let key = entries.put(rotation);
                 entries.relisted.get_or_insert_default().insert(key);
             }
             watcher::Event::InitDone => {
                 let Some(seen) = entries.relisted.take() else {
                     return;
                 };
-                let gone: Vec<Key> = entries
+                let gone: Vec<Held> = entries
                     .indexed
                     .keys()
                     .filter(|key| !seen.contains(*key))
@@ -157,14 +241,22 @@ impl ResourceIndex {
     /// The resources whose workload Secret is `namespace`/`name`.
     pub fn reading_workload_secret(&self, namespace: &str, name: &str) -> Vec<Key> {
         let entries = self.0.lock().expect("not poisoned");
-        let at = (namespace.to_owned(), name.to_owned());
-        entries.by_workload_secret.get(&at).cloned().collect()
+        let at = (Arc::from(namespace), name.to_owned());
+        entries
+            .by_workload_secret
+            .get(&at)
+            .map(|k| (**k).clone())
+            .collect()
     }
 
     /// The resources that name `target`.
     pub fn naming(&self, target: &NamedTarget) -> Vec<Key> {
         let entries = self.0.lock().expect("not poisoned");
-        entries.by_target.get(target).cloned().collect()
+        entries
+            .by_target
+            .get(target)
+            .map(|k| (**k).clone())
+            .collect()
     }
 
     /// How many resources name `target`.
@@ -177,15 +269,15 @@ impl ResourceIndex {
         let entries = self.0.lock().expect("not poisoned");
         entries
             .on_cluster_targets
-            .get(&namespace.to_owned())
-            .cloned()
+            .get(namespace)
+            .map(|k| (**k).clone())
             .collect()
     }
 
     /// The resources that are Blocked.
     pub fn blocked(&self) -> Vec<Key> {
         let entries = self.0.lock().expect("not poisoned");
-        entries.blocked.iter().cloned().collect()
+        entries.blocked.iter().map(|k| (**k).clone()).collect()
     }
 
     /// The resources of `store` that rotate one of `mine`, as `lists_of` says for each
@@ -210,29 +302,34 @@ impl ResourceIndex {
         for key in std::mem::take(&mut lists.changed) {
             lists.forget(&key);
             if let Some(rotation) = store.get(&key) {
-                let of = lists_of(&rotation);
+                let of: Vec<Arc<PasswordList>> =
+                    lists_of(&rotation).into_iter().map(Arc::new).collect();
                 for list in &of {
                     lists.by_list.insert(list.clone(), key.clone());
                 }
                 lists.of.insert(key, of);
             }
         }
-        let mut found: HashSet<&Key> = HashSet::new();
+        let mut found: HashSet<&Held> = HashSet::new();
         for list in mine {
             found.extend(lists.by_list.get(list));
         }
-        found.into_iter().cloned().collect()
+        found.into_iter().map(|k| (**k).clone()).collect()
     }
 }
 
 impl Entries {
-    fn put(&mut self, rotation: &PasswordRotation) {
-        let key = ObjectRef::from_obj(rotation);
+    fn put(&mut self, rotation: &PasswordRotation) -> Held {
+        let key = held(rotation);
         self.remove(&key);
         let namespace = rotation.namespace().unwrap_or_default();
+        let namespace = interned(&mut self.namespaces, namespace.as_str(), |n| Arc::from(n));
+        let target = interned(&mut self.targets, &NamedTarget::of(rotation), |t| {
+            Arc::new(t.clone())
+        });
         let indexed = Indexed {
             workload_secret: (namespace.clone(), rotation.spec.secret.name.clone()),
-            target: NamedTarget::of(rotation),
+            target,
         };
         self.by_workload_secret
             .insert(indexed.workload_secret.clone(), key.clone());
@@ -244,22 +341,24 @@ impl Entries {
             self.blocked.insert(key.clone());
         }
         self.lists.changed.insert(key.clone());
-        self.indexed.insert(key, indexed);
+        self.indexed.insert(key.clone(), indexed);
+        key
     }
 
     fn remove(&mut self, key: &Key) {
         let Some(indexed) = self.indexed.remove(key) else {
             return;
         };
+        let namespace = &indexed.workload_secret.0;
         self.by_workload_secret
             .remove(&indexed.workload_secret, key);
         self.by_target.remove(&indexed.target, key);
-        if let Some(namespace) = &key.namespace {
-            self.on_cluster_targets.remove(namespace, key);
-        }
+        self.on_cluster_targets.remove(namespace, key);
         self.blocked.remove(key);
         self.lists.forget(key);
         self.lists.changed.remove(key);
+        release(&mut self.targets, &indexed.target);
+        release(&mut self.namespaces, namespace);
     }
 }
 
@@ -336,6 +435,30 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(index.on_cluster_targets_in("apps"), Vec::new());
+    }
+
+    #[test]
+    fn namespaces_and_targets_are_held_once_and_let_go_with_their_last_resource() {
+        let index = ResourceIndex::default();
+        let mut writer = Writer::default();
+        let a = rotation("a", "one", ("ClusterRotationTarget", "shared"), "app");
+        let b = rotation("b", "two", ("ClusterRotationTarget", "shared"), "app");
+        feed(&mut writer, &index, watcher::Event::Apply(a.clone()));
+        feed(&mut writer, &index, watcher::Event::Apply(b.clone()));
+        {
+            let entries = index.0.lock().unwrap();
+            assert_eq!((entries.namespaces.len(), entries.targets.len()), (1, 1));
+            let [x, y] = [&a, &b].map(|r| entries.indexed[&ObjectRef::from_obj(r)].target.clone());
+            assert!(Arc::ptr_eq(&x, &y), "one target, held once");
+        }
+        assert_eq!(names(index.on_cluster_targets_in("apps")), ["a", "b"]);
+        feed(&mut writer, &index, watcher::Event::Delete(a));
+        assert_eq!(names(index.on_cluster_targets_in("apps")), ["b"]);
+        assert_eq!(index.count_naming(&NamedTarget::of(&b)), 1);
+        feed(&mut writer, &index, watcher::Event::Delete(b));
+        let entries = index.0.lock().unwrap();
+        assert_eq!((entries.namespaces.len(), entries.targets.len()), (0, 0));
+        assert!(entries.by_target.0.is_empty() && entries.on_cluster_targets.0.is_empty());
     }
 
     #[test]
