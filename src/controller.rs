@@ -757,7 +757,9 @@ impl<'a> Rotator<'a> {
         // target may be called, the Secrets it reads. A pinned plan that names other Secrets
         // has them read again.
         let prefetch_target = self.may_call_target();
-        self.add_finalizer();
+        if self.rotation_may_step() {
+            self.add_finalizer();
+        }
         let (state, workload, target_secrets) = futures::join!(
             secrets::read_state(&self.secrets, &state_name),
             self.workload_secret(),
@@ -1204,11 +1206,13 @@ impl<'a> Rotator<'a> {
     }
 
     /// The finalizer, before any effect: a deletion must find it to roll a rotation back.
-    /// Starts adding the finalizer, unless the resource has it: the reads and the state
-    /// Secret (which goes with the resource) need not wait for it, only the first change to
-    /// the target does.
+    /// Starts adding the finalizer, unless the resource has it or it is being added: the
+    /// reads and the state Secret (which goes with the resource) need not wait for it, only
+    /// the first change to the target does ([`Self::guarded`]). A resource that never
+    /// rotated has nothing a deletion must undo, so it gets none until a rotation may step.
     fn add_finalizer(&mut self) {
-        if has_finalizer(&self.rotation) {
+        if has_finalizer(&self.rotation) || self.finalizer_added || self.adding_finalizer.is_some()
+        {
             return;
         }
         let mut finalizers = self.rotation.finalizers().to_vec();
@@ -1233,7 +1237,14 @@ impl<'a> Rotator<'a> {
         Ok(current.and_then(|r| r.resource_version()) == self.version)
     }
 
-    /// Waits for the finalizer being added, if one is.
+    /// The finalizer in place, for a change to the target.
+    async fn guarded(&mut self) -> Result<()> {
+        self.add_finalizer();
+        self.finalized().await
+    }
+
+    /// Waits for the finalizer being added, if one is: a status write goes after it, at the
+    /// version it left.
     async fn finalized(&mut self) -> Result<()> {
         let Some(adding) = self.adding_finalizer.take() else {
             return Ok(());
@@ -1254,26 +1265,26 @@ impl<'a> Rotator<'a> {
         let Ok(target) = self.spec.target.selected() else {
             return false;
         };
+        let expiry_unasked =
+            target.reports_expiry() && self.status.password_expiry_checked_time.is_none();
+        self.rotation_may_step() || expiry_unasked
+    }
+
+    /// A rotation in flight, asked for or due.
+    fn rotation_may_step(&self) -> bool {
         let due = self
             .status
             .next_rotation_time
             .as_ref()
             .is_some_and(|t| t.0 <= Timestamp::now());
-        let expiry_unasked =
-            target.reports_expiry() && self.status.password_expiry_checked_time.is_none();
-        self.in_flight() || self.rotation_asked() || due || expiry_unasked
+        self.in_flight() || self.rotation_asked() || due
     }
 
-    /// Idle and Ready for its current spec, with its finalizer, nothing to show and no
-    /// rotation asked for or due: nothing to do unless a state Secret was left over (a crash
-    /// between the end's status write and its deletion). The reconciles that follow this
-    /// operator's own writes, and a restart's, end after that one read.
+    /// Idle and Ready for its current spec, nothing to show and no rotation asked for or
+    /// due: nothing to do unless a state Secret was left over (a crash between the end's
+    /// status write and its deletion). The reconciles that follow this operator's own
+    /// writes, and a restart's, end after that one read.
     fn settled(&self) -> bool {
-        has_finalizer(&self.rotation) && self.idle_and_ready()
-    }
-
-    /// [`Self::settled`] but for the finalizer.
-    fn idle_and_ready(&self) -> bool {
         let status = &self.status;
         status.phase == Some(Phase::Idle)
             && status.observed_generation == self.rotation.metadata.generation
@@ -1730,7 +1741,7 @@ impl<'a> Rotator<'a> {
             name: secrets::state_secret_name(&self.rotation),
             problem: "has no previous password".into(),
         })?;
-        self.finalized().await?;
+        self.guarded().await?;
         Ok(match decision {
             Decision::Add => {
                 let outcome = on_add(target.add(&change(state, previous)).await);
@@ -2071,8 +2082,7 @@ impl<'a> Rotator<'a> {
         self.version = version;
         self.written = status.clone();
         self.record(status);
-        let finalizer = has_finalizer(&self.rotation) || self.finalizer_added;
-        if self.no_state_secret && finalizer && self.idle_and_ready() {
+        if self.no_state_secret && self.settled() {
             let version = self.version.as_deref();
             self.ctx.freshness.settled_at(&key, version);
         }

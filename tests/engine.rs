@@ -494,6 +494,24 @@ async fn every_effect_is_recorded_before_it_is_made() -> Result<()> {
     Ok(())
 }
 
+/// A new resource with no rotation asked for or due costs one write, its status: a finalizer
+/// guards only what a deletion must undo, and nothing is there to undo until a rotation
+/// starts. At 100,000 new resources that halves the writes of getting ready.
+#[tokio::test]
+async fn a_new_idle_resource_is_written_once_and_gets_no_finalizer() -> Result<()> {
+    let mut engine = Engine::new(json!({}))?;
+    engine.rotation.metadata.finalizers = None;
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    let log = engine.log();
+    let writes: Vec<&String> = log
+        .iter()
+        .filter(|e| e.starts_with("status ") || e.starts_with("finalizers "))
+        .collect();
+    assert_eq!(writes, ["status Idle -"], "{log:#?}");
+    assert!(!log.iter().any(|e| e.starts_with("target ")), "{log:#?}");
+    Ok(())
+}
+
 /// A new resource gets its finalizer beside the first reads and the state Secret, and before
 /// the first change to the target, which a deletion must be able to undo.
 #[tokio::test]
