@@ -31,7 +31,9 @@ use crate::resource::{
     FINALIZER, Mode, PasswordRotation, PasswordRotationStatus, Phase, ROTATE_REQUESTED_ANNOTATION,
     Step, restart_annotation_key,
 };
-use crate::resource_index::{NamedTarget, PasswordList, ResourceIndex, Watched};
+use crate::resource_index::{
+    NamedTarget, PasswordList, ResourceIndex, Watched, state_secret_owner,
+};
 use crate::rotation::{
     CallFailure, CallOutcome, Decision, NOT_PERSISTED, Observation, RolloutTrouble, SecretHolds,
     StateSummary, by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire,
@@ -227,6 +229,17 @@ impl Context {
     }
 
     /// How many resources name the target `kind`/`name` (a RotationTarget in `namespace`).
+    /// Whether the Secret watch of the scope holding `rotation` has listed its Secrets and
+    /// `state_name` (its state Secret) is not among them.
+    fn listed_without_secret(&self, rotation: &PasswordRotation, state_name: &str) -> bool {
+        let key = ObjectRef::from_obj(rotation);
+        let namespace = rotation.namespace().unwrap_or_default();
+        self.watched
+            .iter()
+            .find(|w| w.store.get(&key).is_some())
+            .is_some_and(|w| w.index.listed_without_secret(&namespace, state_name))
+    }
+
     pub fn resources_naming(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> u32 {
         let target = NamedTarget {
             kind,
@@ -423,9 +436,13 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             // Small pages: the first list of every Secret's metadata passes through memory a
             // page at a time.
             let pages = watcher::Config::default().page_size(100);
-            controller = controller.watches(
-                secrets,
-                pages.clone(),
+            let index = watched.index.clone();
+            let secret_events = watcher(secrets, pages.clone())
+                .default_backoff()
+                .inspect_ok(move |event| index.observe_secret(event))
+                .touched_objects();
+            controller = controller.watches_stream(
+                secret_events,
                 secret_mapper(watched.index.clone(), context.clone()),
             );
             // ClusterRotationTargets' Secrets, when the watched namespaces do not hold them.
@@ -459,7 +476,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
 }
 
 /// Maps a Secret the watch shows to the resources of `index` that read it (its workload
-/// Secret, or one of its target's), and drops the version kept of it when it changed.
+/// Secret, or one of its target's) or own it (their state Secret), and drops the version
+/// kept of it when it changed.
 fn secret_mapper(
     index: ResourceIndex,
     ctx: Arc<Context>,
@@ -472,6 +490,7 @@ fn secret_mapper(
         for target in ctx.target_index.reading_secret(&namespace, &name) {
             concerned.extend(index.naming(&target));
         }
+        concerned.extend(state_secret_owner(&secret));
         concerned
     }
 }
@@ -748,6 +767,7 @@ impl<'a> Rotator<'a> {
         // resource's status before any effect.
         if self.settled()
             && (self.ctx.freshness.settled_by_this_process(&self.rotation)
+                || self.ctx.listed_without_secret(&self.rotation, &state_name)
                 || self.secrets.get_opt(&state_name).await?.is_none())
         {
             let next = self.status.next_rotation_time.as_ref().map(|t| t.0);

@@ -72,8 +72,11 @@ impl RotationState {
 }
 
 pub fn state_secret_name(rotation: &PasswordRotation) -> String {
-    format!("{}-rotation", rotation.name_any())
+    format!("{}{STATE_SECRET_SUFFIX}", rotation.name_any())
 }
+
+/// How the name of every state Secret ends.
+pub const STATE_SECRET_SUFFIX: &str = "-rotation";
 
 /// Whether `secret` allows the PasswordRotation named `rotation` to use it.
 pub fn allows(secret: &Secret, rotation: &str) -> bool {

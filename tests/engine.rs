@@ -13,6 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::Event;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
@@ -23,7 +24,7 @@ use password_rotator::metrics::Metrics;
 use password_rotator::resource::{
     PasswordRotation, PasswordRotationStatus, Phase, SHARD_LABEL, Step, WorkloadRef,
 };
-use password_rotator::resource_index::Watched;
+use password_rotator::resource_index::{ResourceIndex, Watched};
 use password_rotator::rollout::Restart;
 use password_rotator::rotation::{CallFailure, RolloutProgress};
 use password_rotator::rotation_target::RotationTarget;
@@ -312,6 +313,8 @@ struct Engine {
     rotation: PasswordRotation,
     /// What the resource watch shows the engine.
     watched: Writer<PasswordRotation>,
+    /// The index of that watch, which the Secret watch feeds too.
+    index: ResourceIndex,
 }
 
 impl Engine {
@@ -371,7 +374,8 @@ impl Engine {
             shard_patience: Duration::from_secs(300),
         };
         let watched = Writer::<PasswordRotation>::default();
-        let store = watched.as_reader();
+        let resources = Watched::new(watched.as_reader());
+        let index = resources.index.clone();
         let mut targets = Writer::<RotationTarget>::default();
         targets.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(json!({
             "apiVersion": "rotator.dev/v1alpha2",
@@ -387,7 +391,7 @@ impl Engine {
             client,
             kubernetes.clone(),
             connect,
-            vec![Watched::new(store)],
+            vec![resources],
             TargetIndex::of(vec![targets.as_reader()]),
             settings,
             Arc::new(Metrics::new()),
@@ -415,6 +419,7 @@ impl Engine {
             failures,
             rotation,
             watched,
+            index,
         })
     }
 
@@ -758,7 +763,7 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
 
 /// The reconciles that follow this process's own write of a settled status (its echoes
 /// through the watch) do not look for a state Secret it knows is not there; at a version
-/// another actor wrote, they do.
+/// another actor wrote, they do, unless the Secret watch listed the namespace without it.
 #[tokio::test]
 async fn the_echoes_of_a_settled_write_read_no_state_secret() -> Result<()> {
     let mut engine = Engine::new(json!({}))?;
@@ -785,6 +790,39 @@ async fn the_echoes_of_a_settled_write_read_no_state_secret() -> Result<()> {
         engine.kubernetes.reads(&state),
         first + 1,
         "a version this process did not write settled"
+    );
+
+    // After a restart: the Secret watch listed the namespace's Secrets, without this one.
+    engine
+        .watched
+        .apply_watcher_event(&watcher::Event::Apply(engine.rotation.clone()));
+    let listed = |name: &str| -> Result<PartialObjectMeta<Secret>> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+        }))?)
+    };
+    engine.index.observe_secret(&watcher::Event::Init);
+    engine
+        .index
+        .observe_secret(&watcher::Event::InitApply(listed(WORKLOAD_SECRET)?));
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    assert_eq!(engine.kubernetes.reads(&state), first + 2, "not listed yet");
+    engine.index.observe_secret(&watcher::Event::InitDone);
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    assert_eq!(
+        engine.kubernetes.reads(&state),
+        first + 2,
+        "listed without a state Secret"
+    );
+    engine
+        .index
+        .observe_secret(&watcher::Event::Apply(listed(&state)?));
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    assert_eq!(
+        engine.kubernetes.reads(&state),
+        first + 3,
+        "listed with one"
     );
     Ok(())
 }

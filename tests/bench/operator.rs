@@ -154,6 +154,29 @@ impl Operator {
         Ok(())
     }
 
+    /// How many reconciles the operator has run, from its /metrics (its address is in its
+    /// log); `None` until it serves them.
+    pub async fn reconciles(&self) -> Result<Option<u64>> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let Some(addr) = log
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+        else {
+            return Ok(None);
+        };
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("password_rotator_reconciles_total "))
+            .context("no password_rotator_reconciles_total in /metrics")?;
+        Ok(Some(count.trim().parse()?))
+    }
+
     /// Lines of the log containing `needle`.
     pub fn log_lines_with(&self, needle: &str) -> usize {
         std::fs::read_to_string(&self.log)

@@ -17,6 +17,8 @@ mod helpers;
 #[allow(dead_code)]
 mod informer;
 mod kube_metrics;
+// Shared with the scale bench, which also reads the reconcile count.
+#[allow(dead_code)]
 mod operator;
 mod tracker;
 

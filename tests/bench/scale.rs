@@ -7,9 +7,11 @@
 //!
 //! It reports the operator's fixed base (its RSS with nothing to watch), the time from its
 //! start to every resource reconciled once, its RSS steady and peak and per resource beyond
-//! the base, its CPU and the API server's requests per minute while idle, and a burst of
+//! the base, its CPU and the API server's requests per minute while idle, a burst of
 //! `BENCH_SCALE / 10` rotations beside the API server's own ceiling for the same number of
-//! writes at the operator's concurrency. Writes `target/bench/scale.json` and prints it.
+//! writes at the operator's concurrency, and a restart: the time until the new process has
+//! reconciled every (settled) resource once, and what that cost the API server. Writes
+//! `target/bench/scale.json` and prints it.
 //!
 //! Smaller while developing: `BENCH_SCALE=2000 cargo bench --bench scale`.
 
@@ -573,6 +575,33 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
         burst_time.as_secs_f64()
     ));
     operator.stop().await?;
+
+    // A restart (an upgrade, a failover): every resource is settled, so getting ready again
+    // is the watch's list and one look at each resource.
+    let before = kube_metrics::snapshot(&client).await?;
+    let mut operator = scale.start_operator("restart")?;
+    let started = Instant::now();
+    loop {
+        operator.alive()?;
+        if operator.reconciles().await?.unwrap_or(0) >= total as u64 {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60 * 60),
+            "the restarted operator never reconciled every resource"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let restart_to_ready = started.elapsed();
+    let (restart_writes, restart_requests) =
+        requests(&before, &kube_metrics::snapshot(&client).await?);
+    operator.stop().await?;
+    scale.clock.progress(format!(
+        "restarted: every resource reconciled once {:.1} s after the start, {restart_writes} \
+         writes, {restart_requests} requests",
+        restart_to_ready.as_secs_f64()
+    ));
+
     let ceiling = scale
         .ceiling(operator_writes as usize, OPERATOR_CONCURRENCY)
         .await?;
@@ -611,6 +640,11 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
             "writes": round(ready_writes as f64 / total as f64, 2),
             "requests": round(ready_requests as f64 / total as f64, 2),
         },
+        "restart_to_ready": {
+            "seconds": round(restart_to_ready.as_secs_f64(), 1),
+            "writes": restart_writes,
+            "requests_per_resource": round(restart_requests as f64 / total as f64, 2),
+        },
         "memory_mib": {
             "base": mib(base_kib),
             "at_ready": mib(at_ready.now_kib),
@@ -636,6 +670,7 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
         "bars": {
             "per_resource_at_most_2_kib": bar(per_resource_kib <= 2.0, json!(round(per_resource_kib, 2)), "2 KiB"),
             "start_to_ready_under_2_minutes": bar(to_ready < Duration::from_secs(120), json!(round(to_ready.as_secs_f64(), 1)), "120 s"),
+            "restart_to_ready_under_2_minutes": bar(restart_to_ready < Duration::from_secs(120), json!(round(restart_to_ready.as_secs_f64(), 1)), "120 s"),
             "idle_no_writes": bar(idle_writes == 0, json!(idle_writes), "0"),
             "idle_under_1_percent_of_a_core": bar(idle_cpu_percent < 1.0, json!(idle_cpu_percent), "1%"),
             "burst_within_1_3_of_the_ceiling": bar(ratio <= 1.3, json!(round(ratio, 2)), "1.3"),
