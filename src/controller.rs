@@ -35,9 +35,9 @@ use crate::resource_index::{
     NamedTarget, PasswordList, ResourceIndex, Watched, state_secret_owner,
 };
 use crate::rotation::{
-    CallFailure, CallOutcome, Decision, NOT_PERSISTED, Observation, RolloutTrouble, SecretHolds,
-    StateSummary, by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire,
-    on_rollback, step_after,
+    self, CallFailure, CallOutcome, Decision, NOT_PERSISTED, Observation, OnDeletion,
+    RolloutTrouble, SecretHolds, StateSummary, by_expiry, decide, earliest, on_add, on_failure,
+    on_replace, on_retire, on_rollback, step_after,
 };
 use crate::rotation_spec::{RotationSpec, Unresolved};
 use crate::rotation_target::{RotationTarget, TargetKind};

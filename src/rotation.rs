@@ -428,6 +428,27 @@ pub fn step_after(decision: &Decision) -> Option<Step> {
     }
 }
 
+/// What deleting a resource does with the rotation its state Secret records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDeletion {
+    /// Pods may have read the new password: both stay valid, the old one kept in the
+    /// orphaned state Secret.
+    KeepBoth,
+    /// Nothing was published: undo the stage.
+    RollBack,
+}
+
+/// The deletion table: once the rotation reached the publish, or the workload Secret holds
+/// the new password, or was written at all since Stage (which may have been the publish,
+/// changed back since), pods may run on the new password; before, none can.
+pub fn on_deletion(step: Step, secret_holds_new: bool, written_since_stage: bool) -> OnDeletion {
+    if step >= Step::Publishing || secret_holds_new || written_since_stage {
+        OnDeletion::KeepBoth
+    } else {
+        OnDeletion::RollBack
+    }
+}
+
 /// How a call to the target failed, in terms the step machine understands; each target maps
 /// its own errors onto these.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -680,6 +701,32 @@ mod tests {
                 seen_published_for: self.seen_published_for,
             };
             decide(&obs, &validate(&self.spec, "ns").unwrap())
+        }
+    }
+
+    #[test]
+    fn a_deletion_rolls_back_only_what_no_pod_can_have_read() {
+        use OnDeletion::{KeepBoth, RollBack};
+        for step in [Step::Staged, Step::Replacing, Step::Added, Step::Verified] {
+            assert_eq!(on_deletion(step, false, false), RollBack, "{step:?}");
+            assert_eq!(
+                on_deletion(step, true, false),
+                KeepBoth,
+                "{step:?}: holds it"
+            );
+            assert_eq!(
+                on_deletion(step, false, true),
+                KeepBoth,
+                "{step:?}: written"
+            );
+        }
+        for step in [
+            Step::Publishing,
+            Step::Published,
+            Step::RolledOut,
+            Step::Retired,
+        ] {
+            assert_eq!(on_deletion(step, false, false), KeepBoth, "{step:?}");
         }
     }
 

@@ -67,16 +67,15 @@ impl Rotator<'_> {
         let written_since_stage = state.workload_version.as_ref().is_some_and(|staged| {
             workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
         });
-        if step >= Step::Publishing || holds_new || written_since_stage {
-            secrets::orphan_state(&self.secrets, &state_name).await?;
+        if rotation::on_deletion(step, holds_new, written_since_stage) == OnDeletion::KeepBoth {
             let message = format!(
                 "deleted after the new password may have been published (the workload Secret \
                  was written since the rotation began): both passwords remain valid; the old \
                  one is kept in Secret {state_name}"
             );
-            self.event(EventType::Warning, "LeftBothValid", "Delete", &message)
+            return self
+                .orphan_state(&state_name, Reason::LeftBothValid, &message)
                 .await;
-            return Ok(Action::await_change());
         }
         let (outcome, message) = match self.roll_back(&state, step).await {
             Ok(rolled_back) => rolled_back,
@@ -97,14 +96,12 @@ impl Rotator<'_> {
                 self.release_keeping_the_passwords(error, &state_name).await
             }
             CallOutcome::Block { reason, message } => {
-                secrets::orphan_state(&self.secrets, &state_name).await?;
                 let message = format!(
                     "deleted mid-rotation but the rollback failed ({reason}: {message}); the staged \
                      password is kept in Secret {state_name}"
                 );
-                self.event(EventType::Warning, "RollbackFailed", "Delete", &message)
-                    .await;
-                Ok(Action::await_change())
+                self.orphan_state(&state_name, Reason::RollbackFailed, &message)
+                    .await
             }
         }
     }
@@ -128,7 +125,6 @@ impl Rotator<'_> {
         if !error.needs_a_change() && waited < self.ctx.settings.cleanup_timeout {
             return Err(error);
         }
-        secrets::orphan_state(&self.secrets, state_name).await?;
         let kept = match self.spec.mode {
             Mode::AddThenDelete => "both passwords remain valid",
             Mode::Replace => "the password may have been replaced",
@@ -137,7 +133,20 @@ impl Rotator<'_> {
             "deleted mid-rotation and the rotation could not be undone or finished ({error}): \
              {kept}; the passwords are kept in Secret {state_name}"
         );
-        self.event(EventType::Warning, "LeftBothValid", "Delete", &message)
+        self.orphan_state(state_name, Reason::LeftBothValid, &message)
+            .await
+    }
+
+    /// Keeps the state Secret, with the passwords it holds, beyond the resource (its owner
+    /// reference removed), and says why in a Warning event.
+    async fn orphan_state(
+        &self,
+        state_name: &str,
+        reason: Reason,
+        message: &str,
+    ) -> Result<Action> {
+        secrets::orphan_state(&self.secrets, state_name).await?;
+        self.event(EventType::Warning, reason, "Delete", message)
             .await;
         Ok(Action::await_change())
     }
@@ -187,18 +196,12 @@ impl Rotator<'_> {
             .await?
             .is_some()
         {
-            secrets::orphan_state(&self.secrets, &state_name).await?;
             let message = format!(
                 "deleted mid-rotation, and {why}: the passwords stay as they are, kept in \
                  Secret {state_name}"
             );
-            self.event(
-                EventType::Warning,
-                Reason::LeftBothValid,
-                "Delete",
-                &message,
-            )
-            .await;
+            self.orphan_state(&state_name, Reason::LeftBothValid, &message)
+                .await?;
         }
         release(self.ctx, &self.rotation).await?;
         Ok(Action::await_change())
