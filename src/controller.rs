@@ -35,9 +35,9 @@ use crate::resource_index::{
     NamedTarget, PasswordList, ResourceIndex, Watched, state_secret_owner,
 };
 use crate::rotation::{
-    self, CallFailure, CallOutcome, Decision, NOT_PERSISTED, Observation, OnDeletion,
-    RolloutTrouble, SecretHolds, StateSummary, by_expiry, decide, earliest, on_add, on_failure,
-    on_replace, on_retire, on_rollback, step_after,
+    self, CallFailure, CallOutcome, Decision, Observation, OnDeletion, RolloutTrouble, SecretHolds,
+    StateSummary, by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire,
+    on_rollback, step_after,
 };
 use crate::rotation_spec::{RotationSpec, Unresolved};
 use crate::rotation_target::{RotationTarget, TargetKind};
@@ -1148,9 +1148,9 @@ impl<'a> Rotator<'a> {
                     if outcome != CallOutcome::Done {
                         return self.stop(outcome, target, now).await;
                     }
-                    if let Some(why) = self.status.persistence.clone()
-                        && why.starts_with(NOT_PERSISTED)
-                    {
+                    let persistence = self.status.persistence.clone();
+                    if !rotation::persisted(self.spec.persistence, persistence.as_deref()) {
+                        let why = persistence.unwrap_or_default();
                         return self.hold_not_persisted(&why, now).await;
                     }
                 }

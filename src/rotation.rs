@@ -257,7 +257,9 @@ fn next_step(
         Step::RolledOut | Step::Retired if mode == Mode::Replace || !state.has_previous => {
             Decision::Finish
         }
-        Step::RolledOut if !persisted(obs) => Decision::PersistAgain,
+        Step::RolledOut if !persisted(obs.spec.persistence, obs.status.persistence.as_deref()) => {
+            Decision::PersistAgain
+        }
         Step::RolledOut => Decision::Retire { replay: false },
         Step::Retired => Decision::Retire { replay: true },
     }
@@ -266,13 +268,9 @@ fn next_step(
 /// The target kept the new password across restarts when it was added, where it says, or
 /// the resource does not require it: a password deleted but not persisted comes back when
 /// that node restarts.
-fn persisted(obs: &Observation<'_>) -> bool {
-    obs.spec.persistence == PersistencePolicy::Optional
-        || !obs
-            .status
-            .persistence
-            .as_deref()
-            .is_some_and(|p| p.starts_with(NOT_PERSISTED))
+pub fn persisted(policy: PersistencePolicy, persistence: Option<&str>) -> bool {
+    policy == PersistencePolicy::Optional
+        || !persistence.is_some_and(|p| p.starts_with(NOT_PERSISTED))
 }
 
 /// How `status.persistence` begins when a node could not persist a change.
