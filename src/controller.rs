@@ -1517,6 +1517,14 @@ impl<'a> Rotator<'a> {
         Ok(identity)
     }
 
+    /// The target, from the Secrets read beside the first reads if they were, else read now.
+    async fn connected_target(&mut self) -> Result<Box<dyn PasswordTarget>> {
+        match self.prefetched_target_secrets.take() {
+            Some(secrets) => secrets.and_then(|secrets| self.connect_target(&secrets)),
+            None => self.target().await,
+        }
+    }
+
     /// Builds the target into `slot` once per reconcile; the action to return instead when a
     /// Secret it needs is missing or does not allow this resource.
     async fn load_target(
@@ -1526,11 +1534,7 @@ impl<'a> Rotator<'a> {
         if slot.is_some() {
             return Ok(None);
         }
-        let target = match self.prefetched_target_secrets.take() {
-            Some(secrets) => secrets.and_then(|secrets| self.connect_target(&secrets)),
-            None => self.target().await,
-        };
-        match target {
+        match self.connected_target().await {
             Ok(target) => {
                 *slot = Some(target);
                 Ok(None)
@@ -1922,10 +1926,10 @@ impl<'a> Rotator<'a> {
     /// Gives the published password back to nodes that lost it while the workloads roll out
     /// (a replica restarted from an older ACL file): they would refuse it until Retire
     /// otherwise. Best effort: what fails is tried again at the next look.
-    async fn heal(&self, slot: &mut Option<Box<dyn PasswordTarget>>, state: &RotationState) {
+    async fn heal(&mut self, slot: &mut Option<Box<dyn PasswordTarget>>, state: &RotationState) {
         let target = match slot {
             Some(target) => target,
-            None => match self.target().await {
+            None => match self.connected_target().await {
                 Ok(target) => slot.insert(target),
                 Err(error) => {
                     debug!(%error, "not healing: the target cannot be reached now");
