@@ -61,27 +61,21 @@ impl Freshness {
 
     /// Records a version this process wrote or read.
     pub fn saw(&self, key: &Key, resource_version: Option<&str>) {
-        // Never taken as fresh, so that the resource is read instead.
-        let seen = version(resource_version).unwrap_or(u64::MAX);
-        let mut known = self.0.lock().expect("not poisoned");
-        match known.get_mut(key) {
-            Some(known) => known.newest = known.newest.max(seen),
-            None => {
-                let remembered = Remembered {
-                    newest: seen,
-                    settled: None,
-                };
-                known.insert(bare(key), remembered);
-            }
-        }
+        self.record(key, resource_version, u64::max);
     }
 
     /// Records the version a read from the API server returned: the newest there is.
     pub fn read(&self, key: &Key, resource_version: Option<&str>) {
+        self.record(key, resource_version, |_, read| read);
+    }
+
+    /// Records `resource_version`, the newest known becoming `newest(known, it)`.
+    fn record(&self, key: &Key, resource_version: Option<&str>, newest: fn(u64, u64) -> u64) {
+        // Never taken as fresh, so that the resource is read instead.
         let seen = version(resource_version).unwrap_or(u64::MAX);
         let mut known = self.0.lock().expect("not poisoned");
         match known.get_mut(key) {
-            Some(known) => known.newest = seen,
+            Some(known) => known.newest = newest(known.newest, seen),
             None => {
                 let remembered = Remembered {
                     newest: seen,
