@@ -780,8 +780,19 @@ impl<'a> Rotator<'a> {
         if self.rotation_may_step() {
             self.add_finalizer();
         }
+        // A resource no one has given a status has nothing staged at this version (staging
+        // writes the status first, and every write of this reconcile carries the version):
+        // once the Secret watch has listed the namespace without its state Secret, a new
+        // resource costs no read of it.
+        let unstaged = self.rotation.status.is_none()
+            && self.ctx.listed_without_secret(&self.rotation, &state_name);
         let (state, workload, target_secrets) = futures::join!(
-            secrets::read_state(&self.secrets, &state_name),
+            async {
+                match unstaged {
+                    true => Ok(None),
+                    false => secrets::read_state(&self.secrets, &state_name).await,
+                }
+            },
             self.workload_secret(),
             async {
                 match prefetch_target {

@@ -514,6 +514,22 @@ async fn a_new_idle_resource_is_written_once_and_gets_no_finalizer() -> Result<(
         .collect();
     assert_eq!(writes, ["status Idle -"], "{log:#?}");
     assert!(!log.iter().any(|e| e.starts_with("target ")), "{log:#?}");
+    let state = format!("{NAME}-rotation");
+    assert_eq!(
+        engine.kubernetes.reads(&state),
+        1,
+        "the watch listed no Secrets yet"
+    );
+
+    // Once the Secret watch has listed the namespace without its state Secret, a new
+    // resource reads none.
+    engine
+        .watched
+        .apply_watcher_event(&watcher::Event::Apply(engine.rotation.clone()));
+    engine.index.observe_secret(&watcher::Event::Init);
+    engine.index.observe_secret(&watcher::Event::InitDone);
+    controller::apply(&engine.ctx, engine.rotation.clone()).await?;
+    assert_eq!(engine.kubernetes.reads(&state), 1);
     Ok(())
 }
 
