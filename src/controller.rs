@@ -636,6 +636,20 @@ async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<A
     Ok(action)
 }
 
+/// What one reconcile has read and works on, step after step.
+struct Working {
+    state_name: String,
+    state: Option<RotationState>,
+    workload: Option<Secret>,
+    /// Read right before the decision at hand: an effect that must not act on a stale view
+    /// of the workload Secret reads it again first.
+    workload_fresh: bool,
+    target: Option<Box<dyn PasswordTarget>>,
+    valid: ValidSpec,
+    conflict_with: Option<String>,
+    credentials_changed_since_block: bool,
+}
+
 /// Per-resource exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
 fn error_policy(rotation: Arc<PasswordRotation>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.kind());
@@ -754,12 +768,431 @@ impl<'a> Rotator<'a> {
         Ok(action)
     }
 
+    /// Observes, decides and acts, step after step, until a step waits for something.
     async fn steps(&mut self) -> Result<Action> {
+        let mut w = match self.observe().await? {
+            Ok(working) => working,
+            Err(action) => return Ok(action),
+        };
+        if let Some(action) = self.check_expiry_once(&mut w).await? {
+            return Ok(action);
+        }
+        let seed = self.seed();
+        for _ in 0..MAX_STEPS {
+            let now = Timestamp::now();
+            let decision = self.decide_now(&mut w, &seed, now).await?;
+            debug!(?decision, "decided");
+            if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !w.workload_fresh {
+                w.workload = self.workload_secret().await?;
+                w.workload_fresh = true;
+                continue;
+            }
+            let was_fresh = w.workload_fresh;
+            w.workload_fresh = false;
+            // The workload Secret's password is sent to the target, and the Secret rewritten:
+            // only for a resource the Secret names.
+            if matches!(
+                decision,
+                Decision::Stage { .. } | Decision::Restage | Decision::Publish
+            ) && let Some(secret) = &w.workload
+                && !secrets::allows(secret, &self.rotation.name_any())
+            {
+                let refused = Error::SecretNotAllowed {
+                    name: self.spec.secret.name.clone(),
+                    field: "spec.secret",
+                    rotation: self.rotation.name_any(),
+                };
+                self.report_not_ready(Reason::SecretNotAllowed, &refused.to_string())
+                    .await?;
+                return Ok(Action::await_change());
+            }
+            if let Some(action) = self.act(decision, &mut w, was_fresh, now).await? {
+                return Ok(action);
+            }
+        }
+        Ok(Action::requeue(Duration::from_millis(100)))
+    }
+
+    /// What `decide` says now, from the working set and the rollout (advanced first, when
+    /// the rotation waits for it).
+    async fn decide_now(&self, w: &mut Working, seed: &str, now: Timestamp) -> Result<Decision> {
+        let rollout = match (&w.state, self.status.step) {
+            (Some(state), Some(Step::Published)) if self.in_flight() => Some(
+                self.ctx
+                    .kubernetes
+                    .advance_rollout(
+                        &self.namespace,
+                        &self.spec.rollout.workloads,
+                        (
+                            &restart_annotation_key(&self.rotation.name_any()),
+                            &restart_value(&state.rotation_id, self.status.rollout_round),
+                        ),
+                    )
+                    .await?,
+            ),
+            _ => None,
+        };
+        let summary = w.state.as_ref().map(|s| StateSummary {
+            rotation_id: s.rotation_id.clone(),
+            has_previous: s.previous.is_some(),
+        });
+        let workload_password = self.password_in(w.workload.as_ref());
+        let workload_secret = match &w.state {
+            Some(state) => state.holds(workload_password.as_ref()),
+            None if workload_password.is_some() => SecretHolds::Other,
+            None => SecretHolds::Nothing,
+        };
+        let seen_published_for = (self.status.step == Some(Step::Published))
+            .then(|| self.seen_published_for())
+            .flatten();
+        let observation = Observation {
+            now,
+            seed,
+            generation: self.rotation.metadata.generation,
+            spec: &self.spec,
+            status: &self.status,
+            rotate_annotation: self.rotate_annotation(),
+            state: summary.as_ref(),
+            workload_secret,
+            workload_version: w
+                .workload
+                .as_ref()
+                .and_then(|w| w.metadata.resource_version.as_deref()),
+            rollout,
+            conflict_with: w.conflict_with.clone(),
+            credentials_changed_since_block: w.credentials_changed_since_block,
+            seen_published_for,
+        };
+        Ok(decide(&observation, &w.valid))
+    }
+
+    /// Does what `decision` says: `Some` action to end the reconcile with, or `None` to
+    /// decide again. `was_fresh`: the workload Secret was read right before this decision.
+    async fn act(
+        &mut self,
+        decision: Decision,
+        w: &mut Working,
+        was_fresh: bool,
+        now: Timestamp,
+    ) -> Result<Option<Action>> {
+        let Working {
+            state_name,
+            state,
+            workload,
+            workload_fresh,
+            target,
+            valid,
+            ..
+        } = w;
+        let workload_password = self.password_in(workload.as_ref());
+        match decision {
+            Decision::Invalid { field, message } => {
+                return self
+                    .report_invalid(InvalidField { field, message })
+                    .await
+                    .map(Some);
+            }
+            Decision::Conflict { with } => return self.report_conflict(with).await.map(Some),
+            Decision::Suspended => {
+                self.record(self.after(Outcome::Suspended, now));
+                return Ok(Some(Action::await_change()));
+            }
+            Decision::StayBlocked { retry_at } => return Ok(Some(requeue_at(retry_at, now))),
+            Decision::Idle { next_rotation } => {
+                return self.idle(next_rotation, now).await.map(Some);
+            }
+            Decision::Stage { .. } if !self.still_current().await? => {
+                self.ctx
+                    .freshness
+                    .distrust(&ObjectRef::from_obj(&*self.rotation));
+                return Ok(Some(Action::requeue(Duration::ZERO)));
+            }
+            Decision::Stage { trigger } => {
+                if let Some(action) = self.load_target(target).await? {
+                    return Ok(Some(action));
+                }
+                let loaded = target.as_deref().expect("loaded");
+                if let Some(action) = self.claim_password_list(loaded, now).await? {
+                    return Ok(Some(action));
+                }
+                let previous = workload_password.expect("decide stages only with one");
+                let accounts = match self.accounts(workload.as_ref()) {
+                    Ok(accounts) => accounts,
+                    Err(invalid) => return self.report_invalid(invalid).await.map(Some),
+                };
+                let workload_version = workload.as_ref().and_then(ResourceExt::resource_version);
+                self.no_state_secret = false;
+                let new_state = self
+                    .stage(valid, previous, accounts, workload_version, now)
+                    .await?;
+                let rotation_id = new_state.rotation_id.clone();
+                *state = Some(new_state);
+                self.begin(rotation_id, trigger, now).await;
+            }
+            Decision::Adopt { rotation_id } => {
+                self.begin(rotation_id, Trigger::Resumed, now).await;
+            }
+            Decision::Restage => {
+                let current = workload_password.expect("decide restages only with one");
+                let restaged = self.restage(state, workload.as_ref(), current, state_name, now);
+                if let Some(action) = restaged.await? {
+                    return Ok(Some(action));
+                }
+            }
+            Decision::Add | Decision::Replace { .. } | Decision::Retire { .. } => {
+                let state = state
+                    .as_ref()
+                    .expect("decide asks for a call only with a state");
+                if let Some(action) = self.load_target(target).await? {
+                    return Ok(Some(action));
+                }
+                let target = target.as_deref().expect("loaded");
+                if matches!(decision, Decision::Retire { .. }) {
+                    self.unpublish_previous(workload.as_ref()).await?;
+                }
+                let outcome = self.call(target, &decision, state).await?;
+                match outcome {
+                    CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
+                        // Finishing forgets the new password: only while the workload
+                        // Secret still holds it.
+                        let (read, password_expires) =
+                            futures::join!(self.workload_secret(), self.ask_expiry(Some(target)));
+                        *workload = read?;
+                        let holds = state.holds(self.password_in(workload.as_ref()).as_ref());
+                        if holds != SecretHolds::Pending {
+                            return self
+                                .hold_drifted(holds, workload.as_ref(), now)
+                                .await
+                                .map(Some);
+                        }
+                        let next = self
+                            .finish(valid, state_name, password_expires, now)
+                            .await?;
+                        return Ok(Some(wait_for_next(next, now)));
+                    }
+                    CallOutcome::Done => self.advance(&decision, now),
+                    stopped => {
+                        if decision == (Decision::Replace { replay: false }) {
+                            // The PUT was refused, so nothing was replaced: a later try
+                            // is a first one, not a replay.
+                            self.status.step = Some(Step::Staged);
+                        }
+                        return self.stop(stopped, target, now).await.map(Some);
+                    }
+                }
+            }
+            Decision::Verify => {
+                let state = state.as_ref().expect("verify runs with a state");
+                let endpoint = &self.spec.verify.as_ref().expect("decided on it").endpoint;
+                let user = self.target_spec().username();
+                if let Err(e) = verify::redis_auth(endpoint, user, &state.pending).await {
+                    self.event(EventType::Warning, "VerifyFailed", "Verify", &e.to_string())
+                        .await;
+                    return Err(e);
+                }
+                self.advance(&decision, now);
+            }
+            Decision::Publish => {
+                let state = state.as_ref().expect("publish runs with a state");
+                // Not recorded first: the workload Secret's resourceVersion, kept in the
+                // state Secret at Stage, tells a deletion whether it may hold the new
+                // password (see `cleanup`).
+                let published = self.publish(state).await?;
+                self.status.published_secret_version = published.resource_version();
+                // The write's answer is the Secret as it is now.
+                *workload = Some(published);
+                *workload_fresh = true;
+                self.fail_point("after-publish-write");
+                self.status.published_time = Some(Time(ceil_to_second(now)));
+                self.advance(&decision, now);
+            }
+            Decision::AwaitRollout {
+                pending,
+                degraded,
+                requeue_after,
+            } => {
+                if let Some(trouble) = degraded {
+                    self.report_rollout_trouble(trouble, &pending, now).await?;
+                }
+                if !self.target_spec().heals() {
+                    return Ok(Some(Action::requeue(requeue_after)));
+                }
+                let state = state.as_ref().expect("a rollout is awaited with a state");
+                self.heal(target, state).await;
+                return Ok(Some(Action::requeue(requeue_after.min(HEAL_EVERY))));
+            }
+            Decision::HoldDrifted { holds } => {
+                return self
+                    .hold_drifted(holds, workload.as_ref(), now)
+                    .await
+                    .map(Some);
+            }
+            Decision::ResumeAfterDrift => {
+                let secret_version = workload
+                    .as_ref()
+                    .and_then(|w| w.metadata.resource_version.as_deref());
+                self.record(self.after(Outcome::DriftHealed { secret_version }, now));
+                self.event(
+                    EventType::Normal,
+                    Reason::SecretRestored,
+                    "Rotate",
+                    "the workload Secret holds the new password but was written since it was \
+                     published: the workloads restart once more and the overlap starts anew, \
+                     as pods started meanwhile may hold another password",
+                )
+                .await;
+            }
+            Decision::PersistAgain => {
+                let state = state.as_ref().expect("decide persists only with a state");
+                if let Some(action) = self.load_target(target).await? {
+                    return Ok(Some(action));
+                }
+                let target = target.as_deref().expect("loaded");
+                // The add, replayed, changes nothing and persists every node again.
+                let outcome = self.call(target, &Decision::Add, state).await?;
+                if outcome != CallOutcome::Done {
+                    return self.stop(outcome, target, now).await.map(Some);
+                }
+                let persistence = self.status.persistence.clone();
+                if !rotation::persisted(self.spec.persistence, persistence.as_deref()) {
+                    let why = persistence.unwrap_or_default();
+                    return self.hold_not_persisted(&why, now).await.map(Some);
+                }
+            }
+            Decision::MarkRolledOut => {
+                // Restarting workloads reads and writes them: the workload Secret may
+                // have changed meanwhile.
+                *workload_fresh = was_fresh && self.spec.rollout.workloads.is_empty();
+                self.advance(&decision, now);
+            }
+            Decision::Finish if self.status.step.is_none() => {
+                // A leftover of a rotation whose end status already recorded.
+                secrets::delete_state(&self.secrets, state_name).await?;
+                let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
+                return Ok(Some(wait_for_next(next, now)));
+            }
+            Decision::Finish => {
+                let password_expires = self.ask_expiry(target.as_deref()).await;
+                let next = self
+                    .finish(valid, state_name, password_expires, now)
+                    .await?;
+                return Ok(Some(wait_for_next(next, now)));
+            }
+            Decision::Abandon { reason } => {
+                let next_rotation = valid
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_after(now, &self.seed()));
+                let status = self.after(
+                    Outcome::Abandoned {
+                        message: &reason,
+                        next_rotation,
+                    },
+                    now,
+                );
+                self.write_status(status).await?;
+                self.ctx.metrics.rotation_finished("abandoned", None);
+                self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
+                    .await;
+                return Ok(Some(Action::requeue(Duration::from_secs(1))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Names the password list a new rotation changes (the system, as it calls itself, and
+    /// what holds the passwords there) and claims it; the action to end with instead when
+    /// the target cannot say, or another resource rotates the same list.
+    async fn claim_password_list(
+        &mut self,
+        loaded: &dyn PasswordTarget,
+        now: Timestamp,
+    ) -> Result<Option<Action>> {
+        let cluster = match self.cluster_identity(loaded).await {
+            Ok(cluster) => cluster,
+            Err(failure) => {
+                return self.stop(on_failure(failure), loaded, now).await.map(Some);
+            }
+        };
+        // Best effort: a lookup that fails leaves the spec's names, which meet
+        // any resource whose own lookup worked.
+        let canonical = loaded.canonical_holders().await.unwrap_or_else(|failure| {
+            warn!(
+                ?failure,
+                "the system's name of what this rotates is unknown"
+            );
+            Vec::new()
+        });
+        let selected = self.target_spec();
+        let mut holders: Vec<String> = Vec::new();
+        for holder in selected.holders().into_iter().chain(canonical) {
+            if !holders.contains(&holder) {
+                holders.push(holder);
+            }
+        }
+        let mine: Vec<PasswordList> = holders
+            .iter()
+            .map(|holder| (cluster.clone(), selected.vendor(), holder.clone()))
+            .collect();
+        if let Some(with) = self
+            .competitor(&mine, true)
+            .or_else(|| self.claim(mine, now))
+        {
+            return self.report_conflict(with).await.map(Some);
+        }
+        self.status.cluster = Some(cluster);
+        self.status.holders = holders;
+        Ok(None)
+    }
+
+    /// The workload Secret holds another password than the rotation started from: the
+    /// rotation starts again from it.
+    async fn restage(
+        &mut self,
+        state: &mut Option<RotationState>,
+        workload: Option<&Secret>,
+        current: SecretString,
+        state_name: &str,
+        now: Timestamp,
+    ) -> Result<Option<Action>> {
+        let (previous_account, pending_account) = match self.accounts(workload) {
+            Ok(accounts) => accounts,
+            Err(invalid) => return self.report_invalid(invalid).await.map(Some),
+        };
+        let workload_version = workload.and_then(ResourceExt::resource_version);
+        secrets::restage(
+            &self.secrets,
+            state_name,
+            &current,
+            (previous_account.as_deref(), pending_account.as_deref()),
+            workload_version.as_deref(),
+        )
+        .await?;
+        if let Some(state) = state.as_mut() {
+            state.previous = Some(current);
+            state.previous_account = previous_account;
+            state.pending_account = pending_account;
+            state.workload_version = workload_version;
+        }
+        self.record(self.after(Outcome::Restaged, now));
+        self.event(
+            EventType::Normal,
+            Reason::Restaged,
+            "Rotate",
+            "the workload Secret holds another password now: the rotation starts again from it",
+        )
+        .await;
+        Ok(None)
+    }
+
+    /// Reads what a reconcile decides on, or the action to end it with: nothing to do for a
+    /// settled resource, a target that cannot be resolved, an invalid spec.
+    async fn observe(&mut self) -> Result<Result<Working, Action>> {
         // As read: a restarted operator exports what the resources' statuses say at once.
         self.export_status();
         // A target not seen yet may only not be listed yet.
         if self.unresolved.is_some() && !self.ctx.target_index.synced() {
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(Err(Action::requeue(Duration::from_secs(1))));
         }
         let state_name = secrets::state_secret_name(&self.rotation);
         // At the version this process wrote settled, knowing no state Secret exists (the
@@ -771,7 +1204,7 @@ impl<'a> Rotator<'a> {
                 || self.secrets.get_opt(&state_name).await?.is_none())
         {
             let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
-            return Ok(wait_for_next(next, Timestamp::now()));
+            return Ok(Err(wait_for_next(next, Timestamp::now())));
         }
         // Read at once: the state Secret, the workload Secret the spec names and, when the
         // target may be called, the Secrets it reads. A pinned plan that names other Secrets
@@ -801,7 +1234,7 @@ impl<'a> Rotator<'a> {
                 }
             }
         );
-        let mut state = state?;
+        let state = state?;
         self.no_state_secret = state.is_none();
         let spec_workload_secret = self.spec.secret.name.clone();
         let spec_target = self.spec.target.clone();
@@ -813,49 +1246,59 @@ impl<'a> Rotator<'a> {
         if let Some(unresolved) = self.unresolved.take()
             && !pinned
         {
-            return self.report_unresolved(unresolved).await;
+            return self.report_unresolved(unresolved).await.map(Err);
         }
         if self.spec.target == spec_target {
             self.prefetched_target_secrets = target_secrets;
         }
         let valid = match validate(&self.spec, &self.namespace).and_then(|v| self.permitted(v)) {
             Ok(valid) => valid,
-            Err(invalid) => return self.report_invalid(invalid).await,
+            Err(invalid) => return self.report_invalid(invalid).await.map(Err),
         };
-        let mut workload = match self.spec.secret.name == spec_workload_secret {
+        let workload = match self.spec.secret.name == spec_workload_secret {
             true => workload?,
             false => self.workload_secret().await?,
         };
-        // Re-read right before an effect that must not act on a stale view of it.
-        let mut workload_fresh = true;
         // Neither changes within one reconcile: the steps below never enter Blocked (they
         // return instead) and the other resources are as the stores hold them.
         let conflict_with = self.conflict();
         let credentials_changed_since_block = self.status.phase == Some(Phase::Blocked)
             && self.credentials_fingerprint().await? != self.status.blocked_credentials_hash;
-        let mut target: Option<Box<dyn PasswordTarget>> = None;
-        // Asked once, for a resource that can rotate: its workload Secret allows it and no
-        // other resource rotates the same password list. A rotation asked for now asks it
-        // when it ends.
+        Ok(Ok(Working {
+            state_name,
+            state,
+            workload,
+            workload_fresh: true,
+            target: None,
+            valid,
+            conflict_with,
+            credentials_changed_since_block,
+        }))
+    }
+
+    /// The password's expiry, asked once, for a resource that can rotate: its workload Secret allows it and no
+    /// other resource rotates the same password list. A rotation asked for now asks it when
+    /// it ends.
+    async fn check_expiry_once(&mut self, w: &mut Working) -> Result<Option<Action>> {
         if self.target_spec().reports_expiry()
             && self.status.password_expiry_checked_time.is_none()
             && !self.in_flight()
             && !self.rotation_asked()
             && !self.rotation.spec.suspend
-            && conflict_with.is_none()
-            && workload
+            && w.conflict_with.is_none()
+            && w.workload
                 .as_ref()
                 .is_some_and(|s| secrets::allows(s, &self.rotation.name_any()))
         {
-            if let Some(action) = self.load_target(&mut target).await? {
-                return Ok(action);
+            if let Some(action) = self.load_target(&mut w.target).await? {
+                return Ok(Some(action));
             }
-            let loaded = target.as_deref().expect("loaded");
+            let loaded = w.target.as_deref().expect("loaded");
             let now = Timestamp::now();
             match loaded.expiry().await {
                 Ok(password_expires) => {
                     let scheduled = self.status.next_rotation_time.as_ref().map(|t| t.0);
-                    let next_rotation = earliest(scheduled, by_expiry(password_expires, &valid));
+                    let next_rotation = earliest(scheduled, by_expiry(password_expires, &w.valid));
                     let status = self.after(
                         Outcome::ExpiryChecked {
                             password_expires,
@@ -865,346 +1308,10 @@ impl<'a> Rotator<'a> {
                     );
                     self.record(status);
                 }
-                Err(failure) => return self.stop(on_failure(failure), loaded, now).await,
+                Err(failure) => return self.stop(on_failure(failure), loaded, now).await.map(Some),
             }
         }
-        let seed = self.seed();
-        for _ in 0..MAX_STEPS {
-            let now = Timestamp::now();
-            let rollout = match (&state, self.status.step) {
-                (Some(state), Some(Step::Published)) if self.in_flight() => Some(
-                    self.ctx
-                        .kubernetes
-                        .advance_rollout(
-                            &self.namespace,
-                            &self.spec.rollout.workloads,
-                            (
-                                &restart_annotation_key(&self.rotation.name_any()),
-                                &restart_value(&state.rotation_id, self.status.rollout_round),
-                            ),
-                        )
-                        .await?,
-                ),
-                _ => None,
-            };
-            let summary = state.as_ref().map(|s| StateSummary {
-                rotation_id: s.rotation_id.clone(),
-                has_previous: s.previous.is_some(),
-            });
-            let workload_password = self.password_in(workload.as_ref());
-            let workload_secret = match &state {
-                Some(state) => state.holds(workload_password.as_ref()),
-                None if workload_password.is_some() => SecretHolds::Other,
-                None => SecretHolds::Nothing,
-            };
-            let seen_published_for = (self.status.step == Some(Step::Published))
-                .then(|| self.seen_published_for())
-                .flatten();
-            let observation = Observation {
-                now,
-                seed: &seed,
-                generation: self.rotation.metadata.generation,
-                spec: &self.spec,
-                status: &self.status,
-                rotate_annotation: self.rotate_annotation(),
-                state: summary.as_ref(),
-                workload_secret,
-                workload_version: workload
-                    .as_ref()
-                    .and_then(|w| w.metadata.resource_version.as_deref()),
-                rollout,
-                conflict_with: conflict_with.clone(),
-                credentials_changed_since_block,
-                seen_published_for,
-            };
-            let decision = decide(&observation, &valid);
-            debug!(?decision, "decided");
-            if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !workload_fresh {
-                workload = self.workload_secret().await?;
-                workload_fresh = true;
-                continue;
-            }
-            let was_fresh = workload_fresh;
-            workload_fresh = false;
-            // The workload Secret's password is sent to the target, and the Secret rewritten:
-            // only for a resource the Secret names.
-            if matches!(
-                decision,
-                Decision::Stage { .. } | Decision::Restage | Decision::Publish
-            ) && let Some(secret) = &workload
-                && !secrets::allows(secret, &self.rotation.name_any())
-            {
-                let refused = Error::SecretNotAllowed {
-                    name: self.spec.secret.name.clone(),
-                    field: "spec.secret",
-                    rotation: self.rotation.name_any(),
-                };
-                self.report_not_ready(Reason::SecretNotAllowed, &refused.to_string())
-                    .await?;
-                return Ok(Action::await_change());
-            }
-            match decision {
-                Decision::Invalid { field, message } => {
-                    return self.report_invalid(InvalidField { field, message }).await;
-                }
-                Decision::Conflict { with } => return self.report_conflict(with).await,
-                Decision::Suspended => {
-                    self.record(self.after(Outcome::Suspended, now));
-                    return Ok(Action::await_change());
-                }
-                Decision::StayBlocked { retry_at } => return Ok(requeue_at(retry_at, now)),
-                Decision::Idle { next_rotation } => return self.idle(next_rotation, now).await,
-                Decision::Stage { .. } if !self.still_current().await? => {
-                    self.ctx
-                        .freshness
-                        .distrust(&ObjectRef::from_obj(&*self.rotation));
-                    return Ok(Action::requeue(Duration::ZERO));
-                }
-                Decision::Stage { trigger } => {
-                    if let Some(action) = self.load_target(&mut target).await? {
-                        return Ok(action);
-                    }
-                    let loaded = target.as_deref().expect("loaded");
-                    let cluster = match self.cluster_identity(loaded).await {
-                        Ok(cluster) => cluster,
-                        Err(failure) => {
-                            return self.stop(on_failure(failure), loaded, now).await;
-                        }
-                    };
-                    // Best effort: a lookup that fails leaves the spec's names, which meet
-                    // any resource whose own lookup worked.
-                    let canonical = loaded.canonical_holders().await.unwrap_or_else(|failure| {
-                        warn!(
-                            ?failure,
-                            "the system's name of what this rotates is unknown"
-                        );
-                        Vec::new()
-                    });
-                    let selected = self.target_spec();
-                    let mut holders: Vec<String> = Vec::new();
-                    for holder in selected.holders().into_iter().chain(canonical) {
-                        if !holders.contains(&holder) {
-                            holders.push(holder);
-                        }
-                    }
-                    let mine: Vec<PasswordList> = holders
-                        .iter()
-                        .map(|holder| (cluster.clone(), selected.vendor(), holder.clone()))
-                        .collect();
-                    if let Some(with) = self
-                        .competitor(&mine, true)
-                        .or_else(|| self.claim(mine, now))
-                    {
-                        return self.report_conflict(with).await;
-                    }
-                    self.status.cluster = Some(cluster);
-                    self.status.holders = holders;
-                    let previous = workload_password.expect("decide stages only with one");
-                    let accounts = match self.accounts(workload.as_ref()) {
-                        Ok(accounts) => accounts,
-                        Err(invalid) => return self.report_invalid(invalid).await,
-                    };
-                    let workload_version =
-                        workload.as_ref().and_then(ResourceExt::resource_version);
-                    self.no_state_secret = false;
-                    let new_state = self
-                        .stage(&valid, previous, accounts, workload_version, now)
-                        .await?;
-                    let rotation_id = new_state.rotation_id.clone();
-                    state = Some(new_state);
-                    self.begin(rotation_id, trigger, now).await;
-                }
-                Decision::Adopt { rotation_id } => {
-                    self.begin(rotation_id, Trigger::Resumed, now).await;
-                }
-                Decision::Restage => {
-                    let current = workload_password.expect("decide restages only with one");
-                    let (previous_account, pending_account) = match self.accounts(workload.as_ref())
-                    {
-                        Ok(accounts) => accounts,
-                        Err(invalid) => return self.report_invalid(invalid).await,
-                    };
-                    let workload_version =
-                        workload.as_ref().and_then(ResourceExt::resource_version);
-                    secrets::restage(
-                        &self.secrets,
-                        &state_name,
-                        &current,
-                        (previous_account.as_deref(), pending_account.as_deref()),
-                        workload_version.as_deref(),
-                    )
-                    .await?;
-                    if let Some(state) = state.as_mut() {
-                        state.previous = Some(current);
-                        state.previous_account = previous_account;
-                        state.pending_account = pending_account;
-                        state.workload_version = workload_version;
-                    }
-                    self.record(self.after(Outcome::Restaged, now));
-                    self.event(
-                        EventType::Normal,
-                        Reason::Restaged,
-                        "Rotate",
-                        "the workload Secret holds another password now: the rotation starts again from it",
-                    )
-                    .await;
-                }
-                Decision::Add | Decision::Replace { .. } | Decision::Retire { .. } => {
-                    let state = state
-                        .as_ref()
-                        .expect("decide asks for a call only with a state");
-                    if let Some(action) = self.load_target(&mut target).await? {
-                        return Ok(action);
-                    }
-                    let target = target.as_deref().expect("loaded");
-                    if matches!(decision, Decision::Retire { .. }) {
-                        self.unpublish_previous(workload.as_ref()).await?;
-                    }
-                    let outcome = self.call(target, &decision, state).await?;
-                    match outcome {
-                        CallOutcome::Done if matches!(decision, Decision::Retire { .. }) => {
-                            // Finishing forgets the new password: only while the workload
-                            // Secret still holds it.
-                            let (read, password_expires) = futures::join!(
-                                self.workload_secret(),
-                                self.ask_expiry(Some(target))
-                            );
-                            workload = read?;
-                            let holds = state.holds(self.password_in(workload.as_ref()).as_ref());
-                            if holds != SecretHolds::Pending {
-                                return self.hold_drifted(holds, workload.as_ref(), now).await;
-                            }
-                            let next = self
-                                .finish(&valid, &state_name, password_expires, now)
-                                .await?;
-                            return Ok(wait_for_next(next, now));
-                        }
-                        CallOutcome::Done => self.advance(&decision, now),
-                        stopped => {
-                            if decision == (Decision::Replace { replay: false }) {
-                                // The PUT was refused, so nothing was replaced: a later try
-                                // is a first one, not a replay.
-                                self.status.step = Some(Step::Staged);
-                            }
-                            return self.stop(stopped, target, now).await;
-                        }
-                    }
-                }
-                Decision::Verify => {
-                    let state = state.as_ref().expect("verify runs with a state");
-                    let endpoint = &self.spec.verify.as_ref().expect("decided on it").endpoint;
-                    let user = self.target_spec().username();
-                    if let Err(e) = verify::redis_auth(endpoint, user, &state.pending).await {
-                        self.event(EventType::Warning, "VerifyFailed", "Verify", &e.to_string())
-                            .await;
-                        return Err(e);
-                    }
-                    self.advance(&decision, now);
-                }
-                Decision::Publish => {
-                    let state = state.as_ref().expect("publish runs with a state");
-                    // Not recorded first: the workload Secret's resourceVersion, kept in the
-                    // state Secret at Stage, tells a deletion whether it may hold the new
-                    // password (see `cleanup`).
-                    let published = self.publish(state).await?;
-                    self.status.published_secret_version = published.resource_version();
-                    // The write's answer is the Secret as it is now.
-                    workload = Some(published);
-                    workload_fresh = true;
-                    self.fail_point("after-publish-write");
-                    self.status.published_time = Some(Time(ceil_to_second(now)));
-                    self.advance(&decision, now);
-                }
-                Decision::AwaitRollout {
-                    pending,
-                    degraded,
-                    requeue_after,
-                } => {
-                    if let Some(trouble) = degraded {
-                        self.report_rollout_trouble(trouble, &pending, now).await?;
-                    }
-                    if !self.target_spec().heals() {
-                        return Ok(Action::requeue(requeue_after));
-                    }
-                    let state = state.as_ref().expect("a rollout is awaited with a state");
-                    self.heal(&mut target, state).await;
-                    return Ok(Action::requeue(requeue_after.min(HEAL_EVERY)));
-                }
-                Decision::HoldDrifted { holds } => {
-                    return self.hold_drifted(holds, workload.as_ref(), now).await;
-                }
-                Decision::ResumeAfterDrift => {
-                    let secret_version = workload
-                        .as_ref()
-                        .and_then(|w| w.metadata.resource_version.as_deref());
-                    self.record(self.after(Outcome::DriftHealed { secret_version }, now));
-                    self.event(
-                        EventType::Normal,
-                        Reason::SecretRestored,
-                        "Rotate",
-                        "the workload Secret holds the new password but was written since it was \
-                         published: the workloads restart once more and the overlap starts anew, \
-                         as pods started meanwhile may hold another password",
-                    )
-                    .await;
-                }
-                Decision::PersistAgain => {
-                    let state = state.as_ref().expect("decide persists only with a state");
-                    if let Some(action) = self.load_target(&mut target).await? {
-                        return Ok(action);
-                    }
-                    let target = target.as_deref().expect("loaded");
-                    // The add, replayed, changes nothing and persists every node again.
-                    let outcome = self.call(target, &Decision::Add, state).await?;
-                    if outcome != CallOutcome::Done {
-                        return self.stop(outcome, target, now).await;
-                    }
-                    let persistence = self.status.persistence.clone();
-                    if !rotation::persisted(self.spec.persistence, persistence.as_deref()) {
-                        let why = persistence.unwrap_or_default();
-                        return self.hold_not_persisted(&why, now).await;
-                    }
-                }
-                Decision::MarkRolledOut => {
-                    // Restarting workloads reads and writes them: the workload Secret may
-                    // have changed meanwhile.
-                    workload_fresh = was_fresh && self.spec.rollout.workloads.is_empty();
-                    self.advance(&decision, now);
-                }
-                Decision::Finish if self.status.step.is_none() => {
-                    // A leftover of a rotation whose end status already recorded.
-                    secrets::delete_state(&self.secrets, &state_name).await?;
-                    let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
-                    return Ok(wait_for_next(next, now));
-                }
-                Decision::Finish => {
-                    let password_expires = self.ask_expiry(target.as_deref()).await;
-                    let next = self
-                        .finish(&valid, &state_name, password_expires, now)
-                        .await?;
-                    return Ok(wait_for_next(next, now));
-                }
-                Decision::Abandon { reason } => {
-                    let next_rotation = valid
-                        .schedule
-                        .as_ref()
-                        .and_then(|s| s.next_after(now, &self.seed()));
-                    let status = self.after(
-                        Outcome::Abandoned {
-                            message: &reason,
-                            next_rotation,
-                        },
-                        now,
-                    );
-                    self.write_status(status).await?;
-                    self.ctx.metrics.rotation_finished("abandoned", None);
-                    self.event(EventType::Warning, "Abandoned", "Rotate", &reason)
-                        .await;
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                }
-            }
-        }
-        Ok(Action::requeue(Duration::from_millis(100)))
+        Ok(None)
     }
 
     /// When the new password expires, for a target that says: `None` when it does not, or
