@@ -13,7 +13,8 @@
 //! reconciled every (settled) resource once, and what that cost the API server. Writes
 //! `target/bench/scale.json` and prints it.
 //!
-//! Smaller while developing: `BENCH_SCALE=2000 cargo bench --bench scale`.
+//! `BENCH_CONCURRENCY` sets the operator's `--concurrency` (the ceilings follow it). Smaller
+//! while developing: `make bench SCALE=2000`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -48,8 +49,6 @@ use tracker::{SET_LABEL, Tracker};
 
 /// Requests in flight at once while the bench creates or patches objects.
 const PARALLELISM: usize = 64;
-/// The operator's default `--concurrency`: the ceiling is measured at the same.
-const OPERATOR_CONCURRENCY: usize = 16;
 const RESOURCES_PER_NAMESPACE: usize = 100;
 const TARGETS: usize = 10;
 const TARGETS_NAMESPACE: &str = "scale-targets";
@@ -68,6 +67,9 @@ struct Settings {
     unrelated_secrets: usize,
     burst: usize,
     idle_seconds: u64,
+    /// The operator's `--concurrency` (`BENCH_CONCURRENCY`, its default 16): the ceilings
+    /// are measured at the same.
+    concurrency: usize,
 }
 
 impl Settings {
@@ -79,6 +81,7 @@ impl Settings {
             unrelated_secrets: env_or("BENCH_UNRELATED_SECRETS", resources / 2),
             burst: env_or("BENCH_BURST", resources / 10).min(resources),
             idle_seconds: env_or("BENCH_IDLE_SECONDS", 60).max(10),
+            concurrency: env_or("BENCH_CONCURRENCY", 16).max(1),
         }
     }
 
@@ -270,6 +273,7 @@ impl Scale {
             "--per-resource-metrics={}",
             self.settings.per_resource_metrics
         );
+        let concurrency = format!("--concurrency={}", self.settings.concurrency);
         let operator = Operator::spawn_with(
             &self.kubeconfig,
             &[
@@ -277,6 +281,7 @@ impl Scale {
                 TARGETS_NAMESPACE,
                 "--allow-insecure-http",
                 &per_resource,
+                &concurrency,
             ],
             8,
             log,
@@ -439,12 +444,13 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
     let s = &scale.settings;
     scale.clock.progress(format!(
         "{} resources in {} namespaces, {} unrelated Secrets, {TARGETS} targets, burst {}, \
-         per-resource metrics {}",
+         per-resource metrics {}, concurrency {}",
         s.resources,
         s.namespaces(),
         s.unrelated_secrets,
         s.burst,
-        s.per_resource_metrics
+        s.per_resource_metrics,
+        s.concurrency
     ));
 
     let base_kib = scale.base().await?;
@@ -603,16 +609,15 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
     ));
 
     let ceiling = scale
-        .ceiling(operator_writes as usize, OPERATOR_CONCURRENCY)
+        .ceiling(operator_writes as usize, s.concurrency)
         .await?;
     scale.clock.progress(format!(
-        "the API server's ceiling for {operator_writes} writes at {OPERATOR_CONCURRENCY} at once: {:.1} s",
+        "the API server's ceiling for {operator_writes} writes at {} at once: {:.1} s",
+        s.concurrency,
         ceiling.as_secs_f64()
     ));
 
-    let ready_ceiling = scale
-        .ceiling(ready_writes as usize, OPERATOR_CONCURRENCY)
-        .await?;
+    let ready_ceiling = scale.ceiling(ready_writes as usize, s.concurrency).await?;
     scale.clock.progress(format!(
         "the API server's ceiling for the {ready_writes} writes of getting ready: {:.1} s",
         ready_ceiling.as_secs_f64()
@@ -630,6 +635,7 @@ async fn run(clock: Clock, settings: Settings) -> Result<Value> {
     Ok(json!({
         "resources": total,
         "per_resource_metrics": s.per_resource_metrics,
+        "concurrency": s.concurrency,
         "namespaces": s.namespaces(),
         "unrelated_secrets": s.unrelated_secrets,
         "targets": TARGETS,
