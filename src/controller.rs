@@ -780,7 +780,7 @@ impl<'a> Rotator<'a> {
         let seed = self.seed();
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
-            let decision = self.decide_now(&mut w, &seed, now).await?;
+            let decision = self.decide_now(&w, &seed, now).await?;
             debug!(?decision, "decided");
             if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !w.workload_fresh {
                 w.workload = self.workload_secret().await?;
@@ -815,7 +815,7 @@ impl<'a> Rotator<'a> {
 
     /// What `decide` says now, from the working set and the rollout (advanced first, when
     /// the rotation waits for it).
-    async fn decide_now(&self, w: &mut Working, seed: &str, now: Timestamp) -> Result<Decision> {
+    async fn decide_now(&self, w: &Working, seed: &str, now: Timestamp) -> Result<Decision> {
         let rollout = match (&w.state, self.status.step) {
             (Some(state), Some(Step::Published)) if self.in_flight() => Some(
                 self.ctx

@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::resource::PasswordRotation;
+use crate::resource_index::bare_key;
 
 #[derive(Default)]
 pub struct Freshness(Mutex<HashMap<Key, Remembered>>);
@@ -31,16 +32,6 @@ struct Remembered {
 /// taken as fresh, so that the resource is read instead.
 fn version(resource_version: Option<&str>) -> Option<u64> {
     resource_version?.parse().ok()
-}
-
-/// `key` without the version and uid it may carry, which no lookup compares: the map holds
-/// one per resource.
-fn bare(key: &Key) -> Key {
-    let bare = ObjectRef::new(&key.name);
-    match &key.namespace {
-        Some(namespace) => bare.within(namespace),
-        None => bare,
-    }
 }
 
 impl Freshness {
@@ -81,7 +72,7 @@ impl Freshness {
                     newest: seen,
                     settled: None,
                 };
-                known.insert(bare(key), remembered);
+                known.insert(bare_key(key.namespace.as_deref(), &key.name), remembered);
             }
         }
     }

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::resource::{PasswordRotationStatus, Phase};
-use crate::resource_index::NamedTarget;
+use crate::resource_index::{NamedTarget, interned};
 use crate::rotation_target::{TargetKind, TargetStatus};
 use crate::targets::RequestObserver;
 
@@ -139,22 +139,13 @@ struct ShownResources {
 
 impl ShownResources {
     fn target(&mut self, target: &NamedTarget) -> Arc<OnTarget> {
-        let on = on_target(target);
-        if let Some(held) = self.targets.get(&on) {
-            return held.clone();
-        }
-        let held = Arc::new(on);
-        self.targets.insert(held.clone());
-        held
+        interned(&mut self.targets, &on_target(target), |on| {
+            Arc::new(on.clone())
+        })
     }
 
     fn word(&mut self, word: &str) -> Arc<str> {
-        if let Some(held) = self.words.get(word) {
-            return held.clone();
-        }
-        let held: Arc<str> = Arc::from(word);
-        self.words.insert(held.clone());
-        held
+        interned(&mut self.words, word, |w| Arc::from(w))
     }
 
     /// Lets go of the values no resource shows any more.

@@ -27,11 +27,20 @@ type Key = ObjectRef<PasswordRotation>;
 type Held = Arc<Key>;
 
 fn held(rotation: &PasswordRotation) -> Held {
-    let key = ObjectRef::new(&rotation.name_any());
-    Arc::new(match rotation.namespace() {
-        Some(namespace) => key.within(&namespace),
+    Arc::new(bare_key(
+        rotation.namespace().as_deref(),
+        &rotation.name_any(),
+    ))
+}
+
+/// The key of a resource without the version and uid an [`ObjectRef`] may carry, which no
+/// lookup compares: what maps that hold one per resource keep.
+pub(crate) fn bare_key(namespace: Option<&str>, name: &str) -> Key {
+    let key = ObjectRef::new(name);
+    match namespace {
+        Some(namespace) => key.within(namespace),
         None => key,
-    })
+    }
 }
 
 /// A target as a resource names it; `namespace` is `None` for a ClusterRotationTarget.
@@ -197,14 +206,10 @@ impl<K: Hash + Eq> Multimap<K> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let keys = self.0.get(at);
-        let one = match keys {
-            Some(Keys::One(one)) => Some(one),
-            _ => None,
-        };
-        let many = match keys {
-            Some(Keys::Many(many)) => Some(many),
-            _ => None,
+        let (one, many) = match self.0.get(at) {
+            Some(Keys::One(one)) => (Some(one), None),
+            Some(Keys::Many(many)) => (None, Some(many)),
+            None => (None, None),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
@@ -223,7 +228,7 @@ impl<K: Hash + Eq> Multimap<K> {
 }
 
 /// `value`, held once in `pool` however many resources name it.
-fn interned<T: Hash + Eq + ?Sized>(
+pub(crate) fn interned<T: Hash + Eq + ?Sized>(
     pool: &mut HashSet<Arc<T>>,
     value: &T,
     hold: impl FnOnce(&T) -> Arc<T>,
