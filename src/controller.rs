@@ -835,6 +835,8 @@ impl<'a> Rotator<'a> {
         let summary = w.state.as_ref().map(|s| StateSummary {
             rotation_id: s.rotation_id.clone(),
             has_previous: s.previous.is_some(),
+            rolled_back: w.workload.as_ref().and_then(secrets::rolled_back)
+                == Some(s.rotation_id.as_str()),
         });
         let workload_password = self.password_in(w.workload.as_ref());
         let workload_secret = match &w.state {
@@ -898,6 +900,12 @@ impl<'a> Rotator<'a> {
                 return Ok(Some(Action::await_change()));
             }
             Decision::StayBlocked { retry_at } => return Ok(Some(requeue_at(retry_at, now))),
+            Decision::RolledBack => {
+                self.ctx
+                    .freshness
+                    .distrust(&ObjectRef::from_obj(&*self.rotation));
+                return Ok(Some(Action::requeue(Duration::from_secs(1))));
+            }
             Decision::Idle { next_rotation } => {
                 return self.idle(next_rotation, now).await.map(Some);
             }
@@ -997,7 +1005,8 @@ impl<'a> Rotator<'a> {
                 // Not recorded first: the workload Secret's resourceVersion, kept in the
                 // state Secret at Stage, tells a deletion whether it may hold the new
                 // password (see `cleanup`).
-                let published = self.publish(state).await?;
+                self.fail_point("before-publish");
+                let published = self.publish(state, workload.as_ref()).await?;
                 self.status.published_secret_version = published.resource_version();
                 // The write's answer is the Secret as it is now.
                 *workload = Some(published);
@@ -1538,10 +1547,20 @@ impl<'a> Rotator<'a> {
 
     /// Stops the process at a named point, for tests that prove what a crash there leaves:
     /// `after-step-<Step>` right after a step is recorded, and the points named below.
+    /// `--fail-point NAME` aborts the process there; `NAME:stop` stops it (SIGSTOP) until a
+    /// test continues it, as a paused process that still believes what it read.
     fn fail_point(&self, name: &str) {
-        if self.ctx.settings.fail_point.as_deref() == Some(name) {
+        let Some(point) = self.ctx.settings.fail_point.as_deref() else {
+            return;
+        };
+        if point == name {
             tracing::error!(point = name, "fail point reached; aborting");
             std::process::abort();
+        }
+        if point.strip_suffix(":stop") == Some(name) {
+            tracing::error!(point = name, "fail point reached; stopping");
+            // SAFETY: raise has no preconditions; the process resumes here on SIGCONT.
+            unsafe { libc::raise(libc::SIGSTOP) };
         }
     }
 
@@ -1886,6 +1905,7 @@ impl<'a> Rotator<'a> {
         self.guarded().await?;
         Ok(match decision {
             Decision::Add => {
+                self.fail_point("before-add");
                 let outcome = on_add(target.add(&change(state, previous)).await);
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
@@ -2260,7 +2280,9 @@ impl<'a> Rotator<'a> {
     /// Writes the new password into the workload Secret, in one write with its account's
     /// name where the target has accounts, the template keys rendered from them, and the old
     /// password under `previousPasswordKey` while it stays valid (not in Replace mode).
-    async fn publish(&self, state: &RotationState) -> Result<Secret> {
+    /// The write carries the workload Secret's version as `workload` shows it: a deletion's
+    /// rollback marks the Secret first, so a publish decided before it is refused.
+    async fn publish(&self, state: &RotationState, workload: Option<&Secret>) -> Result<Secret> {
         let spec = &self.spec.secret;
         let username = state
             .pending_account
@@ -2288,7 +2310,8 @@ impl<'a> Rotator<'a> {
                 .flatten();
             keys.push((key, keep));
         }
-        secrets::write_keys(&self.secrets, &spec.name, keys).await
+        let version = workload.and_then(|w| w.metadata.resource_version.as_deref());
+        secrets::write_keys(&self.secrets, &spec.name, version, keys).await
     }
 
     /// Removes the old password from `previousPasswordKey` just before it is deleted, so that
@@ -2300,7 +2323,8 @@ impl<'a> Rotator<'a> {
             return Ok(());
         };
         if workload.is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(key))) {
-            let written = secrets::write_keys(&self.secrets, &spec.name, vec![(key, None)]).await?;
+            let written =
+                secrets::write_keys(&self.secrets, &spec.name, None, vec![(key, None)]).await?;
             self.status.published_secret_version = written.resource_version();
         }
         Ok(())

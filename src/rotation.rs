@@ -21,6 +21,8 @@ pub struct StateSummary {
     pub rotation_id: String,
     /// The state Secret holds the password that was current before the rotation.
     pub has_previous: bool,
+    /// The workload Secret says a deletion's cleanup rolled this rotation back.
+    pub rolled_back: bool,
 }
 
 /// What the workload Secret holds under its password key, compared with the state Secret.
@@ -151,9 +153,15 @@ pub enum Decision {
     Finish,
     /// The state Secret vanished mid-rotation: give the rotation up and say why.
     Abandon { reason: String },
+    /// A deletion's cleanup rolled this rotation back: the resource as observed is a stale
+    /// copy, and nothing may be published or changed from it.
+    RolledBack,
 }
 
 pub fn decide(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
+    if obs.state.is_some_and(|s| s.rolled_back) {
+        return Decision::RolledBack;
+    }
     if let Some(with) = &obs.conflict_with {
         return Decision::Conflict { with: with.clone() };
     }
@@ -672,6 +680,7 @@ mod tests {
             self.state = Some(StateSummary {
                 rotation_id: "r1".into(),
                 has_previous: true,
+                rolled_back: false,
             });
             self
         }
@@ -1023,6 +1032,7 @@ mod tests {
         case.state = Some(StateSummary {
             rotation_id: "r9".into(),
             has_previous: true,
+            rolled_back: false,
         });
         assert_eq!(
             case.decide(),
@@ -1030,6 +1040,16 @@ mod tests {
                 rotation_id: "r9".into()
             }
         );
+    }
+
+    #[test]
+    fn a_rotation_a_deletion_rolled_back_is_never_stepped_on_from_a_stale_copy() {
+        for step in [Step::Staged, Step::Added, Step::Verified] {
+            let mut case = Case::new(spec(json!({"rotationRequest": "t"}))).in_flight(step);
+            assert_ne!(case.decide(), Decision::RolledBack, "{step:?}");
+            case.state.as_mut().expect("in flight").rolled_back = true;
+            assert_eq!(case.decide(), Decision::RolledBack, "{step:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub const MANAGER: &str = "password-rotator";
 /// create PasswordRotations, but not read Secrets, could have the operator send any Secret to
 /// a host of their choosing or overwrite it.
 pub const ALLOWED_ROTATIONS_ANNOTATION: &str = "rotator.dev/allowed-rotations";
+/// On the workload Secret: the rotation a deletion's cleanup rolled back. Written with the
+/// Secret's resourceVersion before the rollback, so that a publish sent from a stale copy of
+/// the resource (which carries the version it read) is refused, or sees it.
+pub const ROLLED_BACK_ANNOTATION: &str = "rotator.dev/rolled-back";
 const PENDING: &str = "pending";
 const PREVIOUS: &str = "previous";
 const ROTATION_ID: &str = "rotationId";
@@ -207,12 +211,20 @@ pub async fn delete_state(api: &Secrets<'_>, name: &str) -> Result<()> {
     api.delete(name).await
 }
 
-/// Keeps the state Secret when its resource is deleted after (maybe) publishing, so that the old
-/// password, still valid in the database, stays known to Kubernetes.
-pub async fn orphan_state(api: &Secrets<'_>, name: &str) -> Result<()> {
+/// What an orphaned state Secret's annotation says of the passwords it keeps.
+pub const KEPT_BOTH_VALID: &str =
+    "the PasswordRotation was deleted mid-rotation; previous is still valid in the database";
+pub const KEPT_ROLLED_BACK: &str = "the PasswordRotation was deleted mid-rotation and pending \
+     was removed from the database; kept because an operator process that read this Secret \
+     before the deletion could still add pending; safe to delete once every operator replica \
+     has restarted since";
+
+/// Keeps the state Secret beyond its resource deleted mid-rotation, so that every password
+/// that is or may become valid in the database stays known to Kubernetes; `kept` says which.
+pub async fn orphan_state(api: &Secrets<'_>, name: &str, kept: &str) -> Result<()> {
     let patch = json!({"metadata": {
         "ownerReferences": null,
-        "annotations": {"rotator.dev/orphaned": "the PasswordRotation was deleted mid-rotation; previous is still valid in the database"},
+        "annotations": {"rotator.dev/orphaned": kept},
     }});
     api.patch_merge_if_present(name, &patch).await
 }
@@ -221,8 +233,35 @@ pub async fn orphan_state(api: &Secrets<'_>, name: &str) -> Result<()> {
 /// remove the key.
 pub type SecretKeys<'a> = Vec<(&'a str, Option<SecretString>)>;
 
-/// Writes `keys` into the workload Secret in one write, and returns the Secret as written.
-pub async fn write_keys(api: &Secrets<'_>, name: &str, keys: SecretKeys<'_>) -> Result<Secret> {
+/// The rotation a deletion rolled back, as the workload Secret says.
+pub fn rolled_back(secret: &Secret) -> Option<&str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ROLLED_BACK_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Marks the workload Secret, as read, with the rotation about to be rolled back; refused
+/// (409) when it was written since.
+pub async fn fence_rollback(api: &Secrets<'_>, secret: &Secret, rotation_id: &str) -> Result<()> {
+    let patch = json!({"metadata": {
+        "resourceVersion": secret.metadata.resource_version,
+        "annotations": {ROLLED_BACK_ANNOTATION: rotation_id},
+    }});
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    api.patch_merge(name, &patch).await.map(drop)
+}
+
+/// Writes `keys` into the workload Secret in one write, and returns the Secret as written;
+/// with `version`, only if the Secret is still at that resourceVersion.
+pub async fn write_keys(
+    api: &Secrets<'_>,
+    name: &str,
+    version: Option<&str>,
+    keys: SecretKeys<'_>,
+) -> Result<Secret> {
     let data: serde_json::Map<String, serde_json::Value> = keys
         .into_iter()
         .map(|(key, value)| {
@@ -230,7 +269,10 @@ pub async fn write_keys(api: &Secrets<'_>, name: &str, keys: SecretKeys<'_>) -> 
             (key.to_owned(), value)
         })
         .collect();
-    let patch = json!({"data": data});
+    let patch = match version {
+        Some(version) => json!({"metadata": {"resourceVersion": version}, "data": data}),
+        None => json!({"data": data}),
+    };
     api.patch_merge(name, &patch).await
 }
 

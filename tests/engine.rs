@@ -674,10 +674,20 @@ async fn deleted_before_publishing_the_new_password_is_rolled_back() -> Result<(
     // Staged, then the add fails: delete the resource now.
     engine.run_until(|s| s.step == Some(Step::Staged)).await?;
     controller::cleanup(&engine.ctx, engine.rotation.clone()).await?;
+    // The workload Secret is marked first (no publish decided before goes through after),
+    // and the state Secret kept (an add decided before may still land).
     let log = engine.log();
     let roll_back = first(&log, "target roll_back");
     assert!(
-        roll_back < first(&log, "delete secret orders-cache-rotation"),
+        first(&log, "patch secret orders-redis") < roll_back,
+        "{log:#?}"
+    );
+    assert!(
+        roll_back < first(&log, "patch secret orders-cache-rotation"),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|e| e.starts_with("delete secret")),
         "{log:#?}"
     );
     assert!(log.iter().any(|e| e == "event RolledBack"), "{log:#?}");

@@ -7,9 +7,15 @@
 //!
 //! Faults: an operator crashes after any effect (losing what it had not written, and what it
 //! knew of versions), its watch delivers late or not at all (it decides on any older copy
-//! of the resource), two operators act at once, a person asks for rotations, and something
+//! of the resource), two operators act at once, a person asks for rotations, something
 //! puts the old password back into the workload Secret while it is still valid, and later
-//! the new one again.
+//! the new one again, and a person deletes the resource at any step: the finalizer's cleanup
+//! (the real `on_deletion` and `on_rollback`) runs, the finalizer goes, and the garbage
+//! collector takes the state Secret unless the cleanup orphaned it. The model found two
+//! faults there, each with a test on the real parts in `tests/rotation.rs`: an add, and a
+//! publish, sent from a copy read before the deletion and landing after its rollback. The resource carries the
+//! finalizer from the start, as after any earlier rotation (adding it is a write with a
+//! precondition, which a deletion already fences).
 //!
 //! Invariants, in every reachable state: no rolled-out workload holds a password the target
 //! refuses; no password is valid on the target that no Secret holds; the resource is never
@@ -27,8 +33,8 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use password_rotator::resource::{PasswordRotation, PasswordRotationStatus, Phase, Step};
 use password_rotator::rotation::{
-    CallFailure, CallOutcome, Decision, Observation, RolloutProgress, SecretHolds, StateSummary,
-    decide, on_add, on_retire, step_after,
+    CallFailure, CallOutcome, Decision, Observation, OnDeletion, RolloutProgress, SecretHolds,
+    StateSummary, decide, on_add, on_deletion, on_retire, on_rollback, step_after,
 };
 use password_rotator::rotation_spec::RotationSpec;
 use password_rotator::rotation_target::RotationTarget;
@@ -37,7 +43,7 @@ use password_rotator::status::{self, Outcome};
 use password_rotator::target_index::TargetIndex;
 use password_rotator::validation::{ValidSpec, validate};
 use serde_json::json;
-use stateright::{Checker, Expectation, Model, Property};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
 
 const NS: &str = "shop";
 const NAME: &str = "orders-cache";
@@ -86,6 +92,10 @@ struct Resource {
     /// How many rotations were asked for (`spec.rotationRequest`); each is a spec edit.
     requests: u8,
     status: Status,
+    /// A person deleted it: it waits for the finalizer's cleanup.
+    deleting: bool,
+    /// The finalizer was removed: the resource is gone.
+    gone: bool,
 }
 
 /// The state Secret `<name>-rotation`.
@@ -94,6 +104,10 @@ struct StateSecret {
     rotation_id: u8,
     pending: Password,
     previous: Password,
+    /// The workload Secret's version when the rotation began from it.
+    workload_version: u8,
+    /// Kept beyond the resource: the garbage collector leaves it.
+    orphaned: bool,
 }
 
 /// Where an operator is within one reconcile.
@@ -108,6 +122,17 @@ enum Pc {
     Deleted { replay: bool, refused: bool },
     /// Delete the state Secret, the end status being written.
     DeleteState,
+    /// The finalizer's cleanup reads the state Secret and the workload Secret and decides.
+    Cleanup,
+    /// ... marks the workload Secret, at the version it read, with the rotation it rolls back,
+    Fence,
+    /// ... removes the staged password from the target,
+    RollBack,
+    /// ... keeps the state Secret, without its owner (even after a rollback: another
+    /// operator may still send the add it read there),
+    Orphan,
+    /// ... and removes the finalizer, at the version it decided on.
+    Release,
 }
 
 /// One reconcile in progress: what it read and what it recorded.
@@ -124,6 +149,8 @@ struct Run {
     read: bool,
     state: Option<StateSecret>,
     workload: Password,
+    workload_version: u8,
+    workload_mark: Option<u8>,
     workload_fresh: bool,
 }
 
@@ -151,6 +178,10 @@ struct World {
     resource: Resource,
     state: Option<StateSecret>,
     workload: Password,
+    /// The workload Secret's resourceVersion: every write to it moves it.
+    workload_version: u8,
+    /// The rotation a deletion's cleanup marked the workload Secret with, before its rollback.
+    workload_mark: Option<u8>,
     target: BTreeSet<Password>,
     deployment: Deployment,
     next_password: Password,
@@ -158,6 +189,7 @@ struct World {
     operators: [Operator; 2],
     crashes_left: u8,
     reverts_left: u8,
+    deletes_left: u8,
     /// What a revert took out of the workload Secret, to be put back.
     reverted: Option<Password>,
     /// A decision the model does not expect here (an invalid spec, a conflict).
@@ -182,6 +214,10 @@ enum Action {
     Restore,
     /// The Deployment finishes rolling out: its pods read the Secret as it is now.
     RollOut,
+    /// A person deletes the resource.
+    Delete,
+    /// The garbage collector deletes the state Secret of a resource that is gone.
+    Collect,
 }
 
 struct Protocol {
@@ -190,6 +226,7 @@ struct Protocol {
     now: Timestamp,
     crashes: u8,
     reverts: u8,
+    deletes: u8,
     /// Whether a state completes once faults stop: a deterministic fair run from it.
     completes: Mutex<HashMap<u64, bool>>,
 }
@@ -205,7 +242,7 @@ fn hash_of(world: &World) -> u64 {
 }
 
 impl Protocol {
-    fn new(requests: u8, crashes: u8, reverts: u8) -> Self {
+    fn new(requests: u8, crashes: u8, reverts: u8, deletes: u8) -> Self {
         let mut targets = Writer::<RotationTarget>::default();
         targets.apply_watcher_event(&watcher::Event::Apply(
             serde_json::from_value(json!({
@@ -244,6 +281,7 @@ impl Protocol {
             now: "2026-06-01T12:00:00Z".parse().expect("a time"),
             crashes,
             reverts,
+            deletes,
             completes: Mutex::new(HashMap::new()),
         }
     }
@@ -265,6 +303,8 @@ impl Protocol {
             version: 1,
             requests: 0,
             status: Status::new(idle),
+            deleting: false,
+            gone: false,
         };
         let operator = Operator {
             cache: resource.clone(),
@@ -275,6 +315,8 @@ impl Protocol {
             resource,
             state: None,
             workload: 0,
+            workload_version: 0,
+            workload_mark: None,
             target: BTreeSet::from([0]),
             deployment: Deployment {
                 restart: None,
@@ -286,32 +328,41 @@ impl Protocol {
             operators: [operator.clone(), operator],
             crashes_left: self.crashes,
             reverts_left: self.reverts,
+            deletes_left: self.deletes,
             reverted: None,
             unexpected: None,
         }
     }
 
     /// The transitions no fault needs, in a fixed order: operators, their watches, the
-    /// Deployment, the person who undoes a revert, and the next rotation asked for.
-    fn fair_actions(&self, world: &World) -> [Option<Action>; 7] {
+    /// Deployment, the person who undoes a revert, the garbage collector, and the next
+    /// rotation asked for.
+    fn fair_actions(&self, world: &World) -> [Option<Action>; 8] {
+        // A resource gone from an operator's watch is not reconciled.
         let operator = |i: usize| match world.operators[i].run {
-            None => Action::Observe(i),
-            Some(_) => Action::Step(i),
+            None => (!world.operators[i].cache.gone).then_some(Action::Observe(i)),
+            Some(_) => Some(Action::Step(i)),
         };
         let sync =
             |i: usize| (world.operators[i].cache != world.resource).then_some(Action::Sync(i));
+        let collect = world.resource.gone && world.state.is_some_and(|s| !s.orphaned);
+        let request = !world.resource.deleting && world.resource.requests < self.requests();
         [
-            Some(operator(0)),
+            operator(0),
             sync(0),
-            Some(operator(1)),
+            operator(1),
             sync(1),
             (!world.deployment.rolled_out).then_some(Action::RollOut),
             world.reverted.map(|_| Action::Restore),
-            (world.resource.requests < self.requests()).then_some(Action::Request),
+            collect.then_some(Action::Collect),
+            request.then_some(Action::Request),
         ]
     }
 
     fn done(&self, world: &World) -> bool {
+        if world.resource.gone {
+            return world.state.is_none_or(|s| s.orphaned) && world.reverted.is_none();
+        }
         let status = &world.resource.status.status;
         world.state.is_none()
             && status.phase == Some(Phase::Idle)
@@ -340,11 +391,19 @@ impl Protocol {
                 result = true;
                 break;
             }
-            // Round robin: each enabled transition is taken within a turn of them all.
-            let fair = self.fair_actions(&world);
-            let action = (0..fair.len())
-                .find_map(|k| fair[(turn + k) % fair.len()])
-                .expect("an operator can always act");
+            // Round robin: each enabled transition is taken within a turn of them all. Once
+            // done, an operator whose watch is current has nothing to reconcile.
+            let mut fair = self.fair_actions(&world);
+            if self.done(&world) {
+                for (i, operator) in world.operators.iter().enumerate() {
+                    if operator.run.is_none() && operator.cache == world.resource {
+                        fair[2 * i] = None;
+                    }
+                }
+            }
+            let Some(action) = (0..fair.len()).find_map(|k| fair[(turn + k) % fair.len()]) else {
+                break;
+            };
             world = self.next_state(&world, action).unwrap_or(world);
         }
         let mut known = self.completes.lock().expect("not poisoned");
@@ -366,8 +425,19 @@ impl Protocol {
             operator.known = Some(current.version);
             (current, true)
         };
+        if view.gone {
+            // Read again and not found: it is not reconciled again (no event will come for
+            // the copy the watch still holds).
+            operator.known = None;
+            operator.cache = view;
+            return;
+        }
         operator.run = Some(Run {
-            pc: Pc::Decide,
+            pc: if view.deleting {
+                Pc::Cleanup
+            } else {
+                Pc::Decide
+            },
             status: view.status.clone(),
             written: view.status.clone(),
             version: view.version,
@@ -375,6 +445,8 @@ impl Protocol {
             read,
             state: world.state,
             workload: world.workload,
+            workload_version: world.workload_version,
+            workload_mark: world.workload_mark,
             workload_fresh: true,
         });
     }
@@ -460,7 +532,74 @@ impl Protocol {
                 world.state = None;
                 world.operators[i].run = None;
             }
+            Pc::Cleanup => Self::clean_up(world, i),
+            Pc::Fence => {
+                if world.workload_version != run.workload_version {
+                    world.operators[i].known = Some(DISTRUSTED);
+                    world.operators[i].run = None;
+                    return;
+                }
+                world.workload_mark = run.state.map(|s| s.rotation_id);
+                world.workload_version += 1;
+                world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::RollBack;
+            }
+            Pc::RollBack => {
+                let state = run.state.expect("a rollback has a state");
+                let result = if world.target.contains(&state.pending) {
+                    if world.target.len() > 1 {
+                        world.target.remove(&state.pending);
+                    }
+                    Ok(())
+                } else {
+                    Err(CallFailure::PasswordRejected)
+                };
+                let run = world.operators[i].run.as_mut().expect("in a reconcile");
+                match on_rollback(result) {
+                    CallOutcome::Done | CallOutcome::Block { .. } => run.pc = Pc::Orphan,
+                    CallOutcome::Retry { .. } => world.operators[i].run = None,
+                }
+            }
+            Pc::Orphan => {
+                if let Some(state) = world.state.as_mut() {
+                    state.orphaned = true;
+                }
+                world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::Release;
+            }
+            Pc::Release => {
+                if world.resource.version != run.version {
+                    world.operators[i].known = Some(DISTRUSTED);
+                } else {
+                    world.resource.gone = true;
+                    world.resource.version += 1;
+                }
+                world.operators[i].run = None;
+            }
         }
+    }
+
+    /// The finalizer's cleanup decides, from the state Secret and the workload Secret as they
+    /// are, and the step the resource it acts on shows.
+    fn clean_up(world: &mut World, i: usize) {
+        let run = world.operators[i].run.as_mut().expect("in a reconcile");
+        let Some(state) = world.state else {
+            run.pc = Pc::Release;
+            return;
+        };
+        let status = &run.status.status;
+        let step = match &status.rotation_id {
+            Some(id) if *id == state.rotation_id.to_string() => status.step.unwrap_or(Step::Staged),
+            _ => Step::Staged,
+        };
+        let holds_new = world.workload == state.pending;
+        let fenced = world.workload_mark == Some(state.rotation_id);
+        let written_since_stage = !fenced && world.workload_version != state.workload_version;
+        run.state = Some(state);
+        run.workload_version = world.workload_version;
+        run.pc = match on_deletion(step, holds_new, written_since_stage) {
+            OnDeletion::KeepBoth => Pc::Orphan,
+            OnDeletion::RollBack if fenced => Pc::RollBack,
+            OnDeletion::RollBack => Pc::Fence,
+        };
     }
 
     fn finish(&self, world: &mut World, i: usize, run: &Run) {
@@ -518,6 +657,7 @@ impl Protocol {
         let summary = run.state.map(|s| StateSummary {
             rotation_id: s.rotation_id.to_string(),
             has_previous: true,
+            rolled_back: run.workload_mark == Some(s.rotation_id),
         });
         let seed = format!("{NS}/{NAME}");
         let observation = Observation {
@@ -544,6 +684,8 @@ impl Protocol {
                 world,
                 Run {
                     workload: world.workload,
+                    workload_version: world.workload_version,
+                    workload_mark: world.workload_mark,
                     workload_fresh: true,
                     ..run
                 },
@@ -583,6 +725,8 @@ impl Protocol {
                     rotation_id: world.next_rotation_id,
                     pending: world.next_password,
                     previous: run.workload,
+                    workload_version: run.workload_version,
+                    orphaned: false,
                 };
                 world.next_rotation_id += 1;
                 world.next_password += 1;
@@ -599,11 +743,13 @@ impl Protocol {
             Decision::Restage => {
                 let state = StateSecret {
                     previous: run.workload,
+                    workload_version: run.workload_version,
                     ..run.state.expect("restage has a state")
                 };
                 if world.state.is_some() {
                     world.state = Some(StateSecret {
                         previous: run.workload,
+                        workload_version: run.workload_version,
                         ..world.state.expect("checked")
                     });
                 }
@@ -629,10 +775,21 @@ impl Protocol {
                     outcome => self.block(world, i, &run, outcome),
                 }
             }
+            Decision::Publish if world.workload_version != run.workload_version => {
+                // The write carries the version read, and is refused.
+                world.operators[i].known = Some(DISTRUSTED);
+                world.operators[i].run = None;
+            }
+            Decision::RolledBack => {
+                world.operators[i].known = Some(DISTRUSTED);
+                world.operators[i].run = None;
+            }
             Decision::Publish => {
                 let state = run.state.expect("publish has a state");
                 world.workload = state.pending;
+                world.workload_version += 1;
                 run.workload = state.pending;
+                run.workload_version = world.workload_version;
                 run.workload_fresh = true;
                 let mut published = (*run.status.status).clone();
                 published.published_time = Some(Time(self.now));
@@ -757,6 +914,9 @@ impl Model for Protocol {
         {
             actions.push(Action::Revert);
         }
+        if world.deletes_left > 0 && !world.resource.deleting {
+            actions.push(Action::Delete);
+        }
     }
 
     fn next_state(&self, world: &World, action: Action) -> Option<World> {
@@ -780,10 +940,18 @@ impl Model for Protocol {
                 world.reverts_left -= 1;
                 world.reverted = Some(world.workload);
                 world.workload = state.previous;
+                world.workload_version += 1;
             }
             Action::Restore => {
                 world.workload = world.reverted.take().expect("reverted");
+                world.workload_version += 1;
             }
+            Action::Delete => {
+                world.deletes_left -= 1;
+                world.resource.deleting = true;
+                world.resource.version += 1;
+            }
+            Action::Collect => world.state = None,
             Action::RollOut => {
                 world.deployment.rolled_out = true;
                 world.deployment.pods = BTreeSet::from([world.workload]);
@@ -793,7 +961,7 @@ impl Model for Protocol {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
+        let mut properties = vec![
             Property::always("no workload holds a refused password", |_, w: &World| {
                 w.deployment.pods.is_subset(&w.target)
             }),
@@ -826,65 +994,96 @@ impl Model for Protocol {
                         .is_some_and(|r| r.version < w.resource.version)
                 })
             }),
-        ]
+        ];
+        if self.deletes > 0 {
+            properties.extend([
+                Property::sometimes(
+                    "a deleted resource is rolled back and released",
+                    |_, w: &World| {
+                        w.resource.gone
+                            && w.state.is_some_and(|s| {
+                                s.orphaned && w.target == BTreeSet::from([s.previous])
+                            })
+                    },
+                ),
+                Property::sometimes("a deleted resource keeps both passwords", |_, w: &World| {
+                    w.resource.gone && w.state.is_some_and(|s| s.orphaned && w.target.len() == 2)
+                }),
+            ]);
+        }
+        properties
     }
 }
 
 /// Explores every interleaving within the bounds and fails with the shortest path to any
 /// state that breaks an invariant.
-fn check(requests: u8, crashes: u8, reverts: u8) {
-    let checker = Protocol::new(requests, crashes, reverts)
+fn check(requests: u8, crashes: u8, reverts: u8, deletes: u8) {
+    let checker = Protocol::new(requests, crashes, reverts, deletes)
         .checker()
+        .finish_when(HasDiscoveries::AnyFailures)
         .spawn_bfs()
         .join();
     // Written to stderr itself, not through eprintln!, which the test harness captures: the
     // counts show in `make test`'s output whether the test passes or not.
     writeln!(
         std::io::stderr(),
-        "protocol model, {requests} rotation(s), {crashes} crash(es), {reverts} revert(s): {} \
-         states explored, {} unique",
+        "protocol model, {requests} rotation(s), {crashes} crash(es), {reverts} revert(s), \
+         {deletes} deletion(s): {} states explored, {} unique",
         checker.state_count(),
         checker.unique_state_count()
     )
     .expect("stderr");
     let discoveries = checker.discoveries();
-    for property in checker.model().properties() {
-        let found = discoveries.get(property.name);
-        match property.expectation {
-            Expectation::Sometimes => assert!(found.is_some(), "never: {}", property.name),
-            _ => {
-                if let Some(path) = found {
-                    let end = path.last_state();
-                    let steps: Vec<String> = path
-                        .clone()
-                        .into_actions()
-                        .iter()
-                        .map(|a| format!("{a:?}"))
-                        .collect();
-                    panic!(
-                        "{} breaks after: {}\nthe resource: {:#?}\nthe target: {:?}, the \
-                         workload Secret: {}, the state Secret: {:?}, the pods: {:?}",
-                        property.name,
-                        steps.join(" -> "),
-                        end.resource.status.status,
-                        end.target,
-                        end.workload,
-                        end.state,
-                        end.deployment.pods
-                    );
-                }
-            }
+    let properties = checker.model().properties();
+    for property in properties
+        .iter()
+        .filter(|p| p.expectation != Expectation::Sometimes)
+    {
+        if let Some(path) = discoveries.get(property.name) {
+            let end = path.last_state();
+            let steps: Vec<String> = path
+                .clone()
+                .into_actions()
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect();
+            panic!(
+                "{} breaks after: {}\nthe resource: {:#?}\nthe target: {:?}, the \
+                 workload Secret: {}, the state Secret: {:?}, the pods: {:?}",
+                property.name,
+                steps.join(" -> "),
+                end.resource.status.status,
+                end.target,
+                end.workload,
+                end.state,
+                end.deployment.pods
+            );
         }
+    }
+    for property in properties
+        .iter()
+        .filter(|p| p.expectation == Expectation::Sometimes)
+    {
+        assert!(
+            discoveries.contains_key(property.name),
+            "never: {}",
+            property.name
+        );
     }
     assert!(checker.unique_state_count() > 1000, "the model explored");
 }
 
 #[test]
 fn two_operators_with_stale_watches() {
-    check(1, 0, 0);
+    check(1, 0, 0, 0);
 }
 
 #[test]
 fn two_operators_crashing_anywhere() {
-    check(1, 1, 0);
+    check(1, 1, 0, 0);
+}
+
+#[test]
+fn two_operators_and_a_deletion_at_any_step() {
+    check(1, 0, 0, 1);
 }

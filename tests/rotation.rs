@@ -421,11 +421,24 @@ async fn deleting_before_publish_rolls_back() -> Result<()> {
         h.secret_value(USER_SECRET, "password").await?.as_deref(),
         Some(USER_PASSWORD)
     );
+    // Kept, without an owner: another operator process may still send the add it read there.
+    let state = h.secrets().get("orders-cache-rotation").await?;
+    assert!(state.owner_references().is_empty());
     assert!(
-        h.secrets()
-            .get_opt("orders-cache-rotation")
-            .await?
-            .is_none()
+        state.annotations()["rotator.dev/orphaned"].contains("pending was removed"),
+        "{:?}",
+        state.annotations()
+    );
+    let workload = h.secrets().get(USER_SECRET).await?;
+    assert_eq!(
+        workload.annotations().get("rotator.dev/rolled-back"),
+        state
+            .data
+            .as_ref()
+            .and_then(|d| d.get("rotationId"))
+            .map(|id| String::from_utf8_lossy(&id.0).into_owned())
+            .as_ref(),
+        "the workload Secret is marked before the rollback, so no publish follows it"
     );
     h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
@@ -531,6 +544,130 @@ async fn held_at_added(h: &mut Harness, flags: &[&'static str]) -> Result<String
     Ok(h.secret_value("orders-cache-rotation", "pending")
         .await?
         .expect("the staged password"))
+}
+
+/// Starts an operator process that stops itself at fail point `point` (SIGSTOP), creates a
+/// resource that asks for a rotation, and returns once the process is stopped there.
+async fn paused_at(h: &Harness, point: &str) -> Result<tokio::process::Child> {
+    let paused = h.spawn_operator(&["--fail-point", &format!("{point}:stop")])?;
+    h.create_rotation("orders-cache", h.user_spec(json!({"rotationRequest": "r"})))
+        .await?;
+    let pid = paused.id().expect("running");
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('T')))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stopped() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the operator never reached {point}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(paused)
+}
+
+/// Deletes the resource, lets a second operator process run the cleanup to the end, and
+/// continues the paused one, which still acts on the copy it read before.
+async fn delete_while_paused(h: &mut Harness, paused: &tokio::process::Child) -> Result<()> {
+    h.rotations()
+        .delete("orders-cache", &DeleteParams::default())
+        .await?;
+    h.start_operator()?;
+    wait_gone(h, "orders-cache").await?;
+    h.wait_event("RolledBack", "orders-cache-rotation").await?;
+    let pid = paused.id().expect("running");
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()?;
+    Ok(())
+}
+
+/// Found by the protocol model (`tests/protocol_model.rs`): an operator process paused after
+/// staging, right before its add, while another runs the cleanup of a deletion. The add lands
+/// after the rollback: the staged password is valid again, so a Secret must still hold it.
+#[tokio::test]
+async fn an_add_that_lands_after_the_deletions_rollback_stays_in_a_secret() -> Result<()> {
+    let mut h = Harness::new("lateadd").await?;
+    let mut paused = paused_at(&h, "before-add").await?;
+    let pending = h
+        .secret_value("orders-cache-rotation", "pending")
+        .await?
+        .expect("staged");
+    delete_while_paused(&mut h, &paused).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !h.redis.auth(USER, &pending).await? {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the paused operator's add never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    paused.start_kill()?;
+    paused.wait().await?;
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "pending").await?,
+        Some(pending.clone()),
+        "the password the late add made valid is in no Secret"
+    );
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "previous")
+            .await?
+            .as_deref(),
+        Some(USER_PASSWORD)
+    );
+    let state = h.secrets().get("orders-cache-rotation").await?;
+    assert!(
+        state.owner_references().is_empty(),
+        "the state Secret is orphaned, not collected with the resource"
+    );
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+/// Found by the protocol model too: paused after its add, right before publishing, while
+/// another process rolls the deleted rotation back. The publish that follows would put a
+/// password the database no longer accepts into the workload Secret: it is refused.
+#[tokio::test]
+async fn a_publish_sent_after_the_deletions_rollback_is_refused() -> Result<()> {
+    let mut h = Harness::new("latepublish").await?;
+    let mut paused = paused_at(&h, "before-publish").await?;
+    let pending = h
+        .secret_value("orders-cache-rotation", "pending")
+        .await?
+        .expect("staged");
+    assert!(h.redis.auth(USER, &pending).await?, "added");
+    delete_while_paused(&mut h, &paused).await?;
+    assert!(!h.redis.auth(USER, &pending).await?, "rolled back");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !h
+        .operator_log(1)
+        .contains("the resource changed while it was")
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the paused operator never tried its publish"
+        );
+        anyhow::ensure!(
+            h.secret_value(USER_SECRET, "password").await?.as_deref() == Some(USER_PASSWORD),
+            "the rolled-back password was published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    paused.start_kill()?;
+    paused.wait().await?;
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD),
+        "the workload Secret holds the password the database accepts"
+    );
+    assert!(h.redis.auth(USER, USER_PASSWORD).await?);
+    assert!(!h.redis.auth(USER, &pending).await?);
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
 }
 
 /// After a deletion that could not roll back: both passwords stay valid, and the state

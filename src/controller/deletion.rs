@@ -63,10 +63,13 @@ impl Rotator<'_> {
         let holds_new =
             state.holds(self.password_in(workload.as_ref()).as_ref()) == SecretHolds::Pending;
         // Any write to the workload Secret since Stage may have been the publish, and pods
-        // may have read the new password from it even if it was changed back since.
-        let written_since_stage = state.workload_version.as_ref().is_some_and(|staged| {
-            workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
-        });
+        // may have read the new password from it even if it was changed back since; except
+        // this cleanup's own mark, after which no publish of this rotation is accepted.
+        let fenced = workload.as_ref().and_then(secrets::rolled_back) == Some(&state.rotation_id);
+        let written_since_stage = !fenced
+            && state.workload_version.as_ref().is_some_and(|staged| {
+                workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
+            });
         if rotation::on_deletion(step, holds_new, written_since_stage) == OnDeletion::KeepBoth {
             let message = format!(
                 "deleted after the new password may have been published (the workload Secret \
@@ -77,15 +80,33 @@ impl Rotator<'_> {
                 .orphan_state(&state_name, Reason::LeftBothValid, &message)
                 .await;
         }
-        let (outcome, message) = match self.roll_back(&state, step).await {
+        // In Replace mode the status written before the PUT fences it instead; a Secret that
+        // no longer allows this resource takes no publish from it anyway.
+        if !fenced
+            && self.spec.mode == Mode::AddThenDelete
+            && let Some(secret) = &workload
+            && secrets::allows(secret, &self.rotation.name_any())
+        {
+            secrets::fence_rollback(&self.secrets, secret, &state.rotation_id).await?;
+        }
+        let (outcome, message) = match self.roll_back(&state, step, workload.as_ref()).await {
             Ok(rolled_back) => rolled_back,
             Err(error) => return self.release_keeping_the_passwords(error, &state_name).await,
         };
         match outcome {
             CallOutcome::Done => {
+                // Not deleted: another operator process may have read the state Secret
+                // before the deletion and still send the add, which would make the staged
+                // password valid again (see `tests/protocol_model.rs`).
                 self.ctx.metrics.rotation_finished("rolled_back", None);
-                secrets::delete_state(&self.secrets, &state_name).await?;
-                self.event(EventType::Normal, "RolledBack", "Delete", message)
+                secrets::orphan_state(&self.secrets, &state_name, secrets::KEPT_ROLLED_BACK)
+                    .await?;
+                let message = format!(
+                    "{message}; Secret {state_name} is kept without an owner in case an \
+                     operator process that read it before the deletion still adds that \
+                     password: delete it once every operator replica has restarted"
+                );
+                self.event(EventType::Normal, "RolledBack", "Delete", &message)
                     .await;
                 Ok(Action::await_change())
             }
@@ -145,7 +166,7 @@ impl Rotator<'_> {
         reason: Reason,
         message: &str,
     ) -> Result<Action> {
-        secrets::orphan_state(&self.secrets, state_name).await?;
+        secrets::orphan_state(&self.secrets, state_name, secrets::KEPT_BOTH_VALID).await?;
         self.event(EventType::Warning, reason, "Delete", message)
             .await;
         Ok(Action::await_change())
@@ -213,6 +234,7 @@ impl Rotator<'_> {
         &mut self,
         state: &RotationState,
         step: Step,
+        workload: Option<&Secret>,
     ) -> Result<(CallOutcome, &'static str)> {
         validate(&self.spec, &self.namespace).map_err(|e| Error::Target {
             reason: Reason::InvalidSpec,
@@ -244,7 +266,7 @@ impl Rotator<'_> {
                     _ => CallOutcome::Done,
                 };
                 if outcome == CallOutcome::Done {
-                    self.publish(state).await?;
+                    self.publish(state, workload).await?;
                 }
                 (
                     outcome,
