@@ -900,6 +900,17 @@ impl<'a> Rotator<'a> {
                 return Ok(Some(Action::await_change()));
             }
             Decision::StayBlocked { retry_at } => return Ok(Some(requeue_at(retry_at, now))),
+            Decision::RolledBack if self.read => {
+                // Read from the API server and not being deleted: not a stale copy but a new
+                // resource of the same name, finding what a deletion kept.
+                let message = format!(
+                    "Secret {state_name} was kept by the deletion of an earlier PasswordRotation \
+                     of this name, whose rotation was rolled back; delete that Secret once every \
+                     operator replica has restarted since, and this resource rotates"
+                );
+                self.report_not_ready(Reason::RolledBack, &message).await?;
+                return Ok(Some(Action::await_change()));
+            }
             Decision::RolledBack => {
                 self.ctx
                     .freshness

@@ -692,6 +692,32 @@ async fn deleted_before_publishing_the_new_password_is_rolled_back() -> Result<(
     );
     assert!(log.iter().any(|e| e == "event RolledBack"), "{log:#?}");
     assert_eq!(engine.published(), OLD);
+
+    // A new resource of the same name finds the kept state Secret and the mark: it says so
+    // and waits, changing nothing, rather than retry in silence.
+    engine.rotation.metadata.uid = Some("u-2".into());
+    engine.rotation.metadata.deletion_timestamp = None;
+    *engine.kubernetes.status.lock().unwrap() = None;
+    let before = engine.log().len();
+    let status = engine
+        .run_until(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "RolledBack")
+        })
+        .await?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert!(
+        ready.is_some_and(|c| c.message.contains("orders-cache-rotation")),
+        "{ready:?}"
+    );
+    let after = &engine.log()[before..];
+    assert!(
+        after
+            .iter()
+            .all(|e| !e.starts_with("target ") && !e.starts_with("patch secret orders-redis")),
+        "{after:#?}"
+    );
     Ok(())
 }
 

@@ -440,7 +440,29 @@ async fn deleting_before_publish_rolls_back() -> Result<()> {
             .as_ref(),
         "the workload Secret is marked before the rollback, so no publish follows it"
     );
-    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+
+    // The same resource applied again (as a GitOps tool replaces one) says what the deletion
+    // kept, and rotates once that Secret is deleted.
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"rotationRequest": "again"})),
+    )
+    .await?;
+    h.wait_for("orders-cache", Duration::from_secs(30), "RolledBack", |r| {
+        condition_reason(r, "Ready").as_deref() == Some("RolledBack")
+            && ready_message(r).contains("orders-cache-rotation")
+    })
+    .await?;
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(USER_PASSWORD)
+    );
+    h.secrets()
+        .delete("orders-cache-rotation", &DeleteParams::default())
+        .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let new = assert_rotated(&h).await?;
+    h.assert_no_leak(&[new, pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
     h.finish().await
 }
