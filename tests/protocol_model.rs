@@ -1087,3 +1087,8 @@ fn two_operators_crashing_anywhere() {
 fn two_operators_and_a_deletion_at_any_step() {
     check(1, 0, 0, 1);
 }
+
+#[test]
+fn two_operators_a_crash_and_a_deletion() {
+    check(1, 1, 0, 1);
+}
