@@ -836,8 +836,7 @@ impl<'a> Rotator<'a> {
         let summary = w.state.as_ref().map(|s| StateSummary {
             rotation_id: s.rotation_id.clone(),
             has_previous: s.previous.is_some(),
-            rolled_back: w.workload.as_ref().and_then(secrets::rolled_back)
-                == Some(s.rotation_id.as_str()),
+            rolled_back: s.rolled_back_in(w.workload.as_ref()),
         });
         let workload_password = self.password_in(w.workload.as_ref());
         let workload_secret = match &w.state {

@@ -26,7 +26,7 @@ pub const ALLOWED_ROTATIONS_ANNOTATION: &str = "rotator.dev/allowed-rotations";
 /// On the workload Secret: the rotation a deletion's cleanup rolled back. Written with the
 /// Secret's resourceVersion before the rollback, so that a publish sent from a stale copy of
 /// the resource (which carries the version it read) is refused, or sees it.
-pub const ROLLED_BACK_ANNOTATION: &str = "rotator.dev/rolled-back";
+const ROLLED_BACK_ANNOTATION: &str = "rotator.dev/rolled-back";
 const PENDING: &str = "pending";
 const PREVIOUS: &str = "previous";
 const ROTATION_ID: &str = "rotationId";
@@ -72,6 +72,15 @@ impl RotationState {
         } else {
             SecretHolds::Other
         }
+    }
+
+    /// Whether `workload` (the workload Secret) carries a deletion's mark that this rotation
+    /// was rolled back ([`fence_rollback`]).
+    pub fn rolled_back_in(&self, workload: Option<&Secret>) -> bool {
+        workload
+            .and_then(|w| w.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ROLLED_BACK_ANNOTATION))
+            == Some(&self.rotation_id)
     }
 }
 
@@ -232,16 +241,6 @@ pub async fn orphan_state(api: &Secrets<'_>, name: &str, kept: &str) -> Result<(
 /// Keys of the workload Secret and what they become in one write: a value, or `None` to
 /// remove the key.
 pub type SecretKeys<'a> = Vec<(&'a str, Option<SecretString>)>;
-
-/// The rotation a deletion rolled back, as the workload Secret says.
-pub fn rolled_back(secret: &Secret) -> Option<&str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(ROLLED_BACK_ANNOTATION)
-        .map(String::as_str)
-}
 
 /// Marks the workload Secret, as read, with the rotation about to be rolled back; refused
 /// (409) when it was written since.

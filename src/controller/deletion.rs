@@ -65,7 +65,7 @@ impl Rotator<'_> {
         // Any write to the workload Secret since Stage may have been the publish, and pods
         // may have read the new password from it even if it was changed back since; except
         // this cleanup's own mark, after which no publish of this rotation is accepted.
-        let fenced = workload.as_ref().and_then(secrets::rolled_back) == Some(&state.rotation_id);
+        let fenced = state.rolled_back_in(workload.as_ref());
         let written_since_stage = !fenced
             && state.workload_version.as_ref().is_some_and(|staged| {
                 workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
