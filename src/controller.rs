@@ -362,25 +362,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     };
     let (controllers, watched): (Vec<_>, Vec<_>) = scopes
         .iter()
-        .map(|scope| {
-            let rotations = match scope {
-                Some(ns) => Api::<PasswordRotation>::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            // Pages of 100: a page of 500 was the heap's peak (dhat), its text and the
-            // objects with their managedFields, before the cache drops those.
-            let config = watcher::Config::default().any_semantic().page_size(100);
-            let (reader, writer) = reflector::store();
-            let watched = Watched::new(reader.clone());
-            let index = watched.index.clone();
-            let cached = watcher(rotations, config)
-                .default_backoff()
-                .modify(forget_what_no_decision_reads)
-                .reflect(writer)
-                .inspect_ok(move |event| index.observe(event))
-                .applied_objects();
-            (Controller::for_stream(cached, reader), watched)
-        })
+        .map(|scope| watch_rotations(&client, *scope))
         .unzip();
     metrics.calls_per_cluster(settings.calls_per_cluster);
     let (target_index, namespaced_targets, cluster_targets) =
@@ -423,57 +405,99 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         .zip(namespaced_targets)
         .zip(watched)
         .map(|(((controller, scope), namespaced_targets), watched)| {
-            // Secrets are watched as metadata only, so no Secret data is ever cached.
-            let secrets = match scope {
-                Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let mut controller = watch_targets(
+            let controller = watch_targets(
                 controller,
                 &watched.index,
                 namespaced_targets,
                 cluster_targets.as_ref(),
             );
-            // Small pages: the first list of every Secret's metadata passes through memory a
-            // page at a time.
-            let pages = watcher::Config::default().page_size(100);
-            let index = watched.index.clone();
-            let secret_events = watcher(secrets, pages.clone())
-                .default_backoff()
-                .inspect_ok(move |event| index.observe_secret(event))
-                .touched_objects();
-            controller = controller.watches_stream(
-                secret_events,
-                secret_mapper(watched.index.clone(), context.clone()),
-            );
-            // ClusterRotationTargets' Secrets, when the watched namespaces do not hold them.
-            if let (Some(scope), Some(targets)) = (scope, &settings.cluster_target_namespace)
-                && scope != targets
-            {
-                let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), targets);
-                controller = controller.watches(
-                    secrets,
-                    pages,
-                    secret_mapper(watched.index, context.clone()),
-                );
-            }
-            controller
-                .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-                .shutdown_on_signal()
-                .run(reconcile, error_policy, context.clone())
-                .for_each(|result| async move {
-                    match result {
-                        Ok((object, _)) => debug!(%object, "reconciled"),
-                        // error_policy has logged it, with the resource's fields.
-                        Err(controller::Error::ReconcilerFailed(..)) => {}
-                        Err(controller::Error::ObjectNotFound(object)) => {
-                            debug!(%object, "gone before its reconcile")
-                        }
-                        Err(error) => warn!(%error, "the controller's queue failed"),
-                    }
-                })
+            let controller = watch_secrets(controller, scope, &watched.index, &context);
+            drive(controller, context.clone())
         });
     futures::future::join_all(runs).await;
+}
+
+/// The controller of the PasswordRotations of `scope` (a namespace, or all), and what its
+/// watch keeps of them.
+fn watch_rotations(
+    client: &Client,
+    scope: Option<&str>,
+) -> (Controller<PasswordRotation>, Watched) {
+    let rotations = match scope {
+        Some(ns) => Api::<PasswordRotation>::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Pages of 100: a page of 500 was the heap's peak (dhat), its text and the objects with
+    // their managedFields, before the cache drops those.
+    let config = watcher::Config::default().any_semantic().page_size(100);
+    let (reader, writer) = reflector::store();
+    let watched = Watched::new(reader.clone());
+    let index = watched.index.clone();
+    let cached = watcher(rotations, config)
+        .default_backoff()
+        .modify(forget_what_no_decision_reads)
+        .reflect(writer)
+        .inspect_ok(move |event| index.observe(event))
+        .applied_objects();
+    (Controller::for_stream(cached, reader), watched)
+}
+
+/// Reconciles the resources a Secret of `scope` concerns when it changes. Secrets are
+/// watched as metadata only, so no Secret data is ever cached.
+fn watch_secrets(
+    mut controller: Controller<PasswordRotation>,
+    scope: Option<&str>,
+    index: &ResourceIndex,
+    context: &Arc<Context>,
+) -> Controller<PasswordRotation> {
+    let client = &context.client;
+    let secrets = match scope {
+        Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Small pages: the first list of every Secret's metadata passes through memory a page at
+    // a time.
+    let pages = watcher::Config::default().page_size(100);
+    let observing = index.clone();
+    let secret_events = watcher(secrets, pages.clone())
+        .default_backoff()
+        .inspect_ok(move |event| observing.observe_secret(event))
+        .touched_objects();
+    controller =
+        controller.watches_stream(secret_events, secret_mapper(index.clone(), context.clone()));
+    // ClusterRotationTargets' Secrets, when the watched namespaces do not hold them.
+    if let (Some(scope), Some(targets)) = (scope, &context.settings.cluster_target_namespace)
+        && scope != targets
+    {
+        let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), targets);
+        controller = controller.watches(
+            secrets,
+            pages,
+            secret_mapper(index.clone(), context.clone()),
+        );
+    }
+    controller
+}
+
+/// Runs `controller` until a termination signal, logging what its queue reports.
+async fn drive(controller: Controller<PasswordRotation>, context: Arc<Context>) {
+    let concurrency = context.settings.concurrency;
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(%object, "reconciled"),
+                // error_policy has logged it, with the resource's fields.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    debug!(%object, "gone before its reconcile")
+                }
+                Err(error) => warn!(%error, "the controller's queue failed"),
+            }
+        })
+        .await
 }
 
 /// Maps a Secret the watch shows to the resources of `index` that read it (its workload
@@ -584,6 +608,9 @@ async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
     health.set_ready(true);
 }
 
+/// Not kube's `finalizer` helper: it adds the finalizer before every first apply (a write per
+/// new resource, which this operator spares until a rotation may step) and removes it without
+/// the resourceVersion the cleanup decided on.
 async fn reconcile(cached: Arc<PasswordRotation>, ctx: Arc<Context>) -> Result<Action> {
     // Its target is another shard's: that shard's operator acts on it, and this one only
     // looks that some operator does. A change of the target's label or of the resource's
@@ -837,6 +864,7 @@ impl<'a> Rotator<'a> {
             rotation_id: s.rotation_id.clone(),
             has_previous: s.previous.is_some(),
             rolled_back: s.rolled_back_in(w.workload.as_ref()),
+            owned: s.owned_by(&self.rotation),
         });
         let workload_password = self.password_in(w.workload.as_ref());
         let workload_secret = match &w.state {
@@ -1613,6 +1641,7 @@ impl<'a> Rotator<'a> {
                 .then(|| generate_os(&policy)),
             shard: self.ctx.settings.shard.clone(),
             workload_version,
+            owner: self.rotation.uid(),
         };
         secrets::create_state(&self.secrets, &self.rotation, &state).await?;
         Ok(state)

@@ -34,6 +34,9 @@ pub enum Reason {
     ShardMoved,
     /// `Ready=False`: no operator of the shard its target is labelled with acts on it.
     ShardUnserved,
+    /// `Ready=False`: the state Secret of this resource's name belongs to no resource or to
+    /// another one (kept by the deletion of an earlier resource of this name).
+    StateSecretNotOwned,
     /// Blocked: the admin login was refused.
     Unauthorized,
     /// Blocked: the target refuses the password in the workload Secret.
@@ -104,6 +107,7 @@ impl Reason {
         Reason::Conflict,
         Reason::ShardMoved,
         Reason::ShardUnserved,
+        Reason::StateSecretNotOwned,
         Reason::Unauthorized,
         Reason::OldPasswordRejected,
         Reason::TlsUntrusted,
@@ -146,6 +150,7 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::ShardMoved => "ShardMoved",
             Reason::ShardUnserved => "ShardUnserved",
+            Reason::StateSecretNotOwned => "StateSecretNotOwned",
             Reason::Unauthorized => "Unauthorized",
             Reason::OldPasswordRejected => "OldPasswordRejected",
             Reason::TlsUntrusted => "TlsUntrusted",

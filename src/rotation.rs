@@ -23,6 +23,9 @@ pub struct StateSummary {
     pub has_previous: bool,
     /// The workload Secret says a deletion's cleanup rolled this rotation back.
     pub rolled_back: bool,
+    /// The state Secret is owned by this resource (and not kept by the deletion of an
+    /// earlier one of the same name).
+    pub owned: bool,
 }
 
 /// What the workload Secret holds under its password key, compared with the state Secret.
@@ -156,11 +159,17 @@ pub enum Decision {
     /// A deletion's cleanup rolled this rotation back: the resource as observed is a stale
     /// copy, and nothing may be published or changed from it.
     RolledBack,
+    /// The state Secret is not this resource's: a resource of the same name, deleted
+    /// mid-rotation, left it. Nothing is done from it; from a stale copy, read again.
+    StateNotOwned,
 }
 
 pub fn decide(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     if obs.state.is_some_and(|s| s.rolled_back) {
         return Decision::RolledBack;
+    }
+    if obs.state.is_some_and(|s| !s.owned) {
+        return Decision::StateNotOwned;
     }
     if let Some(with) = &obs.conflict_with {
         return Decision::Conflict { with: with.clone() };
@@ -681,6 +690,7 @@ mod tests {
                 rotation_id: "r1".into(),
                 has_previous: true,
                 rolled_back: false,
+                owned: true,
             });
             self
         }
@@ -1033,6 +1043,7 @@ mod tests {
             rotation_id: "r9".into(),
             has_previous: true,
             rolled_back: false,
+            owned: true,
         });
         assert_eq!(
             case.decide(),
@@ -1049,6 +1060,23 @@ mod tests {
             assert_ne!(case.decide(), Decision::RolledBack, "{step:?}");
             case.state.as_mut().expect("in flight").rolled_back = true;
             assert_eq!(case.decide(), Decision::RolledBack, "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_state_secret_a_deletion_left_to_a_new_resource_of_its_name_is_never_acted_on() {
+        let mut case = Case::new(spec(json!({"rotationRequest": "t"}))).observed();
+        case.state = Some(StateSummary {
+            rotation_id: "r9".into(),
+            has_previous: true,
+            rolled_back: false,
+            owned: false,
+        });
+        assert_eq!(case.decide(), Decision::StateNotOwned);
+        for step in [Step::Staged, Step::Published, Step::Retired] {
+            let mut case = Case::new(spec(json!({"rotationRequest": "t"}))).in_flight(step);
+            case.state.as_mut().expect("in flight").owned = false;
+            assert_eq!(case.decide(), Decision::StateNotOwned, "{step:?}");
         }
     }
 

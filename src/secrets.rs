@@ -56,6 +56,8 @@ pub struct RotationState {
     /// still has it, nothing was published into it. Absent in state Secrets of earlier
     /// versions, which recorded `Publishing` in status instead.
     pub workload_version: Option<String>,
+    /// The UID of the resource that owns the state Secret; `None` once a deletion orphaned it.
+    pub owner: Option<String>,
 }
 
 impl RotationState {
@@ -72,6 +74,12 @@ impl RotationState {
         } else {
             SecretHolds::Other
         }
+    }
+
+    /// Whether `rotation` staged this rotation: a state Secret a deletion kept, found by a new
+    /// resource of the same name, is not its own.
+    pub fn owned_by(&self, rotation: &PasswordRotation) -> bool {
+        self.owner.is_some() && self.owner == rotation.uid()
     }
 
     /// Whether `workload` (the workload Secret) carries a deletion's mark that this rotation
@@ -144,6 +152,11 @@ pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<Rotation
         retirement: value(&secret, RETIREMENT),
         shard: shard::of(&secret).map(str::to_owned),
         workload_version: text_value(&secret, WORKLOAD_VERSION),
+        owner: secret
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone()),
     }))
 }
 
@@ -320,6 +333,7 @@ mod tests {
             retirement: Some(SecretString::from("Retirement-Pass-1234")),
             shard: Some("a".into()),
             workload_version: Some("41".into()),
+            owner: Some("c0ffee".into()),
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));

@@ -718,11 +718,24 @@ async fn deleted_before_publishing_the_new_password_is_rolled_back() -> Result<(
             .all(|e| !e.starts_with("target ") && !e.starts_with("patch secret orders-redis")),
         "{after:#?}"
     );
+    // Deleting the new resource leaves the kept Secret as it is: it is not its own.
+    let before = engine.log().len();
+    controller::cleanup(&engine.ctx, engine.rotation.clone()).await?;
+    let after = &engine.log()[before..];
+    assert!(
+        after
+            .iter()
+            .all(|e| !e.starts_with("target ") && !e.contains(" secret ")),
+        "{after:#?}"
+    );
+    assert!(engine.state_secret().is_some());
     Ok(())
 }
 
-#[tokio::test]
-async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
+/// Stages a rotation in shard a, then relabels its state Secret as shard z's (as if shard z
+/// had staged it and the resource were relabelled into shard a since): shard a's operator
+/// reports it, once, and does nothing else. Returns the log's length before the report.
+async fn staged_by_shard_z() -> Result<(Engine, usize)> {
     let mut engine = Engine::in_shard(json!({"rotationRequest": "now"}), Some("a"))?;
     engine.fail(
         "add",
@@ -737,14 +750,6 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
         "a",
         "the state Secret carries the shard of the operator that staged it"
     );
-
-    // As if shard z had staged it and the resource were relabelled into shard a since.
-    let relabel = |engine: &Engine, shard: &str| {
-        let mut secrets = engine.kubernetes.secrets.lock().unwrap();
-        let state = secrets.get_mut(&format!("{NAME}-rotation")).unwrap();
-        let labels = state.metadata.labels.as_mut().unwrap();
-        labels.insert(SHARD_LABEL.into(), shard.into());
-    };
     relabel(&engine, "z");
     let before = engine.log().len();
     engine.rotation.status = engine.kubernetes.status.lock().unwrap().clone();
@@ -760,18 +765,6 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
         log[before..],
         ["status Rotating Staged", "event ShardMoved"],
         "one report, and nothing else: {log:#?}"
-    );
-    // Deleted now: nothing rolled back, the state Secret orphaned with both passwords, and
-    // the resource released rather than left Terminating.
-    controller::cleanup(&engine.ctx, engine.rotation.clone()).await?;
-    let log = engine.log();
-    assert_eq!(
-        log[before + 2..],
-        [
-            format!("patch secret {NAME}-rotation []"),
-            "event LeftBothValid".into()
-        ],
-        "{log:#?}"
     );
     let status = engine.rotation.status.clone().unwrap();
     let ready = status
@@ -791,6 +784,19 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
         "{}",
         ready.message
     );
+    Ok((engine, before))
+}
+
+fn relabel(engine: &Engine, shard: &str) {
+    let mut secrets = engine.kubernetes.secrets.lock().unwrap();
+    let state = secrets.get_mut(&format!("{NAME}-rotation")).unwrap();
+    let labels = state.metadata.labels.as_mut().unwrap();
+    labels.insert(SHARD_LABEL.into(), shard.into());
+}
+
+#[tokio::test]
+async fn a_rotation_staged_by_another_shard_is_left_alone_until_handed_over() -> Result<()> {
+    let (mut engine, before) = staged_by_shard_z().await?;
     assert!(engine.state_secret().is_some());
     assert_eq!(engine.published(), OLD);
 
@@ -799,7 +805,7 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
     let status = engine.run_until(rotated).await?;
     let log = engine.log();
     assert!(
-        log[before + 4..].iter().all(|e| !e.contains("ShardMoved")),
+        log[before + 2..].iter().all(|e| !e.contains("ShardMoved")),
         "{log:#?}"
     );
     assert!(
@@ -810,6 +816,27 @@ async fn a_rotation_staged_by_another_shard_is_left_alone() -> Result<()> {
         "{status:#?}"
     );
     assert_ne!(engine.published(), OLD);
+    Ok(())
+}
+
+/// Deleted while another shard's rotation is in flight: nothing rolled back, the state
+/// Secret orphaned with both passwords, and the resource released rather than left
+/// Terminating.
+#[tokio::test]
+async fn deleting_a_rotation_another_shard_staged_keeps_both_passwords() -> Result<()> {
+    let (engine, before) = staged_by_shard_z().await?;
+    controller::cleanup(&engine.ctx, engine.rotation.clone()).await?;
+    let log = engine.log();
+    assert_eq!(
+        log[before + 2..],
+        [
+            format!("patch secret {NAME}-rotation []"),
+            "event LeftBothValid".into()
+        ],
+        "{log:#?}"
+    );
+    assert!(engine.state_secret().is_some());
+    assert_eq!(engine.published(), OLD);
     Ok(())
 }
 

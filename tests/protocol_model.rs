@@ -581,7 +581,7 @@ impl Protocol {
     /// are, and the step the resource it acts on shows.
     fn clean_up(world: &mut World, i: usize) {
         let run = world.operators[i].run.as_mut().expect("in a reconcile");
-        let Some(state) = world.state else {
+        let Some(state) = world.state.filter(|s| !s.orphaned) else {
             run.pc = Pc::Release;
             return;
         };
@@ -658,6 +658,7 @@ impl Protocol {
             rotation_id: s.rotation_id.to_string(),
             has_previous: true,
             rolled_back: run.workload_mark == Some(s.rotation_id),
+            owned: !s.orphaned,
         });
         let seed = format!("{NS}/{NAME}");
         let observation = Observation {
@@ -780,7 +781,7 @@ impl Protocol {
                 world.operators[i].known = Some(DISTRUSTED);
                 world.operators[i].run = None;
             }
-            Decision::RolledBack => {
+            Decision::RolledBack | Decision::StateNotOwned => {
                 world.operators[i].known = Some(DISTRUSTED);
                 world.operators[i].run = None;
             }

@@ -504,7 +504,48 @@ async fn deleting_after_publish_keeps_both_passwords() -> Result<()> {
         Some(USER_PASSWORD),
         "the old password stays known to Kubernetes"
     );
-    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+
+    // A new resource of the same name does not take over the rotation the deletion left: it
+    // says which Secret is in its way, and touches no password until that Secret is deleted.
+    h.create_rotation(
+        "orders-cache",
+        h.user_spec(json!({"rotationRequest": "again"})),
+    )
+    .await?;
+    h.wait_for(
+        "orders-cache",
+        Duration::from_secs(30),
+        "StateSecretNotOwned",
+        |r| {
+            condition_reason(r, "Ready").as_deref() == Some("StateSecretNotOwned")
+                && ready_message(r).contains("orders-cache-rotation")
+        },
+    )
+    .await?;
+    h.wait_event("StateSecretNotOwned", "orders-cache-rotation")
+        .await?;
+    assert!(
+        h.redis.auth(USER, &new).await? && h.redis.auth(USER, USER_PASSWORD).await?,
+        "both passwords stay valid"
+    );
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "previous")
+            .await?
+            .as_deref(),
+        Some(USER_PASSWORD)
+    );
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_ref(),
+        Some(&new)
+    );
+    h.secrets()
+        .delete("orders-cache-rotation", &DeleteParams::default())
+        .await?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let newest = h.secret_value(USER_SECRET, "password").await?.unwrap();
+    assert!(h.redis.auth(USER, &newest).await?);
+    assert!(!h.redis.auth(USER, &new).await?);
+    h.assert_no_leak(&[newest, new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
     h.finish().await
 }

@@ -24,7 +24,24 @@ impl Rotator<'_> {
                 return Ok(Some(Action::await_change()));
             }
             Decision::StayBlocked { retry_at } => return Ok(Some(requeue_at(retry_at, now))),
-            Decision::RolledBack => return self.rolled_back(&w.state_name).await.map(Some),
+            Decision::RolledBack => {
+                let kept = "was kept by the deletion of an earlier PasswordRotation of this \
+                            name, whose rotation was rolled back";
+                return self
+                    .left_by_a_deletion(Reason::RolledBack, &w.state_name, kept)
+                    .await
+                    .map(Some);
+            }
+            Decision::StateNotOwned => {
+                let kept = "is not owned by this PasswordRotation: it was kept by the deletion \
+                            of an earlier one of this name (its annotation rotator.dev/orphaned \
+                            says which passwords it keeps), and this resource does not take over \
+                            a rotation it did not stage";
+                return self
+                    .left_by_a_deletion(Reason::StateSecretNotOwned, &w.state_name, kept)
+                    .await
+                    .map(Some);
+            }
             Decision::Idle { next_rotation } => {
                 return self.idle(next_rotation, now).await.map(Some);
             }
@@ -103,10 +120,15 @@ impl Rotator<'_> {
         Ok(None)
     }
 
-    /// A rotation a deletion rolled back. Read from the API server (and not being deleted,
-    /// or the cleanup would run), this is no stale copy but a new resource of the same name
-    /// finding what the deletion kept; otherwise the copy is stale: read it again.
-    async fn rolled_back(&mut self, state_name: &str) -> Result<Action> {
+    /// A state Secret a deletion kept. Read from the API server (and not being deleted, or
+    /// the cleanup would run), this is no stale copy but a new resource of the same name
+    /// finding what the deletion kept; otherwise the copy may be stale: read it again.
+    async fn left_by_a_deletion(
+        &mut self,
+        reason: Reason,
+        state_name: &str,
+        kept: &str,
+    ) -> Result<Action> {
         if !self.read {
             self.ctx
                 .freshness
@@ -114,11 +136,10 @@ impl Rotator<'_> {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         let message = format!(
-            "Secret {state_name} was kept by the deletion of an earlier PasswordRotation of \
-             this name, whose rotation was rolled back; delete that Secret once every operator \
-             replica has restarted since, and this resource rotates"
+            "Secret {state_name} {kept}; delete that Secret once every operator replica has \
+             restarted since, and this resource rotates"
         );
-        self.report_not_ready(Reason::RolledBack, &message).await?;
+        self.report_not_ready(reason, &message).await?;
         Ok(Action::await_change())
     }
 

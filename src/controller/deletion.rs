@@ -48,7 +48,12 @@ impl Rotator<'_> {
             .freshness
             .forget(&ObjectRef::from_obj(&*self.rotation));
         let state_name = secrets::state_secret_name(&self.rotation);
-        let Some(state) = secrets::read_state(&self.secrets, &state_name).await? else {
+        // Not its own: an earlier resource of this name left it, or this cleanup ran before
+        // and kept it; either way it is no longer this resource's to undo.
+        let Some(state) = secrets::read_state(&self.secrets, &state_name)
+            .await?
+            .filter(|state| state.owned_by(&self.rotation))
+        else {
             return Ok(Action::await_change());
         };
         self.pin(Some(&state));
@@ -215,7 +220,7 @@ impl Rotator<'_> {
         let state_name = secrets::state_secret_name(&self.rotation);
         if secrets::read_state(&self.secrets, &state_name)
             .await?
-            .is_some()
+            .is_some_and(|state| state.owned_by(&self.rotation))
         {
             let message = format!(
                 "deleted mid-rotation, and {why}: the passwords stay as they are, kept in \
