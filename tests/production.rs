@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
 use rotator_test_support::api_server::FaultRule;
+use rotator_test_support::cluster;
 use serde_json::json;
 
 const ROTATION_TIMEOUT: Duration = Duration::from_secs(90);
@@ -482,6 +483,48 @@ async fn replace_mode_puts_once_and_survives_a_crash_at_each_end() -> Result<()>
         "a finished rotation is not taken for an abandoned one"
     );
     assert_only_password(&h, USER, &newest).await?;
+    h.finish().await
+}
+
+/// Found by the protocol model (`tests/protocol_model.rs`, Replace mode): deleted after the
+/// PUT, the cleanup finishes the PUT and publishes, so the Secret holds the only password
+/// that works; the running pods hold the replaced one, so the cleanup restarts them too.
+#[tokio::test]
+async fn deleting_a_replace_rotation_after_its_put_restarts_the_workloads() -> Result<()> {
+    let mut h = Harness::new("replace-delete").await?;
+    h.create_deployment("orders", 1).await?;
+    let spec = h.user_spec(json!({
+        "mode": "Replace",
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    // The PUT lands and the operator dies before publishing.
+    run_until_fail_point(&mut h, "after-replace").await?;
+    let new = pending_password(&h).await?;
+    assert!(!h.redis.auth(USER, USER_PASSWORD).await?, "replaced");
+    assert_eq!(orders_restarted_as(&h).await?, None);
+    h.rotations().delete(NAME, &DeleteParams::default()).await?;
+    h.start_operator()?;
+    wait_gone(&h, NAME).await?;
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_ref(),
+        Some(&new),
+        "the only password that works is published"
+    );
+    let state = format!("{NAME}-rotation");
+    let rotation_id = h.secret_value(&state, "rotationId").await?;
+    assert!(rotation_id.is_some(), "the state Secret is kept");
+    assert_eq!(
+        orders_restarted_as(&h).await?,
+        rotation_id,
+        "the workloads restart onto the published password"
+    );
+    let deployments: Api<Deployment> = h.namespace.api();
+    cluster::wait_rollout_complete(&deployments, "orders", Duration::from_secs(120)).await?;
+    assert_only_password(&h, USER, &new).await?;
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
     h.finish().await
 }
 

@@ -13,12 +13,17 @@
 //! (the real `on_deletion` and `on_rollback`) runs, the finalizer goes, and the garbage
 //! collector takes the state Secret unless the cleanup orphaned it. The model found two
 //! faults there, each with a test on the real parts in `tests/rotation.rs`: an add, and a
-//! publish, sent from a copy read before the deletion and landing after its rollback. The resource carries the
+//! publish, sent from a copy read before the deletion and landing after its rollback. Both
+//! modes are checked; in `Replace` mode (a status write before the PUT, which fences it) it
+//! found a third: a resource deleted after the PUT was released with its pods still on the
+//! replaced password, as the cleanup published the new one but restarted nothing
+//! (`tests/production.rs`). The resource carries the
 //! finalizer from the start, as after any earlier rotation (adding it is a write with a
 //! precondition, which a deletion already fences).
 //!
 //! Invariants, in every reachable state: no rolled-out workload holds a password the target
-//! refuses; no password is valid on the target that no Secret holds; the resource is never
+//! refuses (in `Replace` mode: but while the rotation runs, or a restart onto a valid
+//! password is under way); no password is valid on the target that no Secret holds; the resource is never
 //! Blocked (nothing here is a reason to block); and, once faults stop, the rotations asked
 //! for complete with both operators scheduled fairly.
 
@@ -31,10 +36,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
-use password_rotator::resource::{PasswordRotation, PasswordRotationStatus, Phase, Step};
+use password_rotator::resource::{Mode, PasswordRotation, PasswordRotationStatus, Phase, Step};
 use password_rotator::rotation::{
     CallFailure, CallOutcome, Decision, Observation, OnDeletion, RolloutProgress, SecretHolds,
-    StateSummary, decide, on_add, on_deletion, on_retire, on_rollback, step_after,
+    StateSummary, decide, on_add, on_deletion, on_replace, on_retire, on_rollback, step_after,
 };
 use password_rotator::rotation_spec::RotationSpec;
 use password_rotator::rotation_target::RotationTarget;
@@ -115,6 +120,9 @@ struct StateSecret {
 enum Pc {
     /// Decide on what it holds, and make the decision's first effect.
     Decide,
+    /// `mode: Replace`: send the PUT that leaves the new password alone on the target (after
+    /// writing `Replacing`, or as a replay).
+    Put { replay: bool },
     /// Send the DELETE of the old password (after writing `Retired`, or as a replay).
     Delete { replay: bool },
     /// The DELETE answered (`refused`: the old password was not there): take its meaning,
@@ -126,8 +134,13 @@ enum Pc {
     Cleanup,
     /// ... marks the workload Secret, at the version it read, with the rotation it rolls back,
     Fence,
-    /// ... removes the staged password from the target,
+    /// ... removes the staged password from the target (in Replace mode: sends the PUT again
+    /// if one may have landed, then publishes),
     RollBack,
+    /// ... in Replace mode, once the PUT may have landed: publishes the new password,
+    CleanupPublish,
+    /// ... and restarts the workloads onto it (also when it keeps both passwords),
+    CleanupRestart,
     /// ... keeps the state Secret, without its owner (even after a rollback: another
     /// operator may still send the add it read there),
     Orphan,
@@ -221,6 +234,7 @@ enum Action {
 }
 
 struct Protocol {
+    mode: Mode,
     /// The resolved spec for each number of requests (`rotationRequest` "r1", "r2" ...).
     specs: Vec<(RotationSpec, ValidSpec)>,
     now: Timestamp,
@@ -242,7 +256,7 @@ fn hash_of(world: &World) -> u64 {
 }
 
 impl Protocol {
-    fn new(requests: u8, crashes: u8, reverts: u8, deletes: u8) -> Self {
+    fn new(mode: Mode, requests: u8, crashes: u8, reverts: u8, deletes: u8) -> Self {
         let mut targets = Writer::<RotationTarget>::default();
         targets.apply_watcher_event(&watcher::Event::Apply(
             serde_json::from_value(json!({
@@ -252,7 +266,8 @@ impl Protocol {
                 "spec": {"redisSoftware": {
                     "url": "https://rs.example:9443",
                     "credentialsSecret": "rs-admin",
-                }},
+                },
+                "allow": {"modes": ["AddThenDelete", "Replace"]}},
             }))
             .expect("a target"),
         ));
@@ -268,6 +283,7 @@ impl Protocol {
                         "secret": {"name": "orders-redis"},
                         "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
                         "rotationRequest": token(n),
+                        "mode": mode,
                     },
                 }))
                 .expect("a resource");
@@ -277,6 +293,7 @@ impl Protocol {
             })
             .collect();
         Protocol {
+            mode,
             specs,
             now: "2026-06-01T12:00:00Z".parse().expect("a time"),
             crashes,
@@ -360,6 +377,9 @@ impl Protocol {
     }
 
     fn done(&self, world: &World) -> bool {
+        if !world.deployment.pods.is_subset(&world.target) {
+            return false;
+        }
         if world.resource.gone {
             return world.state.is_none_or(|s| s.orphaned) && world.reverted.is_none();
         }
@@ -496,6 +516,20 @@ impl Protocol {
         let run = world.operators[i].run.clone().expect("in a reconcile");
         match run.pc {
             Pc::Decide => self.decide_and_act(world, i, run),
+            Pc::Put { replay } => {
+                let state = run.state.expect("a PUT has a state");
+                world.target = BTreeSet::from([state.pending]);
+                let decision = Decision::Replace { replay };
+                match on_replace(Ok(()), replay) {
+                    CallOutcome::Done => {
+                        let status = self.advance(&run, &decision);
+                        let run = world.operators[i].run.as_mut().expect("in a reconcile");
+                        run.status = status;
+                        run.pc = Pc::Decide;
+                    }
+                    outcome => self.block(world, i, &run, outcome),
+                }
+            }
             Pc::Delete { replay } => {
                 let state = run.state.expect("a delete has a state");
                 let refused = !world.target.contains(&state.previous);
@@ -532,7 +566,7 @@ impl Protocol {
                 world.state = None;
                 world.operators[i].run = None;
             }
-            Pc::Cleanup => Self::clean_up(world, i),
+            Pc::Cleanup => self.clean_up(world, i),
             Pc::Fence => {
                 if world.workload_version != run.workload_version {
                     world.operators[i].known = Some(DISTRUSTED);
@@ -542,6 +576,44 @@ impl Protocol {
                 world.workload_mark = run.state.map(|s| s.rotation_id);
                 world.workload_version += 1;
                 world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::RollBack;
+            }
+            Pc::RollBack if self.mode == Mode::Replace => {
+                let state = run.state.expect("a rollback has a state");
+                let step = Self::cleanup_step(&run, &state);
+                let run = world.operators[i].run.as_mut().expect("in a reconcile");
+                run.pc = match step {
+                    Step::Staged => Pc::Orphan,
+                    Step::Replacing => {
+                        world.target = BTreeSet::from([state.pending]);
+                        Pc::CleanupPublish
+                    }
+                    _ => Pc::CleanupPublish,
+                };
+            }
+            Pc::CleanupPublish => {
+                if world.workload_version != run.workload_version {
+                    // The publish carries the version the cleanup read: refused, it runs
+                    // again.
+                    world.operators[i].known = Some(DISTRUSTED);
+                    world.operators[i].run = None;
+                    return;
+                }
+                let state = run.state.expect("a publish has a state");
+                world.workload = state.pending;
+                world.workload_version += 1;
+                world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::CleanupRestart;
+            }
+            Pc::CleanupRestart => {
+                let state = run.state.expect("a restart has a state");
+                let round = (
+                    state.rotation_id,
+                    run.status.status.rollout_round.unwrap_or(0),
+                );
+                if world.deployment.restart != Some(round) {
+                    world.deployment.restart = Some(round);
+                    world.deployment.rolled_out = false;
+                }
+                world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::Orphan;
             }
             Pc::RollBack => {
                 let state = run.state.expect("a rollback has a state");
@@ -579,27 +651,33 @@ impl Protocol {
 
     /// The finalizer's cleanup decides, from the state Secret and the workload Secret as they
     /// are, and the step the resource it acts on shows.
-    fn clean_up(world: &mut World, i: usize) {
+    fn clean_up(&self, world: &mut World, i: usize) {
         let run = world.operators[i].run.as_mut().expect("in a reconcile");
         let Some(state) = world.state.filter(|s| !s.orphaned) else {
             run.pc = Pc::Release;
             return;
         };
-        let status = &run.status.status;
-        let step = match &status.rotation_id {
-            Some(id) if *id == state.rotation_id.to_string() => status.step.unwrap_or(Step::Staged),
-            _ => Step::Staged,
-        };
+        let step = Self::cleanup_step(run, &state);
         let holds_new = world.workload == state.pending;
         let fenced = world.workload_mark == Some(state.rotation_id);
         let written_since_stage = !fenced && world.workload_version != state.workload_version;
         run.state = Some(state);
         run.workload_version = world.workload_version;
         run.pc = match on_deletion(step, holds_new, written_since_stage) {
+            OnDeletion::KeepBoth if self.mode == Mode::Replace => Pc::CleanupRestart,
             OnDeletion::KeepBoth => Pc::Orphan,
-            OnDeletion::RollBack if fenced => Pc::RollBack,
+            OnDeletion::RollBack if fenced || self.mode == Mode::Replace => Pc::RollBack,
             OnDeletion::RollBack => Pc::Fence,
         };
+    }
+
+    /// The step the cleanup takes the rotation to be at: the resource's, if it names it.
+    fn cleanup_step(run: &Run, state: &StateSecret) -> Step {
+        let status = &run.status.status;
+        match &status.rotation_id {
+            Some(id) if *id == state.rotation_id.to_string() => status.step.unwrap_or(Step::Staged),
+            _ => Step::Staged,
+        }
     }
 
     fn finish(&self, world: &mut World, i: usize, run: &Run) {
@@ -818,6 +896,18 @@ impl Protocol {
                 Self::write(world, i, status);
                 Self::end(world, i);
             }
+            Decision::Replace { replay: false } => {
+                let status = self.after(&run, Outcome::Stepped(Step::Replacing));
+                update(world, run);
+                if Self::write(world, i, status) {
+                    world.operators[i].run.as_mut().expect("in a reconcile").pc =
+                        Pc::Put { replay: false };
+                }
+            }
+            Decision::Replace { replay: true } => {
+                run.pc = Pc::Put { replay: true };
+                update(world, run);
+            }
             Decision::Retire { replay: false } => {
                 let status = self.after(&run, Outcome::Stepped(Step::Retired));
                 update(world, run);
@@ -963,8 +1053,13 @@ impl Model for Protocol {
 
     fn properties(&self) -> Vec<Property<Self>> {
         let mut properties = vec![
-            Property::always("no workload holds a refused password", |_, w: &World| {
-                w.deployment.pods.is_subset(&w.target)
+            Property::always("no workload holds a refused password", |m: &Protocol, w| {
+                // Replace mode's outage: from the PUT until the workloads restarted on the new
+                // password, while the rotation runs or a restart onto it is under way.
+                let replacing = m.mode == Mode::Replace
+                    && ((!w.resource.gone && w.state.is_some())
+                        || (!w.deployment.rolled_out && w.target.contains(&w.workload)));
+                w.deployment.pods.is_subset(&w.target) || replacing
             }),
             Property::always("every valid password is in a Secret", |_, w: &World| {
                 w.target.iter().all(|p| {
@@ -981,11 +1076,14 @@ impl Model for Protocol {
                 "the rotations complete once faults stop",
                 |m: &Protocol, w| m.completes_when_faults_stop(w),
             ),
-            Property::sometimes("both operators send the DELETE", |_, w: &World| {
+            Property::sometimes("both operators send the change", |_, w: &World| {
                 w.operators.iter().all(|o| {
-                    o.run
-                        .as_ref()
-                        .is_some_and(|r| matches!(r.pc, Pc::Delete { .. } | Pc::Deleted { .. }))
+                    o.run.as_ref().is_some_and(|r| {
+                        matches!(
+                            r.pc,
+                            Pc::Put { .. } | Pc::Delete { .. } | Pc::Deleted { .. }
+                        )
+                    })
                 })
             }),
             Property::sometimes("an operator decides on a stale copy", |_, w: &World| {
@@ -996,7 +1094,20 @@ impl Model for Protocol {
                 })
             }),
         ];
-        if self.deletes > 0 {
+        if self.deletes > 0 && self.mode == Mode::Replace {
+            properties.push(Property::sometimes(
+                "a resource deleted after the PUT is released with the new password published",
+                |_, w: &World| {
+                    w.resource.gone
+                        && w.state.is_some_and(|s| {
+                            s.orphaned
+                                && w.target == BTreeSet::from([s.pending])
+                                && w.workload == s.pending
+                        })
+                },
+            ));
+        }
+        if self.deletes > 0 && self.mode == Mode::AddThenDelete {
             properties.extend([
                 Property::sometimes(
                     "a deleted resource is rolled back and released",
@@ -1018,8 +1129,8 @@ impl Model for Protocol {
 
 /// Explores every interleaving within the bounds and fails with the shortest path to any
 /// state that breaks an invariant.
-fn check(requests: u8, crashes: u8, reverts: u8, deletes: u8) {
-    let checker = Protocol::new(requests, crashes, reverts, deletes)
+fn check(mode: Mode, requests: u8, crashes: u8, reverts: u8, deletes: u8) {
+    let checker = Protocol::new(mode, requests, crashes, reverts, deletes)
         .checker()
         .finish_when(HasDiscoveries::AnyFailures)
         .spawn_bfs()
@@ -1028,8 +1139,8 @@ fn check(requests: u8, crashes: u8, reverts: u8, deletes: u8) {
     // counts show in `make test`'s output whether the test passes or not.
     writeln!(
         std::io::stderr(),
-        "protocol model, {requests} rotation(s), {crashes} crash(es), {reverts} revert(s), \
-         {deletes} deletion(s): {} states explored, {} unique",
+        "protocol model, {mode:?}, {requests} rotation(s), {crashes} crash(es), {reverts} \
+         revert(s), {deletes} deletion(s): {} states explored, {} unique",
         checker.state_count(),
         checker.unique_state_count()
     )
@@ -1076,20 +1187,35 @@ fn check(requests: u8, crashes: u8, reverts: u8, deletes: u8) {
 
 #[test]
 fn two_operators_with_stale_watches() {
-    check(1, 0, 0, 0);
+    check(Mode::AddThenDelete, 1, 0, 0, 0);
 }
 
 #[test]
 fn two_operators_crashing_anywhere() {
-    check(1, 1, 0, 0);
+    check(Mode::AddThenDelete, 1, 1, 0, 0);
 }
 
 #[test]
 fn two_operators_and_a_deletion_at_any_step() {
-    check(1, 0, 0, 1);
+    check(Mode::AddThenDelete, 1, 0, 0, 1);
 }
 
 #[test]
 fn two_operators_a_crash_and_a_deletion() {
-    check(1, 1, 0, 1);
+    check(Mode::AddThenDelete, 1, 1, 0, 1);
+}
+
+#[test]
+fn replace_mode_two_operators_crashing_anywhere() {
+    check(Mode::Replace, 1, 1, 0, 0);
+}
+
+#[test]
+fn replace_mode_two_operators_and_a_deletion_at_any_step() {
+    check(Mode::Replace, 1, 0, 0, 1);
+}
+
+#[test]
+fn replace_mode_two_operators_a_crash_and_a_deletion() {
+    check(Mode::Replace, 1, 1, 0, 1);
 }

@@ -76,10 +76,19 @@ impl Rotator<'_> {
                 workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
             });
         if rotation::on_deletion(step, holds_new, written_since_stage) == OnDeletion::KeepBoth {
+            if self.spec.mode == Mode::Replace
+                && let Err(error) = self.restart_onto_the_published(&state).await
+            {
+                return self.release_keeping_the_passwords(error, &state_name).await;
+            }
+            let kept = match self.spec.mode {
+                Mode::AddThenDelete => "both passwords remain valid",
+                Mode::Replace => "the old password may have been replaced; the workloads restart",
+            };
             let message = format!(
                 "deleted after the new password may have been published (the workload Secret \
-                 was written since the rotation began): both passwords remain valid; the old \
-                 one is kept in Secret {state_name}"
+                 was written since the rotation began): {kept}; the old one is kept in Secret \
+                 {state_name}"
             );
             return self
                 .orphan_state(&state_name, Reason::LeftBothValid, &message)
@@ -233,6 +242,23 @@ impl Rotator<'_> {
         Ok(Action::await_change())
     }
 
+    /// In Replace mode the workload Secret may hold the only password that works while pods
+    /// still run on the replaced one: they restart onto it, as the rotation would have had
+    /// them (once per rotation and round, however often this runs).
+    async fn restart_onto_the_published(&self, state: &RotationState) -> Result<()> {
+        let key = restart_annotation_key(&self.rotation.name_any());
+        let value = restart_value(&state.rotation_id, self.status.rollout_round);
+        self.ctx
+            .kubernetes
+            .advance_rollout(
+                &self.namespace,
+                &self.spec.rollout.workloads,
+                (&key, &value),
+            )
+            .await
+            .map(drop)
+    }
+
     /// Undoes the stage of a rotation deleted before it published: the outcome of the call
     /// and what the event says when it is done.
     async fn roll_back(
@@ -272,10 +298,12 @@ impl Rotator<'_> {
                 };
                 if outcome == CallOutcome::Done {
                     self.publish(state, workload).await?;
+                    self.restart_onto_the_published(state).await?;
                 }
                 (
                     outcome,
-                    "deleted mid-rotation in Replace mode: the new password was set and published",
+                    "deleted mid-rotation in Replace mode: the new password was set and \
+                     published, and the workloads restarted onto it",
                 )
             }
         })
