@@ -853,10 +853,15 @@ impl<'a> Rotator<'a> {
                         &self.spec.rollout.workloads,
                         (
                             &restart_annotation_key(&self.rotation.name_any()),
-                            &restart_value(&state.rotation_id, self.status.rollout_round),
+                            &restart_value(
+                                &state.rotation_id,
+                                self.status.rollout_round,
+                                self.status.published_secret_version.as_deref(),
+                            ),
                         ),
                     )
-                    .await?,
+                    .await
+                    .inspect(|_| self.fail_point("after-restart"))?,
             ),
             _ => None,
         };
@@ -2166,11 +2171,19 @@ fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
     Action::requeue(wait.clamp(Duration::from_millis(100), Duration::from_secs(3600)))
 }
 
-/// The restart annotation's value: the rotation, and the round after a healed drift.
-fn restart_value(rotation_id: &str, round: Option<u32>) -> String {
-    match round {
+/// The restart annotation's value: the rotation, the round after a healed drift, and the
+/// workload Secret's resourceVersion that holds the new password. A restart counts for the
+/// Secret as it was then: pods started since may have read a revert of it, so a publish that
+/// finds the Secret at another version (a replay after a crash, after a revert and its
+/// repair) restarts them again (found by `tests/protocol_model.rs`).
+fn restart_value(rotation_id: &str, round: Option<u32>, secret_version: Option<&str>) -> String {
+    let rotation = match round {
         Some(round) if round > 1 => format!("{rotation_id}.{round}"),
         _ => rotation_id.to_owned(),
+    };
+    match secret_version {
+        Some(version) => format!("{rotation}@{version}"),
+        None => rotation,
     }
 }
 

@@ -12,7 +12,9 @@ use anyhow::{Result, bail};
 use common::checks::*;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
 use rotator_test_support::api_server::FaultRule;
 use rotator_test_support::cluster;
@@ -140,7 +142,8 @@ async fn orders_restarted_as(h: &Harness) -> Result<Option<String>> {
     Ok(template
         .metadata
         .and_then(|m| m.annotations)
-        .and_then(|mut a| a.remove(&restart_annotation_key(NAME))))
+        .and_then(|mut a| a.remove(&restart_annotation_key(NAME)))
+        .map(|value| restarted_for(&value).to_owned()))
 }
 
 async fn pending_password(h: &Harness) -> Result<String> {
@@ -267,6 +270,74 @@ async fn a_revert_repaired_while_the_operator_was_away_restarts_the_workloads() 
     h.finish().await
 }
 
+/// Found by the protocol model (`tests/protocol_model.rs`, with a revert): the workloads were
+/// restarted right after the publish and the operator died before recording it; then the
+/// Secret was reverted and repaired, and a pod that started in between read the old password.
+/// The next operator publishes again (into the Secret as repaired) and must restart the
+/// workloads once more: the restart it finds was for the Secret before the revert.
+#[tokio::test]
+async fn a_restart_before_a_revert_and_its_repair_is_not_taken_for_the_rollout() -> Result<()> {
+    let mut h = Harness::new("restart-revert").await?;
+    h.create_deployment("orders", 1).await?;
+    let spec = h.user_spec(json!({
+        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s", "timeout": "5m"},
+        "rotationRequest": "first",
+    }));
+    h.create_rotation(NAME, spec).await?;
+    run_until_fail_point(&mut h, "after-restart").await?;
+    let new = pending_password(&h).await?;
+    let deployments: Api<Deployment> = h.namespace.api();
+    cluster::wait_rollout_complete(&deployments, "orders", Duration::from_secs(120)).await?;
+
+    let gitops = PatchParams::apply("argocd-controller").force();
+    let revert = secret(
+        USER_SECRET,
+        &[("username", USER), ("password", USER_PASSWORD)],
+    );
+    h.secrets()
+        .patch(USER_SECRET, &gitops, &Patch::Apply(&revert))
+        .await?;
+    // A pod starts while the Secret holds the old password (a node drained, a crash).
+    let pods: Api<Pod> = h.namespace.api();
+    let orders = ListParams::default().labels("app=orders");
+    let names =
+        |list: Vec<Pod>| -> Vec<String> { list.into_iter().map(|p| p.name_any()).collect() };
+    let before = names(pods.list(&orders).await?.items);
+    for name in &before {
+        pods.delete(name, &DeleteParams::default().grace_period(0))
+            .await?;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let started_during_revert = loop {
+        let now = names(pods.list(&orders).await?.items);
+        if let Some(name) = now.into_iter().find(|n| !before.contains(n)) {
+            break name;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no pod replaced the deleted one"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let repair = secret(USER_SECRET, &[("username", USER), ("password", &new)]);
+    h.secrets()
+        .patch(USER_SECRET, &gitops, &Patch::Apply(&repair))
+        .await?;
+
+    h.start_operator()?;
+    h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
+    let running = names(pods.list(&orders).await?.items);
+    assert!(
+        !running.contains(&started_during_revert),
+        "pod {started_during_revert}, started while the Secret held the old password, still \
+         runs after that password was deleted: {running:?}"
+    );
+    assert_only_password(&h, USER, &new).await?;
+    h.assert_no_leak(&[new, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
 #[tokio::test]
 async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()> {
     let mut h = Harness::new("drift").await?;
@@ -384,8 +455,10 @@ async fn two_resources_restarting_one_deployment_roll_it_once_each() -> Result<(
         .unwrap();
     for (name, done) in [(NAME, first), ("app0-cache", second)] {
         assert_eq!(
-            annotations.get(&restart_annotation_key(name)),
-            done.status.unwrap().rotation_id.as_ref(),
+            annotations
+                .get(&restart_annotation_key(name))
+                .map(|value| restarted_for(value)),
+            done.status.unwrap().rotation_id.as_deref(),
             "each resource keeps its own restart annotation"
         );
     }

@@ -17,7 +17,11 @@
 //! modes are checked; in `Replace` mode (a status write before the PUT, which fences it) it
 //! found a third: a resource deleted after the PUT was released with its pods still on the
 //! replaced password, as the cleanup published the new one but restarted nothing
-//! (`tests/production.rs`). The resource carries the
+//! (`tests/production.rs`). With a revert of the workload Secret and its repair it found
+//! a fourth: a restart made just before a revert (and not recorded, the operator crashed)
+//! taken for the rollout of a later publish into the repaired Secret, so pods that started
+//! during the revert were locked out; a restart now names the Secret version it was for
+//! (`tests/production.rs` too). The resource carries the
 //! finalizer from the start, as after any earlier rotation (adding it is a write with a
 //! precondition, which a deletion already fences).
 //!
@@ -176,11 +180,15 @@ struct Operator {
     run: Option<Run>,
 }
 
+/// A restart annotation's value: the rotation, its round, and the workload Secret's version
+/// published.
+type Restart = (u8, u32, Option<String>);
+
 /// The Deployment that reads the workload Secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Deployment {
     /// The restart annotation's value: the rotation and its round.
-    restart: Option<(u8, u32)>,
+    restart: Option<Restart>,
     rolled_out: bool,
     /// The passwords its running pods use.
     pods: BTreeSet<Password>,
@@ -599,17 +607,23 @@ impl Protocol {
                     return;
                 }
                 let state = run.state.expect("a publish has a state");
-                world.workload = state.pending;
-                world.workload_version += 1;
-                world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::CleanupRestart;
+                if world.workload != state.pending {
+                    world.workload = state.pending;
+                    world.workload_version += 1;
+                }
+                let run = world.operators[i].run.as_mut().expect("in a reconcile");
+                run.workload_version = world.workload_version;
+                run.pc = Pc::CleanupRestart;
             }
             Pc::CleanupRestart => {
                 let state = run.state.expect("a restart has a state");
+                // Onto the workload Secret as the cleanup read it, or wrote it.
                 let round = (
                     state.rotation_id,
                     run.status.status.rollout_round.unwrap_or(0),
+                    Some(run.workload_version.to_string()),
                 );
-                if world.deployment.restart != Some(round) {
+                if world.deployment.restart.as_ref() != Some(&round) {
                     world.deployment.restart = Some(round);
                     world.deployment.rolled_out = false;
                 }
@@ -720,8 +734,8 @@ impl Protocol {
         // The shell restarts the workloads (if not yet for this round) as it looks at them.
         let rollout = match (run.state, status.step) {
             (Some(state), Some(Step::Published)) if in_flight => {
-                let round = (state.rotation_id, status.rollout_round.unwrap_or(0));
-                if world.deployment.restart != Some(round) {
+                let round = restart_of(&state, status);
+                if world.deployment.restart.as_ref() != Some(&round) {
                     world.deployment.restart = Some(round);
                     world.deployment.rolled_out = false;
                 }
@@ -739,6 +753,7 @@ impl Protocol {
             owned: !s.orphaned,
         });
         let seed = format!("{NS}/{NAME}");
+        let workload_version = run.workload_version.to_string();
         let observation = Observation {
             now: self.now,
             seed: &seed,
@@ -748,8 +763,7 @@ impl Protocol {
             rotate_annotation: None,
             state: summary.as_ref(),
             workload_secret: holds(run.state.as_ref(), run.workload),
-            // Not modelled: tracking the Secret's versions multiplies the states by tens.
-            workload_version: None,
+            workload_version: Some(&workload_version),
             rollout,
             conflict_with: None,
             credentials_changed_since_block: false,
@@ -865,13 +879,17 @@ impl Protocol {
             }
             Decision::Publish => {
                 let state = run.state.expect("publish has a state");
-                world.workload = state.pending;
-                world.workload_version += 1;
+                // A write that changes nothing keeps the Secret's resourceVersion.
+                if world.workload != state.pending {
+                    world.workload = state.pending;
+                    world.workload_version += 1;
+                }
                 run.workload = state.pending;
                 run.workload_version = world.workload_version;
                 run.workload_fresh = true;
                 let mut published = (*run.status.status).clone();
                 published.published_time = Some(Time(self.now));
+                published.published_secret_version = Some(world.workload_version.to_string());
                 run.status = Status::new(published);
                 run.status = self.advance(&run, &decision);
                 update(world, run);
@@ -881,11 +899,10 @@ impl Protocol {
                 update(world, run);
             }
             Decision::ResumeAfterDrift => {
-                // The Secret's versions are not modelled (see `workload_version` above).
                 run.status = self.after(
                     &run,
                     Outcome::DriftHealed {
-                        secret_version: None,
+                        secret_version: Some(&workload_version),
                     },
                 );
                 update(world, run);
@@ -964,6 +981,14 @@ impl Protocol {
         let step = step_after(decision).expect("a step follows every effect");
         self.after(run, Outcome::Stepped(step))
     }
+}
+
+fn restart_of(state: &StateSecret, status: &PasswordRotationStatus) -> Restart {
+    (
+        state.rotation_id,
+        status.rollout_round.unwrap_or(0),
+        status.published_secret_version.clone(),
+    )
 }
 
 fn drifted() -> Outcome<'static> {
@@ -1218,4 +1243,9 @@ fn replace_mode_two_operators_and_a_deletion_at_any_step() {
 #[test]
 fn replace_mode_two_operators_a_crash_and_a_deletion() {
     check(Mode::Replace, 1, 1, 0, 1);
+}
+
+#[test]
+fn two_operators_and_a_revert_of_the_secret() {
+    check(Mode::AddThenDelete, 1, 0, 1, 0);
 }

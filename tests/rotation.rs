@@ -104,12 +104,10 @@ async fn a_full_rotation_never_locks_a_workload_out() -> Result<()> {
         .template
         .metadata
         .unwrap();
+    let restarted = template.annotations.unwrap()[&restart_annotation_key("orders-cache")].clone();
     assert_eq!(
-        template
-            .annotations
-            .unwrap()
-            .get(&restart_annotation_key("orders-cache")),
-        status.rotation_id.as_ref(),
+        Some(restarted_for(&restarted)),
+        status.rotation_id.as_deref(),
         "the Deployment was restarted onto this rotation"
     );
     assert_eq!(status.handled_rotation_request.as_deref(), Some("first"));

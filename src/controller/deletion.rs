@@ -76,8 +76,9 @@ impl Rotator<'_> {
                 workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
             });
         if rotation::on_deletion(step, holds_new, written_since_stage) == OnDeletion::KeepBoth {
+            let holding = workload.as_ref().and_then(ResourceExt::resource_version);
             if self.spec.mode == Mode::Replace
-                && let Err(error) = self.restart_onto_the_published(&state).await
+                && let Err(error) = self.restart_onto(&state, holding.as_deref()).await
             {
                 return self.release_keeping_the_passwords(error, &state_name).await;
             }
@@ -242,12 +243,20 @@ impl Rotator<'_> {
         Ok(Action::await_change())
     }
 
-    /// In Replace mode the workload Secret may hold the only password that works while pods
-    /// still run on the replaced one: they restart onto it, as the rotation would have had
-    /// them (once per rotation and round, however often this runs).
-    async fn restart_onto_the_published(&self, state: &RotationState) -> Result<()> {
+    /// In Replace mode the workload Secret (at `secret_version`) may hold the only password
+    /// that works while pods still run on the replaced one: they restart onto it, as the
+    /// rotation would have had them (once for that version, however often this runs).
+    async fn restart_onto(
+        &self,
+        state: &RotationState,
+        secret_version: Option<&str>,
+    ) -> Result<()> {
         let key = restart_annotation_key(&self.rotation.name_any());
-        let value = restart_value(&state.rotation_id, self.status.rollout_round);
+        let value = restart_value(
+            &state.rotation_id,
+            self.status.rollout_round,
+            secret_version,
+        );
         self.ctx
             .kubernetes
             .advance_rollout(
@@ -297,8 +306,9 @@ impl Rotator<'_> {
                     _ => CallOutcome::Done,
                 };
                 if outcome == CallOutcome::Done {
-                    self.publish(state, workload).await?;
-                    self.restart_onto_the_published(state).await?;
+                    let published = self.publish(state, workload).await?;
+                    self.restart_onto(state, published.resource_version().as_deref())
+                        .await?;
                 }
                 (
                     outcome,

@@ -24,10 +24,12 @@ pub fn step(r: &PasswordRotation) -> Option<Step> {
 }
 
 /// The restart annotation of resource `orders-cache` on a pod template.
+/// The rotation (and round) resource orders-cache last restarted the workload onto.
 pub fn template_rotation(meta: Option<kube::api::ObjectMeta>) -> Option<String> {
     meta?
         .annotations?
         .remove(&restart_annotation_key("orders-cache"))
+        .map(|value| super::restarted_for(&value).to_owned())
 }
 
 pub fn ready_message(r: &PasswordRotation) -> String {

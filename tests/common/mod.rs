@@ -731,3 +731,11 @@ pub fn extra_password(i: u64) -> String {
 pub fn name_of(rotation: &PasswordRotation) -> String {
     rotation.name_any()
 }
+
+/// The rotation (and its round) a restart annotation's value names, without the workload
+/// Secret version it restarted onto.
+pub fn restarted_for(value: &str) -> &str {
+    value
+        .split_once('@')
+        .map_or(value, |(rotation, _)| rotation)
+}
