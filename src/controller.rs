@@ -1633,7 +1633,7 @@ impl<'a> Rotator<'a> {
                 reason: Reason::InvalidSpec,
                 detail: e.to_string(),
             })?;
-        let state = RotationState {
+        let mut state = RotationState {
             rotation_id: rotation_id(now),
             pending: generate_os(&policy),
             previous: Some(previous),
@@ -1647,8 +1647,9 @@ impl<'a> Rotator<'a> {
             shard: self.ctx.settings.shard.clone(),
             workload_version,
             owner: self.rotation.uid(),
+            uid: None,
         };
-        secrets::create_state(&self.secrets, &self.rotation, &state).await?;
+        state.uid = secrets::create_state(&self.secrets, &self.rotation, &state).await?;
         Ok(state)
     }
 
@@ -1763,12 +1764,13 @@ impl<'a> Rotator<'a> {
         info!(step = step.as_str(), "rotation step done");
     }
 
-    /// Ends the rotation and returns the next scheduled one. `password_expires` is what the
-    /// target said of the new password, if it was asked (see `ask_expiry`).
+    /// Ends the rotation, deleting its state Secret (named, and as read: none when none was
+    /// read), and returns the next scheduled one. `password_expires` is what the target said
+    /// of the new password, if it was asked (see `ask_expiry`).
     async fn finish(
         &mut self,
         valid: &ValidSpec,
-        state_name: &str,
+        (state_name, state): (&str, Option<&RotationState>),
         password_expires: Option<Option<Timestamp>>,
         now: Timestamp,
     ) -> Result<Option<Timestamp>> {
@@ -1798,7 +1800,9 @@ impl<'a> Rotator<'a> {
         // last_successful_rotation_timestamp_seconds follows from lastRotationTime.
         self.ctx.metrics.rotation_finished("succeeded", started);
         self.fail_point("after-finish-status");
-        secrets::delete_state(&self.secrets, state_name).await?;
+        if let Some(state) = state {
+            secrets::delete_state(&self.secrets, state_name, state).await?;
+        }
         info!(%rotation_id, "rotation complete");
         self.event(
             EventType::Normal,

@@ -2,7 +2,7 @@
 //! production, and an in-memory fake in tests that run the engine without a control plane.
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -24,11 +24,12 @@ pub trait Kubernetes: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<Secret>>>;
 
+    /// The Secret as created.
     fn create_secret<'a>(
         &'a self,
         namespace: &'a str,
         secret: &'a Secret,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<Secret>>;
 
     /// A JSON merge patch; `None` when the Secret does not exist.
     fn patch_secret<'a>(
@@ -38,8 +39,14 @@ pub trait Kubernetes: Send + Sync {
         patch: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<Option<Secret>>>;
 
-    /// Done when the Secret is gone, whether or not it was there.
-    fn delete_secret<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Done when the Secret is gone, whether or not it was there; with `uid`, only that
+    /// Secret: another created since under the same name stays.
+    fn delete_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// Server-side apply of the resource's status, by this operator, only while the resource
     /// is at `version` (a conflict otherwise: another actor moved it); the resource's
@@ -86,7 +93,7 @@ impl Secrets<'_> {
         self.kubernetes.get_secret(&self.namespace, name).await
     }
 
-    pub async fn create(&self, secret: &Secret) -> Result<()> {
+    pub async fn create(&self, secret: &Secret) -> Result<Secret> {
         self.kubernetes.create_secret(&self.namespace, secret).await
     }
 
@@ -112,8 +119,10 @@ impl Secrets<'_> {
             .map(drop)
     }
 
-    pub async fn delete(&self, name: &str) -> Result<()> {
-        self.kubernetes.delete_secret(&self.namespace, name).await
+    pub async fn delete(&self, name: &str, uid: Option<&str>) -> Result<()> {
+        self.kubernetes
+            .delete_secret(&self.namespace, name, uid)
+            .await
     }
 }
 
@@ -161,12 +170,9 @@ impl Kubernetes for ApiServer {
         &'a self,
         namespace: &'a str,
         secret: &'a Secret,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Secret>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        Box::pin(async move {
-            api.create(&PostParams::default(), secret).await?;
-            Ok(())
-        })
+        Box::pin(async move { Ok(api.create(&PostParams::default(), secret).await?) })
     }
 
     fn patch_secret<'a>(
@@ -188,11 +194,25 @@ impl Kubernetes for ApiServer {
         })
     }
 
-    fn delete_secret<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn delete_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let params = DeleteParams {
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
         Box::pin(async move {
-            match api.delete(name, &DeleteParams::default()).await {
+            match api.delete(name, &params).await {
                 Ok(_) => Ok(()),
+                // The UID precondition failed: that Secret is gone, and another has the name.
+                Err(kube::Error::Api(status)) if uid.is_some() && status.code == 409 => Ok(()),
                 Err(e) if not_found(&e) => Ok(()),
                 Err(e) => Err(e.into()),
             }

@@ -58,6 +58,9 @@ pub struct RotationState {
     pub workload_version: Option<String>,
     /// The UID of the resource that owns the state Secret; `None` once a deletion orphaned it.
     pub owner: Option<String>,
+    /// The state Secret's own UID: deleting it deletes no other of the same name, created
+    /// since by another operator process for the next rotation.
+    pub uid: Option<String>,
 }
 
 impl RotationState {
@@ -152,6 +155,7 @@ pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<Rotation
         retirement: value(&secret, RETIREMENT),
         shard: shard::of(&secret).map(str::to_owned),
         workload_version: text_value(&secret, WORKLOAD_VERSION),
+        uid: secret.metadata.uid.clone(),
         owner: secret
             .owner_references()
             .iter()
@@ -161,12 +165,12 @@ pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<Rotation
 }
 
 /// Creates the state Secret, owned by the resource so that it goes with it, and labelled with
-/// the shard of the operator that stages the rotation.
+/// the shard of the operator that stages the rotation; its UID.
 pub async fn create_state(
     api: &Secrets<'_>,
     rotation: &PasswordRotation,
     state: &RotationState,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let mut data = BTreeMap::from([
         (ROTATION_ID.to_owned(), bytes(&state.rotation_id)),
         (PENDING.to_owned(), bytes(state.pending.expose_secret())),
@@ -208,7 +212,7 @@ pub async fn create_state(
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    api.create(&secret).await
+    Ok(api.create(&secret).await?.metadata.uid)
 }
 
 /// Takes `previous` (of `accounts`: previous, pending), read from the workload Secret at
@@ -229,8 +233,9 @@ pub async fn restage(
     api.patch_merge(name, &patch).await.map(drop)
 }
 
-pub async fn delete_state(api: &Secrets<'_>, name: &str) -> Result<()> {
-    api.delete(name).await
+/// Deletes the state Secret `state` was read from, and no other.
+pub async fn delete_state(api: &Secrets<'_>, name: &str, state: &RotationState) -> Result<()> {
+    api.delete(name, state.uid.as_deref()).await
 }
 
 /// What an orphaned state Secret's annotation says of the passwords it keeps.
@@ -334,6 +339,7 @@ mod tests {
             shard: Some("a".into()),
             workload_version: Some("41".into()),
             owner: Some("c0ffee".into()),
+            uid: Some("beef".into()),
         };
         let debug = format!("{state:?}");
         assert!(debug.contains("r1"));

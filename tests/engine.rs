@@ -121,15 +121,17 @@ impl Kubernetes for FakeKubernetes {
         &'a self,
         _: &'a str,
         secret: &'a Secret,
-    ) -> BoxFuture<'a, password_rotator::Result<()>> {
+    ) -> BoxFuture<'a, password_rotator::Result<Secret>> {
         Box::pin(async move {
             let name = secret.metadata.name.clone().unwrap_or_default();
             self.log
                 .lock()
                 .unwrap()
                 .push(format!("create secret {name}"));
-            self.secrets.lock().unwrap().insert(name, secret.clone());
-            Ok(())
+            let mut created = secret.clone();
+            created.metadata.uid = Some(format!("uid-{}", self.log.lock().unwrap().len()));
+            self.secrets.lock().unwrap().insert(name, created.clone());
+            Ok(created)
         })
     }
 
@@ -163,13 +165,17 @@ impl Kubernetes for FakeKubernetes {
         &'a self,
         _: &'a str,
         name: &'a str,
+        uid: Option<&'a str>,
     ) -> BoxFuture<'a, password_rotator::Result<()>> {
         Box::pin(async move {
             self.log
                 .lock()
                 .unwrap()
                 .push(format!("delete secret {name}"));
-            self.secrets.lock().unwrap().remove(name);
+            let mut secrets = self.secrets.lock().unwrap();
+            if uid.is_none() || secrets.get(name).and_then(|s| s.metadata.uid.as_deref()) == uid {
+                secrets.remove(name);
+            }
             Ok(())
         })
     }

@@ -146,6 +146,17 @@ async fn orders_restarted_as(h: &Harness) -> Result<Option<String>> {
         .map(|value| restarted_for(&value).to_owned()))
 }
 
+/// Writes `password` into the workload Secret as a GitOps tool syncing it from its repository
+/// does (server-side apply, its own field manager).
+async fn gitops_sync(h: &Harness, password: &str) -> Result<()> {
+    let gitops = PatchParams::apply("argocd-controller").force();
+    let synced = secret(USER_SECRET, &[("username", USER), ("password", password)]);
+    h.secrets()
+        .patch(USER_SECRET, &gitops, &Patch::Apply(&synced))
+        .await?;
+    Ok(())
+}
+
 async fn pending_password(h: &Harness) -> Result<String> {
     Ok(h.secret_value(&format!("{NAME}-rotation"), "pending")
         .await?
@@ -250,12 +261,8 @@ async fn a_revert_repaired_while_the_operator_was_away_restarts_the_workloads() 
     let (rotation_id, new) = published_with_orders(&h, "4s").await?;
     h.kill_operator().await?;
 
-    let gitops = PatchParams::apply("argocd-controller").force();
     for password in [USER_PASSWORD, &new] {
-        let synced = secret(USER_SECRET, &[("username", USER), ("password", password)]);
-        h.secrets()
-            .patch(USER_SECRET, &gitops, &Patch::Apply(&synced))
-            .await?;
+        gitops_sync(&h, password).await?;
     }
     h.start_operator()?;
     h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
@@ -289,14 +296,7 @@ async fn a_restart_before_a_revert_and_its_repair_is_not_taken_for_the_rollout()
     let deployments: Api<Deployment> = h.namespace.api();
     cluster::wait_rollout_complete(&deployments, "orders", Duration::from_secs(120)).await?;
 
-    let gitops = PatchParams::apply("argocd-controller").force();
-    let revert = secret(
-        USER_SECRET,
-        &[("username", USER), ("password", USER_PASSWORD)],
-    );
-    h.secrets()
-        .patch(USER_SECRET, &gitops, &Patch::Apply(&revert))
-        .await?;
+    gitops_sync(&h, USER_PASSWORD).await?;
     // A pod starts while the Secret holds the old password (a node drained, a crash).
     let pods: Api<Pod> = h.namespace.api();
     let orders = ListParams::default().labels("app=orders");
@@ -319,10 +319,7 @@ async fn a_restart_before_a_revert_and_its_repair_is_not_taken_for_the_rollout()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let repair = secret(USER_SECRET, &[("username", USER), ("password", &new)]);
-    h.secrets()
-        .patch(USER_SECRET, &gitops, &Patch::Apply(&repair))
-        .await?;
+    gitops_sync(&h, &new).await?;
 
     h.start_operator()?;
     h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
@@ -347,14 +344,7 @@ async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()
     let (rotation_id, new) = published_with_orders(&h, "3s").await?;
 
     // A GitOps tool syncs the Secret back to what its repository holds.
-    let gitops = PatchParams::apply("argocd-controller").force();
-    let revert = secret(
-        USER_SECRET,
-        &[("username", USER), ("password", USER_PASSWORD)],
-    );
-    h.secrets()
-        .patch(USER_SECRET, &gitops, &Patch::Apply(&revert))
-        .await?;
+    gitops_sync(&h, USER_PASSWORD).await?;
     let drifted = h
         .wait_for(NAME, Duration::from_secs(30), "SecretDrifted", |r| {
             has(r, "Degraded", "True", "SecretDrifted")
@@ -387,10 +377,7 @@ async fn a_reverted_secret_holds_the_rotation_with_both_passwords() -> Result<()
     );
 
     // The repository is updated: the Secret holds the new password again.
-    let heal = secret(USER_SECRET, &[("username", USER), ("password", &new)]);
-    h.secrets()
-        .patch(USER_SECRET, &gitops, &Patch::Apply(&heal))
-        .await?;
+    gitops_sync(&h, &new).await?;
     let done = h.wait_rotated(NAME, ROTATION_TIMEOUT).await?;
     let (attempts, failures) = workloads.stop().await;
     assert!(

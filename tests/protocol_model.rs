@@ -571,7 +571,7 @@ impl Protocol {
                 }
             }
             Pc::DeleteState => {
-                world.state = None;
+                Self::delete_state(world, &run);
                 world.operators[i].run = None;
             }
             Pc::Cleanup => self.clean_up(world, i),
@@ -683,6 +683,15 @@ impl Protocol {
             OnDeletion::RollBack if fenced || self.mode == Mode::Replace => Pc::RollBack,
             OnDeletion::RollBack => Pc::Fence,
         };
+    }
+
+    /// Deletes the state Secret the reconcile read, by its UID (the rotation it holds): not
+    /// another created since under the same name.
+    fn delete_state(world: &mut World, run: &Run) {
+        let read = run.state.map(|s| s.rotation_id);
+        if read.is_some() && world.state.map(|s| s.rotation_id) == read {
+            world.state = None;
+        }
     }
 
     /// The step the cleanup takes the rotation to be at: the resource's, if it names it.
@@ -938,7 +947,7 @@ impl Protocol {
                 update(world, run);
             }
             Decision::Finish if status.step.is_none() => {
-                world.state = None;
+                Self::delete_state(world, &run);
                 world.operators[i].run = None;
             }
             Decision::Finish => {
@@ -1248,4 +1257,9 @@ fn replace_mode_two_operators_a_crash_and_a_deletion() {
 #[test]
 fn two_operators_and_a_revert_of_the_secret() {
     check(Mode::AddThenDelete, 1, 0, 1, 0);
+}
+
+#[test]
+fn two_operators_crashing_twice() {
+    check(Mode::AddThenDelete, 1, 2, 0, 0);
 }

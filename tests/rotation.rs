@@ -613,7 +613,13 @@ async fn paused_at(h: &Harness, point: &str) -> Result<tokio::process::Child> {
     let paused = h.spawn_operator(&["--fail-point", &format!("{point}:stop")])?;
     h.create_rotation("orders-cache", h.user_spec(json!({"rotationRequest": "r"})))
         .await?;
-    let pid = paused.id().expect("running");
+    stopped_at(&paused, point).await?;
+    Ok(paused)
+}
+
+/// Returns once `process` stopped itself at fail point `point`.
+async fn stopped_at(process: &tokio::process::Child, point: &str) -> Result<()> {
+    let pid = process.id().expect("running");
     let stopped = || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('T')))
@@ -626,7 +632,15 @@ async fn paused_at(h: &Harness, point: &str) -> Result<tokio::process::Child> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(paused)
+    Ok(())
+}
+
+fn continue_process(process: &tokio::process::Child) -> Result<()> {
+    let pid = process.id().expect("running");
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()?;
+    Ok(())
 }
 
 /// Deletes the resource, lets a second operator process run the cleanup to the end, and
@@ -638,11 +652,66 @@ async fn delete_while_paused(h: &mut Harness, paused: &tokio::process::Child) ->
     h.start_operator()?;
     wait_gone(h, "orders-cache").await?;
     h.wait_event("RolledBack", "orders-cache-rotation").await?;
-    let pid = paused.id().expect("running");
-    std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status()?;
-    Ok(())
+    continue_process(paused)
+}
+
+/// Found by the protocol model with two rotations: an operator process that recorded the end
+/// of a rotation and then paused before deleting its state Secret, while another cleared that
+/// leftover and staged the next rotation in a new state Secret of the same name. The paused
+/// delete must not take the new one: once the next password is added, only it holds that.
+#[tokio::test]
+async fn a_late_delete_of_a_finished_rotations_state_leaves_the_next_rotations_alone() -> Result<()>
+{
+    let h = Harness::new("latedelete").await?;
+    let mut finished = paused_at(&h, "after-finish-status").await?;
+    // The next rotation holds at Added: its verify endpoint refuses.
+    h.rotations()
+        .patch(
+            "orders-cache",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "rotationRequest": "second",
+                "verify": {"endpoint": "127.0.0.1:1"},
+            }})),
+        )
+        .await?;
+    let mut staging = h.spawn_operator(&[
+        "--allow-verify-endpoints",
+        "--fail-point",
+        "before-add:stop",
+    ])?;
+    stopped_at(&staging, "before-add").await?;
+    let pending = h
+        .secret_value("orders-cache-rotation", "pending")
+        .await?
+        .expect("the next rotation staged");
+    continue_process(&finished)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !h.operator_log(1).contains("rotation complete") {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the paused operator never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    finished.start_kill()?;
+    finished.wait().await?;
+    continue_process(&staging)?;
+    accepted_within_30s(&h, &pending, "the next rotation's add never landed").await?;
+    staging.start_kill()?;
+    staging.wait().await?;
+    assert_eq!(
+        h.secret_value("orders-cache-rotation", "pending").await?,
+        Some(pending.clone()),
+        "the password the next rotation added is in no Secret"
+    );
+    let first = h
+        .secret_value(USER_SECRET, "password")
+        .await?
+        .expect("published");
+    h.assert_no_leak(&[first, pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
 }
 
 /// Found by the protocol model (`tests/protocol_model.rs`): an operator process paused after
@@ -657,14 +726,7 @@ async fn an_add_that_lands_after_the_deletions_rollback_stays_in_a_secret() -> R
         .await?
         .expect("staged");
     delete_while_paused(&mut h, &paused).await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !h.redis.auth(USER, &pending).await? {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the paused operator's add never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    accepted_within_30s(&h, &pending, "the paused operator's add never landed").await?;
     paused.start_kill()?;
     paused.wait().await?;
     assert_eq!(
@@ -717,6 +779,16 @@ async fn a_publish_sent_after_the_deletions_rollback_is_refused() -> Result<()> 
     h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
     h.finish().await
+}
+
+/// Returns once the target accepts `password`, or fails with `never`.
+async fn accepted_within_30s(h: &Harness, password: &str, never: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !h.redis.auth(USER, password).await? {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// After a deletion that could not roll back: both passwords stay valid, and the state

@@ -104,14 +104,23 @@ impl Rotator<'_> {
             }
             Decision::Finish if self.status.step.is_none() => {
                 // A leftover of a rotation whose end status already recorded.
-                secrets::delete_state(&self.secrets, &w.state_name).await?;
+                let leftover = w
+                    .state
+                    .as_ref()
+                    .expect("decide clears only a state it read");
+                secrets::delete_state(&self.secrets, &w.state_name, leftover).await?;
                 let next = self.status.next_rotation_time.as_ref().map(|t| t.0);
                 return Ok(Some(wait_for_next(next, now)));
             }
             Decision::Finish => {
                 let password_expires = self.ask_expiry(w.target.as_deref()).await;
                 let next = self
-                    .finish(&w.valid, &w.state_name, password_expires, now)
+                    .finish(
+                        &w.valid,
+                        (&w.state_name, w.state.as_ref()),
+                        password_expires,
+                        now,
+                    )
                     .await?;
                 return Ok(Some(wait_for_next(next, now)));
             }
@@ -222,7 +231,7 @@ impl Rotator<'_> {
                     return held.map(Some);
                 }
                 let next = self
-                    .finish(valid, state_name, password_expires, now)
+                    .finish(valid, (state_name, Some(state)), password_expires, now)
                     .await?;
                 Ok(Some(wait_for_next(next, now)))
             }
