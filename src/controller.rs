@@ -35,9 +35,9 @@ use crate::resource_index::{
     NamedTarget, PasswordList, ResourceIndex, Watched, state_secret_owner,
 };
 use crate::rotation::{
-    self, CallFailure, CallOutcome, Decision, Observation, OnDeletion, RolloutTrouble, SecretHolds,
-    StateSummary, by_expiry, decide, earliest, on_add, on_failure, on_replace, on_retire,
-    on_rollback, step_after,
+    self, CallFailure, CallOutcome, Decision, Observation, OnDeletion, RolloutProgress,
+    RolloutTrouble, SecretHolds, StateSummary, by_expiry, decide, earliest, on_add, on_failure,
+    on_replace, on_retire, on_rollback, step_after,
 };
 use crate::rotation_spec::{RotationSpec, Unresolved};
 use crate::rotation_target::{RotationTarget, TargetKind};
@@ -841,28 +841,39 @@ impl<'a> Rotator<'a> {
         Ok(Action::requeue(Duration::from_millis(100)))
     }
 
+    /// Restarts the workloads (each not yet restarted so) onto the workload Secret at
+    /// `secret_version`, holding this rotation's new password, and reports which still roll.
+    async fn restart_onto(
+        &self,
+        state: &RotationState,
+        secret_version: Option<&str>,
+    ) -> Result<RolloutProgress> {
+        let key = restart_annotation_key(&self.rotation.name_any());
+        let value = restart_value(
+            &state.rotation_id,
+            self.status.rollout_round,
+            secret_version,
+        );
+        self.ctx
+            .kubernetes
+            .advance_rollout(
+                &self.namespace,
+                &self.spec.rollout.workloads,
+                (&key, &value),
+            )
+            .await
+    }
+
     /// What `decide` says now, from the working set and the rollout (advanced first, when
     /// the rotation waits for it).
     async fn decide_now(&self, w: &Working, seed: &str, now: Timestamp) -> Result<Decision> {
         let rollout = match (&w.state, self.status.step) {
-            (Some(state), Some(Step::Published)) if self.in_flight() => Some(
-                self.ctx
-                    .kubernetes
-                    .advance_rollout(
-                        &self.namespace,
-                        &self.spec.rollout.workloads,
-                        (
-                            &restart_annotation_key(&self.rotation.name_any()),
-                            &restart_value(
-                                &state.rotation_id,
-                                self.status.rollout_round,
-                                self.status.published_secret_version.as_deref(),
-                            ),
-                        ),
-                    )
-                    .await
-                    .inspect(|_| self.fail_point("after-restart"))?,
-            ),
+            (Some(state), Some(Step::Published)) if self.in_flight() => {
+                let published = self.status.published_secret_version.as_deref();
+                let progress = self.restart_onto(state, published).await?;
+                self.fail_point("after-restart");
+                Some(progress)
+            }
             _ => None,
         };
         let summary = w.state.as_ref().map(|s| StateSummary {

@@ -194,6 +194,16 @@ struct Deployment {
     pods: BTreeSet<Password>,
 }
 
+impl Deployment {
+    /// Sets the restart annotation; the same value again changes nothing.
+    fn restart_onto(&mut self, restart: Restart) {
+        if self.restart.as_ref() != Some(&restart) {
+            self.restart = Some(restart);
+            self.rolled_out = false;
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct World {
     resource: Resource,
@@ -618,15 +628,10 @@ impl Protocol {
             Pc::CleanupRestart => {
                 let state = run.state.expect("a restart has a state");
                 // Onto the workload Secret as the cleanup read it, or wrote it.
-                let round = (
-                    state.rotation_id,
-                    run.status.status.rollout_round.unwrap_or(0),
-                    Some(run.workload_version.to_string()),
-                );
-                if world.deployment.restart.as_ref() != Some(&round) {
-                    world.deployment.restart = Some(round);
-                    world.deployment.rolled_out = false;
-                }
+                let version = Some(run.workload_version.to_string());
+                world
+                    .deployment
+                    .restart_onto(restart_of(&state, &run.status.status, version));
                 world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::Orphan;
             }
             Pc::RollBack => {
@@ -743,11 +748,10 @@ impl Protocol {
         // The shell restarts the workloads (if not yet for this round) as it looks at them.
         let rollout = match (run.state, status.step) {
             (Some(state), Some(Step::Published)) if in_flight => {
-                let round = restart_of(&state, status);
-                if world.deployment.restart.as_ref() != Some(&round) {
-                    world.deployment.restart = Some(round);
-                    world.deployment.rolled_out = false;
-                }
+                let published = status.published_secret_version.clone();
+                world
+                    .deployment
+                    .restart_onto(restart_of(&state, status, published));
                 Some(match world.deployment.rolled_out {
                     true => RolloutProgress::Complete,
                     false => RolloutProgress::Pending(vec!["Deployment/orders".into()]),
@@ -992,11 +996,16 @@ impl Protocol {
     }
 }
 
-fn restart_of(state: &StateSecret, status: &PasswordRotationStatus) -> Restart {
+/// The restart annotation's value onto the workload Secret at `secret_version`.
+fn restart_of(
+    state: &StateSecret,
+    status: &PasswordRotationStatus,
+    secret_version: Option<String>,
+) -> Restart {
     (
         state.rotation_id,
         status.rollout_round.unwrap_or(0),
-        status.published_secret_version.clone(),
+        secret_version,
     )
 }
 

@@ -76,6 +76,8 @@ impl Rotator<'_> {
                 workload.as_ref().and_then(ResourceExt::resource_version) != Some(staged.clone())
             });
         if rotation::on_deletion(step, holds_new, written_since_stage) == OnDeletion::KeepBoth {
+            // In Replace mode the workload Secret may hold the only password that works
+            // while pods still run on the replaced one: they restart onto it.
             let holding = workload.as_ref().and_then(ResourceExt::resource_version);
             if self.spec.mode == Mode::Replace
                 && let Err(error) = self.restart_onto(&state, holding.as_deref()).await
@@ -241,31 +243,6 @@ impl Rotator<'_> {
         }
         release(self.ctx, &self.rotation).await?;
         Ok(Action::await_change())
-    }
-
-    /// In Replace mode the workload Secret (at `secret_version`) may hold the only password
-    /// that works while pods still run on the replaced one: they restart onto it, as the
-    /// rotation would have had them (once for that version, however often this runs).
-    async fn restart_onto(
-        &self,
-        state: &RotationState,
-        secret_version: Option<&str>,
-    ) -> Result<()> {
-        let key = restart_annotation_key(&self.rotation.name_any());
-        let value = restart_value(
-            &state.rotation_id,
-            self.status.rollout_round,
-            secret_version,
-        );
-        self.ctx
-            .kubernetes
-            .advance_rollout(
-                &self.namespace,
-                &self.spec.rollout.workloads,
-                (&key, &value),
-            )
-            .await
-            .map(drop)
     }
 
     /// Undoes the stage of a rotation deleted before it published: the outcome of the call
