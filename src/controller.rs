@@ -1,4 +1,7 @@
-//! The kube-runtime Controller: observes, asks `rotation::decide`, and acts.
+//! The kube-runtime Controller: a reconcile observes, asks `rotation::decide`, acts and records.
+//! Here the reconcile and its reads; `act` the effects, `reporting` status and Events,
+//! `target_access` the target, `deletion` the finalizer's cleanup, `context` what reconciles
+//! share, `watch` the watches that drive them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -56,39 +59,15 @@ use crate::validation::{InvalidField, ValidSpec, validate};
 use crate::{Error, Result, template, verify};
 
 mod act;
+mod context;
 mod deletion;
+mod reporting;
+mod target_access;
+mod watch;
 
-/// How the controller runs.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Watch these namespaces, or every namespace when empty.
-    pub namespaces: Vec<String>,
-    /// Resources reconciled at once.
-    pub concurrency: u16,
-    /// Timeout of one request to a target.
-    pub request_timeout: Duration,
-    /// Calls to a target in flight at once, per cluster.
-    pub calls_per_cluster: usize,
-    /// Allow `insecureHttp: true`: the admin login would cross the network in clear text.
-    pub allow_insecure_http: bool,
-    /// Allow `spec.verify`: the operator would connect to a host the resource names and send
-    /// it the new password.
-    pub allow_verify: bool,
-    /// For tests: abort the process at this named point (see `Rotator::fail_point`).
-    pub fail_point: Option<String>,
-    /// Act only on resources whose target is labelled `rotator.dev/shard=<this>`; without it,
-    /// only on those whose target has no such label.
-    pub shard: Option<String>,
-    /// Serve ClusterRotationTargets, whose Secrets are in this namespace.
-    pub cluster_target_namespace: Option<String>,
-    /// How long the cleanup of a deleted resource retries a rollback that fails for a
-    /// transient cause, before it keeps both passwords and releases the resource.
-    pub cleanup_timeout: Duration,
-    /// How long a resource of another shard may go without its shard's operator acting on
-    /// it before this operator says it is unserved (twice that, when it is being deleted,
-    /// before it releases it).
-    pub shard_patience: Duration,
-}
+use context::*;
+pub use context::{Connector, Context, Settings};
+pub use watch::run;
 
 /// How long a claim on a password list holds off other resources: long enough for the
 /// status of the claim's rotation to show it.
@@ -101,243 +80,6 @@ const HEAL_EVERY: Duration = Duration::from_secs(5);
 /// How often a rotation held by a node that could not persist the new password tries again.
 const PERSIST_AGAIN_EVERY: Duration = Duration::from_secs(30);
 
-/// How often [`Context::forget_the_gone`] runs.
-const FORGET_EVERY: Duration = Duration::from_secs(60);
-
-/// The shard a resource's target was labelled with when an operator of another shard saw it
-/// unserved, and since when.
-type Noticed = (Option<String>, Instant);
-
-/// Builds a target from its spec section and the Secrets it reads.
-pub type Connector =
-    Arc<dyn Fn(&dyn TargetSpec, Connect<'_>) -> Result<Box<dyn PasswordTarget>> + Send + Sync>;
-
-/// Shared by every reconcile.
-pub struct Context {
-    client: Client,
-    kubernetes: Arc<dyn Kubernetes>,
-    /// Builds a resource's target from its spec section: `TargetSpec::connect`, except in
-    /// tests that run the engine against a fake.
-    connect: Connector,
-    /// One watch per watched namespace (or one for all): conflicts are looked up in each.
-    watched: Vec<Watched>,
-    /// The targets resources name.
-    target_index: TargetIndex,
-    settings: Settings,
-    failures: Mutex<HashMap<ObjectRef<PasswordRotation>, u32>>,
-    /// Call caps, login budgets and clients, shared by the resources of every target.
-    targets: Shared,
-    target_settings: TargetSettings,
-    /// What each system says it is called, by target kind and address.
-    identities: Mutex<HashMap<(&'static str, String), String>>,
-    /// The resource that last started a rotation of each user or database, and when: its
-    /// status may not show it yet, and two rotations of one password list must never overlap.
-    claims: Mutex<HashMap<PasswordList, (ObjectRef<PasswordRotation>, Timestamp)>>,
-    metrics: Arc<Metrics>,
-    freshness: Freshness,
-    target_secret_cache: TargetSecretCache,
-    /// Since when this process has seen each rotation (resource and rotation id) at
-    /// Published, on its monotonic clock: the overlap is never shorter than that, whatever
-    /// the clock of the replica that published says.
-    seen_published: Mutex<HashMap<ObjectRef<PasswordRotation>, (String, Instant)>>,
-    /// Since when each resource of another shard has shown no sign of its shard's operator,
-    /// and which shard its target was labelled with then.
-    unserved: Mutex<HashMap<ObjectRef<PasswordRotation>, Noticed>>,
-}
-
-impl Context {
-    /// What every reconcile shares. `watched` are the watches' caches of PasswordRotations
-    /// (empty ones for tests that drive [`apply`] themselves).
-    pub fn new(
-        client: Client,
-        kubernetes: Arc<dyn Kubernetes>,
-        connect: Connector,
-        watched: Vec<Watched>,
-        target_index: TargetIndex,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
-        Arc::new(Context {
-            client,
-            kubernetes,
-            connect,
-            watched,
-            target_index,
-            target_settings: TargetSettings {
-                request_timeout: settings.request_timeout,
-                calls_per_cluster: settings.calls_per_cluster,
-            },
-            settings,
-            failures: Mutex::default(),
-            targets: Shared::default(),
-            identities: Mutex::default(),
-            claims: Mutex::default(),
-            metrics,
-            freshness: Freshness::default(),
-            target_secret_cache: TargetSecretCache::default(),
-            unserved: Mutex::default(),
-            seen_published: Mutex::default(),
-        })
-    }
-}
-
-impl Context {
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn client(&self) -> Client {
-        self.client.clone()
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Call caps, login budgets and clients, shared by every target.
-    pub fn shared(&self) -> &Shared {
-        &self.targets
-    }
-
-    pub fn target_settings(&self) -> &TargetSettings {
-        &self.target_settings
-    }
-
-    /// Builds a target from its spec section and Secrets.
-    pub fn connect_target(
-        &self,
-        spec: &dyn TargetSpec,
-        with: Connect<'_>,
-    ) -> Result<Box<dyn PasswordTarget>> {
-        (self.connect)(spec, with)
-    }
-
-    /// One of a target's Secrets: as last read while the watch shows it unchanged.
-    pub async fn target_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
-        let cache = &self.target_secret_cache;
-        if let Some(kept) = cache.get(namespace, name) {
-            return Ok(Some(kept));
-        }
-        let secrets = Secrets {
-            kubernetes: self.kubernetes.as_ref(),
-            namespace: namespace.to_owned(),
-        };
-        let read = secrets.get_opt(name).await?;
-        if let Some(secret) = &read {
-            cache.keep(namespace, secret.clone());
-        }
-        Ok(read)
-    }
-
-    /// How many resources name the target `kind`/`name` (a RotationTarget in `namespace`).
-    /// Whether the Secret watch of the scope holding `rotation` has listed its Secrets and
-    /// `state_name` (its state Secret) is not among them.
-    fn listed_without_secret(&self, rotation: &PasswordRotation, state_name: &str) -> bool {
-        let key = ObjectRef::from_obj(rotation);
-        let namespace = rotation.namespace().unwrap_or_default();
-        self.watched
-            .iter()
-            .find(|w| w.store.get(&key).is_some())
-            .is_some_and(|w| w.index.listed_without_secret(&namespace, state_name))
-    }
-
-    pub fn resources_naming(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> u32 {
-        let target = NamedTarget {
-            kind,
-            namespace: namespace.map(str::to_owned),
-            name: name.to_owned(),
-        };
-        let count: usize = self
-            .watched
-            .iter()
-            .map(|w| w.index.count_naming(&target))
-            .sum();
-        u32::try_from(count).unwrap_or(u32::MAX)
-    }
-
-    /// What identifies the password lists a resource rotates, across resources: the system
-    /// (see [`keys_of`]), the target kind, and each thing that holds passwords there.
-    fn target_keys(&self, rotation: &PasswordRotation) -> Vec<PasswordList> {
-        self.target_index
-            .resolve(rotation)
-            .map(|spec| keys_of(rotation, &spec, &self.target_index))
-            .unwrap_or_default()
-    }
-
-    /// Drops what is kept for resources the watches no longer show (deleted) or that belong to
-    /// another shard now (their target was relabelled), for Secrets and systems none of them
-    /// uses, and claims older than their hold. With churn these would grow without bound, and
-    /// the admin credentials of a deleted resource would stay in memory. A resource that comes
-    /// back is read and connected anew.
-    /// Target Secrets read over a period ago go too: one deleted while the Secret watch
-    /// reconnected shows in no event, and is missed for at most two periods.
-    pub fn forget_the_gone(&self, now: Timestamp) {
-        let watched: Vec<_> = self.watched.iter().flat_map(|w| w.store.state()).collect();
-        let live: Vec<_> = watched
-            .iter()
-            .filter(|r| self.target_index.shard_of(r) == self.settings.shard)
-            .cloned()
-            .collect();
-        let resources: HashSet<_> = live.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
-        // By target, not by resource: thousands of resources share a few targets.
-        let targets: HashSet<NamedTarget> = live.iter().map(|r| NamedTarget::of(r)).collect();
-        let mut secrets = HashSet::new();
-        let mut systems = HashSet::new();
-        for uses in targets.iter().filter_map(|t| self.target_index.uses(t)) {
-            let namespace = &uses.secrets_namespace;
-            secrets.extend(
-                uses.secrets
-                    .into_iter()
-                    .map(|name| (namespace.clone(), name)),
-            );
-            systems.extend(uses.systems);
-        }
-        self.freshness.retain(|key| resources.contains(key));
-        let watched: HashSet<_> = watched.iter().map(|r| ObjectRef::from_obj(&**r)).collect();
-        self.unserved
-            .lock()
-            .expect("not poisoned")
-            .retain(|key, _| watched.contains(key));
-        self.seen_published
-            .lock()
-            .expect("not poisoned")
-            .retain(|key, _| resources.contains(key));
-        self.metrics.retain_resources(|namespace, name| {
-            resources.contains(&ObjectRef::new(name).within(namespace))
-        });
-        self.metrics.retain_targets(|kind, namespace, name| {
-            let shard = self.settings.shard.as_deref();
-            self.target_index.in_shard(kind, namespace, name, shard)
-        });
-        self.failures
-            .lock()
-            .expect("not poisoned")
-            .retain(|key, _| resources.contains(key));
-        self.claims
-            .lock()
-            .expect("not poisoned")
-            .retain(|_, (_, at)| now < *at + UNTIL_STATUS_SHOWS);
-        self.identities
-            .lock()
-            .expect("not poisoned")
-            .retain(|system, _| systems.contains(system));
-        self.target_secret_cache.retain(
-            |namespace, name| secrets.contains(&(namespace.to_owned(), name.to_owned())),
-            FORGET_EVERY,
-        );
-    }
-}
-
-/// Runs [`Context::forget_the_gone`] now and then, for as long as the controller runs.
-async fn forget_the_gone_now_and_then(ctx: Arc<Context>) {
-    let mut every = tokio::time::interval(FORGET_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        ctx.forget_the_gone(Timestamp::now());
-    }
-}
-
 /// One reconcile of a resource that is not being deleted, from the resource as read: what
 /// the controller runs inside its finalizer. For tests that drive the engine step by step.
 pub async fn apply(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
@@ -347,265 +89,6 @@ pub async fn apply(ctx: &Context, rotation: PasswordRotation) -> Result<Action> 
 /// The finalizer's cleanup of a deleted resource; for tests, as [`apply`].
 pub async fn cleanup(ctx: &Context, rotation: PasswordRotation) -> Result<Action> {
     Rotator::new(ctx, Arc::new(rotation), true).cleanup().await
-}
-
-/// Runs one controller per watched namespace (or one for all) until a termination signal.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Health) {
-    let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings
-            .namespaces
-            .iter()
-            .map(|ns| Some(ns.as_str()))
-            .collect()
-    };
-    let (controllers, watched): (Vec<_>, Vec<_>) = scopes
-        .iter()
-        .map(|scope| watch_rotations(&client, *scope))
-        .unzip();
-    metrics.calls_per_cluster(settings.calls_per_cluster);
-    let (target_index, namespaced_targets, cluster_targets) =
-        TargetIndex::watch(&client, &scopes, settings.cluster_target_namespace.clone());
-    let stores: Vec<_> = watched.iter().map(|w| w.store.clone()).collect();
-    tokio::spawn(report_ready(stores, health));
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let kubernetes = Arc::new(ApiServer::new(client.clone(), reporter));
-    let connect: Connector = Arc::new(|spec, with| spec.connect(with));
-    let context = Context::new(
-        client.clone(),
-        kubernetes,
-        connect,
-        watched.clone(),
-        target_index,
-        settings.clone(),
-        metrics,
-    );
-    tokio::spawn(forget_the_gone_now_and_then(context.clone()));
-    for handle in &namespaced_targets {
-        tokio::spawn(target_controller::run(handle.clone(), context.clone()));
-    }
-    // A ClusterRotationTarget is shared by every namespace: only an operator that watches
-    // them all keeps its status, so installs scoped to a few namespaces never fight over it.
-    if let Some(handles) = cluster_targets
-        .as_ref()
-        .filter(|_| settings.namespaces.is_empty())
-    {
-        tokio::spawn(target_controller::run(
-            handles.targets.clone(),
-            context.clone(),
-        ));
-    }
-    let runs = controllers
-        .into_iter()
-        .zip(scopes)
-        .zip(namespaced_targets)
-        .zip(watched)
-        .map(|(((controller, scope), namespaced_targets), watched)| {
-            let controller = watch_targets(
-                controller,
-                &watched.index,
-                namespaced_targets,
-                cluster_targets.as_ref(),
-            );
-            let controller = watch_secrets(controller, scope, &watched.index, &context);
-            drive(controller, context.clone())
-        });
-    futures::future::join_all(runs).await;
-}
-
-/// The controller of the PasswordRotations of `scope` (a namespace, or all), and what its
-/// watch keeps of them.
-fn watch_rotations(
-    client: &Client,
-    scope: Option<&str>,
-) -> (Controller<PasswordRotation>, Watched) {
-    let rotations = match scope {
-        Some(ns) => Api::<PasswordRotation>::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    // Pages of 100: a page of 500 was the heap's peak (dhat), its text and the objects with
-    // their managedFields, before the cache drops those.
-    let config = watcher::Config::default().any_semantic().page_size(100);
-    let (reader, writer) = reflector::store();
-    let watched = Watched::new(reader.clone());
-    let index = watched.index.clone();
-    let cached = watcher(rotations, config)
-        .default_backoff()
-        .modify(forget_what_no_decision_reads)
-        .reflect(writer)
-        .inspect_ok(move |event| index.observe(event))
-        .applied_objects();
-    (Controller::for_stream(cached, reader), watched)
-}
-
-/// Reconciles the resources a Secret of `scope` concerns when it changes. Secrets are
-/// watched as metadata only, so no Secret data is ever cached.
-fn watch_secrets(
-    mut controller: Controller<PasswordRotation>,
-    scope: Option<&str>,
-    index: &ResourceIndex,
-    context: &Arc<Context>,
-) -> Controller<PasswordRotation> {
-    let client = &context.client;
-    let secrets = match scope {
-        Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    // Small pages: the first list of every Secret's metadata passes through memory a page at
-    // a time.
-    let pages = watcher::Config::default().page_size(100);
-    let observing = index.clone();
-    let secret_events = watcher(secrets, pages.clone())
-        .default_backoff()
-        .inspect_ok(move |event| observing.observe_secret(event))
-        .touched_objects();
-    controller =
-        controller.watches_stream(secret_events, secret_mapper(index.clone(), context.clone()));
-    // ClusterRotationTargets' Secrets, when the watched namespaces do not hold them.
-    if let (Some(scope), Some(targets)) = (scope, &context.settings.cluster_target_namespace)
-        && scope != targets
-    {
-        let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), targets);
-        controller = controller.watches(
-            secrets,
-            pages,
-            secret_mapper(index.clone(), context.clone()),
-        );
-    }
-    controller
-}
-
-/// Runs `controller` until a termination signal, logging what its queue reports.
-async fn drive(controller: Controller<PasswordRotation>, context: Arc<Context>) {
-    let concurrency = context.settings.concurrency;
-    controller
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(%object, "reconciled"),
-                // error_policy has logged it, with the resource's fields.
-                Err(controller::Error::ReconcilerFailed(..)) => {}
-                Err(controller::Error::ObjectNotFound(object)) => {
-                    debug!(%object, "gone before its reconcile")
-                }
-                Err(error) => warn!(%error, "the controller's queue failed"),
-            }
-        })
-        .await
-}
-
-/// Maps a Secret the watch shows to the resources of `index` that read it (its workload
-/// Secret, or one of its target's) or own it (their state Secret), and drops the version
-/// kept of it when it changed.
-fn secret_mapper(
-    index: ResourceIndex,
-    ctx: Arc<Context>,
-) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<PasswordRotation>> {
-    move |secret| {
-        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-        ctx.target_secret_cache
-            .watched(&namespace, &name, secret.resource_version().as_deref());
-        let mut concerned = index.reading_workload_secret(&namespace, &name);
-        for target in ctx.target_index.reading_secret(&namespace, &name) {
-            concerned.extend(index.naming(&target));
-        }
-        concerned.extend(state_secret_owner(&secret));
-        concerned
-    }
-}
-
-/// Reconciles the resources that name a target when its spec or labels change (not its
-/// status, which its own controller writes), and those on a ClusterRotationTarget when their
-/// namespace's labels change.
-fn watch_targets(
-    controller: Controller<PasswordRotation>,
-    index: &ResourceIndex,
-    namespaced: ReflectHandle<RotationTarget>,
-    cluster: Option<&ClusterHandles>,
-) -> Controller<PasswordRotation> {
-    let seen = SeenTargets::default();
-    let naming = index.clone();
-    let mut controller = controller.watches_shared_stream(namespaced, move |target| {
-        if !seen.changed(&*target) {
-            return Vec::new();
-        }
-        naming.naming(&NamedTarget {
-            kind: TargetKind::RotationTarget,
-            namespace: target.namespace(),
-            name: target.name_any(),
-        })
-    });
-    if let Some(handles) = cluster {
-        let seen = SeenTargets::default();
-        let naming = index.clone();
-        controller = controller.watches_shared_stream(handles.targets.clone(), move |target| {
-            if !seen.changed(&*target) {
-                return Vec::new();
-            }
-            naming.naming(&NamedTarget {
-                kind: TargetKind::ClusterRotationTarget,
-                namespace: None,
-                name: target.name_any(),
-            })
-        });
-        let index = index.clone();
-        controller = controller.watches_shared_stream(handles.namespaces.clone(), move |ns| {
-            index.on_cluster_targets_in(&ns.name_any())
-        });
-    }
-    controller
-}
-
-/// The generation and labels each target (by namespace and name) had when last seen: what
-/// its resources read.
-#[derive(Default)]
-struct SeenTargets(Mutex<HashMap<(Option<String>, String), SpecAndLabels>>);
-
-type SpecAndLabels = (Option<i64>, BTreeMap<String, String>);
-
-impl SeenTargets {
-    /// Whether `target`'s spec or labels differ from when it was last seen.
-    fn changed(&self, target: &impl ResourceExt) -> bool {
-        let now = (target.meta().generation, target.labels().clone());
-        let key = (target.namespace(), target.name_any());
-        let mut seen = self.0.lock().expect("not poisoned");
-        seen.insert(key, now.clone()).as_ref() != Some(&now)
-    }
-}
-
-/// The cache keeps each resource as its decisions read it: without the record of who wrote
-/// which field and kubectl's copy of the last applied spec, which took most of its memory.
-fn forget_what_no_decision_reads(rotation: &mut PasswordRotation) {
-    rotation.managed_fields_mut().clear();
-    rotation
-        .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
-}
-
-/// Ready once every watch has synced.
-async fn report_ready(stores: Vec<Store<PasswordRotation>>, health: Health) {
-    for store in stores {
-        // A store wakes only its last waiter (its controller), so look again now and then
-        // rather than wait for a wake-up that may never come.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(error)) => {
-                    warn!(%error, "a watch never synced");
-                    return;
-                }
-                Err(_) => continue,
-            }
-        }
-    }
-    info!("watches synced; ready");
-    health.set_ready(true);
 }
 
 /// Not kube's `finalizer` helper: it adds the finalizer before every first apply (a write per
@@ -881,6 +364,7 @@ impl<'a> Rotator<'a> {
             has_previous: s.previous.is_some(),
             rolled_back: s.rolled_back_in(w.workload.as_ref()),
             owned: s.owned_by(&self.rotation),
+            follows: s.follows.clone(),
         });
         let workload_password = self.password_in(w.workload.as_ref());
         let workload_secret = match &w.state {
@@ -910,51 +394,6 @@ impl<'a> Rotator<'a> {
             seen_published_for,
         };
         Ok(decide(&observation, &w.valid))
-    }
-
-    /// Names the password list a new rotation changes (the system, as it calls itself, and
-    /// what holds the passwords there) and claims it; the action to end with instead when
-    /// the target cannot say, or another resource rotates the same list.
-    async fn claim_password_list(
-        &mut self,
-        loaded: &dyn PasswordTarget,
-        now: Timestamp,
-    ) -> Result<Option<Action>> {
-        let cluster = match self.cluster_identity(loaded).await {
-            Ok(cluster) => cluster,
-            Err(failure) => {
-                return self.stop(on_failure(failure), loaded, now).await.map(Some);
-            }
-        };
-        // Best effort: a lookup that fails leaves the spec's names, which meet
-        // any resource whose own lookup worked.
-        let canonical = loaded.canonical_holders().await.unwrap_or_else(|failure| {
-            warn!(
-                ?failure,
-                "the system's name of what this rotates is unknown"
-            );
-            Vec::new()
-        });
-        let selected = self.target_spec();
-        let mut holders: Vec<String> = Vec::new();
-        for holder in selected.holders().into_iter().chain(canonical) {
-            if !holders.contains(&holder) {
-                holders.push(holder);
-            }
-        }
-        let mine: Vec<PasswordList> = holders
-            .iter()
-            .map(|holder| (cluster.clone(), selected.vendor(), holder.clone()))
-            .collect();
-        if let Some(with) = self
-            .competitor(&mine, true)
-            .or_else(|| self.claim(mine, now))
-        {
-            return self.report_conflict(with).await.map(Some);
-        }
-        self.status.cluster = Some(cluster);
-        self.status.holders = holders;
-        Ok(None)
     }
 
     /// The workload Secret holds another password than the rotation started from: the
@@ -1174,17 +613,42 @@ impl<'a> Rotator<'a> {
         ));
     }
 
-    /// Whether the resource is, on the API server, still at the version this reconcile
-    /// decided on. A rotation starts only then: a copy from the watch may not show a rotation
-    /// another actor has run meanwhile, and would start a second one for the same request.
+    /// Whether the resource, read from the API server, still says what this reconcile
+    /// decided on: at the same version, or moved only in its metadata (a label, another
+    /// annotation; the same status, generation and rotate request, not deleted), when the
+    /// decision stands at the version read. A rotation is started, adopted or withdrawn only
+    /// then, asked once its state Secret exists (no other rotation can start after that): a
+    /// copy from the watch, or one read before, may not show a rotation another actor has run
+    /// meanwhile, and would start a second one for the same request, from a password that
+    /// rotation retired.
     async fn still_current(&mut self) -> Result<bool> {
-        if self.read {
+        match self.finalized().await {
+            // Refused because the resource moved: it is added again before the target changes.
+            Err(refused) if refused.kind() == "conflict" => {}
+            added => added?,
+        }
+        let Some(current) = self.ctx.kubernetes.current(&self.rotation).await? else {
+            return Ok(false);
+        };
+        if current.resource_version() == self.version {
             return Ok(true);
         }
-        self.finalized().await?;
-        let api: Api<PasswordRotation> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let current = api.get_opt(&self.rotation.name_any()).await?;
-        Ok(current.and_then(|r| r.resource_version()) == self.version)
+        let unchanged = current.metadata.deletion_timestamp.is_none()
+            && current.metadata.generation == self.rotation.metadata.generation
+            && current.status == self.rotation.status
+            && current
+                .annotations()
+                .get(ROTATE_REQUESTED_ANNOTATION)
+                .map(String::as_str)
+                == self.rotate_annotation();
+        if unchanged {
+            self.version = current.resource_version();
+            self.ctx
+                .freshness
+                .read(&ObjectRef::from_obj(&current), self.version.as_deref());
+            self.rotation = Arc::new(current);
+        }
+        Ok(unchanged)
     }
 
     /// The finalizer in place, for a change to the target.
@@ -1348,278 +812,8 @@ impl<'a> Rotator<'a> {
         Ok(Action::requeue(Duration::from_secs(60)))
     }
 
-    /// Stops the process at a named point, for tests that prove what a crash there leaves:
-    /// `after-step-<Step>` right after a step is recorded, and the points named below.
-    /// `--fail-point NAME` aborts the process there; `NAME:stop` stops it (SIGSTOP) until a
-    /// test continues it, as a paused process that still believes what it read.
     fn fail_point(&self, name: &str) {
-        let Some(point) = self.ctx.settings.fail_point.as_deref() else {
-            return;
-        };
-        if point == name {
-            tracing::error!(point = name, "fail point reached; aborting");
-            std::process::abort();
-        }
-        if point.strip_suffix(":stop") == Some(name) {
-            tracing::error!(point = name, "fail point reached; stopping");
-            // SAFETY: raise has no preconditions; the process resumes here on SIGCONT.
-            unsafe { libc::raise(libc::SIGSTOP) };
-        }
-    }
-
-    /// The oldest other resource that rotates the same user or database of the same cluster.
-    fn conflict(&self) -> Option<String> {
-        let mine = self.ctx.target_keys(&self.rotation);
-        self.competitor(&mine, false)
-    }
-
-    /// The oldest other resource on `mine` that came first, or, when `busy` counts, that is
-    /// rotating it right now.
-    fn competitor(&self, mine: &[PasswordList], busy: bool) -> Option<String> {
-        let uid = self.rotation.uid();
-        let targets = &self.ctx.target_index;
-        let basis = targets.basis();
-        let lists_of = |other: &PasswordRotation| {
-            targets
-                .resolve(other)
-                .map(|spec| keys_of(other, &spec, targets))
-                .unwrap_or_default()
-        };
-        self.ctx
-            .watched
-            .iter()
-            .flat_map(|w| {
-                w.index
-                    .sharing(mine, basis, &w.store, lists_of)
-                    .into_iter()
-                    .filter_map(|key| w.store.get(&key))
-            })
-            .filter(|other| other.uid() != uid)
-            // Each other resource is resolved once: for its key, and whether its spec is valid.
-            // One refused for its spec holds none back, unless it is rotating now: its plan
-            // is pinned, and a spec edited mid-rotation must not free the password list.
-            .filter(|other| {
-                let Ok(spec) = self.ctx.target_index.resolve(other) else {
-                    return false;
-                };
-                keys_of(other, &spec, &self.ctx.target_index)
-                    .iter()
-                    .any(|key| mine.contains(key))
-                    && ((busy && rotating(other))
-                        || (precedes(other, &self.rotation)
-                            && validate(&spec, &other.namespace().unwrap_or_default()).is_ok()))
-            })
-            .min_by_key(|other| order_key(other))
-            .map(|other| qualified_name(&other))
-    }
-
-    /// Takes each of `mine` for this resource's rotation, unless another resource took one
-    /// moments ago (before its status could show it).
-    fn claim(&self, mine: Vec<PasswordList>, now: Timestamp) -> Option<String> {
-        let me = ObjectRef::from_obj(&*self.rotation);
-        let mut claims = self.ctx.claims.lock().expect("not poisoned");
-        let taken = mine.iter().find_map(|key| {
-            claims
-                .get(key)
-                .filter(|(holder, at)| *holder != me && now < *at + UNTIL_STATUS_SHOWS)
-        });
-        if let Some((holder, _)) = taken {
-            return Some(format!(
-                "{}/{}",
-                holder.namespace.as_deref().unwrap_or_default(),
-                holder.name
-            ));
-        }
-        for key in mine {
-            claims.insert(key, (me.clone(), now));
-        }
-        None
-    }
-
-    /// The target's section of the (pinned) spec; validated before any use.
-    fn target_spec(&self) -> &dyn TargetSpec {
-        self.spec.target.selected().expect("validated")
-    }
-
-    /// What the target's system says it is called, asked once per address.
-    async fn cluster_identity(&self, target: &dyn PasswordTarget) -> Result<String, CallFailure> {
-        let selected = self.target_spec();
-        let key = (selected.vendor(), selected.address());
-        if let Some(known) = self.ctx.identities.lock().expect("not poisoned").get(&key) {
-            return Ok(known.clone());
-        }
-        let identity = target.identity().await?;
-        self.ctx
-            .identities
-            .lock()
-            .expect("not poisoned")
-            .insert(key, identity.clone());
-        Ok(identity)
-    }
-
-    /// The target, from the Secrets read beside the first reads if they were, else read now.
-    async fn connected_target(&mut self) -> Result<Box<dyn PasswordTarget>> {
-        match self.prefetched_target_secrets.take() {
-            Some(secrets) => secrets.and_then(|secrets| self.connect_target(&secrets)),
-            None => self.target().await,
-        }
-    }
-
-    /// Builds the target into `slot` once per reconcile; the action to return instead when a
-    /// Secret it needs is missing or does not allow this resource.
-    async fn load_target(
-        &mut self,
-        slot: &mut Option<Box<dyn PasswordTarget>>,
-    ) -> Result<Option<Action>> {
-        if slot.is_some() {
-            return Ok(None);
-        }
-        match self.connected_target().await {
-            Ok(target) => {
-                *slot = Some(target);
-                Ok(None)
-            }
-            // Watched Secrets trigger a new reconcile when they change.
-            Err(Error::Secret { name, problem }) => {
-                let message = format!("Secret {name} {problem}");
-                self.report_not_ready(Reason::SecretMissing, &message)
-                    .await?;
-                Ok(Some(Action::await_change()))
-            }
-            Err(Error::Target {
-                reason: reason @ Reason::TargetNotAllowed,
-                detail,
-            }) => {
-                self.report_not_ready(reason, &detail).await?;
-                Ok(Some(Action::await_change()))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A call that did not get through: Blocked for a person to act, or retried with backoff.
-    async fn stop(
-        &mut self,
-        outcome: CallOutcome,
-        target: &dyn PasswordTarget,
-        now: Timestamp,
-    ) -> Result<Action> {
-        match outcome {
-            CallOutcome::Block { reason, message } => {
-                self.block(reason, message, target, now).await
-            }
-            CallOutcome::Retry { reason, detail } => {
-                self.event(EventType::Warning, reason, "Retry", &detail)
-                    .await;
-                Err(Error::Target { reason, detail })
-            }
-            CallOutcome::Done => unreachable!("only a failed call stops"),
-        }
-    }
-
-    /// The Secrets the target reads, as they are now.
-    async fn target_secrets(&self) -> Result<BTreeMap<String, Secret>> {
-        let used = self.target_spec().secrets();
-        let found =
-            futures::future::try_join_all(used.iter().map(|u| self.target_secret(&u.name))).await?;
-        let mut read = BTreeMap::new();
-        for (used, found) in used.into_iter().zip(found) {
-            let secret = found.ok_or_else(|| Error::Secret {
-                name: used.name.clone(),
-                problem: format!(
-                    "not found in namespace {} ({} of the target)",
-                    self.spec.secrets_namespace, used.field
-                ),
-            })?;
-            read.insert(used.name, secret);
-        }
-        Ok(read)
-    }
-
-    /// One of the target's Secrets: as last read while the watch shows it unchanged.
-    async fn target_secret(&self, name: &str) -> Result<Option<Secret>> {
-        self.ctx
-            .target_secret(&self.spec.secrets_namespace, name)
-            .await
-    }
-
-    /// The fingerprint of the target's Secrets now; `None` while one is missing or not allowed.
-    async fn credentials_fingerprint(&self) -> Result<Option<String>> {
-        match self.target_secrets().await {
-            Ok(secrets) => Ok(Some(credentials_fingerprint(&secrets))),
-            Err(Error::Secret { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn target(&self) -> Result<Box<dyn PasswordTarget>> {
-        self.connect_target(&self.target_secrets().await?)
-    }
-
-    fn connect_target(
-        &self,
-        secrets: &BTreeMap<String, Secret>,
-    ) -> Result<Box<dyn PasswordTarget>> {
-        not_its_own_admin(self.target_spec(), secrets)?;
-        let credentials = credentials_fingerprint(secrets);
-        let remembered = |account: &str| self.remembered_refusal(account);
-        let system = self.ctx.target_index.identity_of(&self.rotation);
-        self.ctx.connect_target(
-            self.target_spec(),
-            Connect {
-                secrets,
-                credentials: &credentials,
-                secrets_namespace: &self.spec.secrets_namespace,
-                lockout: self.spec.lockout.as_ref(),
-                shared: &self.ctx.targets,
-                settings: &self.ctx.target_settings,
-                resource: format!("{}/{}", self.namespace, self.rotation.name_any()),
-                observer: self.ctx.metrics.clone(),
-                remembered: &remembered,
-                system: system.as_deref(),
-            },
-        )
-    }
-
-    /// The latest refusal of `account` that the target's status or a Blocked resource
-    /// recorded, for a budget that this process has not seen used yet (after a restart or a
-    /// failover).
-    fn remembered_refusal(&self, account: &str) -> Option<Refusal> {
-        let on_target = self
-            .ctx
-            .target_index
-            .status_of(&self.rotation)
-            .and_then(|status| crate::target_status::remembered(&status, account));
-        self.ctx
-            .watched
-            .iter()
-            .flat_map(|w| {
-                w.index
-                    .blocked()
-                    .into_iter()
-                    .filter_map(|key| w.store.get(&key))
-            })
-            .filter_map(|other| {
-                let status = other.status.as_ref()?;
-                if status.phase != Some(Phase::Blocked)
-                    || status.blocked_account.as_deref() != Some(account)
-                {
-                    return None;
-                }
-                // The target's own lockout is unknown here: hold for the longest retry.
-                Some(Refusal {
-                    hold: crate::rotation::BLOCKED_RETRY,
-                    at: status.blocked_time.as_ref()?.0,
-                    credentials: status.blocked_credentials_hash.clone()?,
-                    by: format!(
-                        "{}/{}",
-                        other.namespace().unwrap_or_default(),
-                        other.name_any()
-                    ),
-                })
-            })
-            .chain(on_target)
-            .max_by_key(|refusal| refusal.at)
+        self.ctx.settings.fail_point(name);
     }
 
     /// The accounts of the old and the new password, from the user name the workload
@@ -1657,6 +851,7 @@ impl<'a> Rotator<'a> {
                 .then(|| generate_os(&policy)),
             shard: self.ctx.settings.shard.clone(),
             workload_version,
+            follows: Some(self.status.rotation_id.clone().unwrap_or_default()),
             owner: self.rotation.uid(),
             uid: None,
         };
@@ -1721,9 +916,17 @@ impl<'a> Rotator<'a> {
                 if !replay {
                     let status = self.after(Outcome::Stepped(Step::Replacing), Timestamp::now());
                     self.write_status(status).await?;
+                    self.fail_point("before-replace");
                 }
-                let outcome = on_replace(target.replace(&change(state, previous)).await, *replay);
+                let change = change(state, previous);
+                let result = target.replace(&change).await;
                 self.fail_point("after-replace");
+                let pending_accepted =
+                    match accepted_after_a_refusal(target, &result, *replay, &change).await {
+                        Ok(accepted) => accepted,
+                        Err(failure) => return Ok(on_failure(failure)),
+                    };
+                let outcome = on_replace(result, *replay, pending_accepted);
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
                 }
@@ -1739,15 +942,11 @@ impl<'a> Rotator<'a> {
                 }
                 let change = change(state, previous);
                 let result = target.retire(&change).await;
-                let pending_accepted = match &result {
-                    Err(CallFailure::PasswordRejected) if !replay => {
-                        match target.accepts_pending(&change).await {
-                            Ok(accepted) => accepted,
-                            Err(failure) => return Ok(on_failure(failure)),
-                        }
-                    }
-                    _ => None,
-                };
+                let pending_accepted =
+                    match accepted_after_a_refusal(target, &result, *replay, &change).await {
+                        Ok(accepted) => accepted,
+                        Err(failure) => return Ok(on_failure(failure)),
+                    };
                 let outcome = on_retire(result, *replay, pending_accepted);
                 if outcome == CallOutcome::Done {
                     self.status.persistence = target.persistence();
@@ -1756,23 +955,6 @@ impl<'a> Rotator<'a> {
             }
             _ => unreachable!("only calls reach here"),
         })
-    }
-
-    /// Records the step a done effect leads to. Its replay is safe, so it is written with
-    /// the next status write: before an effect that must not be repeated, or at the end of
-    /// the reconcile.
-    fn advance(&mut self, decision: &Decision, now: Timestamp) {
-        let step = step_after(decision).expect("a step follows every effect");
-        self.record_step_time(step, now);
-        self.record(self.after(Outcome::Stepped(step), now));
-        self.fail_point(&format!("after-step-{}", step.as_str()));
-        // Backoff counts failures in a row: progress starts it again from its shortest wait.
-        self.ctx
-            .failures
-            .lock()
-            .expect("not poisoned")
-            .remove(&ObjectRef::from_obj(&*self.rotation));
-        info!(step = step.as_str(), "rotation step done");
     }
 
     /// Ends the rotation, deleting its state Secret (named, and as read: none when none was
@@ -1823,49 +1005,6 @@ impl<'a> Rotator<'a> {
         )
         .await;
         Ok(next_rotation)
-    }
-
-    async fn idle(&mut self, next_rotation: Option<Timestamp>, now: Timestamp) -> Result<Action> {
-        let status = self.after(Outcome::Idle { next_rotation }, now);
-        self.write_status_if_changed(status).await?;
-        Ok(wait_for_next(next_rotation, now))
-    }
-
-    async fn block(
-        &mut self,
-        reason: Reason,
-        message: String,
-        target: &dyn PasswordTarget,
-        now: Timestamp,
-    ) -> Result<Action> {
-        let budget = target.budget();
-        let status = self.after(
-            Outcome::Blocked {
-                reason,
-                message: &message,
-                credentials: &budget.credentials,
-                account: &budget.account_key,
-            },
-            now,
-        );
-        self.write_status(status).await?;
-        warn!(reason = reason.as_str(), "blocked");
-        self.ctx.metrics.rotation_finished("blocked", None);
-        self.event(EventType::Warning, reason, "Rotate", &message)
-            .await;
-        Ok(requeue_at(now + crate::rotation::BLOCKED_RETRY, now))
-    }
-
-    async fn report_unresolved(&mut self, unresolved: Unresolved) -> Result<Action> {
-        self.report_not_ready(unresolved.reason, &unresolved.message)
-            .await?;
-        Ok(Action::await_change())
-    }
-
-    async fn report_invalid(&mut self, invalid: InvalidField) -> Result<Action> {
-        let message = format!("{}: {}", invalid.field, invalid.message);
-        self.report_not_ready(Reason::InvalidSpec, &message).await?;
-        Ok(Action::await_change())
     }
 
     /// Degraded for the rollout, once per reason: both passwords stay valid meanwhile.
@@ -1927,164 +1066,6 @@ impl<'a> Rotator<'a> {
         Ok(Action::requeue(PERSIST_AGAIN_EVERY))
     }
 
-    async fn report_rollout_trouble(
-        &mut self,
-        trouble: RolloutTrouble,
-        pending: &[String],
-        now: Timestamp,
-    ) -> Result<()> {
-        let (reason, message) = match trouble {
-            RolloutTrouble::TimedOut => (
-                Reason::RolloutTimeout,
-                format!(
-                    "rollout not finished within spec.rollout.timeout: {}; both passwords stay valid",
-                    pending.join(", ")
-                ),
-            ),
-            RolloutTrouble::CannotComplete => (
-                Reason::RolloutCannotComplete,
-                format!(
-                    "the rollout cannot finish by itself: {}; both passwords stay valid until it does",
-                    pending.join(", ")
-                ),
-            ),
-        };
-        if has_condition_reason(&self.status, "Degraded", "True", reason) {
-            return Ok(());
-        }
-        let outcome = Outcome::RolloutStuck {
-            reason,
-            message: &message,
-        };
-        let status = self.after(outcome, now);
-        self.write_status(status).await?;
-        self.event(EventType::Warning, reason, "Rollout", &message)
-            .await;
-        Ok(())
-    }
-
-    async fn report_conflict(&mut self, with: String) -> Result<Action> {
-        let message = format!(
-            "{} of this cluster: PasswordRotation {with} rotates it already (the oldest \
-             resource on a user, database or account wins); this one does nothing",
-            self.target_spec().object()
-        );
-        self.report_not_ready(Reason::Conflict, &message).await?;
-        // The other resource's deletion does not trigger this one: look again now and then.
-        Ok(Action::requeue(Duration::from_secs(60)))
-    }
-
-    /// A rotation in flight belongs to the shard whose operator staged it, as its state
-    /// Secret's label says, whatever its target's label says now: the operator of any other
-    /// shard reports so and stops here (with an error, so that it looks again with backoff
-    /// and sees a hand-over of the state Secret).
-    async fn leave_to_its_shard(&mut self, state: Option<&RotationState>) -> Result<()> {
-        let Some(state) = state else {
-            return Ok(());
-        };
-        let mine = self.ctx.settings.shard.as_deref();
-        if state.shard.as_deref() == mine {
-            self.record(self.after(Outcome::ShardReturned, Timestamp::now()));
-            return Ok(());
-        }
-        let message = shard::moved_message(
-            &state.rotation_id,
-            state.shard.as_deref(),
-            mine,
-            (
-                &self.namespace,
-                &self.rotation.spec.target.reference,
-                &secrets::state_secret_name(&self.rotation),
-            ),
-        );
-        self.report_not_ready(Reason::ShardMoved, &message).await?;
-        Err(Error::ShardMoved(message))
-    }
-
-    /// Ready=False with a Warning event, both only when they change: nothing is written
-    /// while the reason stays the same.
-    async fn report_not_ready(&mut self, reason: Reason, message: &str) -> Result<()> {
-        let status = self.after(Outcome::NotReady { reason, message }, Timestamp::now());
-        if self.write_status_if_changed(status).await? {
-            self.event(EventType::Warning, reason, "Validate", message)
-                .await;
-        }
-        Ok(())
-    }
-
-    /// Records `status` and writes it, unless the resource holds it already; true when written.
-    async fn write_status_if_changed(&mut self, status: PasswordRotationStatus) -> Result<bool> {
-        self.record(status);
-        self.checkpoint().await
-    }
-
-    /// Records `status` and writes it now: before an effect whose replay is not safe.
-    async fn write_status(&mut self, status: PasswordRotationStatus) -> Result<()> {
-        self.record(status);
-        self.checkpoint().await.map(drop)
-    }
-
-    /// Records `status` as this reconcile's view, to be written with the next write.
-    fn record(&mut self, status: PasswordRotationStatus) {
-        self.status = status;
-        self.export_status();
-    }
-
-    /// Writes the status this reconcile recorded, when the resource does not hold it yet;
-    /// true when written.
-    async fn checkpoint(&mut self) -> Result<bool> {
-        let mut status = self.status.clone();
-        status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
-        if self.ctx.target_index.shard_of(&self.rotation) == self.ctx.settings.shard {
-            status.shard.clone_from(&self.ctx.settings.shard);
-        }
-        if status == self.written {
-            return Ok(false);
-        }
-        self.finalized().await?;
-        let version = self
-            .ctx
-            .kubernetes
-            .write_status(&self.rotation, self.version.as_deref(), &status)
-            .await?;
-        let key = ObjectRef::from_obj(&*self.rotation);
-        self.ctx.freshness.saw(&key, version.as_deref());
-        self.version = version;
-        self.written = status.clone();
-        self.record(status);
-        if self.no_state_secret && self.settled() {
-            let version = self.version.as_deref();
-            self.ctx.freshness.settled_at(&key, version);
-        }
-        Ok(true)
-    }
-
-    /// The status after `outcome`, from the status as this reconcile knows it.
-    fn after(&self, outcome: Outcome<'_>, now: Timestamp) -> PasswordRotationStatus {
-        status::after(
-            &self.status,
-            outcome,
-            self.rotation.metadata.generation,
-            now,
-        )
-    }
-
-    /// The per-resource gauges (phase, conditions, last and next rotation) from the status:
-    /// called with the status as read and after every write, so no path is missed.
-    fn export_status(&self) {
-        let name = self.rotation.name_any();
-        if self.rotation.metadata.deletion_timestamp.is_some() {
-            self.ctx.metrics.forget(&self.namespace, &name);
-        } else {
-            self.ctx.metrics.resource_status(
-                &self.namespace,
-                &name,
-                &NamedTarget::of(&self.rotation),
-                &self.status,
-            );
-        }
-    }
-
     /// Writes the new password into the workload Secret, in one write with its account's
     /// name where the target has accounts, the template keys rendered from them, and the old
     /// password under `previousPasswordKey` while it stays valid (not in Replace mode).
@@ -2137,29 +1118,6 @@ impl<'a> Rotator<'a> {
         }
         Ok(())
     }
-
-    fn record_step_time(&self, step: Step, now: Timestamp) {
-        if let Some(Time(previous)) = self.status.step_time {
-            self.ctx
-                .metrics
-                .step_reached(step.as_str(), now.duration_since(previous).unsigned_abs());
-        }
-    }
-
-    async fn event(&self, type_: EventType, reason: impl AsRef<str>, action: &str, note: &str) {
-        let reason = reason.as_ref();
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action.into(),
-            secondary: None,
-        };
-        self.ctx
-            .kubernetes
-            .publish_event(&self.rotation, event)
-            .await;
-    }
 }
 
 /// The rotation's passwords and accounts, as a target call takes them.
@@ -2174,6 +1132,21 @@ fn change<'a>(state: &'a RotationState, previous: &'a SecretString) -> Change<'a
 }
 
 /// Until the next scheduled rotation, or until something changes when none is scheduled.
+/// After a first try (a PUT, a DELETE) was refused the old password: whether the new
+/// password works, as another actor's replay of the same call would have left it; `None` when
+/// not asked.
+async fn accepted_after_a_refusal(
+    target: &dyn PasswordTarget,
+    result: &Result<(), CallFailure>,
+    replay: bool,
+    change: &Change<'_>,
+) -> Result<Option<bool>, CallFailure> {
+    match result {
+        Err(CallFailure::PasswordRejected) if !replay => target.accepts_pending(change).await,
+        _ => Ok(None),
+    }
+}
+
 fn wait_for_next(next_rotation: Option<Timestamp>, now: Timestamp) -> Action {
     match next_rotation {
         Some(next) => requeue_at(next, now),

@@ -48,6 +48,12 @@ pub trait Kubernetes: Send + Sync {
         uid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// The resource as the API server has it now; `None` once it is gone.
+    fn current<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+    ) -> BoxFuture<'a, Result<Option<PasswordRotation>>>;
+
     /// Server-side apply of the resource's status, by this operator, only while the resource
     /// is at `version` (a conflict otherwise: another actor moved it); the resource's
     /// resourceVersion after it.
@@ -217,6 +223,17 @@ impl Kubernetes for ApiServer {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+
+    fn current<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+    ) -> BoxFuture<'a, Result<Option<PasswordRotation>>> {
+        let api: Api<PasswordRotation> = Api::namespaced(
+            self.client.clone(),
+            &rotation.namespace().unwrap_or_default(),
+        );
+        Box::pin(async move { Ok(api.get_opt(&rotation.name_any()).await?) })
     }
 
     fn write_status<'a>(

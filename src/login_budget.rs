@@ -177,6 +177,26 @@ impl AdminAccount {
         }
     }
 
+    /// A refusal another process recorded (in the target's status): held from now on, unless
+    /// this process holds a newer one or saw those credentials accepted itself (its own next
+    /// call finds out). The same refusal learned again changes nothing.
+    fn learn(&self, refusal: Refusal) {
+        let accepted = self.accepted.lock().expect("not poisoned");
+        if accepted.as_deref() == Some(refusal.credentials.as_str()) {
+            return;
+        }
+        let newer = self
+            .refusal
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .is_none_or(|held| held.refusal.at < refusal.at);
+        drop(accepted);
+        if newer {
+            self.refused(refusal);
+        }
+    }
+
     /// A login with `credentials` worked.
     pub fn accepted(&self, credentials: &str) {
         self.failures.store(0, Ordering::Relaxed);
@@ -198,9 +218,9 @@ pub struct LoginBudgets {
 }
 
 impl LoginBudgets {
-    /// The account's budget. A new entry (after a restart) is seeded by `remembered`: what
-    /// the target's status and resources Blocked on this account recorded, unless it is
-    /// history by `now`.
+    /// The account's budget, which learns from `remembered` (what the target's status and
+    /// resources Blocked on this account recorded, unless it is history by `now`): after a
+    /// restart, and a refusal another process recorded since.
     pub fn account(
         &self,
         key: &str,
@@ -208,17 +228,17 @@ impl LoginBudgets {
         now: Timestamp,
         remembered: impl FnOnce() -> Option<Refusal>,
     ) -> Arc<AdminAccount> {
-        let mut accounts = self.accounts.lock().expect("not poisoned");
-        accounts
+        let account = self
+            .accounts
+            .lock()
+            .expect("not poisoned")
             .entry(key.to_owned())
-            .or_insert_with(|| {
-                let account = AdminAccount::new(lockout);
-                if let Some(refusal) = remembered().filter(|r| !r.is_history(now)) {
-                    account.refused(refusal);
-                }
-                Arc::new(account)
-            })
-            .clone()
+            .or_insert_with(|| Arc::new(AdminAccount::new(lockout)))
+            .clone();
+        if let Some(refusal) = remembered().filter(|r| !r.is_history(now)) {
+            account.learn(refusal);
+        }
+        account
     }
 }
 
@@ -278,9 +298,7 @@ mod tests {
         account.refused(refusal(wall, "h1"));
         let learned = Instant::now();
         let now = later(wall, learned, Duration::ZERO);
-        let same = budgets.account("k", REDIS_SOFTWARE, wall, || {
-            panic!("an existing entry is not seeded again")
-        });
+        let same = budgets.account("k", REDIS_SOFTWARE, wall, || None);
         let thirty_minutes = later(wall, learned, Duration::from_secs(30 * 60));
         assert!(same.refusal_against("h1", thirty_minutes).is_some());
         assert!(
@@ -364,6 +382,29 @@ mod tests {
         assert!(
             account.refusal_against("h1", Clocks::at(now)).is_some(),
             "an older refusal never replaces a newer one"
+        );
+    }
+
+    #[test]
+    fn an_account_in_use_learns_a_refusal_another_process_recorded() {
+        let now: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let budgets = LoginBudgets::default();
+        let account = budgets.account("k", REDIS_SOFTWARE, now, || None);
+        account.accepted("h0");
+        budgets.account("k", REDIS_SOFTWARE, now, || Some(refusal(now, "h1")));
+        assert!(account.refusal_against("h1", Clocks::at(now)).is_some());
+        assert_eq!(account.state(Clocks::at(now)).0, 1);
+        budgets.account("k", REDIS_SOFTWARE, now, || Some(refusal(now, "h1")));
+        assert_eq!(
+            account.state(Clocks::at(now)).0,
+            1,
+            "the same refusal learned again is not another failed login"
+        );
+        let later = now + Duration::from_secs(1);
+        budgets.account("k", REDIS_SOFTWARE, later, || Some(refusal(later, "h0")));
+        assert!(
+            account.refusal_against("h0", Clocks::at(later)).is_none(),
+            "credentials this process saw accepted find out for themselves"
         );
     }
 

@@ -308,7 +308,7 @@ pub enum WorkloadKind {
     DaemonSet,
 }
 
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Add the new password beside the old one; delete the old one after the rollout.
     #[default]

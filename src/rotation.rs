@@ -26,6 +26,9 @@ pub struct StateSummary {
     /// The state Secret is owned by this resource (and not kept by the deletion of an
     /// earlier one of the same name).
     pub owned: bool,
+    /// The rotation status named when this one was staged ("" for none); `None` in a state
+    /// Secret staged before this was recorded.
+    pub follows: Option<String>,
 }
 
 /// What the workload Secret holds under its password key, compared with the state Secret.
@@ -122,6 +125,11 @@ pub enum Decision {
     Restage,
     /// The state Secret exists but status does not know it (a crash right after staging).
     Adopt { rotation_id: String },
+    /// The state Secret was staged from a copy of the resource that another rotation had
+    /// already overtaken: nothing was added from it (an add follows only a read of the
+    /// resource, after the state Secret exists, that still names the rotation it follows),
+    /// so it is deleted.
+    Withdraw,
     /// Add the new password beside the old one (POST).
     Add,
     /// Replace every password with the new one (PUT), `mode: Replace`; `replay` when a PUT
@@ -190,6 +198,12 @@ pub fn decide(obs: &Observation<'_>, valid: &ValidSpec) -> Decision {
     let blocked = status.phase == Some(Phase::Blocked);
     match (status.step, obs.state) {
         (_, Some(state)) if status.rotation_id.as_deref() != Some(&state.rotation_id) => {
+            let overtaken = state.follows.as_deref().is_some_and(|follows| {
+                status.rotation_id.as_deref().unwrap_or_default() != follows
+            });
+            if overtaken {
+                return Decision::Withdraw;
+            }
             Decision::Adopt {
                 rotation_id: state.rotation_id.clone(),
             }
@@ -516,11 +530,21 @@ pub fn on_add(result: Result<(), CallFailure>) -> CallOutcome {
     }
 }
 
-/// The meaning of a replace (PUT) result. On a replay a refused old password means the
-/// earlier PUT landed: the new password is the only one now. The PUT is never sent again.
-pub fn on_replace(result: Result<(), CallFailure>, replay: bool) -> CallOutcome {
+/// The meaning of a replace (PUT) result, where a refused old password on a first try was
+/// followed by asking whether the new one works (`pending_accepted`). On a replay a refused
+/// old password means the earlier PUT landed: the new password is the only one now. The
+/// first try's `Replacing` was written with a precondition, but another operator that reads
+/// it replays the PUT at once and may land first: the old password gone and the new one
+/// working is that replay, done. The PUT is never sent again.
+pub fn on_replace(
+    result: Result<(), CallFailure>,
+    replay: bool,
+    pending_accepted: Option<bool>,
+) -> CallOutcome {
     match result {
-        Err(CallFailure::PasswordRejected) if replay => CallOutcome::Done,
+        Err(CallFailure::PasswordRejected) if replay || pending_accepted == Some(true) => {
+            CallOutcome::Done
+        }
         other => on_add(other),
     }
 }
@@ -691,6 +715,7 @@ mod tests {
                 has_previous: true,
                 rolled_back: false,
                 owned: true,
+                follows: Some(String::new()),
             });
             self
         }
@@ -1039,18 +1064,42 @@ mod tests {
     #[test]
     fn a_staged_state_unknown_to_status_is_adopted() {
         let mut case = Case::new(spec(json!({"rotationRequest": "t"}))).observed();
+        let adopt = Decision::Adopt {
+            rotation_id: "r9".into(),
+        };
+        // Staged after no rotation, and before `follows` was recorded.
+        for follows in [Some(String::new()), None] {
+            case.state = Some(StateSummary {
+                rotation_id: "r9".into(),
+                has_previous: true,
+                rolled_back: false,
+                owned: true,
+                follows,
+            });
+            assert_eq!(case.decide(), adopt);
+        }
+        case.status.rotation_id = Some("r8".into());
+        case.state.as_mut().expect("staged").follows = Some("r8".into());
+        assert_eq!(case.decide(), adopt);
+    }
+
+    #[test]
+    fn a_state_staged_before_another_rotation_was_recorded_is_withdrawn() {
+        let mut case = Case::new(spec(json!({"rotationRequest": "t"}))).observed();
+        case.status.rotation_id = Some("r8".into());
         case.state = Some(StateSummary {
             rotation_id: "r9".into(),
             has_previous: true,
             rolled_back: false,
             owned: true,
+            follows: Some("r7".into()),
         });
-        assert_eq!(
-            case.decide(),
-            Decision::Adopt {
-                rotation_id: "r9".into()
-            }
-        );
+        assert_eq!(case.decide(), Decision::Withdraw);
+        case.state.as_mut().expect("staged").follows = Some(String::new());
+        assert_eq!(case.decide(), Decision::Withdraw);
+        // Once its own rotation is recorded, it is stepped on as any other.
+        case.status.rotation_id = Some("r9".into());
+        assert_ne!(case.decide(), Decision::Withdraw);
     }
 
     #[test]
@@ -1071,6 +1120,7 @@ mod tests {
             has_previous: true,
             rolled_back: false,
             owned: false,
+            follows: None,
         });
         assert_eq!(case.decide(), Decision::StateNotOwned);
         for step in [Step::Staged, Step::Published, Step::Retired] {
@@ -1338,15 +1388,22 @@ mod tests {
     #[test]
     fn a_replayed_put_whose_old_password_is_refused_landed() {
         assert_eq!(
-            on_replace(Err(CallFailure::PasswordRejected), true),
+            on_replace(Err(CallFailure::PasswordRejected), true, None),
             CallOutcome::Done
         );
-        assert!(matches!(
-            on_replace(Err(CallFailure::PasswordRejected), false),
-            CallOutcome::Block {
-                reason: Reason::OldPasswordRejected,
-                ..
-            }
-        ));
+        assert_eq!(
+            on_replace(Err(CallFailure::PasswordRejected), false, Some(true)),
+            CallOutcome::Done,
+            "another actor's replay landed first"
+        );
+        for accepted in [Some(false), None] {
+            assert!(matches!(
+                on_replace(Err(CallFailure::PasswordRejected), false, accepted),
+                CallOutcome::Block {
+                    reason: Reason::OldPasswordRejected,
+                    ..
+                }
+            ));
+        }
     }
 }

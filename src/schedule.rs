@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use crate::resource::Weekday;
 
 /// Why a rotation started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Trigger {
     Schedule,
     RotationRequest,

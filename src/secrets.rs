@@ -35,6 +35,7 @@ const PREVIOUS_ACCOUNT: &str = "previousAccount";
 const PENDING_ACCOUNT: &str = "pendingAccount";
 const RETIREMENT: &str = "retirement";
 const WORKLOAD_VERSION: &str = "workloadSecretVersion";
+const FOLLOWS: &str = "follows";
 
 /// The passwords of a rotation in flight, and its plan. Debug shows no password.
 #[derive(Debug)]
@@ -56,6 +57,10 @@ pub struct RotationState {
     /// still has it, nothing was published into it. Absent in state Secrets of earlier
     /// versions, which recorded `Publishing` in status instead.
     pub workload_version: Option<String>,
+    /// The rotation the resource's status named when this one was staged ("" for none): a
+    /// status that names another since was written by a rotation that overtook this one.
+    /// Absent in state Secrets of earlier versions.
+    pub follows: Option<String>,
     /// The UID of the resource that owns the state Secret; `None` once a deletion orphaned it.
     pub owner: Option<String>,
     /// The state Secret's own UID: deleting it deletes no other of the same name, created
@@ -155,6 +160,7 @@ pub async fn read_state(api: &Secrets<'_>, name: &str) -> Result<Option<Rotation
         retirement: value(&secret, RETIREMENT),
         shard: shard::of(&secret).map(str::to_owned),
         workload_version: text_value(&secret, WORKLOAD_VERSION),
+        follows: text_value(&secret, FOLLOWS),
         uid: secret.metadata.uid.clone(),
         owner: secret
             .owner_references()
@@ -186,6 +192,7 @@ pub async fn create_state(
         (PREVIOUS_ACCOUNT, &state.previous_account),
         (PENDING_ACCOUNT, &state.pending_account),
         (WORKLOAD_VERSION, &state.workload_version),
+        (FOLLOWS, &state.follows),
     ] {
         if let Some(text) = text {
             data.insert(key.to_owned(), bytes(text));
@@ -338,6 +345,7 @@ mod tests {
             retirement: Some(SecretString::from("Retirement-Pass-1234")),
             shard: Some("a".into()),
             workload_version: Some("41".into()),
+            follows: Some("r0".into()),
             owner: Some("c0ffee".into()),
             uid: Some("beef".into()),
         };

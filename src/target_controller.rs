@@ -110,6 +110,12 @@ pub async fn run<K: TargetObject>(handle: ReflectHandle<K>, ctx: Arc<Context>) {
 }
 
 fn error_policy<K: TargetObject>(target: Arc<K>, error: &Error, _: Arc<Checks>) -> Action {
+    if error.kind() == "conflict" {
+        // Another process wrote the status since this copy: the watch brings its version,
+        // and the status is made again from it.
+        debug!(kind = %K::KIND, name = target.name_any(), "the target's status moved; again");
+        return Action::requeue(Duration::from_secs(1));
+    }
     warn!(
         kind = %K::KIND,
         namespace = target.namespace().unwrap_or_default(),
@@ -159,6 +165,7 @@ async fn reconcile<K: TargetObject>(target: Arc<K>, checks: Arc<Checks>) -> Resu
         &status,
     );
     if status != previous {
+        ctx.settings().fail_point("before-target-status");
         write_status(&*target, ctx, &status)
             .instrument(span)
             .await?;
@@ -281,6 +288,9 @@ async fn describe(probe: &dyn PasswordTarget) -> Check {
     }
 }
 
+/// Only at the version the status was made from: it carries the admin account's failed-login
+/// budget, and a copy read before another process recorded a refused login would write over
+/// that refusal, and the refused credentials be tried again.
 async fn write_status<K: TargetObject>(
     target: &K,
     ctx: &Context,
@@ -289,6 +299,7 @@ async fn write_status<K: TargetObject>(
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": {"resourceVersion": target.resource_version()},
         "status": status,
     });
     target

@@ -180,6 +180,18 @@ impl Kubernetes for FakeKubernetes {
         })
     }
 
+    fn current<'a>(
+        &'a self,
+        rotation: &'a PasswordRotation,
+    ) -> BoxFuture<'a, password_rotator::Result<Option<PasswordRotation>>> {
+        Box::pin(async move {
+            let mut current = rotation.clone();
+            current.metadata.resource_version = self.version();
+            current.status = self.status.lock().unwrap().clone().or(current.status);
+            Ok(Some(current))
+        })
+    }
+
     fn write_status<'a>(
         &'a self,
         _: &'a PasswordRotation,

@@ -546,6 +546,67 @@ async fn replace_mode_puts_once_and_survives_a_crash_at_each_end() -> Result<()>
     h.finish().await
 }
 
+/// Found by the protocol model (`tests/protocol_model.rs`, Replace mode, once its PUT names
+/// the old password as Redis Software's does): a process that wrote `Replacing` and paused
+/// before its PUT, while another read `Replacing` and replayed the PUT, found its own PUT
+/// refused (the old password it names is gone) and blocked the rotation
+/// `OldPasswordRejected`. As for the DELETE, a refused first PUT asks whether the new
+/// password works: then the replay landed, and it is done.
+#[tokio::test]
+async fn a_replace_whose_replay_lands_first_is_done_not_blocked() -> Result<()> {
+    let mut h = Harness::new("replace-race").await?;
+    let mut first = h.spawn_operator(&["--fail-point", "before-replace:stop"])?;
+    h.create_rotation(
+        NAME,
+        h.user_spec(json!({"mode": "Replace", "rotationRequest": "first"})),
+    )
+    .await?;
+    stopped_at(&first, "before-replace").await?;
+    // Another process reads `Replacing`, replays the PUT, and pauses before recording it.
+    let mut replaying = h.spawn_operator(&["--fail-point", "after-replace:stop"])?;
+    stopped_at(&replaying, "after-replace").await?;
+    let pending = h
+        .secret_value(&format!("{NAME}-rotation"), "pending")
+        .await?
+        .expect("staged");
+    assert!(h.redis.auth(USER, &pending).await?, "the replay landed");
+    continue_process(&first)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !h.operator_log(1).contains(
+        "operation=\"replace_user_password\" method=PUT path=\"/v1/users/password\" elapsed_ms",
+    ) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the first PUT was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for process in [&mut first, &mut replaying] {
+        process.start_kill()?;
+        process.wait().await?;
+    }
+    h.start_operator()?;
+    let rotation = h
+        .wait_for(NAME, ROTATION_TIMEOUT, "the rotation's end", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Some(Phase::Blocked)
+                    || (s.phase == Some(Phase::Idle) && s.last_rotation_time.is_some())
+            })
+        })
+        .await?;
+    let refused = h.notes_of("OldPasswordRejected").await?;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(
+        rotation.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Idle)
+    );
+    assert_only_password(&h, USER, &pending).await?;
+    h.assert_no_leak(&[pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
 /// Found by the protocol model (`tests/protocol_model.rs`, Replace mode): deleted after the
 /// PUT, the cleanup finishes the PUT and publishes, so the Secret holds the only password
 /// that works; the running pods hold the replaced one, so the cleanup restarts them too.

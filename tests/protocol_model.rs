@@ -9,7 +9,9 @@
 //! knew of versions), its watch delivers late or not at all (it decides on any older copy
 //! of the resource), two operators act at once, a person asks for rotations, something
 //! puts the old password back into the workload Secret while it is still valid, and later
-//! the new one again, and a person deletes the resource at any step: the finalizer's cleanup
+//! the new one again, a person sets `suspend` at any step and lifts it later or switches
+//! `mode` (the rotation in flight keeps the mode its plan pinned), and a person
+//! deletes the resource at any step: the finalizer's cleanup
 //! (the real `on_deletion` and `on_rollback`) runs, the finalizer goes, and the garbage
 //! collector takes the state Secret unless the cleanup orphaned it. The model found two
 //! faults there, each with a test on the real parts in `tests/rotation.rs`: an add, and a
@@ -21,7 +23,17 @@
 //! a fourth: a restart made just before a revert (and not recorded, the operator crashed)
 //! taken for the rollout of a later publish into the repaired Secret, so pods that started
 //! during the revert were locked out; a restart now names the Secret version it was for
-//! (`tests/production.rs` too). The resource carries the
+//! (`tests/production.rs` too). With two rotations it found two more: a process that paused
+//! before deleting the state Secret of a rotation it had finished deleted the next one's (a
+//! state Secret is now deleted by its UID); and a process that paused between deciding a
+//! rotation and staging it, while another ran that whole rotation, staged a
+//! second one for the same request from the password the first had retired; a rotation now
+//! begins on a read of the resource made after its state Secret exists, and a state Secret
+//! staged from an overtaken copy is withdrawn (`tests/rotation.rs`). In `Replace` mode the
+//! PUT names the old password, as a Redis Software user's does, and is refused once that is
+//! gone: a first PUT that lost the race to another operator's replay blocked the rotation
+//! `OldPasswordRejected`; it now asks whether the new password works, as a refused first
+//! DELETE does (`tests/production.rs`). The resource carries the
 //! finalizer from the start, as after any earlier rotation (adding it is a write with a
 //! precondition, which a deletion already fences).
 //!
@@ -40,6 +52,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
+use password_rotator::reason::Reason;
 use password_rotator::resource::{Mode, PasswordRotation, PasswordRotationStatus, Phase, Step};
 use password_rotator::rotation::{
     CallFailure, CallOutcome, Decision, Observation, OnDeletion, RolloutProgress, SecretHolds,
@@ -100,6 +113,13 @@ struct Resource {
     version: u32,
     /// How many rotations were asked for (`spec.rotationRequest`); each is a spec edit.
     requests: u8,
+    /// `spec.suspend`, set and lifted by a person at any step.
+    suspended: bool,
+    /// `spec.mode`, switched by a person at any step: the rotation in flight keeps the mode
+    /// it was staged with (its plan), the next one takes the new one.
+    mode: Mode,
+    /// `metadata.generation`: every spec edit moves it.
+    generation: i64,
     status: Status,
     /// A person deleted it: it waits for the finalizer's cleanup.
     deleting: bool,
@@ -115,6 +135,10 @@ struct StateSecret {
     previous: Password,
     /// The workload Secret's version when the rotation began from it.
     workload_version: u8,
+    /// The rotation status named when this one was staged.
+    follows: Option<u8>,
+    /// The mode its plan pinned.
+    mode: Mode,
     /// Kept beyond the resource: the garbage collector leaves it.
     orphaned: bool,
 }
@@ -124,6 +148,9 @@ struct StateSecret {
 enum Pc {
     /// Decide on what it holds, and make the decision's first effect.
     Decide,
+    /// Read the resource, the state Secret just created: the rotation begins if it is still
+    /// at the version the stage was decided on.
+    Begin { trigger: Trigger },
     /// `mode: Replace`: send the PUT that leaves the new password alone on the target (after
     /// writing `Replacing`, or as a replay).
     Put { replay: bool },
@@ -162,8 +189,9 @@ struct Run {
     /// The resourceVersion every write of this reconcile carries.
     version: u32,
     requests: u8,
-    /// The resource was read from the API server, not taken from the watch.
-    read: bool,
+    suspended: bool,
+    mode: Mode,
+    generation: i64,
     state: Option<StateSecret>,
     workload: Password,
     workload_version: u8,
@@ -221,6 +249,8 @@ struct World {
     crashes_left: u8,
     reverts_left: u8,
     deletes_left: u8,
+    suspends_left: u8,
+    switches_left: u8,
     /// What a revert took out of the workload Secret, to be put back.
     reverted: Option<Password>,
     /// A decision the model does not expect here (an invalid spec, a conflict).
@@ -239,6 +269,12 @@ enum Action {
     Sync(usize),
     /// A person asks for a rotation.
     Request,
+    /// A person sets `spec.suspend` ...
+    Suspend,
+    /// ... and lifts it.
+    Unsuspend,
+    /// A person switches `spec.mode`.
+    SwitchMode,
     /// Something puts the old password back into the workload Secret.
     Revert,
     /// ... and the new one again.
@@ -253,12 +289,11 @@ enum Action {
 
 struct Protocol {
     mode: Mode,
-    /// The resolved spec for each number of requests (`rotationRequest` "r1", "r2" ...).
-    specs: Vec<(RotationSpec, ValidSpec)>,
+    /// The resolved spec for each number of requests (`rotationRequest` "r1", "r2" ...),
+    /// unsuspended and suspended, in each mode.
+    specs: Vec<[[(RotationSpec, ValidSpec); 2]; 2]>,
     now: Timestamp,
-    crashes: u8,
-    reverts: u8,
-    deletes: u8,
+    bounds: Bounds,
     /// Whether a state completes once faults stop: a deterministic fair run from it.
     completes: Mutex<HashMap<u64, bool>>,
 }
@@ -273,8 +308,29 @@ fn hash_of(world: &World) -> u64 {
     hasher.finish()
 }
 
+/// How many of each fault and edit a run of the model allows.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bounds {
+    requests: u8,
+    crashes: u8,
+    reverts: u8,
+    deletes: u8,
+    suspends: u8,
+    switches: u8,
+}
+
+/// One rotation asked for, no faults.
+const ONE: Bounds = Bounds {
+    requests: 1,
+    crashes: 0,
+    reverts: 0,
+    deletes: 0,
+    suspends: 0,
+    switches: 0,
+};
+
 impl Protocol {
-    fn new(mode: Mode, requests: u8, crashes: u8, reverts: u8, deletes: u8) -> Self {
+    fn new(mode: Mode, bounds: Bounds) -> Self {
         let mut targets = Writer::<RotationTarget>::default();
         targets.apply_watcher_event(&watcher::Event::Apply(
             serde_json::from_value(json!({
@@ -290,39 +346,48 @@ impl Protocol {
             .expect("a target"),
         ));
         let index = TargetIndex::of(vec![targets.as_reader()]);
-        let specs = (0..=requests)
-            .map(|n| {
-                let rotation: PasswordRotation = serde_json::from_value(json!({
-                    "apiVersion": "rotator.dev/v1alpha2",
-                    "kind": "PasswordRotation",
-                    "metadata": {"name": NAME, "namespace": NS, "generation": 1 + i64::from(n)},
-                    "spec": {
-                        "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": "orders-app"},
-                        "secret": {"name": "orders-redis"},
-                        "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
-                        "rotationRequest": token(n),
-                        "mode": mode,
-                    },
-                }))
-                .expect("a resource");
-                let spec = index.resolve(&rotation).expect("its target resolves");
-                let valid = validate(&spec, NS).expect("a valid spec");
-                (spec, valid)
-            })
+        let resolved = |n: u8, suspend: bool, mode: Mode| {
+            let rotation: PasswordRotation = serde_json::from_value(json!({
+                "apiVersion": "rotator.dev/v1alpha2",
+                "kind": "PasswordRotation",
+                "metadata": {"name": NAME, "namespace": NS},
+                "spec": {
+                    "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": "orders-app"},
+                    "secret": {"name": "orders-redis"},
+                    "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
+                    "rotationRequest": token(n),
+                    "mode": mode,
+                    "suspend": suspend,
+                },
+            }))
+            .expect("a resource");
+            let spec = index.resolve(&rotation).expect("its target resolves");
+            let valid = validate(&spec, NS).expect("a valid spec");
+            (spec, valid)
+        };
+        let modes = |n: u8, suspend: bool| {
+            [
+                resolved(n, suspend, Mode::AddThenDelete),
+                resolved(n, suspend, Mode::Replace),
+            ]
+        };
+        let specs = (0..=bounds.requests)
+            .map(|n| [modes(n, false), modes(n, true)])
             .collect();
         Protocol {
             mode,
             specs,
             now: "2026-06-01T12:00:00Z".parse().expect("a time"),
-            crashes,
-            reverts,
-            deletes,
+            bounds,
             completes: Mutex::new(HashMap::new()),
         }
     }
 
-    fn requests(&self) -> u8 {
-        u8::try_from(self.specs.len() - 1).expect("few")
+    /// The spec a reconcile acts on: the mode pinned by the rotation in flight.
+    fn spec(&self, run: &Run) -> &(RotationSpec, ValidSpec) {
+        let mode = run.state.map_or(run.mode, |s| s.mode);
+        &self.specs[usize::from(run.requests)][usize::from(run.suspended)]
+            [usize::from(mode == Mode::Replace)]
     }
 
     fn initial(&self) -> World {
@@ -337,6 +402,9 @@ impl Protocol {
         let resource = Resource {
             version: 1,
             requests: 0,
+            suspended: false,
+            mode: self.mode,
+            generation: 1,
             status: Status::new(idle),
             deleting: false,
             gone: false,
@@ -361,18 +429,20 @@ impl Protocol {
             next_password: 1,
             next_rotation_id: 1,
             operators: [operator.clone(), operator],
-            crashes_left: self.crashes,
-            reverts_left: self.reverts,
-            deletes_left: self.deletes,
+            crashes_left: self.bounds.crashes,
+            reverts_left: self.bounds.reverts,
+            deletes_left: self.bounds.deletes,
+            suspends_left: self.bounds.suspends,
+            switches_left: self.bounds.switches,
             reverted: None,
             unexpected: None,
         }
     }
 
     /// The transitions no fault needs, in a fixed order: operators, their watches, the
-    /// Deployment, the person who undoes a revert, the garbage collector, and the next
-    /// rotation asked for.
-    fn fair_actions(&self, world: &World) -> [Option<Action>; 8] {
+    /// Deployment, the person who undoes a revert or lifts `suspend`, the garbage collector,
+    /// and the next rotation asked for.
+    fn fair_actions(&self, world: &World) -> [Option<Action>; 9] {
         // A resource gone from an operator's watch is not reconciled.
         let operator = |i: usize| match world.operators[i].run {
             None => (!world.operators[i].cache.gone).then_some(Action::Observe(i)),
@@ -381,7 +451,7 @@ impl Protocol {
         let sync =
             |i: usize| (world.operators[i].cache != world.resource).then_some(Action::Sync(i));
         let collect = world.resource.gone && world.state.is_some_and(|s| !s.orphaned);
-        let request = !world.resource.deleting && world.resource.requests < self.requests();
+        let request = !world.resource.deleting && world.resource.requests < self.bounds.requests;
         [
             operator(0),
             sync(0),
@@ -389,6 +459,7 @@ impl Protocol {
             sync(1),
             (!world.deployment.rolled_out).then_some(Action::RollOut),
             world.reverted.map(|_| Action::Restore),
+            (world.resource.suspended && !world.resource.deleting).then_some(Action::Unsuspend),
             collect.then_some(Action::Collect),
             request.then_some(Action::Request),
         ]
@@ -403,9 +474,10 @@ impl Protocol {
         }
         let status = &world.resource.status.status;
         world.state.is_none()
+            && !world.resource.suspended
             && status.phase == Some(Phase::Idle)
             && status.step.is_none()
-            && status.handled_rotation_request == token(self.requests())
+            && status.handled_rotation_request == token(self.bounds.requests)
             && world.reverted.is_none()
     }
 
@@ -417,6 +489,8 @@ impl Protocol {
         let mut world = world.clone();
         world.crashes_left = 0;
         world.reverts_left = 0;
+        world.suspends_left = 0;
+        world.switches_left = 0;
         let mut result = false;
         for turn in 0..400 {
             let key = hash_of(&world);
@@ -457,11 +531,11 @@ impl Protocol {
         let fresh = operator
             .known
             .is_none_or(|known| operator.cache.version >= known);
-        let (view, read) = if fresh {
-            (operator.cache.clone(), false)
+        let view = if fresh {
+            operator.cache.clone()
         } else {
             operator.known = Some(current.version);
-            (current, true)
+            current
         };
         if view.gone {
             // Read again and not found: it is not reconciled again (no event will come for
@@ -480,7 +554,9 @@ impl Protocol {
             written: view.status.clone(),
             version: view.version,
             requests: view.requests,
-            read,
+            suspended: view.suspended,
+            mode: view.mode,
+            generation: view.generation,
             state: world.state,
             workload: world.workload,
             workload_version: world.workload_version,
@@ -525,7 +601,7 @@ impl Protocol {
         Status::new(status::after(
             &run.status.status,
             outcome,
-            Some(1 + i64::from(run.requests)),
+            Some(run.generation),
             self.now,
         ))
     }
@@ -534,11 +610,23 @@ impl Protocol {
         let run = world.operators[i].run.clone().expect("in a reconcile");
         match run.pc {
             Pc::Decide => self.decide_and_act(world, i, run),
+            Pc::Begin { trigger } => {
+                let Some(version) = Self::still_current(world, i) else {
+                    return;
+                };
+                let state = run.state.expect("staged");
+                let status = self.began(&run, state.rotation_id, trigger);
+                let run = world.operators[i].run.as_mut().expect("in a reconcile");
+                run.status = status;
+                run.version = version;
+                run.pc = Pc::Decide;
+            }
             Pc::Put { replay } => {
                 let state = run.state.expect("a PUT has a state");
-                world.target = BTreeSet::from([state.pending]);
                 let decision = Decision::Replace { replay };
-                match on_replace(Ok(()), replay) {
+                let result = Self::put(world, &state);
+                let accepted = accepted_after_a_refusal(world, &state, result.is_err(), replay);
+                match on_replace(result, replay, accepted) {
                     CallOutcome::Done => {
                         let status = self.advance(&run, &decision);
                         let run = world.operators[i].run.as_mut().expect("in a reconcile");
@@ -563,9 +651,7 @@ impl Protocol {
                     true => Err(CallFailure::PasswordRejected),
                     false => Ok(()),
                 };
-                // The shell asks whether the new password works only after a first try
-                // was refused.
-                let accepted = (refused && !replay).then(|| world.target.contains(&state.pending));
+                let accepted = accepted_after_a_refusal(world, &state, refused, replay);
                 match on_retire(result, replay, accepted) {
                     CallOutcome::Done => {
                         // The shell reads the workload Secret again before finishing.
@@ -595,18 +681,18 @@ impl Protocol {
                 world.workload_version += 1;
                 world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::RollBack;
             }
-            Pc::RollBack if self.mode == Mode::Replace => {
+            Pc::RollBack if run.state.is_some_and(|s| s.mode == Mode::Replace) => {
                 let state = run.state.expect("a rollback has a state");
-                let step = Self::cleanup_step(&run, &state);
-                let run = world.operators[i].run.as_mut().expect("in a reconcile");
-                run.pc = match step {
+                let pc = match Self::cleanup_step(&run, &state) {
                     Step::Staged => Pc::Orphan,
                     Step::Replacing => {
-                        world.target = BTreeSet::from([state.pending]);
+                        // Refused, the earlier PUT landed: a replay is done either way.
+                        let _ = Self::put(world, &state);
                         Pc::CleanupPublish
                     }
                     _ => Pc::CleanupPublish,
                 };
+                world.operators[i].run.as_mut().expect("in a reconcile").pc = pc;
             }
             Pc::CleanupPublish => {
                 if world.workload_version != run.workload_version {
@@ -683,11 +769,40 @@ impl Protocol {
         run.state = Some(state);
         run.workload_version = world.workload_version;
         run.pc = match on_deletion(step, holds_new, written_since_stage) {
-            OnDeletion::KeepBoth if self.mode == Mode::Replace => Pc::CleanupRestart,
+            OnDeletion::KeepBoth if state.mode == Mode::Replace => Pc::CleanupRestart,
             OnDeletion::KeepBoth => Pc::Orphan,
-            OnDeletion::RollBack if fenced || self.mode == Mode::Replace => Pc::RollBack,
+            OnDeletion::RollBack if fenced || state.mode == Mode::Replace => Pc::RollBack,
             OnDeletion::RollBack => Pc::Fence,
         };
+    }
+
+    /// The read of the resource before a rotation begins, is adopted or withdrawn: the
+    /// version the reconcile goes on at, if the resource still says what it decided on (the
+    /// same version, or the same status and spec); otherwise the reconcile ends, distrusting
+    /// its copy.
+    fn still_current(world: &mut World, i: usize) -> Option<u32> {
+        let run = world.operators[i].run.as_ref().expect("in a reconcile");
+        let r = &world.resource;
+        let unchanged = r.status == run.written
+            && (r.requests, r.suspended, r.mode) == (run.requests, run.suspended, run.mode)
+            && !r.deleting;
+        if r.version == run.version || unchanged {
+            return Some(r.version);
+        }
+        world.operators[i].known = Some(DISTRUSTED);
+        world.operators[i].run = None;
+        None
+    }
+
+    /// A Redis Software user's PUT: the new password becomes the only one, if the old one it
+    /// names is still valid (it authenticates the request). A PUT sent late, after another
+    /// process finished the rotation and the next one replaced again, is refused.
+    fn put(world: &mut World, state: &StateSecret) -> Result<(), CallFailure> {
+        if !world.target.contains(&state.previous) {
+            return Err(CallFailure::PasswordRejected);
+        }
+        world.target = BTreeSet::from([state.pending]);
+        Ok(())
     }
 
     /// Deletes the state Secret the reconcile read, by its UID (the rotation it holds): not
@@ -741,7 +856,7 @@ impl Protocol {
     }
 
     fn decide_and_act(&self, world: &mut World, i: usize, run: Run) {
-        let (spec, valid) = &self.specs[usize::from(run.requests)];
+        let (spec, valid) = self.spec(&run);
         let decided_on = run.status.status.clone();
         let status = &*decided_on;
         let in_flight = status.phase == Some(Phase::Rotating) && status.step.is_some();
@@ -764,13 +879,14 @@ impl Protocol {
             has_previous: true,
             rolled_back: run.workload_mark == Some(s.rotation_id),
             owned: !s.orphaned,
+            follows: Some(s.follows.map(|f| f.to_string()).unwrap_or_default()),
         });
         let seed = format!("{NS}/{NAME}");
         let workload_version = run.workload_version.to_string();
         let observation = Observation {
             now: self.now,
             seed: &seed,
-            generation: Some(1 + i64::from(run.requests)),
+            generation: Some(run.generation),
             spec,
             status,
             rotate_annotation: None,
@@ -805,22 +921,19 @@ impl Protocol {
         match decision {
             Decision::StayBlocked { .. }
             | Decision::AwaitRollout { .. }
-            | Decision::Idle { .. } => {
+            | Decision::Idle { .. }
+            | Decision::Suspended => {
                 let status = match decision {
                     Decision::Idle { next_rotation } => {
                         self.after(&run, Outcome::Idle { next_rotation })
                     }
+                    Decision::Suspended => self.after(&run, Outcome::Suspended),
                     _ => run.status.clone(),
                 };
                 update(world, Run { status, ..run });
                 Self::end(world, i);
             }
             Decision::Stage { trigger } => {
-                if !run.read && world.resource.version != run.version {
-                    world.operators[i].known = Some(DISTRUSTED);
-                    world.operators[i].run = None;
-                    return;
-                }
                 if world.state.is_some() {
                     // The create is refused: another actor staged.
                     world.operators[i].known = Some(DISTRUSTED);
@@ -832,18 +945,36 @@ impl Protocol {
                     pending: world.next_password,
                     previous: run.workload,
                     workload_version: run.workload_version,
+                    follows: status
+                        .rotation_id
+                        .as_ref()
+                        .map(|id| id.parse().expect("ours")),
+                    mode: run.mode,
                     orphaned: false,
                 };
                 world.next_rotation_id += 1;
                 world.next_password += 1;
                 world.state = Some(state);
                 run.state = Some(state);
-                run.status = self.began(&run, state.rotation_id, trigger);
+                run.pc = Pc::Begin { trigger };
                 update(world, run);
             }
             Decision::Adopt { rotation_id } => {
+                let Some(version) = Self::still_current(world, i) else {
+                    return;
+                };
+                run.version = version;
                 let id: u8 = rotation_id.parse().expect("the model's ids");
                 run.status = self.began(&run, id, Trigger::Resumed);
+                update(world, run);
+            }
+            Decision::Withdraw => {
+                let Some(version) = Self::still_current(world, i) else {
+                    return;
+                };
+                run.version = version;
+                Self::delete_state(world, &run);
+                run.state = None;
                 update(world, run);
             }
             Decision::Restage => {
@@ -996,6 +1127,17 @@ impl Protocol {
     }
 }
 
+/// As the shell does after a first try (a PUT, a DELETE) was refused the old password:
+/// whether the new password works.
+fn accepted_after_a_refusal(
+    world: &World,
+    state: &StateSecret,
+    refused: bool,
+    replay: bool,
+) -> Option<bool> {
+    (refused && !replay).then(|| world.target.contains(&state.pending))
+}
+
 /// The restart annotation's value onto the workload Secret at `secret_version`.
 fn restart_of(
     state: &StateSecret,
@@ -1051,6 +1193,12 @@ impl Model for Protocol {
         if world.deletes_left > 0 && !world.resource.deleting {
             actions.push(Action::Delete);
         }
+        if world.suspends_left > 0 && !world.resource.suspended && !world.resource.deleting {
+            actions.push(Action::Suspend);
+        }
+        if world.switches_left > 0 && !world.resource.deleting {
+            actions.push(Action::SwitchMode);
+        }
     }
 
     fn next_state(&self, world: &World, action: Action) -> Option<World> {
@@ -1067,6 +1215,24 @@ impl Model for Protocol {
             Action::Sync(i) => world.operators[i].cache = world.resource.clone(),
             Action::Request => {
                 world.resource.requests += 1;
+                world.resource.generation += 1;
+                world.resource.version += 1;
+            }
+            Action::SwitchMode => {
+                world.switches_left -= 1;
+                world.resource.mode = match world.resource.mode {
+                    Mode::AddThenDelete => Mode::Replace,
+                    Mode::Replace => Mode::AddThenDelete,
+                };
+                world.resource.generation += 1;
+                world.resource.version += 1;
+            }
+            Action::Suspend | Action::Unsuspend => {
+                if action == Action::Suspend {
+                    world.suspends_left -= 1;
+                }
+                world.resource.suspended = action == Action::Suspend;
+                world.resource.generation += 1;
                 world.resource.version += 1;
             }
             Action::Revert => {
@@ -1099,7 +1265,7 @@ impl Model for Protocol {
             Property::always("no workload holds a refused password", |m: &Protocol, w| {
                 // Replace mode's outage: from the PUT until the workloads restarted on the new
                 // password, while the rotation runs or a restart onto it is under way.
-                let replacing = m.mode == Mode::Replace
+                let replacing = (m.mode == Mode::Replace || m.bounds.switches > 0)
                     && ((!w.resource.gone && w.state.is_some())
                         || (!w.deployment.rolled_out && w.target.contains(&w.workload)));
                 w.deployment.pods.is_subset(&w.target) || replacing
@@ -1137,7 +1303,43 @@ impl Model for Protocol {
                 })
             }),
         ];
-        if self.deletes > 0 && self.mode == Mode::Replace {
+        if self.bounds.switches > 0 {
+            properties.push(Property::sometimes(
+                "a rotation in flight keeps its mode after a switch",
+                |_, w: &World| w.state.is_some_and(|s| s.mode != w.resource.mode),
+            ));
+        }
+        if self.bounds.suspends > 0 {
+            properties.push(Property::sometimes(
+                "a rotation in flight is suspended",
+                |_, w: &World| {
+                    w.state.is_some()
+                        && w.resource
+                            .status
+                            .status
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.reason == Reason::Suspended.as_str())
+                },
+            ));
+        }
+        if self.bounds.requests > 1 {
+            properties.push(Property::sometimes(
+                "a rotation is staged from a copy another rotation overtook",
+                |_, w: &World| {
+                    w.operators.iter().any(|o| {
+                        o.run.as_ref().is_some_and(|r| {
+                            matches!(r.pc, Pc::Begin { .. })
+                                && r.state.is_some_and(|s| {
+                                    let named = &w.resource.status.status.rotation_id;
+                                    named.as_deref() != s.follows.map(|f| f.to_string()).as_deref()
+                                })
+                        })
+                    })
+                },
+            ));
+        }
+        if self.bounds.deletes > 0 && self.mode == Mode::Replace {
             properties.push(Property::sometimes(
                 "a resource deleted after the PUT is released with the new password published",
                 |_, w: &World| {
@@ -1150,7 +1352,7 @@ impl Model for Protocol {
                 },
             ));
         }
-        if self.deletes > 0 && self.mode == Mode::AddThenDelete {
+        if self.bounds.deletes > 0 && self.mode == Mode::AddThenDelete {
             properties.extend([
                 Property::sometimes(
                     "a deleted resource is rolled back and released",
@@ -1172,18 +1374,27 @@ impl Model for Protocol {
 
 /// Explores every interleaving within the bounds and fails with the shortest path to any
 /// state that breaks an invariant.
-fn check(mode: Mode, requests: u8, crashes: u8, reverts: u8, deletes: u8) {
-    let checker = Protocol::new(mode, requests, crashes, reverts, deletes)
+fn check(mode: Mode, bounds: Bounds) {
+    let checker = Protocol::new(mode, bounds)
         .checker()
         .finish_when(HasDiscoveries::AnyFailures)
         .spawn_bfs()
         .join();
     // Written to stderr itself, not through eprintln!, which the test harness captures: the
     // counts show in `make test`'s output whether the test passes or not.
+    let Bounds {
+        requests,
+        crashes,
+        reverts,
+        deletes,
+        suspends,
+        switches,
+    } = bounds;
     writeln!(
         std::io::stderr(),
         "protocol model, {mode:?}, {requests} rotation(s), {crashes} crash(es), {reverts} \
-         revert(s), {deletes} deletion(s): {} states explored, {} unique",
+         revert(s), {deletes} deletion(s), {suspends} suspension(s), {switches} mode \
+         switch(es): {} states explored, {} unique",
         checker.state_count(),
         checker.unique_state_count()
     )
@@ -1230,45 +1441,79 @@ fn check(mode: Mode, requests: u8, crashes: u8, reverts: u8, deletes: u8) {
 
 #[test]
 fn two_operators_with_stale_watches() {
-    check(Mode::AddThenDelete, 1, 0, 0, 0);
+    check(Mode::AddThenDelete, ONE);
 }
 
 #[test]
 fn two_operators_crashing_anywhere() {
-    check(Mode::AddThenDelete, 1, 1, 0, 0);
+    check(Mode::AddThenDelete, Bounds { crashes: 1, ..ONE });
 }
 
 #[test]
 fn two_operators_and_a_deletion_at_any_step() {
-    check(Mode::AddThenDelete, 1, 0, 0, 1);
+    check(Mode::AddThenDelete, Bounds { deletes: 1, ..ONE });
 }
 
 #[test]
 fn two_operators_a_crash_and_a_deletion() {
-    check(Mode::AddThenDelete, 1, 1, 0, 1);
+    check(
+        Mode::AddThenDelete,
+        Bounds {
+            crashes: 1,
+            deletes: 1,
+            ..ONE
+        },
+    );
 }
 
 #[test]
 fn replace_mode_two_operators_crashing_anywhere() {
-    check(Mode::Replace, 1, 1, 0, 0);
+    check(Mode::Replace, Bounds { crashes: 1, ..ONE });
 }
 
 #[test]
 fn replace_mode_two_operators_and_a_deletion_at_any_step() {
-    check(Mode::Replace, 1, 0, 0, 1);
+    check(Mode::Replace, Bounds { deletes: 1, ..ONE });
 }
 
 #[test]
 fn replace_mode_two_operators_a_crash_and_a_deletion() {
-    check(Mode::Replace, 1, 1, 0, 1);
+    check(
+        Mode::Replace,
+        Bounds {
+            crashes: 1,
+            deletes: 1,
+            ..ONE
+        },
+    );
 }
 
 #[test]
 fn two_operators_and_a_revert_of_the_secret() {
-    check(Mode::AddThenDelete, 1, 0, 1, 0);
+    check(Mode::AddThenDelete, Bounds { reverts: 1, ..ONE });
 }
 
 #[test]
 fn two_operators_crashing_twice() {
-    check(Mode::AddThenDelete, 1, 2, 0, 0);
+    check(Mode::AddThenDelete, Bounds { crashes: 2, ..ONE });
+}
+
+#[test]
+fn two_operators_and_two_rotations() {
+    check(Mode::AddThenDelete, Bounds { requests: 2, ..ONE });
+}
+
+#[test]
+fn two_operators_and_a_suspension_set_and_lifted_at_any_step() {
+    check(Mode::AddThenDelete, Bounds { suspends: 1, ..ONE });
+}
+
+#[test]
+fn two_operators_and_a_mode_switch_at_any_step() {
+    check(Mode::AddThenDelete, Bounds { switches: 1, ..ONE });
+}
+
+#[test]
+fn replace_mode_two_operators_and_two_rotations() {
+    check(Mode::Replace, Bounds { requests: 2, ..ONE });
 }

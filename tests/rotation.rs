@@ -617,32 +617,6 @@ async fn paused_at(h: &Harness, point: &str) -> Result<tokio::process::Child> {
     Ok(paused)
 }
 
-/// Returns once `process` stopped itself at fail point `point`.
-async fn stopped_at(process: &tokio::process::Child, point: &str) -> Result<()> {
-    let pid = process.id().expect("running");
-    let stopped = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('T')))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !stopped() {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the operator never reached {point}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-fn continue_process(process: &tokio::process::Child) -> Result<()> {
-    let pid = process.id().expect("running");
-    std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status()?;
-    Ok(())
-}
-
 /// Deletes the resource, lets a second operator process run the cleanup to the end, and
 /// continues the paused one, which still acts on the copy it read before.
 async fn delete_while_paused(h: &mut Harness, paused: &tokio::process::Child) -> Result<()> {
@@ -710,6 +684,62 @@ async fn a_late_delete_of_a_finished_rotations_state_leaves_the_next_rotations_a
         .await?
         .expect("published");
     h.assert_no_leak(&[first, pending, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}
+
+/// Found by the protocol model with two rotations: a process that decided to start a rotation
+/// and paused before staging it, while another process ran that whole rotation, then staged a
+/// second one from the password the first had retired. Its add was refused
+/// (`OldPasswordRejected`, Blocked) and a second rotation ran for one request. A rotation now
+/// begins only on a read of the resource made once its state Secret exists, and a state Secret
+/// staged from a copy another rotation overtook is withdrawn.
+#[tokio::test]
+async fn a_rotation_staged_from_a_copy_another_rotation_overtook_is_withdrawn() -> Result<()> {
+    let mut h = Harness::new("overtaken").await?;
+    let mut paused = paused_at(&h, "before-stage").await?;
+    h.start_operator()?;
+    let rotated = h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    let rotation_id = rotated.status.and_then(|s| s.rotation_id);
+    let published = h
+        .secret_value(USER_SECRET, "password")
+        .await?
+        .expect("published");
+    continue_process(&paused)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rejected = h.notes_of("OldPasswordRejected").await?;
+        assert!(
+            rejected.is_empty(),
+            "the overtaken stage was sent: {rejected:?}"
+        );
+        let state = h.secrets().get_opt("orders-cache-rotation").await?;
+        if state.is_none() && h.operator_logs()?.contains("was withdrawn") {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the overtaken stage was never withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    paused.start_kill()?;
+    paused.wait().await?;
+    let after = h.rotation("orders-cache").await?.status.expect("a status");
+    assert_eq!(
+        after.rotation_id, rotation_id,
+        "one rotation for one request"
+    );
+    assert_eq!(after.phase, Some(Phase::Idle));
+    assert!(
+        h.redis.auth(USER, &published).await?,
+        "the published password works"
+    );
+    assert!(
+        !h.redis.auth(USER, USER_PASSWORD).await?,
+        "the retired password stays retired"
+    );
+    h.assert_no_leak(&[published, USER_PASSWORD.into(), ADMIN_PASSWORD.into()])
         .await?;
     h.finish().await
 }

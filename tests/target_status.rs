@@ -280,3 +280,53 @@ async fn two_targets_on_one_cluster_share_one_login_budget() -> Result<()> {
     );
     h.finish().await
 }
+
+/// Two processes at once: one read the target and paused before writing its status, while
+/// another was refused the admin login and recorded that in the status. The paused process's
+/// write, made from the copy it read before, must not write over the refusal, or the refused
+/// credentials are tried again (the budget's whole point is that they are not).
+#[tokio::test]
+async fn a_refusal_another_process_recorded_is_never_written_over() -> Result<()> {
+    let h = Harness::new("target-overwrite").await?;
+    let mut paused = h.spawn_operator(&["--fail-point", "before-target-status:stop"])?;
+    stopped_at(&paused, "before-target-status").await?;
+    h.put_secret(
+        "rs-admin",
+        &[
+            ("username", ADMIN_EMAIL),
+            ("password", WRONG_ADMIN_PASSWORD),
+        ],
+    )
+    .await?;
+    let mut refused = h.spawn_operator(&[])?;
+    wait_target(&h, "the refusal recorded", |s| {
+        s.login_budget
+            .as_ref()
+            .is_some_and(|b| b.refused_for.is_some())
+    })
+    .await?;
+    assert_eq!(h.api.failed_logins(ADMIN_EMAIL), 1);
+    continue_process(&paused)?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.api.failed_logins(ADMIN_EMAIL),
+        1,
+        "the refused credentials were tried again"
+    );
+    let status = h.targets().get(TARGET).await?.status.context("status")?;
+    let budget = status.login_budget.context("loginBudget")?;
+    assert!(
+        budget
+            .held_until
+            .as_ref()
+            .is_some_and(|until| until.0 > jiff::Timestamp::now() + Duration::from_secs(29 * 60)),
+        "the refusal is still held: {budget:?}"
+    );
+    for process in [&mut paused, &mut refused] {
+        process.start_kill()?;
+        process.wait().await?;
+    }
+    h.assert_no_leak(&[WRONG_ADMIN_PASSWORD.into(), ADMIN_PASSWORD.into()])
+        .await?;
+    h.finish().await
+}

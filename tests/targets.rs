@@ -656,13 +656,7 @@ async fn two_operators_at_once(prefix: &str, setup: Setup) -> Result<()> {
     let (attempts, failures) = workloads.stop().await;
     assert!(attempts > 10, "the workloads authenticated ({attempts})");
     assert_eq!(failures, 0, "no workload failed to authenticate");
-    let refused: Vec<_> = h
-        .events()
-        .await?
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("OldPasswordRejected"))
-        .map(|e| e.message)
-        .collect();
+    let refused = h.notes_of("OldPasswordRejected").await?;
     assert!(refused.is_empty(), "{refused:?}");
     let (_, new) = fixture.assert_rotated(&h).await?;
     h.assert_no_leak(&[fixture.initial.1.clone(), new, fixture.admin.1.clone()])

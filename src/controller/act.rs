@@ -47,7 +47,27 @@ impl Rotator<'_> {
             }
             Decision::Stage { trigger } => return self.stage_rotation(trigger, w, now).await,
             Decision::Adopt { rotation_id } => {
+                if !self.still_current().await? {
+                    return Ok(Some(self.read_again()));
+                }
                 self.begin(rotation_id, Trigger::Resumed, now).await;
+            }
+            Decision::Withdraw => {
+                // Decided on a copy read after the state Secret: its status, if current,
+                // was written before the state Secret was created.
+                if !self.still_current().await? {
+                    return Ok(Some(self.read_again()));
+                }
+                let overtaken = w
+                    .state
+                    .take()
+                    .expect("decide withdraws only a state it read");
+                secrets::delete_state(&self.secrets, &w.state_name, &overtaken).await?;
+                info!(
+                    rotation_id = %overtaken.rotation_id,
+                    "a rotation staged from a copy another rotation overtook was withdrawn; \
+                     nothing was added from it"
+                );
             }
             Decision::Restage => {
                 let current = self
@@ -152,20 +172,14 @@ impl Rotator<'_> {
         Ok(Action::await_change())
     }
 
-    /// Starts a rotation from a copy of the resource that is still current: the password
-    /// list claimed, the new password generated and kept in the state Secret.
+    /// Starts a rotation: the password list claimed, the new password generated and kept in
+    /// the state Secret, and the copy of the resource it was decided on found still current.
     async fn stage_rotation(
         &mut self,
         trigger: Trigger,
         w: &mut Working,
         now: Timestamp,
     ) -> Result<Option<Action>> {
-        if !self.still_current().await? {
-            self.ctx
-                .freshness
-                .distrust(&ObjectRef::from_obj(&*self.rotation));
-            return Ok(Some(Action::requeue(Duration::ZERO)));
-        }
         if let Some(action) = self.load_target(&mut w.target).await? {
             return Ok(Some(action));
         }
@@ -182,13 +196,26 @@ impl Rotator<'_> {
         };
         let workload_version = w.workload.as_ref().and_then(ResourceExt::resource_version);
         self.no_state_secret = false;
+        self.fail_point("before-stage");
         let new_state = self
             .stage(&w.valid, previous, accounts, workload_version, now)
             .await?;
         let rotation_id = new_state.rotation_id.clone();
         w.state = Some(new_state);
+        if !self.still_current().await? {
+            // Adopted, or withdrawn when another rotation overtook the copy it came from.
+            return Ok(Some(self.read_again()));
+        }
         self.begin(rotation_id, trigger, now).await;
         Ok(None)
+    }
+
+    /// Ends the reconcile to decide again on the resource as the API server has it.
+    fn read_again(&self) -> Action {
+        self.ctx
+            .freshness
+            .distrust(&ObjectRef::from_obj(&*self.rotation));
+        Action::requeue(Duration::ZERO)
     }
 
     /// The add, the replace or the retire: a call to the target. A retire that lands

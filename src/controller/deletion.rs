@@ -278,7 +278,7 @@ impl Rotator<'_> {
                 let previous = state.previous.as_ref().unwrap_or(&state.pending);
                 let outcome = match step {
                     Step::Replacing => {
-                        on_replace(target.replace(&change(state, previous)).await, true)
+                        on_replace(target.replace(&change(state, previous)).await, true, None)
                     }
                     _ => CallOutcome::Done,
                 };

@@ -471,6 +471,17 @@ impl Harness {
         Ok(api.list(&ListParams::default()).await?.items)
     }
 
+    /// The notes of the namespace's events with `reason`.
+    pub async fn notes_of(&self, reason: &str) -> Result<Vec<String>> {
+        Ok(self
+            .events()
+            .await?
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.message.unwrap_or_default())
+            .collect())
+    }
+
     /// The first event with `reason` whose note contains `says`. An event is sent just after
     /// the status write that shows the same thing: it is waited for, never read once.
     pub async fn wait_event(&self, reason: &str, says: &str) -> Result<CoreEvent> {
@@ -738,4 +749,30 @@ pub fn restarted_for(value: &str) -> &str {
     value
         .split_once('@')
         .map_or(value, |(rotation, _)| rotation)
+}
+
+/// Returns once `process` stopped itself at fail point `point`.
+pub async fn stopped_at(process: &tokio::process::Child, point: &str) -> Result<()> {
+    let pid = process.id().expect("running");
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('T')))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stopped() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the operator never reached {point}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+pub fn continue_process(process: &tokio::process::Child) -> Result<()> {
+    let pid = process.id().expect("running");
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()?;
+    Ok(())
 }
