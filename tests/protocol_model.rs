@@ -6,7 +6,9 @@
 //! effect per transition, so that anything may happen between two of them.
 //!
 //! Faults: an operator crashes after any effect (losing what it had not written, and what it
-//! knew of versions), its watch delivers late or not at all (it decides on any older copy
+//! knew of versions), a call fails or its answer is lost, before or after its effect (the
+//! reconcile ends in an error and is retried; the process keeps its watch and what it knew
+//! of versions, the staler case being a crash's), its watch delivers late or not at all (it decides on any older copy
 //! of the resource), two operators act at once, a person asks for rotations, something
 //! puts the old password back into the workload Secret while it is still valid, and later
 //! the new one again, a person sets `suspend` at any step and lifts it later or switches
@@ -247,6 +249,7 @@ struct World {
     next_rotation_id: u8,
     operators: [Operator; 2],
     crashes_left: u8,
+    failures_left: u8,
     reverts_left: u8,
     deletes_left: u8,
     suspends_left: u8,
@@ -265,6 +268,10 @@ enum Action {
     Step(usize),
     /// Operator `i` is killed and starts again.
     Crash(usize),
+    /// Operator `i`'s call fails or its answer is lost (a timeout, a reset connection), before
+    /// or after the effect: the reconcile ends in an error, the process keeps its watch and
+    /// the versions it knew.
+    Fail(usize),
     /// Operator `i`'s watch delivers the resource as it is.
     Sync(usize),
     /// A person asks for a rotation.
@@ -313,6 +320,7 @@ fn hash_of(world: &World) -> u64 {
 struct Bounds {
     requests: u8,
     crashes: u8,
+    failures: u8,
     reverts: u8,
     deletes: u8,
     suspends: u8,
@@ -323,6 +331,7 @@ struct Bounds {
 const ONE: Bounds = Bounds {
     requests: 1,
     crashes: 0,
+    failures: 0,
     reverts: 0,
     deletes: 0,
     suspends: 0,
@@ -430,6 +439,7 @@ impl Protocol {
             next_rotation_id: 1,
             operators: [operator.clone(), operator],
             crashes_left: self.bounds.crashes,
+            failures_left: self.bounds.failures,
             reverts_left: self.bounds.reverts,
             deletes_left: self.bounds.deletes,
             suspends_left: self.bounds.suspends,
@@ -488,6 +498,7 @@ impl Protocol {
         let mut path = Vec::new();
         let mut world = world.clone();
         world.crashes_left = 0;
+        world.failures_left = 0;
         world.reverts_left = 0;
         world.suspends_left = 0;
         world.switches_left = 0;
@@ -1182,6 +1193,13 @@ impl Model for Protocol {
                 }
             }
         }
+        if world.failures_left > 0 {
+            for (i, operator) in world.operators.iter().enumerate() {
+                if operator.run.is_some() {
+                    actions.push(Action::Fail(i));
+                }
+            }
+        }
         if world.reverts_left > 0
             && world.reverted.is_none()
             && let Some(state) = world.state
@@ -1211,6 +1229,10 @@ impl Model for Protocol {
                 let operator = &mut world.operators[i];
                 operator.run = None;
                 operator.known = None;
+            }
+            Action::Fail(i) => {
+                world.failures_left -= 1;
+                world.operators[i].run = None;
             }
             Action::Sync(i) => world.operators[i].cache = world.resource.clone(),
             Action::Request => {
@@ -1385,6 +1407,7 @@ fn check(mode: Mode, bounds: Bounds) {
     let Bounds {
         requests,
         crashes,
+        failures,
         reverts,
         deletes,
         suspends,
@@ -1392,8 +1415,8 @@ fn check(mode: Mode, bounds: Bounds) {
     } = bounds;
     writeln!(
         std::io::stderr(),
-        "protocol model, {mode:?}, {requests} rotation(s), {crashes} crash(es), {reverts} \
-         revert(s), {deletes} deletion(s), {suspends} suspension(s), {switches} mode \
+        "protocol model, {mode:?}, {requests} rotation(s), {crashes} crash(es), {failures} lost \
+         answer(s), {reverts} revert(s), {deletes} deletion(s), {suspends} suspension(s), {switches} mode \
          switch(es): {} states explored, {} unique",
         checker.state_count(),
         checker.unique_state_count()
@@ -1486,6 +1509,16 @@ fn replace_mode_two_operators_a_crash_and_a_deletion() {
             ..ONE
         },
     );
+}
+
+#[test]
+fn two_operators_losing_an_answer_anywhere() {
+    check(Mode::AddThenDelete, Bounds { failures: 1, ..ONE });
+}
+
+#[test]
+fn replace_mode_two_operators_losing_an_answer_anywhere() {
+    check(Mode::Replace, Bounds { failures: 1, ..ONE });
 }
 
 #[test]
