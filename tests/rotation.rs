@@ -744,6 +744,76 @@ async fn a_rotation_staged_from_a_copy_another_rotation_overtook_is_withdrawn() 
     h.finish().await
 }
 
+/// Found by the protocol model with a target edit: a stage withdrawn as overtaken had pinned
+/// the spec of the copy it was decided on, and the process that withdrew it decided again on
+/// that pinned spec. Meanwhile the resource had been moved to another user and asked for a
+/// rotation: it was staged on the user and Secret the resource no longer named.
+#[tokio::test]
+async fn a_withdrawn_stage_leaves_the_next_rotation_to_the_spec_as_it_is() -> Result<()> {
+    let mut h = Harness::with_users("withdrawn-edit", 1).await?;
+    let mut paused = paused_at(&h, "before-stage").await?;
+    h.start_operator()?;
+    h.wait_rotated("orders-cache", ROTATION_TIMEOUT).await?;
+    h.kill_operator().await?;
+    let published = h
+        .secret_value(USER_SECRET, "password")
+        .await?
+        .expect("published");
+    h.rotations()
+        .patch(
+            "orders-cache",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "target": {"user": "app-0"},
+                "secret": {"name": "app-0-redis"},
+                "rotationRequest": "moved",
+            }})),
+        )
+        .await?;
+    // It stops before each stage it makes: it is continued until the move is rotated.
+    let deadline = std::time::Instant::now() + ROTATION_TIMEOUT;
+    loop {
+        continue_process(&paused)?;
+        let status = h.rotation("orders-cache").await?.status.unwrap_or_default();
+        if status.handled_rotation_request.as_deref() == Some("moved")
+            && status.phase == Some(Phase::Idle)
+        {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the move was never rotated: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    paused.start_kill()?;
+    paused.wait().await?;
+    let moved = h
+        .secret_value("app-0-redis", "password")
+        .await?
+        .expect("a password");
+    assert_ne!(
+        moved,
+        extra_password(0),
+        "the user it names now was rotated"
+    );
+    assert!(h.redis.auth("app-0", &moved).await?);
+    assert_eq!(
+        h.secret_value(USER_SECRET, "password").await?.as_deref(),
+        Some(published.as_str()),
+        "the user it no longer names was not rotated again"
+    );
+    assert!(h.redis.auth(USER, &published).await?);
+    h.assert_no_leak(&[
+        published,
+        moved,
+        USER_PASSWORD.into(),
+        ADMIN_PASSWORD.into(),
+    ])
+    .await?;
+    h.finish().await
+}
+
 /// Found by the protocol model (`tests/protocol_model.rs`): an operator process paused after
 /// staging, right before its add, while another runs the cleanup of a deletion. The add lands
 /// after the rollback: the staged password is valid again, so a Secret must still hold it.

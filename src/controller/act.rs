@@ -68,6 +68,9 @@ impl Rotator<'_> {
                     "a rotation staged from a copy another rotation overtook was withdrawn; \
                      nothing was added from it"
                 );
+                // What this reconcile acts on was pinned by the plan just withdrawn: the next
+                // decision is made on the spec as it is.
+                return Ok(Some(Action::requeue(Duration::ZERO)));
             }
             Decision::Restage => {
                 let current = self
