@@ -8,13 +8,15 @@
 //! Faults: an operator crashes after any effect (losing what it had not written, and what it
 //! knew of versions), a call fails or its answer is lost, before or after its effect (the
 //! reconcile ends in an error and is retried; the process keeps its watch and what it knew
-//! of versions, the staler case being a crash's), its watch delivers late or not at all (it decides on any older copy
-//! of the resource), two operators act at once, a person asks for rotations, something
-//! puts the old password back into the workload Secret while it is still valid, and later
-//! the new one again, a person sets `suspend` at any step and lifts it later or switches
-//! `mode` (the rotation in flight keeps the mode its plan pinned), and a person
-//! deletes the resource at any step: the finalizer's cleanup
-//! (the real `on_deletion` and `on_rollback`) runs, the finalizer goes, and the garbage
+//! of versions, the staler case being a crash's), its watch delivers late or not at all (it
+//! decides on any older copy of the resource), two operators act at once, a person asks for
+//! rotations, something puts the old password back into the workload Secret while it is
+//! still valid, and later the new one again, a person sets `suspend` at any step and lifts
+//! it later, switches `mode`, or moves the resource to another user, its Secret and its
+//! Deployment (the rotation in flight keeps what its plan pinned: the real `Plan` is applied
+//! to the spec, as the shell does, and each user has its own passwords, Secret and pods),
+//! and a person deletes the resource at any step: the finalizer's cleanup (the real
+//! `on_deletion` and `on_rollback`) runs, the finalizer goes, and the garbage
 //! collector takes the state Secret unless the cleanup orphaned it. The model found two
 //! faults there, each with a test on the real parts in `tests/rotation.rs`: an add, and a
 //! publish, sent from a copy read before the deletion and landing after its rollback. Both
@@ -35,13 +37,17 @@
 //! PUT names the old password, as a Redis Software user's does, and is refused once that is
 //! gone: a first PUT that lost the race to another operator's replay blocked the rotation
 //! `OldPasswordRejected`; it now asks whether the new password works, as a refused first
-//! DELETE does (`tests/production.rs`). The resource carries the
+//! DELETE does (`tests/production.rs`). With a move to another user and two rotations it
+//! found a seventh: a process that withdrew an overtaken stage decided again on the spec
+//! that stage had pinned, and staged the next rotation on the user the resource no longer
+//! named; a withdrawal now ends the reconcile (`tests/rotation.rs`). The resource carries the
 //! finalizer from the start, as after any earlier rotation (adding it is a write with a
 //! precondition, which a deletion already fences).
 //!
-//! Invariants, in every reachable state: no rolled-out workload holds a password the target
-//! refuses (in `Replace` mode: but while the rotation runs, or a restart onto a valid
-//! password is under way); no password is valid on the target that no Secret holds; the resource is never
+//! Invariants, in every reachable state, for each user: no rolled-out workload holds a
+//! password the target refuses (in `Replace` mode: but while the rotation runs, or a restart
+//! onto a valid password is under way); no password is valid on the target that no Secret
+//! holds; a rotation is staged on the plan of the spec it was decided on; the resource is never
 //! Blocked (nothing here is a reason to block); and, once faults stop, the rotations asked
 //! for complete with both operators scheduled fairly.
 
@@ -54,6 +60,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
+use password_rotator::plan::Plan;
 use password_rotator::reason::Reason;
 use password_rotator::resource::{Mode, PasswordRotation, PasswordRotationStatus, Phase, Step};
 use password_rotator::rotation::{
@@ -120,6 +127,10 @@ struct Resource {
     /// `spec.mode`, switched by a person at any step: the rotation in flight keeps the mode
     /// it was staged with (its plan), the next one takes the new one.
     mode: Mode,
+    /// Which user, Secret and Deployment the spec names (`spec.target.user`, `spec.secret`,
+    /// `spec.rollout.workloads`), moved by a person to the other at any step: the rotation in
+    /// flight keeps those its plan pinned.
+    account: usize,
     /// `metadata.generation`: every spec edit moves it.
     generation: i64,
     status: Status,
@@ -139,8 +150,9 @@ struct StateSecret {
     workload_version: u8,
     /// The rotation status named when this one was staged.
     follows: Option<u8>,
-    /// The mode its plan pinned.
+    /// The mode and the account its plan pinned.
     mode: Mode,
+    account: usize,
     /// Kept beyond the resource: the garbage collector leaves it.
     orphaned: bool,
 }
@@ -193,6 +205,9 @@ struct Run {
     requests: u8,
     suspended: bool,
     mode: Mode,
+    account: usize,
+    /// The plan the reconcile acts on: pinned by the state Secret it read.
+    pinned: Option<(Mode, usize)>,
     generation: i64,
     state: Option<StateSecret>,
     workload: Password,
@@ -234,17 +249,43 @@ impl Deployment {
     }
 }
 
+/// A user on the target, the workload Secret that holds its password and the Deployment that
+/// reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Account {
+    /// The passwords the target accepts for the user.
+    target: BTreeSet<Password>,
+    workload: Password,
+    /// The workload Secret's resourceVersion: every write to it moves it, and no two Secrets
+    /// share one.
+    workload_version: u8,
+    /// The rotation a deletion's cleanup marked the workload Secret with, before its rollback.
+    workload_mark: Option<u8>,
+    deployment: Deployment,
+}
+
+/// The API server's resourceVersions: one sequence for all objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Versions(u8);
+
+impl Versions {
+    fn next(&mut self) -> u8 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+const ACCOUNTS: [(&str, &str, &str); 2] = [
+    ("orders-app", "orders-redis", "orders"),
+    ("billing-app", "billing-redis", "billing"),
+];
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct World {
     resource: Resource,
     state: Option<StateSecret>,
-    workload: Password,
-    /// The workload Secret's resourceVersion: every write to it moves it.
-    workload_version: u8,
-    /// The rotation a deletion's cleanup marked the workload Secret with, before its rollback.
-    workload_mark: Option<u8>,
-    target: BTreeSet<Password>,
-    deployment: Deployment,
+    accounts: [Account; 2],
+    secret_writes: Versions,
     next_password: Password,
     next_rotation_id: u8,
     operators: [Operator; 2],
@@ -254,10 +295,13 @@ struct World {
     deletes_left: u8,
     suspends_left: u8,
     switches_left: u8,
-    /// What a revert took out of the workload Secret, to be put back.
-    reverted: Option<Password>,
+    retargets_left: u8,
+    /// What a revert took out of an account's workload Secret, to be put back.
+    reverted: Option<(usize, Password)>,
     /// A decision the model does not expect here (an invalid spec, a conflict).
     unexpected: Option<String>,
+    /// A rotation was staged with a plan other than the spec it was decided on.
+    staged_off_spec: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -282,12 +326,14 @@ enum Action {
     Unsuspend,
     /// A person switches `spec.mode`.
     SwitchMode,
+    /// A person moves the resource to the other user, its Secret and its Deployment.
+    Retarget,
     /// Something puts the old password back into the workload Secret.
     Revert,
     /// ... and the new one again.
     Restore,
-    /// The Deployment finishes rolling out: its pods read the Secret as it is now.
-    RollOut,
+    /// An account's Deployment finishes rolling out: its pods read the Secret as it is now.
+    RollOut(usize),
     /// A person deletes the resource.
     Delete,
     /// The garbage collector deletes the state Secret of a resource that is gone.
@@ -296,9 +342,10 @@ enum Action {
 
 struct Protocol {
     mode: Mode,
-    /// The resolved spec for each number of requests (`rotationRequest` "r1", "r2" ...),
-    /// unsuspended and suspended, in each mode.
-    specs: Vec<[[(RotationSpec, ValidSpec); 2]; 2]>,
+    /// The spec a reconcile acts on, resolved and validated as the shell does, for each number
+    /// of requests (`rotationRequest` "r1", "r2" ...), suspended or not, each mode and account,
+    /// and each plan (mode and account) a state Secret may pin on it.
+    specs: HashMap<SpecKey, (RotationSpec, ValidSpec)>,
     now: Timestamp,
     bounds: Bounds,
     /// Whether a state completes once faults stop: a deterministic fair run from it.
@@ -325,7 +372,11 @@ struct Bounds {
     deletes: u8,
     suspends: u8,
     switches: u8,
+    retargets: u8,
 }
+
+/// What the spec a reconcile acts on depends on: see `Protocol::specs`.
+type SpecKey = (u8, bool, Mode, usize, Option<(Mode, usize)>);
 
 /// One rotation asked for, no faults.
 const ONE: Bounds = Bounds {
@@ -336,6 +387,7 @@ const ONE: Bounds = Bounds {
     deletes: 0,
     suspends: 0,
     switches: 0,
+    retargets: 0,
 };
 
 impl Protocol {
@@ -355,34 +407,46 @@ impl Protocol {
             .expect("a target"),
         ));
         let index = TargetIndex::of(vec![targets.as_reader()]);
-        let resolved = |n: u8, suspend: bool, mode: Mode| {
+        let resolved = |n: u8, suspend: bool, mode: Mode, account: usize| {
+            let (user, secret, deployment) = ACCOUNTS[account];
             let rotation: PasswordRotation = serde_json::from_value(json!({
                 "apiVersion": "rotator.dev/v1alpha2",
                 "kind": "PasswordRotation",
                 "metadata": {"name": NAME, "namespace": NS},
                 "spec": {
-                    "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": "orders-app"},
-                    "secret": {"name": "orders-redis"},
-                    "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "0s"},
+                    "target": {"ref": {"kind": "RotationTarget", "name": "rs"}, "user": user},
+                    "secret": {"name": secret},
+                    "rollout": {
+                        "workloads": [{"kind": "Deployment", "name": deployment}],
+                        "overlap": "0s",
+                    },
                     "rotationRequest": token(n),
                     "mode": mode,
                     "suspend": suspend,
                 },
             }))
             .expect("a resource");
-            let spec = index.resolve(&rotation).expect("its target resolves");
-            let valid = validate(&spec, NS).expect("a valid spec");
-            (spec, valid)
+            index.resolve(&rotation).expect("its target resolves")
         };
-        let modes = |n: u8, suspend: bool| {
-            [
-                resolved(n, suspend, Mode::AddThenDelete),
-                resolved(n, suspend, Mode::Replace),
-            ]
-        };
-        let specs = (0..=bounds.requests)
-            .map(|n| [modes(n, false), modes(n, true)])
-            .collect();
+        let modes = [Mode::AddThenDelete, Mode::Replace];
+        let plans = modes.iter().flat_map(|m| [(*m, 0), (*m, 1)]);
+        let mut specs = HashMap::new();
+        for n in 0..=bounds.requests {
+            for suspend in [false, true] {
+                for (mode, account) in plans.clone() {
+                    let spec = resolved(n, suspend, mode, account);
+                    for pinned in plans.clone().map(Some).chain([None]) {
+                        // As the shell pins a plan on the spec, and validates what it acts on.
+                        let acted_on = match pinned {
+                            Some((m, a)) => Plan::of(&resolved(0, false, m, a)).applied_to(&spec),
+                            None => spec.clone(),
+                        };
+                        let valid = validate(&acted_on, NS).expect("a valid spec");
+                        specs.insert((n, suspend, mode, account, pinned), (acted_on, valid));
+                    }
+                }
+            }
+        }
         Protocol {
             mode,
             specs,
@@ -392,11 +456,15 @@ impl Protocol {
         }
     }
 
-    /// The spec a reconcile acts on: the mode pinned by the rotation in flight.
+    /// The spec a reconcile acts on: with the plan the rotation in flight pinned.
     fn spec(&self, run: &Run) -> &(RotationSpec, ValidSpec) {
-        let mode = run.state.map_or(run.mode, |s| s.mode);
-        &self.specs[usize::from(run.requests)][usize::from(run.suspended)]
-            [usize::from(mode == Mode::Replace)]
+        &self.specs[&(
+            run.requests,
+            run.suspended,
+            run.mode,
+            run.account,
+            run.pinned,
+        )]
     }
 
     fn initial(&self) -> World {
@@ -413,6 +481,7 @@ impl Protocol {
             requests: 0,
             suspended: false,
             mode: self.mode,
+            account: 0,
             generation: 1,
             status: Status::new(idle),
             deleting: false,
@@ -423,19 +492,23 @@ impl Protocol {
             known: None,
             run: None,
         };
-        World {
-            resource,
-            state: None,
-            workload: 0,
-            workload_version: 0,
+        let account = |password: Password, version: u8| Account {
+            target: BTreeSet::from([password]),
+            workload: password,
+            workload_version: version,
             workload_mark: None,
-            target: BTreeSet::from([0]),
             deployment: Deployment {
                 restart: None,
                 rolled_out: true,
-                pods: BTreeSet::from([0]),
+                pods: BTreeSet::from([password]),
             },
-            next_password: 1,
+        };
+        World {
+            resource,
+            state: None,
+            accounts: [account(0, 0), account(1, 1)],
+            secret_writes: Versions(1),
+            next_password: 2,
             next_rotation_id: 1,
             operators: [operator.clone(), operator],
             crashes_left: self.bounds.crashes,
@@ -444,15 +517,17 @@ impl Protocol {
             deletes_left: self.bounds.deletes,
             suspends_left: self.bounds.suspends,
             switches_left: self.bounds.switches,
+            retargets_left: self.bounds.retargets,
             reverted: None,
             unexpected: None,
+            staged_off_spec: false,
         }
     }
 
     /// The transitions no fault needs, in a fixed order: operators, their watches, the
     /// Deployment, the person who undoes a revert or lifts `suspend`, the garbage collector,
     /// and the next rotation asked for.
-    fn fair_actions(&self, world: &World) -> [Option<Action>; 9] {
+    fn fair_actions(&self, world: &World) -> [Option<Action>; 10] {
         // A resource gone from an operator's watch is not reconciled.
         let operator = |i: usize| match world.operators[i].run {
             None => (!world.operators[i].cache.gone).then_some(Action::Observe(i)),
@@ -467,7 +542,8 @@ impl Protocol {
             sync(0),
             operator(1),
             sync(1),
-            (!world.deployment.rolled_out).then_some(Action::RollOut),
+            (!world.accounts[0].deployment.rolled_out).then_some(Action::RollOut(0)),
+            (!world.accounts[1].deployment.rolled_out).then_some(Action::RollOut(1)),
             world.reverted.map(|_| Action::Restore),
             (world.resource.suspended && !world.resource.deleting).then_some(Action::Unsuspend),
             collect.then_some(Action::Collect),
@@ -476,7 +552,11 @@ impl Protocol {
     }
 
     fn done(&self, world: &World) -> bool {
-        if !world.deployment.pods.is_subset(&world.target) {
+        if !world
+            .accounts
+            .iter()
+            .all(|a| a.deployment.pods.is_subset(&a.target))
+        {
             return false;
         }
         if world.resource.gone {
@@ -502,6 +582,7 @@ impl Protocol {
         world.reverts_left = 0;
         world.suspends_left = 0;
         world.switches_left = 0;
+        world.retargets_left = 0;
         let mut result = false;
         for turn in 0..400 {
             let key = hash_of(&world);
@@ -555,6 +636,9 @@ impl Protocol {
             operator.cache = view;
             return;
         }
+        // The state Secret pins the plan, and with it the workload Secret read.
+        let pinned = world.state.map(|s| (s.mode, s.account));
+        let account = &world.accounts[pinned.map_or(view.account, |p| p.1)];
         operator.run = Some(Run {
             pc: if view.deleting {
                 Pc::Cleanup
@@ -567,11 +651,13 @@ impl Protocol {
             requests: view.requests,
             suspended: view.suspended,
             mode: view.mode,
+            account: view.account,
+            pinned,
             generation: view.generation,
             state: world.state,
-            workload: world.workload,
-            workload_version: world.workload_version,
-            workload_mark: world.workload_mark,
+            workload: account.workload,
+            workload_version: account.workload_version,
+            workload_mark: account.workload_mark,
             workload_fresh: true,
         });
     }
@@ -649,9 +735,10 @@ impl Protocol {
             }
             Pc::Delete { replay } => {
                 let state = run.state.expect("a delete has a state");
-                let refused = !world.target.contains(&state.previous);
-                if !refused && world.target.len() > 1 {
-                    world.target.remove(&state.previous);
+                let target = &mut world.accounts[state.account].target;
+                let refused = !target.contains(&state.previous);
+                if !refused && target.len() > 1 {
+                    target.remove(&state.previous);
                 }
                 world.operators[i].run.as_mut().expect("in a reconcile").pc =
                     Pc::Deleted { replay, refused };
@@ -666,7 +753,8 @@ impl Protocol {
                 match on_retire(result, replay, accepted) {
                     CallOutcome::Done => {
                         // The shell reads the workload Secret again before finishing.
-                        if holds(Some(&state), world.workload) != SecretHolds::Pending {
+                        let workload = world.accounts[state.account].workload;
+                        if holds(Some(&state), workload) != SecretHolds::Pending {
                             let status = self.after(&run, drifted());
                             Self::write(world, i, status);
                             Self::end(world, i);
@@ -683,13 +771,15 @@ impl Protocol {
             }
             Pc::Cleanup => self.clean_up(world, i),
             Pc::Fence => {
-                if world.workload_version != run.workload_version {
+                let state = run.state.expect("a fence has a state");
+                let account = &mut world.accounts[state.account];
+                if account.workload_version != run.workload_version {
                     world.operators[i].known = Some(DISTRUSTED);
                     world.operators[i].run = None;
                     return;
                 }
-                world.workload_mark = run.state.map(|s| s.rotation_id);
-                world.workload_version += 1;
+                account.workload_mark = Some(state.rotation_id);
+                account.workload_version = world.secret_writes.next();
                 world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::RollBack;
             }
             Pc::RollBack if run.state.is_some_and(|s| s.mode == Mode::Replace) => {
@@ -706,36 +796,39 @@ impl Protocol {
                 world.operators[i].run.as_mut().expect("in a reconcile").pc = pc;
             }
             Pc::CleanupPublish => {
-                if world.workload_version != run.workload_version {
+                let state = run.state.expect("a publish has a state");
+                let account = &mut world.accounts[state.account];
+                if account.workload_version != run.workload_version {
                     // The publish carries the version the cleanup read: refused, it runs
                     // again.
                     world.operators[i].known = Some(DISTRUSTED);
                     world.operators[i].run = None;
                     return;
                 }
-                let state = run.state.expect("a publish has a state");
-                if world.workload != state.pending {
-                    world.workload = state.pending;
-                    world.workload_version += 1;
+                if account.workload != state.pending {
+                    account.workload = state.pending;
+                    account.workload_version = world.secret_writes.next();
                 }
+                let version = account.workload_version;
                 let run = world.operators[i].run.as_mut().expect("in a reconcile");
-                run.workload_version = world.workload_version;
+                run.workload_version = version;
                 run.pc = Pc::CleanupRestart;
             }
             Pc::CleanupRestart => {
                 let state = run.state.expect("a restart has a state");
                 // Onto the workload Secret as the cleanup read it, or wrote it.
                 let version = Some(run.workload_version.to_string());
-                world
+                world.accounts[state.account]
                     .deployment
                     .restart_onto(restart_of(&state, &run.status.status, version));
                 world.operators[i].run.as_mut().expect("in a reconcile").pc = Pc::Orphan;
             }
             Pc::RollBack => {
                 let state = run.state.expect("a rollback has a state");
-                let result = if world.target.contains(&state.pending) {
-                    if world.target.len() > 1 {
-                        world.target.remove(&state.pending);
+                let target = &mut world.accounts[state.account].target;
+                let result = if target.contains(&state.pending) {
+                    if target.len() > 1 {
+                        target.remove(&state.pending);
                     }
                     Ok(())
                 } else {
@@ -774,11 +867,12 @@ impl Protocol {
             return;
         };
         let step = Self::cleanup_step(run, &state);
-        let holds_new = world.workload == state.pending;
-        let fenced = world.workload_mark == Some(state.rotation_id);
-        let written_since_stage = !fenced && world.workload_version != state.workload_version;
+        let account = &world.accounts[state.account];
+        let holds_new = account.workload == state.pending;
+        let fenced = account.workload_mark == Some(state.rotation_id);
+        let written_since_stage = !fenced && account.workload_version != state.workload_version;
         run.state = Some(state);
-        run.workload_version = world.workload_version;
+        run.workload_version = account.workload_version;
         run.pc = match on_deletion(step, holds_new, written_since_stage) {
             OnDeletion::KeepBoth if state.mode == Mode::Replace => Pc::CleanupRestart,
             OnDeletion::KeepBoth => Pc::Orphan,
@@ -795,7 +889,8 @@ impl Protocol {
         let run = world.operators[i].run.as_ref().expect("in a reconcile");
         let r = &world.resource;
         let unchanged = r.status == run.written
-            && (r.requests, r.suspended, r.mode) == (run.requests, run.suspended, run.mode)
+            && (r.requests, r.suspended, r.mode, r.account)
+                == (run.requests, run.suspended, run.mode, run.account)
             && !r.deleting;
         if r.version == run.version || unchanged {
             return Some(r.version);
@@ -809,10 +904,11 @@ impl Protocol {
     /// names is still valid (it authenticates the request). A PUT sent late, after another
     /// process finished the rotation and the next one replaced again, is refused.
     fn put(world: &mut World, state: &StateSecret) -> Result<(), CallFailure> {
-        if !world.target.contains(&state.previous) {
+        let target = &mut world.accounts[state.account].target;
+        if !target.contains(&state.previous) {
             return Err(CallFailure::PasswordRejected);
         }
-        world.target = BTreeSet::from([state.pending]);
+        *target = BTreeSet::from([state.pending]);
         Ok(())
     }
 
@@ -875,12 +971,14 @@ impl Protocol {
         let rollout = match (run.state, status.step) {
             (Some(state), Some(Step::Published)) if in_flight => {
                 let published = status.published_secret_version.clone();
-                world
-                    .deployment
-                    .restart_onto(restart_of(&state, status, published));
-                Some(match world.deployment.rolled_out {
+                let deployment = &mut world.accounts[state.account].deployment;
+                deployment.restart_onto(restart_of(&state, status, published));
+                Some(match deployment.rolled_out {
                     true => RolloutProgress::Complete,
-                    false => RolloutProgress::Pending(vec!["Deployment/orders".into()]),
+                    false => RolloutProgress::Pending(vec![format!(
+                        "Deployment/{}",
+                        ACCOUNTS[state.account].2
+                    )]),
                 })
             }
             _ => None,
@@ -913,12 +1011,13 @@ impl Protocol {
         let decision = decide(&observation, valid);
         let update = |world: &mut World, run: Run| world.operators[i].run = Some(run);
         if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !run.workload_fresh {
+            let account = &world.accounts[run.pinned.map_or(run.account, |p| p.1)];
             update(
                 world,
                 Run {
-                    workload: world.workload,
-                    workload_version: world.workload_version,
-                    workload_mark: world.workload_mark,
+                    workload: account.workload,
+                    workload_version: account.workload_version,
+                    workload_mark: account.workload_mark,
                     workload_fresh: true,
                     ..run
                 },
@@ -951,6 +1050,9 @@ impl Protocol {
                     world.operators[i].run = None;
                     return;
                 }
+                // The plan of the spec it acts on: pinned still, after a withdrawal.
+                let (mode, account) = run.pinned.unwrap_or((run.mode, run.account));
+                world.staged_off_spec |= (mode, account) != (run.mode, run.account);
                 let state = StateSecret {
                     rotation_id: world.next_rotation_id,
                     pending: world.next_password,
@@ -960,7 +1062,8 @@ impl Protocol {
                         .rotation_id
                         .as_ref()
                         .map(|id| id.parse().expect("ours")),
-                    mode: run.mode,
+                    mode,
+                    account,
                     orphaned: false,
                 };
                 world.next_rotation_id += 1;
@@ -985,8 +1088,8 @@ impl Protocol {
                 };
                 run.version = version;
                 Self::delete_state(world, &run);
-                run.state = None;
                 update(world, run);
+                Self::end(world, i);
             }
             Decision::Restage => {
                 let state = StateSecret {
@@ -1007,10 +1110,11 @@ impl Protocol {
             }
             Decision::Add => {
                 let state = run.state.expect("add has a state");
-                let result = if world.target.contains(&state.pending) {
+                let target = &mut world.accounts[state.account].target;
+                let result = if target.contains(&state.pending) {
                     Err(CallFailure::AlreadyPresent)
-                } else if world.target.contains(&state.previous) {
-                    world.target.insert(state.pending);
+                } else if target.contains(&state.previous) {
+                    target.insert(state.pending);
                     Ok(())
                 } else {
                     Err(CallFailure::PasswordRejected)
@@ -1023,7 +1127,11 @@ impl Protocol {
                     outcome => self.block(world, i, &run, outcome),
                 }
             }
-            Decision::Publish if world.workload_version != run.workload_version => {
+            Decision::Publish
+                if run.state.is_some_and(|s| {
+                    world.accounts[s.account].workload_version != run.workload_version
+                }) =>
+            {
                 // The write carries the version read, and is refused.
                 world.operators[i].known = Some(DISTRUSTED);
                 world.operators[i].run = None;
@@ -1034,17 +1142,18 @@ impl Protocol {
             }
             Decision::Publish => {
                 let state = run.state.expect("publish has a state");
+                let account = &mut world.accounts[state.account];
                 // A write that changes nothing keeps the Secret's resourceVersion.
-                if world.workload != state.pending {
-                    world.workload = state.pending;
-                    world.workload_version += 1;
+                if account.workload != state.pending {
+                    account.workload = state.pending;
+                    account.workload_version = world.secret_writes.next();
                 }
                 run.workload = state.pending;
-                run.workload_version = world.workload_version;
+                run.workload_version = account.workload_version;
                 run.workload_fresh = true;
                 let mut published = (*run.status.status).clone();
                 published.published_time = Some(Time(self.now));
-                published.published_secret_version = Some(world.workload_version.to_string());
+                published.published_secret_version = Some(run.workload_version.to_string());
                 run.status = Status::new(published);
                 run.status = self.advance(&run, &decision);
                 update(world, run);
@@ -1146,7 +1255,11 @@ fn accepted_after_a_refusal(
     refused: bool,
     replay: bool,
 ) -> Option<bool> {
-    (refused && !replay).then(|| world.target.contains(&state.pending))
+    (refused && !replay).then(|| {
+        world.accounts[state.account]
+            .target
+            .contains(&state.pending)
+    })
 }
 
 /// The restart annotation's value onto the workload Secret at `secret_version`.
@@ -1203,8 +1316,10 @@ impl Model for Protocol {
         if world.reverts_left > 0
             && world.reverted.is_none()
             && let Some(state) = world.state
-            && world.workload == state.pending
-            && world.target.contains(&state.previous)
+            && world.accounts[state.account].workload == state.pending
+            && world.accounts[state.account]
+                .target
+                .contains(&state.previous)
         {
             actions.push(Action::Revert);
         }
@@ -1216,6 +1331,9 @@ impl Model for Protocol {
         }
         if world.switches_left > 0 && !world.resource.deleting {
             actions.push(Action::SwitchMode);
+        }
+        if world.retargets_left > 0 && !world.resource.deleting {
+            actions.push(Action::Retarget);
         }
     }
 
@@ -1249,6 +1367,12 @@ impl Model for Protocol {
                 world.resource.generation += 1;
                 world.resource.version += 1;
             }
+            Action::Retarget => {
+                world.retargets_left -= 1;
+                world.resource.account = 1 - world.resource.account;
+                world.resource.generation += 1;
+                world.resource.version += 1;
+            }
             Action::Suspend | Action::Unsuspend => {
                 if action == Action::Suspend {
                     world.suspends_left -= 1;
@@ -1260,13 +1384,15 @@ impl Model for Protocol {
             Action::Revert => {
                 let state = world.state.expect("a revert needs a rotation");
                 world.reverts_left -= 1;
-                world.reverted = Some(world.workload);
-                world.workload = state.previous;
-                world.workload_version += 1;
+                let account = &mut world.accounts[state.account];
+                world.reverted = Some((state.account, account.workload));
+                account.workload = state.previous;
+                account.workload_version = world.secret_writes.next();
             }
             Action::Restore => {
-                world.workload = world.reverted.take().expect("reverted");
-                world.workload_version += 1;
+                let (a, password) = world.reverted.take().expect("reverted");
+                world.accounts[a].workload = password;
+                world.accounts[a].workload_version = world.secret_writes.next();
             }
             Action::Delete => {
                 world.deletes_left -= 1;
@@ -1274,9 +1400,10 @@ impl Model for Protocol {
                 world.resource.version += 1;
             }
             Action::Collect => world.state = None,
-            Action::RollOut => {
-                world.deployment.rolled_out = true;
-                world.deployment.pods = BTreeSet::from([world.workload]);
+            Action::RollOut(a) => {
+                let account = &mut world.accounts[a];
+                account.deployment.rolled_out = true;
+                account.deployment.pods = BTreeSet::from([account.workload]);
             }
         }
         Some(world)
@@ -1287,16 +1414,28 @@ impl Model for Protocol {
             Property::always("no workload holds a refused password", |m: &Protocol, w| {
                 // Replace mode's outage: from the PUT until the workloads restarted on the new
                 // password, while the rotation runs or a restart onto it is under way.
-                let replacing = (m.mode == Mode::Replace || m.bounds.switches > 0)
-                    && ((!w.resource.gone && w.state.is_some())
-                        || (!w.deployment.rolled_out && w.target.contains(&w.workload)));
-                w.deployment.pods.is_subset(&w.target) || replacing
-            }),
-            Property::always("every valid password is in a Secret", |_, w: &World| {
-                w.target.iter().all(|p| {
-                    *p == w.workload || w.state.is_some_and(|s| *p == s.pending || *p == s.previous)
+                w.accounts.iter().enumerate().all(|(a, account)| {
+                    let replacing = (m.mode == Mode::Replace || m.bounds.switches > 0)
+                        && ((!w.resource.gone && w.state.is_some_and(|s| s.account == a))
+                            || (!account.deployment.rolled_out
+                                && account.target.contains(&account.workload)));
+                    account.deployment.pods.is_subset(&account.target) || replacing
                 })
             }),
+            Property::always("every valid password is in a Secret", |_, w: &World| {
+                w.accounts.iter().enumerate().all(|(a, account)| {
+                    account.target.iter().all(|p| {
+                        *p == account.workload
+                            || w.state.is_some_and(|s| {
+                                s.account == a && (*p == s.pending || *p == s.previous)
+                            })
+                    })
+                })
+            }),
+            Property::always(
+                "a rotation is staged on the account the spec names",
+                |_, w: &World| !w.staged_off_spec,
+            ),
             Property::always("never Blocked", |_, w: &World| {
                 w.resource.status.status.phase != Some(Phase::Blocked)
             }),
@@ -1329,6 +1468,12 @@ impl Model for Protocol {
             properties.push(Property::sometimes(
                 "a rotation in flight keeps its mode after a switch",
                 |_, w: &World| w.state.is_some_and(|s| s.mode != w.resource.mode),
+            ));
+        }
+        if self.bounds.retargets > 0 {
+            properties.push(Property::sometimes(
+                "a rotation in flight keeps its account after a retarget",
+                |_, w: &World| w.state.is_some_and(|s| s.account != w.resource.account),
             ));
         }
         if self.bounds.suspends > 0 {
@@ -1368,8 +1513,8 @@ impl Model for Protocol {
                     w.resource.gone
                         && w.state.is_some_and(|s| {
                             s.orphaned
-                                && w.target == BTreeSet::from([s.pending])
-                                && w.workload == s.pending
+                                && w.accounts[s.account].target == BTreeSet::from([s.pending])
+                                && w.accounts[s.account].workload == s.pending
                         })
                 },
             ));
@@ -1381,12 +1526,15 @@ impl Model for Protocol {
                     |_, w: &World| {
                         w.resource.gone
                             && w.state.is_some_and(|s| {
-                                s.orphaned && w.target == BTreeSet::from([s.previous])
+                                s.orphaned
+                                    && w.accounts[s.account].target == BTreeSet::from([s.previous])
                             })
                     },
                 ),
                 Property::sometimes("a deleted resource keeps both passwords", |_, w: &World| {
-                    w.resource.gone && w.state.is_some_and(|s| s.orphaned && w.target.len() == 2)
+                    w.resource.gone
+                        && w.state
+                            .is_some_and(|s| s.orphaned && w.accounts[s.account].target.len() == 2)
                 }),
             ]);
         }
@@ -1412,12 +1560,14 @@ fn check(mode: Mode, bounds: Bounds) {
         deletes,
         suspends,
         switches,
+        retargets,
     } = bounds;
     writeln!(
         std::io::stderr(),
         "protocol model, {mode:?}, {requests} rotation(s), {crashes} crash(es), {failures} lost \
-         answer(s), {reverts} revert(s), {deletes} deletion(s), {suspends} suspension(s), {switches} mode \
-         switch(es): {} states explored, {} unique",
+         answer(s), {reverts} revert(s), {deletes} deletion(s), {suspends} suspension(s), \
+         {switches} mode switch(es), {retargets} move(s) to another user: {} states explored, \
+         {} unique",
         checker.state_count(),
         checker.unique_state_count()
     )
@@ -1437,15 +1587,13 @@ fn check(mode: Mode, bounds: Bounds) {
                 .map(|a| format!("{a:?}"))
                 .collect();
             panic!(
-                "{} breaks after: {}\nthe resource: {:#?}\nthe target: {:?}, the \
-                 workload Secret: {}, the state Secret: {:?}, the pods: {:?}",
+                "{} breaks after: {}\nthe resource: {:#?}\nthe accounts: {:?}\nthe state \
+                 Secret: {:?}",
                 property.name,
                 steps.join(" -> "),
                 end.resource.status.status,
-                end.target,
-                end.workload,
+                end.accounts,
                 end.state,
-                end.deployment.pods
             );
         }
     }
@@ -1517,6 +1665,18 @@ fn two_operators_losing_an_answer_anywhere() {
 }
 
 #[test]
+fn two_operators_losing_an_answer_and_crashing() {
+    check(
+        Mode::AddThenDelete,
+        Bounds {
+            failures: 1,
+            crashes: 1,
+            ..ONE
+        },
+    );
+}
+
+#[test]
 fn replace_mode_two_operators_losing_an_answer_anywhere() {
     check(Mode::Replace, Bounds { failures: 1, ..ONE });
 }
@@ -1544,6 +1704,28 @@ fn two_operators_and_a_suspension_set_and_lifted_at_any_step() {
 #[test]
 fn two_operators_and_a_mode_switch_at_any_step() {
     check(Mode::AddThenDelete, Bounds { switches: 1, ..ONE });
+}
+
+#[test]
+fn two_operators_and_a_move_to_another_user_at_any_step() {
+    check(
+        Mode::AddThenDelete,
+        Bounds {
+            retargets: 1,
+            ..ONE
+        },
+    );
+}
+
+#[test]
+fn replace_mode_two_operators_and_a_move_to_another_user_at_any_step() {
+    check(
+        Mode::Replace,
+        Bounds {
+            retargets: 1,
+            ..ONE
+        },
+    );
 }
 
 #[test]
