@@ -949,74 +949,76 @@ async fn pods_of_another_deployment_with_the_same_labels_do_not_hold_the_rollout
     h.finish().await
 }
 
-/// The API server out of reach of the operator for 30 s at several moments of a rotation
-/// (right after the request, a moment later, while the workloads roll out): the password the
-/// workload Secret holds keeps working throughout, and each rotation resumes and completes.
+/// The API server out of reach of the operator for 30 s at each step of a rotation: an
+/// operator process stopped right after it recorded the step is cut off and continued, so
+/// that every call it makes next fails. The password the workload Secret holds keeps working
+/// throughout, and each rotation resumes and completes once the API server is back.
 #[tokio::test]
-async fn rotations_resume_after_the_api_server_is_away_for_30_seconds() -> Result<()> {
+async fn rotations_resume_after_the_api_server_is_away_for_30_seconds_at_each_step() -> Result<()> {
     const AWAY: Duration = Duration::from_secs(30);
     let h = Harness::new("apiaway").await?;
     h.create_deployment("orders", 1).await?;
     let proxy = ApiProxy::start().await?;
     let kubeconfig = proxy.kubeconfig_in(h.log_dir())?;
-    let mut operator = h.spawn_operator_via(&kubeconfig, &[], &[])?;
     let spec = h.user_spec(json!({
-        "rotationRequest": "away-0",
         "rollout": {"workloads": [{"kind": "Deployment", "name": "orders"}], "overlap": "3s", "timeout": "5m"},
     }));
     h.create_rotation("orders-cache", spec).await?;
     let mut old = USER_PASSWORD.to_owned();
-    for (round, cut_at) in ["at once", "a moment later", "Published"]
-        .into_iter()
-        .enumerate()
-    {
-        let token = format!("away-{round}");
-        if round > 0 {
-            h.request_rotation("orders-cache", &token).await?;
-        }
-        match cut_at {
-            "at once" => {}
-            "a moment later" => tokio::time::sleep(Duration::from_millis(60)).await,
-            _ => {
-                h.wait_for("orders-cache", Duration::from_secs(60), "Published", |r| {
-                    step(r) == Some(Step::Published)
-                })
-                .await?;
-            }
-        }
+    for step in [
+        Step::Staged,
+        Step::Added,
+        Step::Published,
+        Step::RolledOut,
+        Step::Retired,
+    ] {
+        let point = format!("after-step-{}", step.as_str());
+        let mut operator = h.spawn_operator_via(
+            &kubeconfig,
+            &["--fail-point", &format!("{point}:stop")],
+            &[],
+        )?;
+        let token = format!("away-at-{}", step.as_str());
+        h.request_rotation("orders-cache", &token).await?;
+        stopped_at(&operator, &point).await?;
         proxy.cut();
         let back = std::time::Instant::now() + AWAY;
         while std::time::Instant::now() < back {
+            // A step recorded but not written is recorded again, and stops it again.
+            continue_process(&operator)?;
             let held = h.secret_value(USER_SECRET, "password").await?.unwrap();
             assert!(
                 h.redis.auth(USER, &held).await?,
-                "round {round} ({cut_at}): the password the workload Secret holds was refused"
+                "away at {point}: the password the workload Secret holds was refused"
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         proxy.restore();
-        let done = h
-            .wait_for("orders-cache", Duration::from_secs(120), &token, |r| {
-                r.status.as_ref().is_some_and(|s| {
-                    s.phase == Some(Phase::Blocked)
-                        || (s.handled_rotation_request.as_deref() == Some(&token)
-                            && s.step.is_none()
-                            && s.phase == Some(Phase::Idle))
-                })
-            })
-            .await?;
-        assert_ne!(
-            phase(&done),
-            Some(Phase::Blocked),
-            "round {round} ({cut_at})"
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let done = loop {
+            continue_process(&operator)?;
+            let status = h.rotation("orders-cache").await?.status.unwrap_or_default();
+            if status.phase == Some(Phase::Blocked)
+                || (status.handled_rotation_request.as_deref() == Some(&token)
+                    && status.step.is_none()
+                    && status.phase == Some(Phase::Idle))
+            {
+                break status;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "away at {point}: the rotation never completed: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_ne!(done.phase, Some(Phase::Blocked), "away at {point}");
         let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
-        assert_ne!(new, old);
+        assert_ne!(new, old, "away at {point}");
         assert!(h.redis.auth(USER, &new).await? && !h.redis.auth(USER, &old).await?);
         old = new;
+        operator.start_kill()?;
+        operator.wait().await?;
     }
-    operator.start_kill()?;
-    operator.wait().await?;
     h.finish().await
 }
 
