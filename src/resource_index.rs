@@ -344,6 +344,12 @@ impl ResourceIndex {
             .collect()
     }
 
+    /// The targets resources name, each once.
+    pub fn named_targets(&self) -> Vec<Arc<NamedTarget>> {
+        let entries = self.entries.lock().expect("not poisoned");
+        entries.by_target.0.keys().cloned().collect()
+    }
+
     /// How many resources name `target`.
     pub fn count_naming(&self, target: &NamedTarget) -> usize {
         self.entries

@@ -151,6 +151,20 @@ impl TargetIndex {
         self.target_of(rotation)?.labels().get(SHARD_LABEL).cloned()
     }
 
+    /// Whether `rotation` belongs to `shard` (see [`Self::shard_of`]), copying nothing.
+    pub fn serves(&self, rotation: &PasswordRotation, shard: Option<&str>) -> bool {
+        let target = self.target_of(rotation);
+        let label = target.as_ref().and_then(|t| t.labels().get(SHARD_LABEL));
+        label.map(String::as_str) == shard
+    }
+
+    /// Whether `target` exists and belongs to `shard`.
+    pub fn named_in_shard(&self, target: &NamedTarget, shard: Option<&str>) -> bool {
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        self.target(target.kind, namespace, &target.name)
+            .is_some_and(|held| held.labels().get(SHARD_LABEL).map(String::as_str) == shard)
+    }
+
     /// The status of `rotation`'s target, as the watch shows it.
     pub fn status_of(&self, rotation: &PasswordRotation) -> Option<TargetStatus> {
         self.target_of(rotation)?.status().cloned()

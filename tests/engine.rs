@@ -336,6 +336,12 @@ struct Engine {
 }
 
 impl Engine {
+    /// The resource watch delivers `event`: to its cache, then to its index, as it does.
+    fn watch(&mut self, event: watcher::Event<PasswordRotation>) {
+        self.watched.apply_watcher_event(&event);
+        self.index.observe(&event);
+    }
+
     fn new(spec: Value) -> Result<Self> {
         Self::in_shard(spec, None)
     }
@@ -541,9 +547,7 @@ async fn a_new_idle_resource_is_written_once_and_gets_no_finalizer() -> Result<(
 
     // Once the Secret watch has listed the namespace without its state Secret, a new
     // resource reads none.
-    engine
-        .watched
-        .apply_watcher_event(&watcher::Event::Apply(engine.rotation.clone()));
+    engine.watch(watcher::Event::Apply(engine.rotation.clone()));
     engine.index.observe_secret(&watcher::Event::Init);
     engine.index.observe_secret(&watcher::Event::InitDone);
     controller::apply(&engine.ctx, engine.rotation.clone()).await?;
@@ -890,9 +894,7 @@ async fn the_echoes_of_a_settled_write_read_no_state_secret() -> Result<()> {
     );
 
     // After a restart: the Secret watch listed the namespace's Secrets, without this one.
-    engine
-        .watched
-        .apply_watcher_event(&watcher::Event::Apply(engine.rotation.clone()));
+    engine.watch(watcher::Event::Apply(engine.rotation.clone()));
     let listed = |name: &str| -> Result<PartialObjectMeta<Secret>> {
         Ok(serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -931,9 +933,7 @@ async fn the_echoes_of_a_settled_write_read_no_state_secret() -> Result<()> {
 #[tokio::test]
 async fn what_is_kept_for_a_resource_goes_with_it() -> Result<()> {
     let mut engine = Engine::new(json!({"rotationRequest": "first"}))?;
-    engine
-        .watched
-        .apply_watcher_event(&watcher::Event::Apply(engine.rotation.clone()));
+    engine.watch(watcher::Event::Apply(engine.rotation.clone()));
     engine.run_until(rotated).await?;
     let read_for_the_first = engine.kubernetes.reads("rs-admin");
     assert!(read_for_the_first >= 1);
@@ -953,9 +953,7 @@ async fn what_is_kept_for_a_resource_goes_with_it() -> Result<()> {
         "kept while the watch shows the resource"
     );
 
-    engine
-        .watched
-        .apply_watcher_event(&watcher::Event::Delete(engine.rotation.clone()));
+    engine.watch(watcher::Event::Delete(engine.rotation.clone()));
     engine.ctx.forget_the_gone(Timestamp::now());
     rotate_again(&mut engine, "third").await?;
     assert!(
