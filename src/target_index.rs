@@ -151,7 +151,8 @@ impl TargetIndex {
         self.target_of(rotation)?.labels().get(SHARD_LABEL).cloned()
     }
 
-    /// Whether `rotation` belongs to `shard` (see [`Self::shard_of`]), copying nothing.
+    /// Whether `rotation` belongs to `shard` (see [`Self::shard_of`]), without a copy of
+    /// the label.
     pub fn serves(&self, rotation: &PasswordRotation, shard: Option<&str>) -> bool {
         let target = self.target_of(rotation);
         let label = target.as_ref().and_then(|t| t.labels().get(SHARD_LABEL));
@@ -161,8 +162,7 @@ impl TargetIndex {
     /// Whether `target` exists and belongs to `shard`.
     pub fn named_in_shard(&self, target: &NamedTarget, shard: Option<&str>) -> bool {
         let namespace = target.namespace.as_deref().unwrap_or_default();
-        self.target(target.kind, namespace, &target.name)
-            .is_some_and(|held| held.labels().get(SHARD_LABEL).map(String::as_str) == shard)
+        self.target_in_shard(target.kind, namespace, &target.name, shard)
     }
 
     /// The status of `rotation`'s target, as the watch shows it.
@@ -182,6 +182,16 @@ impl TargetIndex {
             "ClusterRotationTarget" => TargetKind::ClusterRotationTarget,
             _ => return false,
         };
+        self.target_in_shard(kind, namespace, name, shard)
+    }
+
+    fn target_in_shard(
+        &self,
+        kind: TargetKind,
+        namespace: &str,
+        name: &str,
+        shard: Option<&str>,
+    ) -> bool {
         self.target(kind, namespace, name)
             .is_some_and(|held| held.labels().get(SHARD_LABEL).map(String::as_str) == shard)
     }
