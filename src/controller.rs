@@ -1131,7 +1131,6 @@ fn change<'a>(state: &'a RotationState, previous: &'a SecretString) -> Change<'a
     }
 }
 
-/// Until the next scheduled rotation, or until something changes when none is scheduled.
 /// After a first try (a PUT, a DELETE) was refused the old password: whether the new
 /// password works, as another actor's replay of the same call would have left it; `None` when
 /// not asked.
@@ -1147,6 +1146,7 @@ async fn accepted_after_a_refusal(
     }
 }
 
+/// Until the next scheduled rotation, or until something changes when none is scheduled.
 fn wait_for_next(next_rotation: Option<Timestamp>, now: Timestamp) -> Action {
     match next_rotation {
         Some(next) => requeue_at(next, now),

@@ -216,6 +216,14 @@ struct Run {
     workload_fresh: bool,
 }
 
+impl Run {
+    /// The mode and account the reconcile acts on: pinned by the state Secret it read, or
+    /// the spec's.
+    fn plan(&self) -> (Mode, usize) {
+        self.pinned.unwrap_or((self.mode, self.account))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Operator {
     /// The resource as this process's watch holds it.
@@ -1011,7 +1019,7 @@ impl Protocol {
         let decision = decide(&observation, valid);
         let update = |world: &mut World, run: Run| world.operators[i].run = Some(run);
         if matches!(decision, Decision::Retire { .. } | Decision::Finish) && !run.workload_fresh {
-            let account = &world.accounts[run.pinned.map_or(run.account, |p| p.1)];
+            let account = &world.accounts[run.plan().1];
             update(
                 world,
                 Run {
@@ -1051,7 +1059,7 @@ impl Protocol {
                     return;
                 }
                 // The plan of the spec it acts on: pinned still, after a withdrawal.
-                let (mode, account) = run.pinned.unwrap_or((run.mode, run.account));
+                let (mode, account) = run.plan();
                 world.staged_off_spec |= (mode, account) != (run.mode, run.account);
                 let state = StateSecret {
                     rotation_id: world.next_rotation_id,
@@ -1299,16 +1307,12 @@ impl Model for Protocol {
 
     fn actions(&self, world: &World, actions: &mut Vec<Action>) {
         actions.extend(self.fair_actions(world).into_iter().flatten());
-        if world.crashes_left > 0 {
-            for (i, operator) in world.operators.iter().enumerate() {
-                if operator.run.is_some() {
+        for (i, operator) in world.operators.iter().enumerate() {
+            if operator.run.is_some() {
+                if world.crashes_left > 0 {
                     actions.push(Action::Crash(i));
                 }
-            }
-        }
-        if world.failures_left > 0 {
-            for (i, operator) in world.operators.iter().enumerate() {
-                if operator.run.is_some() {
+                if world.failures_left > 0 {
                     actions.push(Action::Fail(i));
                 }
             }

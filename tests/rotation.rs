@@ -13,7 +13,9 @@ use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use password_rotator::resource::{PasswordRotation, Phase, Step, restart_annotation_key};
+use password_rotator::resource::{
+    PasswordRotation, PasswordRotationStatus, Phase, Step, restart_annotation_key,
+};
 use password_rotator::rotation_target::RotationTarget;
 use rotator_test_support::api_proxy::ApiProxy;
 use rotator_test_support::api_server::FaultRule;
@@ -617,6 +619,30 @@ async fn paused_at(h: &Harness, point: &str) -> Result<tokio::process::Child> {
     Ok(paused)
 }
 
+/// Waits for the status to satisfy `done`, continuing `process` before each look: a process
+/// stopped at a fail point stops again each time it passes it.
+async fn wait_continuing(
+    h: &Harness,
+    process: &tokio::process::Child,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&PasswordRotationStatus) -> bool,
+) -> Result<PasswordRotationStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        continue_process(process)?;
+        let status = h.rotation("orders-cache").await?.status.unwrap_or_default();
+        if done(&status) {
+            return Ok(status);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Deletes the resource, lets a second operator process run the cleanup to the end, and
 /// continues the paused one, which still acts on the copy it read before.
 async fn delete_while_paused(h: &mut Harness, paused: &tokio::process::Child) -> Result<()> {
@@ -770,22 +796,11 @@ async fn a_withdrawn_stage_leaves_the_next_rotation_to_the_spec_as_it_is() -> Re
             }})),
         )
         .await?;
-    // It stops before each stage it makes: it is continued until the move is rotated.
-    let deadline = std::time::Instant::now() + ROTATION_TIMEOUT;
-    loop {
-        continue_process(&paused)?;
-        let status = h.rotation("orders-cache").await?.status.unwrap_or_default();
-        if status.handled_rotation_request.as_deref() == Some("moved")
-            && status.phase == Some(Phase::Idle)
-        {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the move was never rotated: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // It stops before each stage it makes.
+    wait_continuing(&h, &paused, ROTATION_TIMEOUT, "the move rotated", |s| {
+        s.handled_rotation_request.as_deref() == Some("moved") && s.phase == Some(Phase::Idle)
+    })
+    .await?;
     paused.start_kill()?;
     paused.wait().await?;
     let moved = h
@@ -994,23 +1009,14 @@ async fn rotations_resume_after_the_api_server_is_away_for_30_seconds_at_each_st
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         proxy.restore();
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let done = loop {
-            continue_process(&operator)?;
-            let status = h.rotation("orders-cache").await?.status.unwrap_or_default();
-            if status.phase == Some(Phase::Blocked)
-                || (status.handled_rotation_request.as_deref() == Some(&token)
-                    && status.step.is_none()
-                    && status.phase == Some(Phase::Idle))
-            {
-                break status;
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "away at {point}: the rotation never completed: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let what = format!("the rotation after a cut at {point}");
+        let done = wait_continuing(&h, &operator, Duration::from_secs(120), &what, |s| {
+            s.phase == Some(Phase::Blocked)
+                || (s.handled_rotation_request.as_deref() == Some(&token)
+                    && s.step.is_none()
+                    && s.phase == Some(Phase::Idle))
+        })
+        .await?;
         assert_ne!(done.phase, Some(Phase::Blocked), "away at {point}");
         let new = h.secret_value(USER_SECRET, "password").await?.unwrap();
         assert_ne!(new, old, "away at {point}");

@@ -127,7 +127,8 @@ impl Rotator<'_> {
     pub(super) async fn checkpoint(&mut self) -> Result<bool> {
         let mut status = self.status.clone();
         status::show_pending_changes(&mut status, &self.plan_changes, Timestamp::now());
-        if self.ctx.target_index.shard_of(&self.rotation) == self.ctx.settings.shard {
+        let shard = self.ctx.settings.shard.as_deref();
+        if self.ctx.target_index.serves(&self.rotation, shard) {
             status.shard.clone_from(&self.ctx.settings.shard);
         }
         if status == self.written {
